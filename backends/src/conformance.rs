@@ -1,0 +1,362 @@
+//! The conformance suite every backend runs against its real server.
+//!
+//! One function per behaviour, each taking a [`Fixture`]: a way to make a
+//! fresh client for the destination (so "resume after the process died" can
+//! use a second client) and a prefix no other test uses. A backend's test file
+//! is one macro call:
+//!
+//! ```text
+//! offsite_backends::conformance_tests!(my_fixture().await);
+//! ```
+//!
+//! Behaviours a backend lacks are declared in its [`Capabilities`], and the
+//! functions that need them demand the declared alternative instead (an
+//! append-only backend must refuse nothing when parts come in order).
+//!
+//! These functions panic on failure: they are test code, shipped in the crate
+//! so every backend's tests (and later backends' crates) share one copy.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::{Backend, Capabilities, ErrorKind, Part, PartReceipt, UploadId, get_bytes, list_all};
+
+/// A destination under test.
+pub struct Fixture {
+    /// Makes a new, independent client for the same destination.
+    pub connect: Box<dyn Fn() -> Arc<dyn Backend> + Send + Sync>,
+    /// A prefix unique to this test, without a trailing slash.
+    pub prefix: String,
+}
+
+impl Fixture {
+    fn key(&self, name: &str) -> String {
+        format!("{}/{name}", self.prefix)
+    }
+}
+
+/// Deterministic, poorly compressible test bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn part_size_for(caps: &Capabilities) -> usize {
+    caps.min_part_size.max(64 * 1024) as usize
+}
+
+async fn upload_parts(
+    b: &dyn Backend,
+    key: &str,
+    id: &UploadId,
+    data: &[u8],
+    part_size: usize,
+    order: &[usize],
+) -> Vec<PartReceipt> {
+    let mut receipts: Vec<PartReceipt> = Vec::new();
+    for &i in order {
+        let start = i * part_size;
+        let end = (start + part_size).min(data.len());
+        let r = b
+            .put_part(
+                key,
+                id,
+                Part {
+                    index: i as u32,
+                    offset: start as u64,
+                    body: Bytes::copy_from_slice(&data[start..end]),
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("put_part {i} of {key}: {e}"));
+        assert_eq!(r.index, i as u32);
+        assert_eq!(r.size, (end - start) as u64);
+        receipts.push(r);
+    }
+    receipts.sort_by_key(|r| r.index);
+    receipts
+}
+
+fn parts_of(len: usize, part_size: usize) -> usize {
+    len.div_ceil(part_size).max(1)
+}
+
+/// put, get, list and delete of one small object.
+pub async fn put_get_list_delete(f: &Fixture) {
+    let b = (f.connect)();
+    let key = f.key("small.bin");
+    let data = pattern(1000, 1);
+    b.put(&key, Bytes::from(data.clone())).await.expect("put");
+    assert_eq!(get_bytes(b.as_ref(), &key).await.expect("get"), data);
+    let listed = list_all(b.as_ref(), &format!("{}/", f.prefix))
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].key, key);
+    assert_eq!(listed[0].size, 1000);
+    b.delete(&key).await.expect("delete");
+    let err = get_bytes(b.as_ref(), &key)
+        .await
+        .expect_err("get after delete");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+/// A put replaces an existing object.
+pub async fn put_overwrites(f: &Fixture) {
+    let b = (f.connect)();
+    let key = f.key("twice");
+    b.put(&key, Bytes::from_static(b"first version"))
+        .await
+        .expect("put 1");
+    b.put(&key, Bytes::from_static(b"second"))
+        .await
+        .expect("put 2");
+    assert_eq!(get_bytes(b.as_ref(), &key).await.expect("get"), b"second");
+}
+
+/// Empty objects exist and read back empty.
+pub async fn zero_length(f: &Fixture) {
+    let b = (f.connect)();
+    let key = f.key("empty");
+    b.put(&key, Bytes::new()).await.expect("put empty");
+    assert!(get_bytes(b.as_ref(), &key).await.expect("get").is_empty());
+    let listed = list_all(b.as_ref(), &key).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].size, 0);
+}
+
+/// A multi-part upload in order, with a short last part.
+pub async fn large_multipart(f: &Fixture) {
+    let b = (f.connect)();
+    let caps = b.capabilities();
+    assert!(caps.multipart, "every backend offers resumable uploads");
+    let ps = part_size_for(&caps);
+    let data = pattern(ps * 3 + ps / 3, 2);
+    let key = f.key("large.bin");
+    let id = b
+        .create_upload(&key, ps as u64)
+        .await
+        .expect("create_upload");
+    let order: Vec<usize> = (0..parts_of(data.len(), ps)).collect();
+    let receipts = upload_parts(b.as_ref(), &key, &id, &data, ps, &order).await;
+    b.complete_upload(&key, &id, &receipts)
+        .await
+        .expect("complete");
+    assert_eq!(get_bytes(b.as_ref(), &key).await.expect("get"), data);
+}
+
+/// Parts sent out of order (where the backend allows it) assemble in index order.
+pub async fn multipart_out_of_order(f: &Fixture) {
+    let b = (f.connect)();
+    let caps = b.capabilities();
+    let ps = part_size_for(&caps);
+    let data = pattern(ps * 3 + 17, 3);
+    let key = f.key("shuffled.bin");
+    let id = b
+        .create_upload(&key, ps as u64)
+        .await
+        .expect("create_upload");
+    let order: Vec<usize> = if caps.parts_out_of_order {
+        vec![3, 1, 0, 2]
+    } else {
+        vec![0, 1, 2, 3]
+    };
+    let receipts = upload_parts(b.as_ref(), &key, &id, &data, ps, &order).await;
+    b.complete_upload(&key, &id, &receipts)
+        .await
+        .expect("complete");
+    assert_eq!(get_bytes(b.as_ref(), &key).await.expect("get"), data);
+}
+
+/// An upload started by one client (then dropped, as if the process died) is
+/// finished by another from the journaled id and receipts alone.
+pub async fn resume_after_drop(f: &Fixture) {
+    let ps = part_size_for(&(f.connect)().capabilities());
+    let data = pattern(ps * 3, 4);
+    let key = f.key("resumed.bin");
+    let (id, first) = {
+        let b = (f.connect)();
+        let id = b
+            .create_upload(&key, ps as u64)
+            .await
+            .expect("create_upload");
+        let first = upload_parts(b.as_ref(), &key, &id, &data, ps, &[0]).await;
+        (id, first)
+    };
+    // The id and receipts survive as plain data, as in the journal.
+    let id: UploadId = serde_json::from_str(&serde_json::to_string(&id).expect("ser")).expect("de");
+    let b = (f.connect)();
+    let listed = list_all(b.as_ref(), &format!("{}/", f.prefix))
+        .await
+        .expect("list");
+    assert!(
+        listed.is_empty(),
+        "an unfinished upload must not be listed: {listed:?}"
+    );
+    let mut rest = upload_parts(b.as_ref(), &key, &id, &data, ps, &[1, 2]).await;
+    let mut all = first;
+    all.append(&mut rest);
+    b.complete_upload(&key, &id, &all).await.expect("complete");
+    assert_eq!(get_bytes(b.as_ref(), &key).await.expect("get"), data);
+}
+
+/// After abort the upload is gone: completing it is NotFound and nothing is listed.
+pub async fn abort_discards(f: &Fixture) {
+    let b = (f.connect)();
+    let ps = part_size_for(&b.capabilities());
+    let data = pattern(ps, 5);
+    let key = f.key("aborted.bin");
+    let id = b
+        .create_upload(&key, ps as u64)
+        .await
+        .expect("create_upload");
+    let receipts = upload_parts(b.as_ref(), &key, &id, &data, ps, &[0]).await;
+    b.abort_upload(&key, &id).await.expect("abort");
+    b.abort_upload(&key, &id)
+        .await
+        .expect("abort twice is not an error");
+    let err = b
+        .complete_upload(&key, &id, &receipts)
+        .await
+        .expect_err("complete after abort");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let listed = list_all(b.as_ref(), &format!("{}/", f.prefix))
+        .await
+        .expect("list");
+    assert!(listed.is_empty(), "{listed:?}");
+}
+
+/// Listing a prefix with nothing under it yields nothing, not an error.
+pub async fn list_missing_prefix(f: &Fixture) {
+    let b = (f.connect)();
+    let listed = list_all(b.as_ref(), &f.key("nothing/here/"))
+        .await
+        .expect("list");
+    assert!(listed.is_empty());
+}
+
+/// Listing is by key prefix, recursive, and only under the prefix.
+pub async fn list_is_recursive_and_bounded(f: &Fixture) {
+    let b = (f.connect)();
+    for k in ["a/1", "a/b/2", "ab/3", "c/4"] {
+        b.put(&f.key(k), Bytes::from_static(b"x"))
+            .await
+            .expect("put");
+    }
+    let keys: Vec<String> = list_all(b.as_ref(), &f.key("a/"))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(keys, vec![f.key("a/1"), f.key("a/b/2")]);
+}
+
+/// Deleting a key that does not exist succeeds.
+pub async fn delete_missing_key(f: &Fixture) {
+    let b = (f.connect)();
+    b.delete(&f.key("never-written"))
+        .await
+        .expect("delete of a missing key");
+}
+
+/// Reading a key that does not exist is NotFound and names the key.
+pub async fn get_missing_key(f: &Fixture) {
+    let b = (f.connect)();
+    let key = f.key("absent");
+    let err = get_bytes(b.as_ref(), &key)
+        .await
+        .expect_err("get of a missing key");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let text = err.to_string();
+    assert!(text.contains(b.name()) && text.contains("absent"), "{text}");
+}
+
+/// A byte range reads exactly those bytes.
+pub async fn ranged_get(f: &Fixture) {
+    let b = (f.connect)();
+    let key = f.key("ranged");
+    let data = pattern(10_000, 6);
+    b.put(&key, Bytes::from(data.clone())).await.expect("put");
+    let mut got = Vec::new();
+    let mut s = b.get(&key, Some(1234..5678)).await.expect("get range");
+    use futures::TryStreamExt;
+    while let Some(c) = s.try_next().await.expect("read") {
+        got.extend_from_slice(&c);
+    }
+    assert_eq!(got, &data[1234..5678]);
+}
+
+/// Names with spaces and non-ASCII characters round-trip and list as written.
+pub async fn names_with_spaces_and_unicode(f: &Fixture) {
+    let b = (f.connect)();
+    let key = f.key("dir with space/Ünïcødé 名前 #1.tar.zst");
+    b.put(&key, Bytes::from_static(b"data")).await.expect("put");
+    assert_eq!(get_bytes(b.as_ref(), &key).await.expect("get"), b"data");
+    let listed = list_all(b.as_ref(), &format!("{}/", f.prefix))
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, key);
+    let ps = part_size_for(&b.capabilities());
+    let big_key = f.key("dir with space/part é.bin");
+    let data = pattern(ps + 5, 7);
+    let id = b
+        .create_upload(&big_key, ps as u64)
+        .await
+        .expect("create_upload");
+    let receipts = upload_parts(b.as_ref(), &big_key, &id, &data, ps, &[0, 1]).await;
+    b.complete_upload(&big_key, &id, &receipts)
+        .await
+        .expect("complete");
+    assert_eq!(get_bytes(b.as_ref(), &big_key).await.expect("get"), data);
+}
+
+/// Keys that could escape the destination's root are refused before any I/O.
+pub async fn escaping_keys_are_refused(f: &Fixture) {
+    let b = (f.connect)();
+    for bad in ["../escape", "/abs", "a/../../b"] {
+        let err = b.put(bad, Bytes::from_static(b"x")).await.expect_err(bad);
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{bad}: {err}");
+    }
+}
+
+/// The destination answers its read-only probe.
+pub async fn probe_succeeds(f: &Fixture) {
+    (f.connect)().probe().await.expect("probe");
+}
+
+/// Generates one `#[tokio::test]` per conformance behaviour. `$fixture` is an
+/// expression (it may `.await`) producing a [`Fixture`]; it is evaluated
+/// afresh in each test with the test's name available as `test_name: &str`.
+#[macro_export]
+macro_rules! conformance_tests {
+    (|$name:ident| $fixture:expr) => {
+        $crate::conformance_tests!(@each |$name| $fixture;
+            put_get_list_delete, put_overwrites, zero_length, large_multipart,
+            multipart_out_of_order, resume_after_drop, abort_discards, list_missing_prefix,
+            list_is_recursive_and_bounded, delete_missing_key, get_missing_key, ranged_get,
+            names_with_spaces_and_unicode, escaping_keys_are_refused, probe_succeeds);
+    };
+    (@each |$name:ident| $fixture:expr; $($t:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $t() {
+                let $name: &str = stringify!($t);
+                let fixture: $crate::conformance::Fixture = $fixture;
+                $crate::conformance::$t(&fixture).await;
+            }
+        )*
+    };
+}

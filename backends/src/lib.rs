@@ -1,0 +1,209 @@
+//! `offsite-backends`: the storage destinations of offsite behind one small
+//! async trait.
+//!
+//! Every destination kind implements [`Backend`]; the pipeline and the shared
+//! [`conformance`] suite branch on [`Backend::capabilities`], never on a
+//! backend's name. Resumable uploads are plain data ([`UploadId`],
+//! [`PartReceipt`]) so the caller can journal them and resume in another
+//! process, the way object_store's `MultipartStore` does.
+//!
+//! Wrappers compose around any backend: [`Throttled`] enforces a bandwidth
+//! limit, [`Retrying`] retries temporary errors with backoff. Retrying lives
+//! only there, never inside a backend.
+//!
+//! Keys are relative, `/`-separated strings (`db/orders/20261122T021500Z-full/manifest.json`);
+//! a backend refuses keys with empty, `.` or `..` components.
+
+pub mod conformance;
+mod error;
+#[cfg(feature = "path")]
+pub mod path;
+mod retry;
+mod secret;
+mod throttle;
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+
+pub use error::{Error, ErrorKind, Result};
+pub use retry::{RetryPolicy, Retrying};
+pub use secret::Secret;
+pub use throttle::{RateLimiter, Throttled};
+
+/// A stream of bytes read from a destination.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// A stream of listed objects.
+pub type ListStream = Pin<Box<dyn Stream<Item = Result<ObjectMeta>> + Send>>;
+
+/// What a backend can do. The pipeline reads it to choose how to upload
+/// (parallel parts or one after the other), and the conformance suite reads
+/// it to know which behaviours to demand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Resumable uploads made of parts (`create_upload` .. `complete_upload`).
+    pub multipart: bool,
+    /// Parts may be sent in any order and concurrently. When false the caller
+    /// sends parts one after the other, in index order (append-only protocols).
+    pub parts_out_of_order: bool,
+    /// An unfinished upload is a partial object grown at an offset (path, FTP, SFTP).
+    pub offset_resume: bool,
+    /// Completion is an atomic rename: nobody sees a half-written object.
+    pub atomic_rename: bool,
+    pub list: bool,
+    pub delete: bool,
+    pub read: bool,
+    /// Objects must be restored (rehydrated) before they can be read.
+    pub cold_storage: bool,
+    /// Smallest part except the last.
+    pub min_part_size: u64,
+    pub max_part_size: u64,
+    pub max_parts: u32,
+    pub max_object_size: Option<u64>,
+}
+
+/// One object found by [`Backend::list`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectMeta {
+    /// The full key, including the listed prefix.
+    pub key: String,
+    pub size: u64,
+}
+
+/// The id of an unfinished upload; opaque to the caller, who only stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadId(pub String);
+
+/// One part of an upload: its index (from 0), its offset in the object and
+/// its bytes. Every part but the last has the same size.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub index: u32,
+    pub offset: u64,
+    pub body: Bytes,
+}
+
+/// What the server gave back for a stored part (an ETag, a block id, a tree
+/// hash); the caller journals it and passes it back to `complete_upload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartReceipt {
+    pub index: u32,
+    pub offset: u64,
+    pub size: u64,
+    /// The server's receipt for the part, as the backend needs it at completion.
+    pub tag: String,
+}
+
+/// A storage destination.
+///
+/// # Behavior shared by every implementation
+///
+/// - `put` is atomic: a reader sees the old object, the new one, or nothing.
+/// - `complete_upload` is atomic in the same way and fails with
+///   [`ErrorKind::NotFound`] when the upload no longer exists (expired,
+///   aborted, cleaned up): the caller then restarts that object.
+/// - `delete` of a missing key succeeds.
+/// - `list` of a missing prefix yields nothing, not an error; it never yields
+///   unfinished uploads.
+/// - `get` of a missing key fails with [`ErrorKind::NotFound`].
+/// - Every error names the destination and the key.
+#[async_trait]
+pub trait Backend: Send + Sync + Debug {
+    /// The destination's name, as the configuration calls it.
+    fn name(&self) -> &str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Reaches the destination with the read-only calls a backup depends on
+    /// (the folder exists, the credentials are accepted) without writing.
+    async fn probe(&self) -> Result<()>;
+
+    /// Stores a small object in one call.
+    async fn put(&self, key: &str, body: Bytes) -> Result<()>;
+
+    /// Starts a resumable upload of `key`, made of parts of `part_size` bytes
+    /// (the last may be shorter).
+    async fn create_upload(&self, key: &str, part_size: u64) -> Result<UploadId>;
+
+    async fn put_part(&self, key: &str, upload: &UploadId, part: Part) -> Result<PartReceipt>;
+
+    /// Makes the object visible under `key`, made of exactly `parts` in index order.
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[PartReceipt],
+    ) -> Result<()>;
+
+    /// Drops an unfinished upload; a missing upload is not an error.
+    async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<()>;
+
+    /// Reads `key`, or the byte `range` of it.
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream>;
+
+    /// Every object whose key starts with `prefix`.
+    async fn list(&self, prefix: &str) -> Result<ListStream>;
+
+    async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// Checks that `key` is a relative `/`-separated key with no empty, `.` or
+/// `..` component, so no backend can be made to write outside its root.
+pub fn validate_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.contains('\\')
+        || key.contains('\0')
+        || key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(Error::new(
+            ErrorKind::ConfigInvalid,
+            format!("invalid key {key:?}: keys are relative and have no empty, '.' or '..' parts"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a whole object into memory; for small objects (manifests) only.
+pub async fn get_bytes(backend: &dyn Backend, key: &str) -> Result<Vec<u8>> {
+    use futures::TryStreamExt;
+    let mut stream = backend.get(key, None).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.try_next().await? {
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Lists everything under `prefix` into a vector.
+pub async fn list_all(backend: &dyn Backend, prefix: &str) -> Result<Vec<ObjectMeta>> {
+    use futures::TryStreamExt;
+    backend.list(prefix).await?.try_collect().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_could_escape_are_refused() {
+        for bad in ["", "/abs", "a//b", "a/../b", "..", "./a", "a/", "a\\b"] {
+            assert!(validate_key(bad).is_err(), "{bad:?} should be refused");
+        }
+        for good in [
+            "a",
+            "a/b c/ünï.tar.zst",
+            "db/job/20261122T021500Z-full/manifest.json",
+        ] {
+            assert!(validate_key(good).is_ok(), "{good:?} should be accepted");
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! `kind = "path"`: a folder, typically a mounted NFS or SMB share.
+//!
+//! Guarantees:
+//! - The root folder must already exist. An absent mount point is an error,
+//!   never created: creating it would silently fill the local disk instead of
+//!   the share.
+//! - Uploads grow a hidden partial file (`.<name>.<upload>.partial`) beside
+//!   the target, each part written at its offset and fsync'd before its
+//!   receipt is returned, so a journaled receipt is on stable storage. Parts
+//!   may come in any order. Completion truncates to the exact size, fsyncs and
+//!   renames into place, then fsyncs the folder: readers never see a
+//!   half-written object under its final name.
+//! - `put` writes a hidden temp file and renames it the same way.
+//! - `list` never shows partial or temp files.
+//!
+//! Every filesystem call runs on tokio's blocking pool, never on the async
+//! runtime's threads.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::{
+    Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
+    Result, UploadId, validate_key,
+};
+
+const PARTIAL_SUFFIX: &str = ".partial";
+const TEMP_SUFFIX: &str = ".tmp";
+const READ_CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct PathBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    root: PathBuf,
+}
+
+impl PathBackend {
+    /// A backend named `name` (the destination's name) storing under `root`.
+    pub fn new(name: impl Into<String>, root: impl Into<PathBuf>) -> Self {
+        PathBackend {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                root: root.into(),
+            }),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    async fn blocking<T, F>(&self, key: &str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let name = inner.name.clone();
+        let key_owned = key.to_string();
+        let out = tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("worker failed: {e}")))?;
+        out.map_err(|e| {
+            let e = e.or_destination(&name);
+            if e.key().is_none() && !key_owned.is_empty() {
+                e.with_key(key_owned)
+            } else {
+                e
+            }
+        })
+    }
+}
+
+impl Inner {
+    fn check_root(&self) -> Result<()> {
+        match fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("{} is not a folder", self.root.display()),
+            )
+            .with_hint("point `path` at the mounted share's folder")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("{} does not exist", self.root.display()),
+            )
+            .with_hint(
+                "mount the share (offsite never creates the root folder, so an absent mount \
+                 cannot fill the local disk), or create the folder if it is meant to be local",
+            )),
+            Err(e) => Err(Error::from_io(
+                format!("cannot reach {}", self.root.display()),
+                e,
+            )),
+        }
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    /// The folder holding `key`, created below the (existing) root if needed.
+    fn parent_dir(&self, key: &str) -> Result<(PathBuf, String)> {
+        self.check_root()?;
+        let path = self.path_of(key)?;
+        let parent = path.parent().unwrap_or(&self.root).to_path_buf();
+        let file_name = path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        fs::create_dir_all(&parent)
+            .map_err(|e| Error::from_io(format!("cannot create folder {}", parent.display()), e))?;
+        Ok((parent, file_name))
+    }
+
+    fn partial_path(&self, key: &str, upload: &UploadId) -> Result<PathBuf> {
+        let path = self.path_of(key)?;
+        if upload.0.is_empty() || !upload.0.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(Error::new(
+                ErrorKind::Precondition,
+                format!("malformed upload id {:?}", upload.0),
+            ));
+        }
+        let parent = path.parent().unwrap_or(&self.root);
+        let name = path
+            .file_name()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default();
+        Ok(parent.join(format!(".{name}.{}{PARTIAL_SUFFIX}", upload.0)))
+    }
+}
+
+fn unique_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::from_io(format!("cannot sync folder {}", dir.display()), e))
+}
+
+fn is_hidden_work_file(name: &str) -> bool {
+    name.starts_with('.') && (name.ends_with(PARTIAL_SUFFIX) || name.ends_with(TEMP_SUFFIX))
+}
+
+fn upload_gone(path: &Path) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("unfinished upload {} is gone", path.display()),
+    )
+    .with_hint("the upload will be restarted from its first part")
+}
+
+#[async_trait]
+impl Backend for PathBackend {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            multipart: true,
+            parts_out_of_order: true,
+            offset_resume: true,
+            atomic_rename: true,
+            list: true,
+            delete: true,
+            read: true,
+            cold_storage: false,
+            min_part_size: 1,
+            max_part_size: 1 << 32,
+            max_parts: u32::MAX,
+            max_object_size: None,
+        }
+    }
+
+    async fn probe(&self) -> Result<()> {
+        self.blocking("", |inner| {
+            inner.check_root()?;
+            let c = std::ffi::CString::new(inner.root.as_os_str().as_encoded_bytes()).map_err(
+                |_| Error::new(ErrorKind::ConfigInvalid, "the path contains a NUL byte"),
+            )?;
+            // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+            if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+                return Err(Error::from_io(
+                    format!("{} is not writable", inner.root.display()),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        let key_owned = key.to_string();
+        self.blocking(key, move |inner| {
+            let (parent, name) = inner.parent_dir(&key_owned)?;
+            let tmp = parent.join(format!(".{name}.{}{TEMP_SUFFIX}", unique_id()));
+            let write = || -> std::io::Result<()> {
+                let mut f = File::create(&tmp)?;
+                f.write_all(&body)?;
+                f.sync_all()
+            };
+            if let Err(e) = write() {
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::from_io(format!("cannot write {}", tmp.display()), e));
+            }
+            let target = parent.join(&name);
+            fs::rename(&tmp, &target).map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                Error::from_io(format!("cannot rename into {}", target.display()), e)
+            })?;
+            sync_dir(&parent)
+        })
+        .await
+    }
+
+    async fn create_upload(&self, key: &str, _part_size: u64) -> Result<UploadId> {
+        let key_owned = key.to_string();
+        self.blocking(key, move |inner| {
+            inner.parent_dir(&key_owned)?;
+            let id = UploadId(unique_id());
+            let partial = inner.partial_path(&key_owned, &id)?;
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::from_io(format!("cannot create {}", partial.display()), e))?;
+            if let Some(parent) = partial.parent() {
+                sync_dir(parent)?;
+            }
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn put_part(&self, key: &str, upload: &UploadId, part: Part) -> Result<PartReceipt> {
+        let key_owned = key.to_string();
+        let upload = upload.clone();
+        self.blocking(key, move |inner| {
+            inner.check_root()?;
+            let partial = inner.partial_path(&key_owned, &upload)?;
+            let f = match OpenOptions::new().write(true).open(&partial) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(upload_gone(&partial));
+                }
+                Err(e) => {
+                    return Err(Error::from_io(
+                        format!("cannot open {}", partial.display()),
+                        e,
+                    ));
+                }
+            };
+            f.write_all_at(&part.body, part.offset)
+                .and_then(|_| f.sync_data())
+                .map_err(|e| Error::from_io(format!("cannot write {}", partial.display()), e))?;
+            Ok(PartReceipt {
+                index: part.index,
+                offset: part.offset,
+                size: part.body.len() as u64,
+                tag: String::new(),
+            })
+        })
+        .await
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[PartReceipt],
+    ) -> Result<()> {
+        let key_owned = key.to_string();
+        let upload = upload.clone();
+        let parts = parts.to_vec();
+        self.blocking(key, move |inner| {
+            inner.check_root()?;
+            let partial = inner.partial_path(&key_owned, &upload)?;
+            let target = inner.path_of(&key_owned)?;
+            let mut expected_offset = 0u64;
+            for (i, p) in parts.iter().enumerate() {
+                if p.index as usize != i || p.offset != expected_offset {
+                    return Err(Error::new(
+                        ErrorKind::Precondition,
+                        format!("parts are not contiguous at part {i} (offset {})", p.offset),
+                    ));
+                }
+                expected_offset += p.size;
+            }
+            let total = expected_offset;
+            let f = match OpenOptions::new().write(true).open(&partial) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Completed by an earlier attempt whose answer was lost.
+                    return match fs::metadata(&target) {
+                        Ok(m) if m.len() == total => Ok(()),
+                        _ => Err(upload_gone(&partial)),
+                    };
+                }
+                Err(e) => {
+                    return Err(Error::from_io(
+                        format!("cannot open {}", partial.display()),
+                        e,
+                    ));
+                }
+            };
+            let len = f
+                .metadata()
+                .map_err(|e| Error::from_io(format!("cannot stat {}", partial.display()), e))?
+                .len();
+            if len < total {
+                return Err(Error::new(
+                    ErrorKind::Precondition,
+                    format!(
+                        "{} holds {len} bytes, the parts say {total}",
+                        partial.display()
+                    ),
+                ));
+            }
+            f.set_len(total)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| Error::from_io(format!("cannot sync {}", partial.display()), e))?;
+            fs::rename(&partial, &target).map_err(|e| {
+                Error::from_io(format!("cannot rename into {}", target.display()), e)
+            })?;
+            sync_dir(target.parent().unwrap_or(&inner.root))
+        })
+        .await
+    }
+
+    async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<()> {
+        let key_owned = key.to_string();
+        let upload = upload.clone();
+        self.blocking(key, move |inner| {
+            let partial = inner.partial_path(&key_owned, &upload)?;
+            match fs::remove_file(&partial) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::from_io(
+                    format!("cannot remove {}", partial.display()),
+                    e,
+                )),
+            }
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        let key_owned = key.to_string();
+        let (file, len) = self
+            .blocking(key, move |inner| {
+                inner.check_root()?;
+                let path = inner.path_of(&key_owned)?;
+                let mut f = File::open(&path)
+                    .map_err(|e| Error::from_io(format!("cannot open {}", path.display()), e))?;
+                let size = f
+                    .metadata()
+                    .map_err(|e| Error::from_io(format!("cannot stat {}", path.display()), e))?
+                    .len();
+                let (start, end) = match range {
+                    Some(r) => (r.start.min(size), r.end.min(size)),
+                    None => (0, size),
+                };
+                f.seek(SeekFrom::Start(start))
+                    .map_err(|e| Error::from_io(format!("cannot seek {}", path.display()), e))?;
+                Ok((f, end.saturating_sub(start)))
+            })
+            .await?;
+        let name = self.inner.name.clone();
+        let key = key.to_string();
+        let reader = Arc::new(std::sync::Mutex::new(file.take(len)));
+        let stream = futures::stream::unfold(reader, move |reader| {
+            let name = name.clone();
+            let key = key.clone();
+            async move {
+                let r = reader.clone();
+                let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                    let mut buf = vec![0u8; READ_CHUNK];
+                    let mut guard = r
+                        .lock()
+                        .map_err(|_| std::io::Error::other("reader poisoned"))?;
+                    let n = guard.read(&mut buf)?;
+                    buf.truncate(n);
+                    Ok(buf)
+                })
+                .await;
+                match chunk {
+                    Ok(Ok(buf)) if buf.is_empty() => None,
+                    Ok(Ok(buf)) => Some((Ok(Bytes::from(buf)), reader)),
+                    Ok(Err(e)) => Some((
+                        Err(Error::from_io("read failed", e)
+                            .with_destination(name)
+                            .with_key(key)),
+                        reader,
+                    )),
+                    Err(e) => Some((
+                        Err(
+                            Error::new(ErrorKind::Unexpected, format!("worker failed: {e}"))
+                                .with_destination(name)
+                                .with_key(key),
+                        ),
+                        reader,
+                    )),
+                }
+            }
+        });
+        // A read error ends the stream after it is reported.
+        let stream = stream.scan(false, |failed, item| {
+            let stop = *failed;
+            *failed = item.is_err();
+            futures::future::ready(if stop { None } else { Some(item) })
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<ListStream> {
+        let prefix_owned = prefix.to_string();
+        let items = self
+            .blocking(prefix, move |inner| {
+                inner.check_root()?;
+                let dir_part = match prefix_owned.rfind('/') {
+                    Some(i) => &prefix_owned[..i],
+                    None => "",
+                };
+                let start = if dir_part.is_empty() {
+                    inner.root.clone()
+                } else {
+                    validate_key(dir_part)?;
+                    inner.root.join(dir_part)
+                };
+                let mut out = Vec::new();
+                walk(&inner.root, &start, &prefix_owned, &mut out)?;
+                out.sort_by(|a, b| a.key.cmp(&b.key));
+                Ok(out)
+            })
+            .await?;
+        Ok(Box::pin(futures::stream::iter(items.into_iter().map(Ok))))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let key_owned = key.to_string();
+        self.blocking(key, move |inner| {
+            inner.check_root()?;
+            let path = inner.path_of(&key_owned)?;
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => {
+                    return Err(Error::from_io(
+                        format!("cannot delete {}", path.display()),
+                        e,
+                    ));
+                }
+            }
+            // Tidy folders left empty, never the root; a folder still in use stays.
+            let mut dir = path.parent();
+            while let Some(d) = dir {
+                if d == inner.root || !d.starts_with(&inner.root) || fs::remove_dir(d).is_err() {
+                    break;
+                }
+                dir = d.parent();
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(()),
+        Err(e) => return Err(Error::from_io(format!("cannot list {}", dir.display()), e)),
+    };
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| Error::from_io(format!("cannot list {}", dir.display()), e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let rel = match path.strip_prefix(root) {
+            Ok(r) => r.to_string_lossy().into_owned(),
+            Err(_) => continue,
+        };
+        let ft = entry
+            .file_type()
+            .map_err(|e| Error::from_io(format!("cannot stat {}", path.display()), e))?;
+        if ft.is_dir() {
+            let as_dir = format!("{rel}/");
+            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                walk(root, &path, prefix, out)?;
+            }
+        } else if ft.is_file() && !is_hidden_work_file(&name) && rel.starts_with(prefix) {
+            let size = entry
+                .metadata()
+                .map_err(|e| Error::from_io(format!("cannot stat {}", path.display()), e))?
+                .len();
+            out.push(ObjectMeta { key: rel, size });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The conformance suite on the `path` backend, against a real folder.
+
+use std::sync::Arc;
+
+use offsite_backends::conformance::Fixture;
+use offsite_backends::path::PathBackend;
+use offsite_backends::{Backend, ErrorKind};
+
+fn fixture(test: &str) -> Fixture {
+    let dir = tempfile::Builder::new()
+        .prefix("offsite-path-conformance-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("tempdir")
+        .keep();
+    Fixture {
+        connect: Box::new(move || {
+            Arc::new(PathBackend::new("nas", dir.clone())) as Arc<dyn Backend>
+        }),
+        prefix: format!("conformance/{test}"),
+    }
+}
+
+offsite_backends::conformance_tests!(|test_name| fixture(test_name));
+
+#[tokio::test]
+async fn absent_mount_point_is_an_error_and_never_created() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let root = parent.path().join("not-mounted");
+    let b = PathBackend::new("nas", &root);
+    let err = b.probe().await.expect_err("probe of a missing root");
+    assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
+    let err = b
+        .put("job/x/manifest.json", bytes::Bytes::from_static(b"{}"))
+        .await
+        .expect_err("put under a missing root");
+    assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
+    assert!(err.to_string().contains("destination \"nas\""), "{err}");
+    assert!(err.to_string().contains("mount"), "{err}");
+    assert!(!root.exists(), "the root must never be created");
+}
+
+#[tokio::test]
+async fn partial_files_are_hidden_and_completion_is_idempotent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = PathBackend::new("nas", dir.path());
+    let id = b.create_upload("j/v", 4).await.expect("create");
+    let r = b
+        .put_part(
+            "j/v",
+            &id,
+            offsite_backends::Part {
+                index: 0,
+                offset: 0,
+                body: bytes::Bytes::from_static(b"abcd"),
+            },
+        )
+        .await
+        .expect("part");
+    assert!(
+        offsite_backends::list_all(&b, "j/")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    b.complete_upload("j/v", &id, std::slice::from_ref(&r))
+        .await
+        .expect("complete");
+    // A lost answer to complete: doing it again must not fail nor change the object.
+    b.complete_upload("j/v", &id, &[r])
+        .await
+        .expect("complete again");
+    assert_eq!(
+        std::fs::read(dir.path().join("j/v")).expect("read"),
+        b"abcd"
+    );
+}
