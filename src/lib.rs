@@ -1,1 +1,14 @@
+//! offsite: ships database backups off the host.
+//!
+//! The library is the whole pipeline; the binary is a thin shell over it.
+//! Data flows source → stage (tar + zstd volumes and a manifest in the
+//! staging folder) → upload (journaled, resumable, to every destination at
+//! once) → list / verify / restore from the destinations. The library never
+//! prints: it reports through [`progress::Progress`] and returns reports the
+//! command line renders.
 
+pub mod config;
+pub mod error;
+pub mod size;
+
+pub use error::{Error, Result};

@@ -1,0 +1,736 @@
+//! The configuration file: TOML read through serde with unknown keys refused,
+//! then resolved into the settings the pipeline uses.
+//!
+//! Every error names the file, the line and the key (`offsite.toml:12: key
+//! job[0].source.path: ...`), so a typo at 2 a.m. is found without guessing.
+//! Relative paths are taken from the configuration file's folder, not from the
+//! current directory, so cron and a terminal read the same file the same way.
+//! Secrets are never read from the file itself: only from the environment or
+//! from files it names.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::size::ByteSize;
+
+/// The annotated example `offsite init` writes.
+pub const EXAMPLE: &str = include_str!("../fixtures/offsite.example.toml");
+
+const DEFAULT_VOLUME_SIZE: u64 = 1 << 30;
+const DEFAULT_PART_SIZE: u64 = 16 << 20;
+const DEFAULT_CONCURRENCY: usize = 4;
+const DEFAULT_MIN_FREE: u64 = 256 << 20;
+const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+// ---------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    staging: RawStaging,
+    #[serde(rename = "job", default)]
+    jobs: Vec<RawJob>,
+    #[serde(rename = "destination", default)]
+    destinations: BTreeMap<String, RawDestination>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStaging {
+    dir: PathBuf,
+    min_free: Option<ByteSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    name: String,
+    source: RawSource,
+    #[serde(default)]
+    pre: Vec<String>,
+    #[serde(default)]
+    post: Vec<String>,
+    destinations: Vec<String>,
+    volume_size: Option<ByteSize>,
+    compression: Option<String>,
+    keep_local: Option<u32>,
+    on_change: Option<OnChange>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawSource {
+    Dir {
+        path: PathBuf,
+        #[serde(default)]
+        order: Vec<String>,
+        #[serde(default)]
+        exclude: Vec<String>,
+    },
+    Command {
+        run: String,
+        output: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawDestination {
+    Path {
+        path: PathBuf,
+        #[serde(default)]
+        prefix: String,
+        bwlimit: Option<ByteSize>,
+        part_size: Option<ByteSize>,
+        concurrency: Option<usize>,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// The resolved settings.
+
+/// What to do when a file changes while it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnChange {
+    /// Report it in the output and the JSON, and ship the backup.
+    Warn,
+    /// Fail the backup and ship nothing.
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from.
+    pub file: PathBuf,
+    pub staging: Staging,
+    pub jobs: Vec<Job>,
+    pub destinations: BTreeMap<String, Destination>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Staging {
+    pub dir: PathBuf,
+    /// Free space to leave on the staging filesystem beyond the estimate.
+    pub min_free: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub source: Source,
+    pub pre: Vec<String>,
+    pub post: Vec<String>,
+    pub destinations: Vec<String>,
+    pub volume_size: u64,
+    pub compression_level: i32,
+    pub keep_local: u32,
+    pub on_change: OnChange,
+    /// Where hooks and commands run: the configuration file's folder.
+    pub workdir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum Source {
+    Dir {
+        path: PathBuf,
+        order: Vec<String>,
+        exclude: Vec<String>,
+    },
+    Command {
+        run: String,
+        /// Stream stdout into this file; without it the command writes into
+        /// `$OFFSITE_STAGE_DIR`.
+        output: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub name: String,
+    pub kind: DestinationKind,
+    /// Key prefix on the destination, without slashes at either end; may be empty.
+    pub prefix: String,
+    pub bwlimit: Option<u64>,
+    pub part_size: u64,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum DestinationKind {
+    Path { path: PathBuf },
+}
+
+impl Config {
+    pub fn job(&self, name: &str) -> Result<&Job, Error> {
+        self.jobs.iter().find(|j| j.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.jobs.iter().map(|j| j.name.as_str()).collect();
+            Error::Usage(format!(
+                "no job named {name:?} in {} (jobs: {})",
+                self.file.display(),
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// The jobs a command applies to: the one named, or all.
+    pub fn select_jobs(&self, name: Option<&str>) -> Result<Vec<&Job>, Error> {
+        match name {
+            Some(n) => Ok(vec![self.job(n)?]),
+            None => Ok(self.jobs.iter().collect()),
+        }
+    }
+}
+
+/// Where the configuration file is: `--config`, else `$OFFSITE_CONFIG`, else `./offsite.toml`.
+pub fn config_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("OFFSITE_CONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("offsite.toml"),
+    }
+}
+
+/// Reads and resolves the configuration file.
+pub fn load(file: &Path) -> Result<Config, Error> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Error::Config(format!(
+            "cannot read configuration {}: {e}; pass --config FILE, set OFFSITE_CONFIG, or run `offsite init` to write an example",
+            file.display()
+        ))
+    })?;
+    parse(file, &text)
+}
+
+/// Parses configuration `text` as if read from `file`.
+pub fn parse(file: &Path, text: &str) -> Result<Config, Error> {
+    let tree = toml::de::DeTable::parse(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        located(file, line, None, e.message())
+    })?;
+    let root = toml::de::DeValue::Table(tree.into_inner());
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start));
+        located(file, line, None, e.message())
+    })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path: Vec<Seg> = e.path().iter().filter_map(Seg::from_serde).collect();
+        let inner = e.inner();
+        let line = inner
+            .span()
+            .filter(|s| s.start > 0 || s.end > 0)
+            .map(|s| line_of(text, s.start))
+            .or_else(|| locate(&root, text, &path));
+        located(file, line, Some(&path), inner.message())
+    })?;
+    let ctx = Ctx {
+        file,
+        text,
+        root: &root,
+    };
+    resolve(raw, &ctx)
+}
+
+// ---------------------------------------------------------------------------
+// Locating keys in the file.
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+impl Seg {
+    fn from_serde(s: &serde_path_to_error::Segment) -> Option<Seg> {
+        match s {
+            serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+            serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+            serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {
+                None
+            }
+        }
+    }
+}
+
+fn k(s: &str) -> Seg {
+    Seg::Key(s.to_string())
+}
+
+fn path_text(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for s in path {
+        match s {
+            Seg::Key(key) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let plain = !key.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if plain {
+                    out.push_str(key);
+                } else {
+                    out.push_str(&format!("{key:?}"));
+                }
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line of the deepest part of `path` present in the file.
+fn locate(root: &toml::de::DeValue<'_>, text: &str, path: &[Seg]) -> Option<usize> {
+    let mut node = root;
+    let mut best = None;
+    for seg in path {
+        let next = match seg {
+            Seg::Key(key) => node.get(key.as_str()),
+            Seg::Index(i) => node.get(*i),
+        };
+        match next {
+            Some(n) => {
+                best = Some(line_of(text, n.span().start));
+                node = n.get_ref();
+            }
+            None => break,
+        }
+    }
+    best
+}
+
+fn located(file: &Path, line: Option<usize>, path: Option<&[Seg]>, message: &str) -> Error {
+    let mut out = file.display().to_string();
+    if let Some(l) = line {
+        out.push_str(&format!(":{l}"));
+    }
+    out.push_str(": ");
+    if let Some(p) = path.filter(|p| !p.is_empty()) {
+        out.push_str(&format!("key {}: ", path_text(p)));
+    }
+    out.push_str(message.trim_end_matches('\n'));
+    Error::Config(out)
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    text: &'a str,
+    root: &'a toml::de::DeValue<'a>,
+}
+
+impl Ctx<'_> {
+    fn err(&self, path: &[Seg], message: impl AsRef<str>) -> Error {
+        located(
+            self.file,
+            locate(self.root, self.text, path),
+            Some(path),
+            message.as_ref(),
+        )
+    }
+
+    fn resolve_path(&self, p: &Path) -> PathBuf {
+        let base = self
+            .file
+            .parent()
+            .filter(|b| !b.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let joined = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        };
+        std::path::absolute(&joined).unwrap_or(joined)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Resolution and validation.
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn parse_compression(text: &str) -> Result<i32, String> {
+    let level = match text.split_once(':') {
+        None if text == "zstd" => DEFAULT_ZSTD_LEVEL,
+        Some(("zstd", l)) => l.parse::<i32>().map_err(|_| {
+            format!("invalid compression {text:?}: the level after zstd: is a number")
+        })?,
+        _ => {
+            return Err(format!(
+                "invalid compression {text:?}: write \"zstd\" or \"zstd:LEVEL\" (1 to 19)"
+            ));
+        }
+    };
+    if !(1..=19).contains(&level) {
+        return Err(format!(
+            "invalid compression {text:?}: the zstd level goes from 1 to 19"
+        ));
+    }
+    Ok(level)
+}
+
+fn check_globs(ctx: &Ctx, path: &[Seg], globs: &[String]) -> Result<(), Error> {
+    for (i, g) in globs.iter().enumerate() {
+        let mut p = path.to_vec();
+        p.push(Seg::Index(i));
+        if g.trim().is_empty() {
+            return Err(ctx.err(&p, "a glob pattern cannot be empty"));
+        }
+        globset::Glob::new(g)
+            .map_err(|e| ctx.err(&p, format!("invalid glob {g:?}: {}", e.kind())))?;
+    }
+    Ok(())
+}
+
+fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
+    if raw.staging.dir.as_os_str().is_empty() {
+        return Err(ctx.err(
+            &[k("staging"), k("dir")],
+            "the staging folder cannot be empty",
+        ));
+    }
+    let staging = Staging {
+        dir: ctx.resolve_path(&raw.staging.dir),
+        min_free: raw
+            .staging
+            .min_free
+            .map(|s| s.0)
+            .unwrap_or(DEFAULT_MIN_FREE),
+    };
+
+    let mut destinations = BTreeMap::new();
+    for (name, d) in raw.destinations {
+        let here = [k("destination"), Seg::Key(name.clone())];
+        if !valid_name(&name) {
+            return Err(ctx.err(
+                &here,
+                format!("invalid destination name {name:?}: use letters, digits, '-', '_' and '.'"),
+            ));
+        }
+        let dest = match d {
+            RawDestination::Path {
+                path,
+                prefix,
+                bwlimit,
+                part_size,
+                concurrency,
+            } => {
+                if path.as_os_str().is_empty() {
+                    return Err(ctx.err(
+                        &[here[0].clone(), here[1].clone(), k("path")],
+                        "the path cannot be empty",
+                    ));
+                }
+                let prefix = prefix.trim_matches('/').to_string();
+                if !prefix.is_empty() && offsite_backends::validate_key(&prefix).is_err() {
+                    return Err(ctx.err(
+                        &[here[0].clone(), here[1].clone(), k("prefix")],
+                        format!("invalid prefix {prefix:?}: no empty, '.' or '..' parts"),
+                    ));
+                }
+                let common = |key: &str| [here[0].clone(), here[1].clone(), k(key)];
+                if bwlimit.is_some_and(|b| b.0 == 0) {
+                    return Err(ctx.err(
+                        &common("bwlimit"),
+                        "bwlimit must be more than 0 (leave it out for no limit)",
+                    ));
+                }
+                if part_size.is_some_and(|p| p.0 == 0) {
+                    return Err(ctx.err(&common("part_size"), "part_size must be more than 0"));
+                }
+                if concurrency == Some(0) {
+                    return Err(ctx.err(&common("concurrency"), "concurrency must be at least 1"));
+                }
+                Destination {
+                    name: name.clone(),
+                    kind: DestinationKind::Path {
+                        path: ctx.resolve_path(&path),
+                    },
+                    prefix,
+                    bwlimit: bwlimit.map(|b| b.0),
+                    part_size: part_size.map(|p| p.0).unwrap_or(DEFAULT_PART_SIZE),
+                    concurrency: concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+                }
+            }
+        };
+        destinations.insert(name, dest);
+    }
+
+    let workdir = ctx.resolve_path(Path::new("."));
+    let mut jobs: Vec<Job> = Vec::new();
+    for (i, j) in raw.jobs.into_iter().enumerate() {
+        let here = |key: &str| [k("job"), Seg::Index(i), k(key)];
+        if !valid_name(&j.name) {
+            return Err(ctx.err(
+                &here("name"),
+                format!(
+                    "invalid job name {:?}: use letters, digits, '-', '_' and '.'",
+                    j.name
+                ),
+            ));
+        }
+        if jobs.iter().any(|o| o.name == j.name) {
+            return Err(ctx.err(&here("name"), format!("two jobs are named {:?}", j.name)));
+        }
+        if j.destinations.is_empty() {
+            return Err(ctx.err(
+                &here("destinations"),
+                "a job needs at least one destination",
+            ));
+        }
+        for (n, d) in j.destinations.iter().enumerate() {
+            let mut p = here("destinations").to_vec();
+            p.push(Seg::Index(n));
+            if !destinations.contains_key(d) {
+                let known: Vec<&str> = destinations.keys().map(String::as_str).collect();
+                return Err(ctx.err(
+                    &p,
+                    format!(
+                        "unknown destination {d:?}; define [destination.{d}] (defined: {})",
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+            if j.destinations[..n].contains(d) {
+                return Err(ctx.err(&p, format!("destination {d:?} is listed twice")));
+            }
+        }
+        let source = match j.source {
+            RawSource::Dir {
+                path,
+                order,
+                exclude,
+            } => {
+                let sp = [k("job"), Seg::Index(i), k("source")];
+                if path.as_os_str().is_empty() {
+                    let mut p = sp.to_vec();
+                    p.push(k("path"));
+                    return Err(ctx.err(&p, "the source path cannot be empty"));
+                }
+                let mut p = sp.to_vec();
+                p.push(k("order"));
+                check_globs(ctx, &p, &order)?;
+                p.pop();
+                p.push(k("exclude"));
+                check_globs(ctx, &p, &exclude)?;
+                Source::Dir {
+                    path: ctx.resolve_path(&path),
+                    order,
+                    exclude,
+                }
+            }
+            RawSource::Command { run, output } => {
+                let sp = [k("job"), Seg::Index(i), k("source")];
+                if run.trim().is_empty() {
+                    let mut p = sp.to_vec();
+                    p.push(k("run"));
+                    return Err(ctx.err(&p, "the command to run cannot be empty"));
+                }
+                if let Some(o) = &output {
+                    let ok = valid_output_name(o);
+                    if !ok {
+                        let mut p = sp.to_vec();
+                        p.push(k("output"));
+                        return Err(ctx.err(
+                            &p,
+                            format!("invalid output name {o:?}: a relative file name without '..'"),
+                        ));
+                    }
+                }
+                Source::Command { run, output }
+            }
+        };
+        for (hook_key, hooks) in [("pre", &j.pre), ("post", &j.post)] {
+            for (n, h) in hooks.iter().enumerate() {
+                if h.trim().is_empty() {
+                    let mut p = here(hook_key).to_vec();
+                    p.push(Seg::Index(n));
+                    return Err(ctx.err(&p, "a hook command cannot be empty"));
+                }
+            }
+        }
+        let volume_size = j.volume_size.map(|v| v.0).unwrap_or(DEFAULT_VOLUME_SIZE);
+        if volume_size < 4096 {
+            return Err(ctx.err(&here("volume_size"), "volume_size must be at least 4KiB"));
+        }
+        let compression_level = match &j.compression {
+            Some(c) => parse_compression(c).map_err(|m| ctx.err(&here("compression"), m))?,
+            None => DEFAULT_ZSTD_LEVEL,
+        };
+        jobs.push(Job {
+            name: j.name,
+            source,
+            pre: j.pre,
+            post: j.post,
+            destinations: j.destinations,
+            volume_size,
+            compression_level,
+            keep_local: j.keep_local.unwrap_or(0),
+            on_change: j.on_change.unwrap_or(OnChange::Warn),
+            workdir: workdir.clone(),
+        });
+    }
+    if jobs.is_empty() {
+        return Err(ctx.err(&[], "no [[job]] is defined; add one (see `offsite init`)"));
+    }
+    Ok(Config {
+        file: ctx.file.to_path_buf(),
+        staging,
+        jobs,
+        destinations,
+    })
+}
+
+fn valid_output_name(o: &str) -> bool {
+    let p = Path::new(o);
+    !o.is_empty()
+        && p.is_relative()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[staging]
+dir = "/var/lib/offsite/staging"
+
+[[job]]
+name = "orders-db"
+source = { kind = "dir", path = "/var/lib/eventstore/db", order = ["*.chk", "index/**", "**"], exclude = ["*.tmp"] }
+destinations = ["nas"]
+volume_size = "64MiB"
+compression = "zstd:5"
+
+[destination.nas]
+kind = "path"
+path = "/mnt/backups"
+bwlimit = "20MiB"
+"#;
+
+    fn err_of(text: &str) -> String {
+        match parse(Path::new("/etc/offsite.toml"), text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_good_file_resolves() {
+        let c = parse(Path::new("/etc/offsite.toml"), GOOD).expect("parse");
+        assert_eq!(c.jobs[0].volume_size, 64 << 20);
+        assert_eq!(c.jobs[0].compression_level, 5);
+        assert_eq!(c.destinations["nas"].bwlimit, Some(20 << 20));
+        assert_eq!(c.destinations["nas"].part_size, DEFAULT_PART_SIZE);
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_folder() {
+        let text = GOOD.replace("/var/lib/offsite/staging", "staging");
+        let c = parse(Path::new("/etc/offsite/offsite.toml"), &text).expect("parse");
+        assert_eq!(c.staging.dir, PathBuf::from("/etc/offsite/staging"));
+    }
+
+    /// (what is wrong, the file as written, the line the error must name, words it must contain)
+    const BAD: &[(&str, &str, usize, &[&str])] = &[
+        (
+            "unknown key",
+            "[staging]\ndir = \"/s\"\ncolour = 1\n",
+            3,
+            &["colour"],
+        ),
+        (
+            "unknown key in a job",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"command\", run = \"x\" }\ndestinations = [\"d\"]\nretention_days = 3\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
+            7,
+            &["retention_days"],
+        ),
+        ("wrong type", "[staging]\ndir = 5\n", 2, &["staging.dir"]),
+        (
+            "bad size",
+            "[staging]\ndir = \"/s\"\nmin_free = \"12XB\"\n",
+            3,
+            &["staging.min_free", "12XB"],
+        ),
+        (
+            "unknown destination",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"command\", run = \"x\" }\ndestinations = [\"d\", \"nowhere\"]\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
+            6,
+            &["job[0].destinations[1]", "nowhere"],
+        ),
+        (
+            "unknown destination kind",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"tape\"\npath = \"/m\"\n",
+            4,
+            &["destination.d.kind", "tape"],
+        ),
+        (
+            "bad compression",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"command\", run = \"x\" }\ndestinations = [\"d\"]\ncompression = \"gzip\"\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
+            7,
+            &["job[0].compression", "gzip"],
+        ),
+        (
+            "bad glob",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"dir\", path = \"/d\", order = [\"[\"] }\ndestinations = [\"d\"]\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
+            5,
+            &["job[0].source.order[0]"],
+        ),
+        (
+            "empty path",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"path\"\npath = \"\"\n",
+            5,
+            &["destination.d.path"],
+        ),
+        ("syntax", "[staging\ndir = \"/s\"\n", 1, &[]),
+        (
+            "zero bwlimit",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"path\"\npath = \"/m\"\nbwlimit = 0\n",
+            6,
+            &["bwlimit"],
+        ),
+    ];
+
+    #[test]
+    fn errors_name_the_file_the_line_and_the_key() {
+        for (what, text, line, words) in BAD {
+            let e = err_of(text);
+            eprintln!("{what}: {e}");
+            assert!(
+                e.starts_with(&format!("/etc/offsite.toml:{line}: ")),
+                "{what}: wrong file or line: {e}"
+            );
+            for w in *words {
+                assert!(e.contains(w), "{what}: {e} should contain {w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_without_jobs_is_refused() {
+        assert!(err_of("[staging]\ndir = \"/s\"\n").contains("no [[job]]"));
+    }
+}
