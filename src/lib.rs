@@ -12,3 +12,7 @@ pub mod error;
 pub mod size;
 
 pub use error::{Error, Result};
+pub mod manifest;
+pub mod progress;
+pub mod source;
+pub mod stage;

@@ -1,0 +1,764 @@
+//! Staging: write one backup into `staging/<job>/<id>/` as zstd-compressed tar
+//! volumes plus `manifest.json`.
+//!
+//! Guarantees:
+//! - The staging folder never overlaps a source (neither inside the other):
+//!   refused before anything is written.
+//! - One run per job at a time (an exclusive lock on `staging/<job>/.lock`).
+//! - Free space is checked against the source's size before packing.
+//! - A backup is built in `staging/<job>/.work-<id>/`, every file fsync'd, and
+//!   renamed to `staging/<job>/<id>/` only when complete, manifest last. A
+//!   failed or killed staging leaves only a `.work-*` folder, which is removed
+//!   by the next run of the job and is never uploaded.
+//! - The volumes, concatenated in name order, are one zstd-compressed tar
+//!   stream: `cat vol-* | zstd -dc | tar -x` restores without offsite.
+//!   Volumes are cut between files where the next file fits, and inside a
+//!   file only when it would overflow the volume.
+//! - `pre` hooks run before the copy; `post` hooks run after it whenever a
+//!   `pre` hook was started, even when the copy failed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Job, OnChange, Source};
+use crate::error::{Error, Result};
+use crate::manifest::{
+    self, BackupKind, Compression, EntryKind, FileEntry, MANIFEST_NAME, Manifest, SourceInfo, Stats, Volume,
+};
+use crate::progress::Progress;
+use crate::size::human_bytes;
+use crate::source::{self, CommandEnv, PlannedEntry};
+
+const WORK_PREFIX: &str = ".work-";
+const LOCK_NAME: &str = ".lock";
+const READ_BUF: usize = 1 << 20;
+
+/// Where a job's staged backups live.
+#[derive(Debug, Clone)]
+pub struct JobStaging {
+    pub job_dir: PathBuf,
+}
+
+impl JobStaging {
+    pub fn new(config: &Config, job: &str) -> JobStaging {
+        JobStaging {
+            job_dir: config.staging.dir.join(job),
+        }
+    }
+
+    pub fn backup_dir(&self, id: &str) -> PathBuf {
+        self.job_dir.join(id)
+    }
+
+    /// Complete staged backups (with a manifest), oldest first.
+    pub fn staged_backups(&self) -> Result<Vec<String>> {
+        let entries = match fs::read_dir(&self.job_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("cannot list staging {}", self.job_dir.display()), e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(format!("cannot list {}", self.job_dir.display()), e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && entry.path().join(MANIFEST_NAME).is_file() {
+                ids.push(name);
+            }
+        }
+        // Ids start with their UTC creation time, so name order is time order here;
+        // remote ordering uses the manifests' created_at instead.
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub fn read_manifest(&self, id: &str) -> Result<Manifest> {
+        let path = self.backup_dir(id).join(MANIFEST_NAME);
+        let bytes = fs::read(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        Manifest::from_json(&bytes, &path.display().to_string())
+    }
+
+    /// Removes leftovers of staging runs that died (`.work-*` folders).
+    fn remove_dead_work(&self) -> Result<()> {
+        let Ok(entries) = fs::read_dir(&self.job_dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(WORK_PREFIX) {
+                let p = entry.path();
+                fs::remove_dir_all(&p).map_err(|e| Error::io(format!("cannot remove {}", p.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Held for as long as a job runs; a second run of the same job is refused.
+#[derive(Debug)]
+pub struct JobLock {
+    _file: File,
+}
+
+impl JobLock {
+    pub fn acquire(staging: &JobStaging, job: &str) -> Result<JobLock> {
+        fs::create_dir_all(&staging.job_dir)
+            .map_err(|e| Error::io(format!("cannot create staging folder {}", staging.job_dir.display()), e))?;
+        let path = staging.job_dir.join(LOCK_NAME);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let who = if holder.is_empty() { String::new() } else { format!(" by pid {holder}") };
+                return Err(Error::Failed(format!(
+                    "job {job:?} is already running ({} is held{who}); wait for that run to finish",
+                    path.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(format!("cannot lock {}", path.display()), e)),
+        }
+        let _ = file.set_len(0);
+        let _ = write!(file, "{}", std::process::id());
+        Ok(JobLock { _file: file })
+    }
+}
+
+/// `path` made absolute and free of symlinks, even if its tail does not exist yet.
+fn resolve_existing(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(n), Some(p)) => {
+                rest.push(n);
+                existing = p.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut out = fs::canonicalize(&existing).unwrap_or(existing);
+    for n in rest.into_iter().rev() {
+        out.push(n);
+    }
+    out
+}
+
+/// Refuses a staging folder that overlaps the job's source, naming both.
+pub fn check_overlap(config: &Config, job: &Job) -> Result<()> {
+    let Source::Dir { path, .. } = &job.source else {
+        return Ok(());
+    };
+    let staging = resolve_existing(&config.staging.dir);
+    let source = resolve_existing(path);
+    let problem = if staging == source {
+        Some("is the same folder as")
+    } else if staging.starts_with(&source) {
+        Some("is inside")
+    } else if source.starts_with(&staging) {
+        Some("contains")
+    } else {
+        None
+    };
+    match problem {
+        Some(how) => Err(Error::Config(format!(
+            "{}: the staging folder {} {how} the source of job {:?} ({}); move [staging] dir outside the database's files",
+            config.file.display(),
+            staging.display(),
+            job.name,
+            source.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Free bytes available to us on the filesystem holding `path`.
+pub fn available_space(path: &Path) -> Result<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::Failed(format!("{} contains a NUL byte", path.display())))?;
+    // SAFETY: statvfs only writes into the zeroed struct we pass; `c` outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(Error::io(
+            format!("cannot read free space of {}", path.display()),
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+fn check_free_space(dir: &Path, needed: u64, min_free: u64) -> Result<()> {
+    let free = available_space(dir)?;
+    let want = needed.saturating_add(min_free);
+    if free < want {
+        return Err(Error::Failed(format!(
+            "staging {}: {} free, but this backup may need {} plus the {} kept free (staging.min_free); free some space or move [staging] dir",
+            dir.display(),
+            human_bytes(free),
+            human_bytes(needed),
+            human_bytes(min_free)
+        )));
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("cannot sync folder {}", dir.display()), e))
+}
+
+fn new_backup_id(kind: BackupKind, now: time::OffsetDateTime) -> String {
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let stamp = now.format(&fmt).unwrap_or_else(|_| "00000000T000000Z".into());
+    format!("{stamp}-{}", kind.as_str())
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    t.format(&fmt).unwrap_or_default()
+}
+
+/// A backup written into staging.
+#[derive(Debug, Clone)]
+pub struct StagedBackup {
+    pub id: String,
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    /// Files that changed while read (also in the manifest).
+    pub changed: Vec<String>,
+    /// Entries not backed up (special files, symlinks leaving the source).
+    pub skipped: Vec<String>,
+    /// Messages for the operator (a staged backup replaced, skipped entries).
+    pub notes: Vec<String>,
+}
+
+/// Stages one backup of `job`. The caller holds the job's [`JobLock`].
+pub fn stage(config: &Config, job: &Job, progress: &dyn Progress) -> Result<StagedBackup> {
+    check_overlap(config, job)?;
+    let staging = JobStaging::new(config, &job.name);
+    staging.remove_dead_work()?;
+
+    let started = Instant::now();
+    let mut now = time::OffsetDateTime::now_utc();
+    let mut id = new_backup_id(BackupKind::Full, now);
+    // Two backups in the same second would share an id: wait for the next one.
+    while staging.backup_dir(&id).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        now = time::OffsetDateTime::now_utc();
+        id = new_backup_id(BackupKind::Full, now);
+    }
+    let work = staging.job_dir.join(format!("{WORK_PREFIX}{id}"));
+    fs::create_dir_all(&work).map_err(|e| Error::io(format!("cannot create {}", work.display()), e))?;
+    // A backup holds the database's data: readable by its owner only.
+    let _ = fs::set_permissions(&work, fs::Permissions::from_mode(0o700));
+
+    let result = (|| {
+        let env = CommandEnv {
+            vars: vec![
+                ("OFFSITE_JOB".into(), job.name.clone()),
+                ("OFFSITE_BACKUP_ID".into(), id.clone()),
+            ],
+        };
+        let mut pre_started = false;
+        let mut outcome: Result<StagedBackup> = (|| {
+            for (i, hook) in job.pre.iter().enumerate() {
+                pre_started = true;
+                source::run_shell(&format!("job {:?}: pre hook {}", job.name, i + 1), hook, &job.workdir, &env, None)?;
+            }
+            pack_source(config, job, &id, now, &work, &env, progress)
+        })();
+        if pre_started {
+            for (i, hook) in job.post.iter().enumerate() {
+                if let Err(e) = source::run_shell(&format!("job {:?}: post hook {}", job.name, i + 1), hook, &job.workdir, &env, None) {
+                    outcome = Err(match outcome {
+                        Ok(_) => Error::Failed(format!("{e}; the backup was not shipped")),
+                        Err(first) => Error::Failed(format!("{first}; and then {e}")),
+                    });
+                }
+            }
+        }
+        let mut staged = outcome?;
+        staged.manifest.stats.seconds = started.elapsed().as_secs_f64();
+        write_manifest(&work, &staged.manifest)?;
+        let dir = staging.backup_dir(&id);
+        fs::rename(&work, &dir).map_err(|e| Error::io(format!("cannot rename {} into place", work.display()), e))?;
+        sync_dir(&staging.job_dir)?;
+        staged.dir = dir;
+        Ok(staged)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&work);
+    }
+    result
+}
+
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
+    let tmp = dir.join(format!(".{MANIFEST_NAME}.tmp"));
+    let path = dir.join(MANIFEST_NAME);
+    let mut f = File::create(&tmp).map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
+    f.write_all(&m.to_json())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io(format!("cannot rename {}", tmp.display()), e))?;
+    sync_dir(dir)
+}
+
+/// Produces the source's files and packs them into volumes in `work`.
+fn pack_source(
+    config: &Config,
+    job: &Job,
+    id: &str,
+    now: time::OffsetDateTime,
+    work: &Path,
+    env: &CommandEnv,
+    progress: &dyn Progress,
+) -> Result<StagedBackup> {
+    let (root, order, exclude, description, kind) = match &job.source {
+        Source::Dir { path, order, exclude } => {
+            (path.clone(), order.clone(), exclude.clone(), path.display().to_string(), "dir")
+        }
+        Source::Command { run, output } => {
+            let out_dir = work.join(".source");
+            fs::create_dir_all(&out_dir).map_err(|e| Error::io(format!("cannot create {}", out_dir.display()), e))?;
+            check_free_space(work, 0, config.staging.min_free)?;
+            let mut env = env.clone();
+            env.vars.push(("OFFSITE_STAGE_DIR".into(), out_dir.display().to_string()));
+            let what = format!("job {:?}: source command", job.name);
+            match output {
+                Some(name) => {
+                    let target = out_dir.join(name);
+                    if let Some(parent) = target.parent() {
+                        fs::create_dir_all(parent)
+                            .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+                    }
+                    let f = File::create(&target)
+                        .map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?;
+                    source::run_shell(&what, run, &job.workdir, &env, Some(f))?;
+                }
+                None => source::run_shell(&what, run, &job.workdir, &env, None)?,
+            }
+            (out_dir, Vec::new(), Vec::new(), run.clone(), "command")
+        }
+    };
+    let (plan, mut skipped) = source::plan_dir(&root, &order, &exclude)?;
+    let total_bytes: u64 = plan.iter().map(|e| e.size).sum();
+    let total_files = plan.iter().filter(|e| e.kind == EntryKind::File).count() as u64;
+    check_free_space(work, total_bytes, config.staging.min_free)?;
+
+    progress.stage_started(&job.name, total_files, total_bytes);
+    let packed = pack(&plan, work, id, job, progress);
+    progress.stage_finished(&job.name);
+    let packed = packed?;
+    if kind == "command" {
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    let mut notes = Vec::new();
+    skipped.extend(packed.skipped);
+    for s in &skipped {
+        notes.push(format!("skipped {s}"));
+    }
+    if !packed.changed.is_empty() {
+        let list = packed.changed.join(", ");
+        match job.on_change {
+            OnChange::Fail => {
+                return Err(Error::Failed(format!(
+                    "job {:?}: {} file(s) changed while they were read ({list}); on_change = \"fail\", so nothing is shipped; stop writes during the backup (a pre hook) or set on_change = \"warn\"",
+                    job.name,
+                    packed.changed.len()
+                )));
+            }
+            OnChange::Warn => notes.push(format!("changed while read: {list}")),
+        }
+    }
+    let stored: u64 = packed.volumes.iter().map(|v| v.size).sum();
+    let manifest = Manifest {
+        format: manifest::FORMAT,
+        tool: format!("offsite {}", env!("CARGO_PKG_VERSION")),
+        job: job.name.clone(),
+        id: id.to_string(),
+        kind: BackupKind::Full,
+        parent: None,
+        created_at: rfc3339(now),
+        source: SourceInfo {
+            kind: kind.to_string(),
+            description,
+        },
+        compression: Compression {
+            algorithm: "zstd".into(),
+            level: job.compression_level,
+        },
+        encryption: None,
+        volumes: packed.volumes,
+        files: packed.files,
+        deleted: Vec::new(),
+        changed: packed.changed.clone(),
+        stats: Stats {
+            files: total_files,
+            bytes: packed.bytes,
+            stored_bytes: stored,
+            seconds: 0.0,
+        },
+    };
+    Ok(StagedBackup {
+        id: id.to_string(),
+        dir: work.to_path_buf(),
+        manifest,
+        changed: packed.changed,
+        skipped,
+        notes,
+    })
+}
+
+struct Packed {
+    volumes: Vec<Volume>,
+    files: Vec<FileEntry>,
+    changed: Vec<String>,
+    skipped: Vec<String>,
+    bytes: u64,
+}
+
+fn mtime_secs(md: &fs::Metadata) -> i64 {
+    md.mtime()
+}
+
+fn same_state(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    a.len() == b.len() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()
+}
+
+fn pack(plan: &[PlannedEntry], work: &Path, id: &str, job: &Job, progress: &dyn Progress) -> Result<Packed> {
+    let writer = VolumeWriter::new(work, job.compression_level, job.volume_size)?;
+    let mut tar = tar::Builder::new(writer);
+    let mut files = Vec::with_capacity(plan.len());
+    let mut changed = Vec::new();
+    let mut skipped = Vec::new();
+    let mut bytes = 0u64;
+    let tar_err = |rel: &str, e: io::Error| Error::io(format!("staging {}: cannot pack {rel}", work.display()), e);
+
+    for entry in plan {
+        let md = match fs::symlink_metadata(&entry.abs) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                changed.push(format!("{} (deleted)", entry.rel));
+                continue;
+            }
+            Err(e) => return Err(Error::io(format!("source: cannot stat {}", entry.abs.display()), e)),
+        };
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(md.mode() & 0o7777);
+        header.set_mtime(mtime_secs(&md).max(0) as u64);
+        header.set_uid(md.uid() as u64);
+        header.set_gid(md.gid() as u64);
+        let mut record = FileEntry {
+            path: entry.rel.clone(),
+            kind: entry.kind,
+            size: 0,
+            mtime: mtime_secs(&md),
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            sha256: None,
+            target: None,
+            volume: 0,
+            backup: id.to_string(),
+        };
+        match entry.kind {
+            EntryKind::Dir => {
+                tar.get_mut().before_entry(0);
+                record.volume = tar.get_ref().next_index();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                tar.append_data(&mut header, format!("{}/", entry.rel), io::empty())
+                    .map_err(|e| tar_err(&entry.rel, e))?;
+            }
+            EntryKind::Symlink => {
+                let target = fs::read_link(&entry.abs)
+                    .map_err(|e| Error::io(format!("source: cannot read link {}", entry.abs.display()), e))?;
+                let Some(target) = target.to_str().map(str::to_string) else {
+                    skipped.push(format!("{} (symlink target is not UTF-8)", entry.rel));
+                    continue;
+                };
+                if !manifest::symlink_stays_inside(&entry.rel, &target) {
+                    skipped.push(format!("{} (symlink to {target} leaves the source; not followed)", entry.rel));
+                    continue;
+                }
+                tar.get_mut().before_entry(0);
+                record.volume = tar.get_ref().next_index();
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                tar.append_link(&mut header, &entry.rel, &target)
+                    .map_err(|e| tar_err(&entry.rel, e))?;
+                record.target = Some(target);
+            }
+            EntryKind::File => {
+                let file = match File::open(&entry.abs) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        changed.push(format!("{} (deleted)", entry.rel));
+                        continue;
+                    }
+                    Err(e) => return Err(Error::io(format!("source: cannot open {}", entry.abs.display()), e)),
+                };
+                let before = file
+                    .metadata()
+                    .map_err(|e| Error::io(format!("source: cannot stat {}", entry.abs.display()), e))?;
+                let size = before.len();
+                let estimate = tar.get_ref().estimate_compressed(size);
+                tar.get_mut().before_entry(estimate);
+                record.volume = tar.get_ref().next_index();
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(size);
+                header.set_mtime(before.mtime().max(0) as u64);
+                record.mtime = before.mtime();
+                let mut reader = HashingReader::new(file, size);
+                tar.append_data(&mut header, &entry.rel, &mut reader)
+                    .map_err(|e| tar_err(&entry.rel, e))?;
+                let after = reader
+                    .file
+                    .metadata()
+                    .map_err(|e| Error::io(format!("source: cannot stat {}", entry.abs.display()), e))?;
+                let now_md = fs::metadata(&entry.abs).ok();
+                let replaced = now_md.as_ref().is_none_or(|m| m.ino() != before.ino());
+                if reader.short || !same_state(&before, &after) || replaced {
+                    changed.push(entry.rel.clone());
+                }
+                record.size = size;
+                record.sha256 = Some(hex::encode(reader.hasher.finalize()));
+                bytes += size;
+                progress.stage_advanced(1, size);
+            }
+        }
+        files.push(record);
+    }
+    let writer = tar.into_inner().map_err(|e| tar_err("the end of the archive", e))?;
+    let volumes = writer.finish()?;
+    Ok(Packed {
+        volumes,
+        files,
+        changed,
+        skipped,
+        bytes,
+    })
+}
+
+/// Reads exactly `size` bytes of a file, hashing them; pads with zeros (and
+/// says so) when the file shrank while read, so the tar header stays true.
+struct HashingReader {
+    file: File,
+    remaining: u64,
+    hasher: Sha256,
+    short: bool,
+}
+
+impl HashingReader {
+    fn new(file: File, size: u64) -> Self {
+        HashingReader {
+            file,
+            remaining: size,
+            hasher: Sha256::new(),
+            short: false,
+        }
+    }
+}
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.remaining as usize).min(READ_BUF);
+        let n = if self.short { 0 } else { self.file.read(&mut buf[..want])? };
+        let n = if n == 0 {
+            self.short = true;
+            buf[..want].fill(0);
+            want
+        } else {
+            n
+        };
+        self.hasher.update(&buf[..n]);
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Counts and hashes what is written through it.
+struct HashingCounter {
+    file: File,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl Write for HashingCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+struct OpenVolume {
+    index: u32,
+    tmp: PathBuf,
+    encoder: zstd::stream::write::Encoder<'static, HashingCounter>,
+}
+
+/// The sink of the tar stream: compresses it into volumes of about
+/// `volume_size` bytes, each one or more complete zstd frames.
+pub struct VolumeWriter {
+    dir: PathBuf,
+    level: i32,
+    workers: u32,
+    volume_size: u64,
+    current: Option<OpenVolume>,
+    finished: Vec<Volume>,
+    raw_in: u64,
+    compressed_out: u64,
+    pending_rotate: bool,
+}
+
+pub fn volume_name(index: u32) -> String {
+    format!("vol-{index:06}.tar.zst")
+}
+
+impl VolumeWriter {
+    pub fn new(dir: &Path, level: i32, volume_size: u64) -> Result<Self> {
+        // Multithreaded zstd holds several MiB per worker before it writes, which
+        // would overshoot small volumes; use it only where that is noise.
+        let workers = if volume_size >= 64 << 20 {
+            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+        } else {
+            0
+        };
+        Ok(VolumeWriter {
+            dir: dir.to_path_buf(),
+            level,
+            workers,
+            volume_size,
+            current: None,
+            finished: Vec::new(),
+            raw_in: 0,
+            compressed_out: 0,
+            pending_rotate: false,
+        })
+    }
+
+    /// The index of the volume the next byte goes to.
+    pub fn next_index(&self) -> u32 {
+        match &self.current {
+            Some(v) => v.index,
+            None => self.finished.len() as u32,
+        }
+    }
+
+    /// A guess of what `size` raw bytes will take once compressed, from the
+    /// ratio seen so far (1:1 before anything is known).
+    pub fn estimate_compressed(&self, size: u64) -> u64 {
+        if self.raw_in < 1 << 20 {
+            return size;
+        }
+        (size as f64 * (self.compressed_out as f64 / self.raw_in as f64)) as u64
+    }
+
+    /// Called between tar entries: starts a new volume when the next entry,
+    /// of `estimate` compressed bytes, would not fit in the current one but
+    /// would fit in an empty one.
+    pub fn before_entry(&mut self, estimate: u64) {
+        if let Some(v) = &self.current {
+            let used = v.encoder.get_ref().count;
+            if used > 0 && used + estimate.min(self.volume_size) > self.volume_size {
+                self.pending_rotate = true;
+            }
+        }
+    }
+
+    fn open(&mut self) -> io::Result<()> {
+        let index = self.finished.len() as u32;
+        let tmp = self.dir.join(format!(".{}.tmp", volume_name(index)));
+        let file = File::create(&tmp)?;
+        let mut encoder = zstd::stream::write::Encoder::new(
+            HashingCounter {
+                file,
+                hasher: Sha256::new(),
+                count: 0,
+            },
+            self.level,
+        )?;
+        encoder.include_checksum(true)?;
+        if self.workers > 1 {
+            encoder.multithread(self.workers)?;
+        }
+        self.current = Some(OpenVolume { index, tmp, encoder });
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> io::Result<()> {
+        let Some(v) = self.current.take() else {
+            return Ok(());
+        };
+        let counter = v.encoder.finish()?;
+        counter.file.sync_all()?;
+        let name = volume_name(v.index);
+        fs::rename(&v.tmp, self.dir.join(&name))?;
+        self.compressed_out += counter.count;
+        self.finished.push(Volume {
+            name,
+            size: counter.count,
+            sha256: hex::encode(counter.hasher.finalize()),
+        });
+        Ok(())
+    }
+
+    /// Closes the last volume and returns every volume, in order.
+    pub fn finish(mut self) -> Result<Vec<Volume>> {
+        self.close_current()
+            .map_err(|e| Error::io(format!("staging {}: cannot finish the last volume", self.dir.display()), e))?;
+        sync_dir(&self.dir)?;
+        Ok(self.finished)
+    }
+}
+
+impl Write for VolumeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.pending_rotate {
+            self.pending_rotate = false;
+            self.close_current()?;
+        }
+        if self.current.is_none() {
+            self.open()?;
+        }
+        let Some(v) = self.current.as_mut() else {
+            return Err(io::Error::other("no open volume"));
+        };
+        let n = v.encoder.write(buf)?;
+        self.raw_in += n as u64;
+        if v.encoder.get_ref().count >= self.volume_size {
+            // A file larger than what is left: cut it here, it goes on in the next volume.
+            self.close_current()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.current.as_mut() {
+            Some(v) => v.encoder.flush(),
+            None => Ok(()),
+        }
+    }
+}
