@@ -170,7 +170,11 @@ impl Manifest {
     /// Refuses a manifest whose format is unknown or whose names could
     /// escape a restore folder.
     pub fn validate(&self, origin: &str) -> Result<()> {
-        let bad = |what: String| Err(Error::Failed(format!("{origin}: the manifest is not valid: {what}")));
+        let bad = |what: String| {
+            Err(Error::Failed(format!(
+                "{origin}: the manifest is not valid: {what}"
+            )))
+        };
         if self.format != FORMAT {
             return bad(format!(
                 "format {} is not known to this offsite (it reads format {FORMAT}); use a newer offsite",
@@ -195,10 +199,17 @@ impl Manifest {
                 return bad(format!("path {:?} is listed twice", f.path));
             }
             if f.volume as usize >= self.volumes.len().max(1) {
-                return bad(format!("{:?} names volume {} of {}", f.path, f.volume, self.volumes.len()));
+                return bad(format!(
+                    "{:?} names volume {} of {}",
+                    f.path,
+                    f.volume,
+                    self.volumes.len()
+                ));
             }
             match f.kind {
-                EntryKind::File if f.sha256.is_none() => return bad(format!("file {:?} has no hash", f.path)),
+                EntryKind::File if f.sha256.is_none() => {
+                    return bad(format!("file {:?} has no hash", f.path));
+                }
                 EntryKind::Symlink => match &f.target {
                     Some(t) if symlink_stays_inside(&f.path, t) => {}
                     _ => return bad(format!("symlink {:?} points outside the backup", f.path)),

@@ -64,12 +64,22 @@ fn patterns(list: &[String]) -> Result<Vec<Pattern>> {
 /// files and symlinks grouped by the first `order` pattern they match, each
 /// group sorted by path. Special files (sockets, FIFOs, devices) are skipped
 /// and returned separately so the caller can report them.
-pub fn plan_dir(root: &Path, order: &[String], exclude: &[String]) -> Result<(Vec<PlannedEntry>, Vec<String>)> {
+pub fn plan_dir(
+    root: &Path,
+    order: &[String],
+    exclude: &[String],
+) -> Result<(Vec<PlannedEntry>, Vec<String>)> {
     let meta = std::fs::metadata(root).map_err(|e| {
-        Error::Failed(format!("source {}: cannot read it: {e}; check the job's source path", root.display()))
+        Error::Failed(format!(
+            "source {}: cannot read it: {e}; check the job's source path",
+            root.display()
+        ))
     })?;
     if !meta.is_dir() {
-        return Err(Error::Failed(format!("source {} is not a folder", root.display())));
+        return Err(Error::Failed(format!(
+            "source {} is not a folder",
+            root.display()
+        )));
     }
     let order = patterns(order)?;
     let exclude = patterns(exclude)?;
@@ -85,7 +95,10 @@ pub fn plan_dir(root: &Path, order: &[String], exclude: &[String]) -> Result<(Ve
         .into_iter();
     while let Some(entry) = walker.next() {
         let entry = entry.map_err(|e| {
-            let at = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+            let at = e
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             Error::Failed(format!("source {}: cannot read {at}: {e}", root.display()))
         })?;
         let rel_path = entry.path().strip_prefix(root).unwrap_or(entry.path());
@@ -103,9 +116,9 @@ pub fn plan_dir(root: &Path, order: &[String], exclude: &[String]) -> Result<(Ve
             }
             continue;
         }
-        let md = entry
-            .metadata()
-            .map_err(|e| Error::Failed(format!("source {}: cannot stat {rel}: {e}", root.display())))?;
+        let md = entry.metadata().map_err(|e| {
+            Error::Failed(format!("source {}: cannot stat {rel}: {e}", root.display()))
+        })?;
         let (kind, size) = if ft.is_dir() {
             (EntryKind::Dir, 0)
         } else if ft.is_file() {
@@ -125,7 +138,10 @@ pub fn plan_dir(root: &Path, order: &[String], exclude: &[String]) -> Result<(Ve
         if kind == EntryKind::Dir {
             dirs.push(planned);
         } else {
-            let group = order.iter().position(|p| p.matches(&rel)).unwrap_or(order.len());
+            let group = order
+                .iter()
+                .position(|p| p.matches(&rel))
+                .unwrap_or(order.len());
             files.push((group, planned));
         }
     }
@@ -146,9 +162,18 @@ const STDERR_TAIL: usize = 2000;
 /// when given (a dump streamed into staging), else is discarded; the tail of
 /// its stderr is kept for the error message. A non-zero exit is an error
 /// naming `what` and the exit status.
-pub fn run_shell(what: &str, command: &str, workdir: &Path, env: &CommandEnv, stdout: Option<std::fs::File>) -> Result<()> {
+pub fn run_shell(
+    what: &str,
+    command: &str,
+    workdir: &Path,
+    env: &CommandEnv,
+    stdout: Option<std::fs::File>,
+) -> Result<()> {
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(command).current_dir(workdir).stdin(Stdio::null());
+    cmd.arg("-c")
+        .arg(command)
+        .current_dir(workdir)
+        .stdin(Stdio::null());
     for (k, v) in &env.vars {
         cmd.env(k, v);
     }
@@ -261,9 +286,18 @@ mod tests {
     #[test]
     fn a_failing_command_names_itself_and_its_stderr() {
         let d = tempfile::tempdir().expect("tempdir");
-        let err = run_shell("pre hook", "echo boom >&2; exit 3", d.path(), &CommandEnv::default(), None)
-            .expect_err("must fail");
+        let err = run_shell(
+            "pre hook",
+            "echo boom >&2; exit 3",
+            d.path(),
+            &CommandEnv::default(),
+            None,
+        )
+        .expect_err("must fail");
         let text = err.to_string();
-        assert!(text.contains("pre hook") && text.contains("status 3") && text.contains("boom"), "{text}");
+        assert!(
+            text.contains("pre hook") && text.contains("status 3") && text.contains("boom"),
+            "{text}"
+        );
     }
 }

@@ -28,7 +28,8 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, Job, OnChange, Source};
 use crate::error::{Error, Result};
 use crate::manifest::{
-    self, BackupKind, Compression, EntryKind, FileEntry, MANIFEST_NAME, Manifest, SourceInfo, Stats, Volume,
+    self, BackupKind, Compression, EntryKind, FileEntry, MANIFEST_NAME, Manifest, SourceInfo,
+    Stats, Volume,
 };
 use crate::progress::Progress;
 use crate::size::human_bytes;
@@ -60,11 +61,17 @@ impl JobStaging {
         let entries = match fs::read_dir(&self.job_dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format!("cannot list staging {}", self.job_dir.display()), e)),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot list staging {}", self.job_dir.display()),
+                    e,
+                ));
+            }
         };
         let mut ids = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io(format!("cannot list {}", self.job_dir.display()), e))?;
+            let entry = entry
+                .map_err(|e| Error::io(format!("cannot list {}", self.job_dir.display()), e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.starts_with('.') && entry.path().join(MANIFEST_NAME).is_file() {
                 ids.push(name);
@@ -78,7 +85,8 @@ impl JobStaging {
 
     pub fn read_manifest(&self, id: &str) -> Result<Manifest> {
         let path = self.backup_dir(id).join(MANIFEST_NAME);
-        let bytes = fs::read(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        let bytes =
+            fs::read(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
         Manifest::from_json(&bytes, &path.display().to_string())
     }
 
@@ -90,7 +98,8 @@ impl JobStaging {
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().starts_with(WORK_PREFIX) {
                 let p = entry.path();
-                fs::remove_dir_all(&p).map_err(|e| Error::io(format!("cannot remove {}", p.display()), e))?;
+                fs::remove_dir_all(&p)
+                    .map_err(|e| Error::io(format!("cannot remove {}", p.display()), e))?;
             }
         }
         Ok(())
@@ -105,8 +114,12 @@ pub struct JobLock {
 
 impl JobLock {
     pub fn acquire(staging: &JobStaging, job: &str) -> Result<JobLock> {
-        fs::create_dir_all(&staging.job_dir)
-            .map_err(|e| Error::io(format!("cannot create staging folder {}", staging.job_dir.display()), e))?;
+        fs::create_dir_all(&staging.job_dir).map_err(|e| {
+            Error::io(
+                format!("cannot create staging folder {}", staging.job_dir.display()),
+                e,
+            )
+        })?;
         let path = staging.job_dir.join(LOCK_NAME);
         let mut file = OpenOptions::new()
             .read(true)
@@ -121,13 +134,19 @@ impl JobLock {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
                 let holder = holder.trim();
-                let who = if holder.is_empty() { String::new() } else { format!(" by pid {holder}") };
+                let who = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by pid {holder}")
+                };
                 return Err(Error::Failed(format!(
                     "job {job:?} is already running ({} is held{who}); wait for that run to finish",
                     path.display()
                 )));
             }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io(format!("cannot lock {}", path.display()), e)),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("cannot lock {}", path.display()), e));
+            }
         }
         let _ = file.set_len(0);
         let _ = write!(file, "{}", std::process::id());
@@ -140,7 +159,10 @@ fn resolve_existing(path: &Path) -> PathBuf {
     let mut existing = path.to_path_buf();
     let mut rest = Vec::new();
     while !existing.exists() {
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
             (Some(n), Some(p)) => {
                 rest.push(n);
                 existing = p.to_path_buf();
@@ -221,7 +243,9 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 fn new_backup_id(kind: BackupKind, now: time::OffsetDateTime) -> String {
     let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    let stamp = now.format(&fmt).unwrap_or_else(|_| "00000000T000000Z".into());
+    let stamp = now
+        .format(&fmt)
+        .unwrap_or_else(|_| "00000000T000000Z".into());
     format!("{stamp}-{}", kind.as_str())
 }
 
@@ -260,7 +284,8 @@ pub fn stage(config: &Config, job: &Job, progress: &dyn Progress) -> Result<Stag
         id = new_backup_id(BackupKind::Full, now);
     }
     let work = staging.job_dir.join(format!("{WORK_PREFIX}{id}"));
-    fs::create_dir_all(&work).map_err(|e| Error::io(format!("cannot create {}", work.display()), e))?;
+    fs::create_dir_all(&work)
+        .map_err(|e| Error::io(format!("cannot create {}", work.display()), e))?;
     // A backup holds the database's data: readable by its owner only.
     let _ = fs::set_permissions(&work, fs::Permissions::from_mode(0o700));
 
@@ -275,13 +300,25 @@ pub fn stage(config: &Config, job: &Job, progress: &dyn Progress) -> Result<Stag
         let mut outcome: Result<StagedBackup> = (|| {
             for (i, hook) in job.pre.iter().enumerate() {
                 pre_started = true;
-                source::run_shell(&format!("job {:?}: pre hook {}", job.name, i + 1), hook, &job.workdir, &env, None)?;
+                source::run_shell(
+                    &format!("job {:?}: pre hook {}", job.name, i + 1),
+                    hook,
+                    &job.workdir,
+                    &env,
+                    None,
+                )?;
             }
             pack_source(config, job, &id, now, &work, &env, progress)
         })();
         if pre_started {
             for (i, hook) in job.post.iter().enumerate() {
-                if let Err(e) = source::run_shell(&format!("job {:?}: post hook {}", job.name, i + 1), hook, &job.workdir, &env, None) {
+                if let Err(e) = source::run_shell(
+                    &format!("job {:?}: post hook {}", job.name, i + 1),
+                    hook,
+                    &job.workdir,
+                    &env,
+                    None,
+                ) {
                     outcome = Err(match outcome {
                         Ok(_) => Error::Failed(format!("{e}; the backup was not shipped")),
                         Err(first) => Error::Failed(format!("{first}; and then {e}")),
@@ -293,7 +330,8 @@ pub fn stage(config: &Config, job: &Job, progress: &dyn Progress) -> Result<Stag
         staged.manifest.stats.seconds = started.elapsed().as_secs_f64();
         write_manifest(&work, &staged.manifest)?;
         let dir = staging.backup_dir(&id);
-        fs::rename(&work, &dir).map_err(|e| Error::io(format!("cannot rename {} into place", work.display()), e))?;
+        fs::rename(&work, &dir)
+            .map_err(|e| Error::io(format!("cannot rename {} into place", work.display()), e))?;
         sync_dir(&staging.job_dir)?;
         staged.dir = dir;
         Ok(staged)
@@ -307,11 +345,13 @@ pub fn stage(config: &Config, job: &Job, progress: &dyn Progress) -> Result<Stag
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
     let tmp = dir.join(format!(".{MANIFEST_NAME}.tmp"));
     let path = dir.join(MANIFEST_NAME);
-    let mut f = File::create(&tmp).map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
+    let mut f =
+        File::create(&tmp).map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
     f.write_all(&m.to_json())
         .and_then(|_| f.sync_all())
         .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
-    fs::rename(&tmp, &path).map_err(|e| Error::io(format!("cannot rename {}", tmp.display()), e))?;
+    fs::rename(&tmp, &path)
+        .map_err(|e| Error::io(format!("cannot rename {}", tmp.display()), e))?;
     sync_dir(dir)
 }
 
@@ -326,22 +366,33 @@ fn pack_source(
     progress: &dyn Progress,
 ) -> Result<StagedBackup> {
     let (root, order, exclude, description, kind) = match &job.source {
-        Source::Dir { path, order, exclude } => {
-            (path.clone(), order.clone(), exclude.clone(), path.display().to_string(), "dir")
-        }
+        Source::Dir {
+            path,
+            order,
+            exclude,
+        } => (
+            path.clone(),
+            order.clone(),
+            exclude.clone(),
+            path.display().to_string(),
+            "dir",
+        ),
         Source::Command { run, output } => {
             let out_dir = work.join(".source");
-            fs::create_dir_all(&out_dir).map_err(|e| Error::io(format!("cannot create {}", out_dir.display()), e))?;
+            fs::create_dir_all(&out_dir)
+                .map_err(|e| Error::io(format!("cannot create {}", out_dir.display()), e))?;
             check_free_space(work, 0, config.staging.min_free)?;
             let mut env = env.clone();
-            env.vars.push(("OFFSITE_STAGE_DIR".into(), out_dir.display().to_string()));
+            env.vars
+                .push(("OFFSITE_STAGE_DIR".into(), out_dir.display().to_string()));
             let what = format!("job {:?}: source command", job.name);
             match output {
                 Some(name) => {
                     let target = out_dir.join(name);
                     if let Some(parent) = target.parent() {
-                        fs::create_dir_all(parent)
-                            .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+                        fs::create_dir_all(parent).map_err(|e| {
+                            Error::io(format!("cannot create {}", parent.display()), e)
+                        })?;
                     }
                     let f = File::create(&target)
                         .map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?;
@@ -438,14 +489,22 @@ fn same_state(a: &fs::Metadata, b: &fs::Metadata) -> bool {
     a.len() == b.len() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()
 }
 
-fn pack(plan: &[PlannedEntry], work: &Path, id: &str, job: &Job, progress: &dyn Progress) -> Result<Packed> {
+fn pack(
+    plan: &[PlannedEntry],
+    work: &Path,
+    id: &str,
+    job: &Job,
+    progress: &dyn Progress,
+) -> Result<Packed> {
     let writer = VolumeWriter::new(work, job.compression_level, job.volume_size)?;
     let mut tar = tar::Builder::new(writer);
     let mut files = Vec::with_capacity(plan.len());
     let mut changed = Vec::new();
     let mut skipped = Vec::new();
     let mut bytes = 0u64;
-    let tar_err = |rel: &str, e: io::Error| Error::io(format!("staging {}: cannot pack {rel}", work.display()), e);
+    let tar_err = |rel: &str, e: io::Error| {
+        Error::io(format!("staging {}: cannot pack {rel}", work.display()), e)
+    };
 
     for entry in plan {
         let md = match fs::symlink_metadata(&entry.abs) {
@@ -454,7 +513,12 @@ fn pack(plan: &[PlannedEntry], work: &Path, id: &str, job: &Job, progress: &dyn 
                 changed.push(format!("{} (deleted)", entry.rel));
                 continue;
             }
-            Err(e) => return Err(Error::io(format!("source: cannot stat {}", entry.abs.display()), e)),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("source: cannot stat {}", entry.abs.display()),
+                    e,
+                ));
+            }
         };
         let mut header = tar::Header::new_gnu();
         header.set_mode(md.mode() & 0o7777);
@@ -484,14 +548,21 @@ fn pack(plan: &[PlannedEntry], work: &Path, id: &str, job: &Job, progress: &dyn 
                     .map_err(|e| tar_err(&entry.rel, e))?;
             }
             EntryKind::Symlink => {
-                let target = fs::read_link(&entry.abs)
-                    .map_err(|e| Error::io(format!("source: cannot read link {}", entry.abs.display()), e))?;
+                let target = fs::read_link(&entry.abs).map_err(|e| {
+                    Error::io(
+                        format!("source: cannot read link {}", entry.abs.display()),
+                        e,
+                    )
+                })?;
                 let Some(target) = target.to_str().map(str::to_string) else {
                     skipped.push(format!("{} (symlink target is not UTF-8)", entry.rel));
                     continue;
                 };
                 if !manifest::symlink_stays_inside(&entry.rel, &target) {
-                    skipped.push(format!("{} (symlink to {target} leaves the source; not followed)", entry.rel));
+                    skipped.push(format!(
+                        "{} (symlink to {target} leaves the source; not followed)",
+                        entry.rel
+                    ));
                     continue;
                 }
                 tar.get_mut().before_entry(0);
@@ -509,11 +580,16 @@ fn pack(plan: &[PlannedEntry], work: &Path, id: &str, job: &Job, progress: &dyn 
                         changed.push(format!("{} (deleted)", entry.rel));
                         continue;
                     }
-                    Err(e) => return Err(Error::io(format!("source: cannot open {}", entry.abs.display()), e)),
+                    Err(e) => {
+                        return Err(Error::io(
+                            format!("source: cannot open {}", entry.abs.display()),
+                            e,
+                        ));
+                    }
                 };
-                let before = file
-                    .metadata()
-                    .map_err(|e| Error::io(format!("source: cannot stat {}", entry.abs.display()), e))?;
+                let before = file.metadata().map_err(|e| {
+                    Error::io(format!("source: cannot stat {}", entry.abs.display()), e)
+                })?;
                 let size = before.len();
                 let estimate = tar.get_ref().estimate_compressed(size);
                 tar.get_mut().before_entry(estimate);
@@ -525,10 +601,9 @@ fn pack(plan: &[PlannedEntry], work: &Path, id: &str, job: &Job, progress: &dyn 
                 let mut reader = HashingReader::new(file, size);
                 tar.append_data(&mut header, &entry.rel, &mut reader)
                     .map_err(|e| tar_err(&entry.rel, e))?;
-                let after = reader
-                    .file
-                    .metadata()
-                    .map_err(|e| Error::io(format!("source: cannot stat {}", entry.abs.display()), e))?;
+                let after = reader.file.metadata().map_err(|e| {
+                    Error::io(format!("source: cannot stat {}", entry.abs.display()), e)
+                })?;
                 let now_md = fs::metadata(&entry.abs).ok();
                 let replaced = now_md.as_ref().is_none_or(|m| m.ino() != before.ino());
                 if reader.short || !same_state(&before, &after) || replaced {
@@ -542,7 +617,9 @@ fn pack(plan: &[PlannedEntry], work: &Path, id: &str, job: &Job, progress: &dyn 
         }
         files.push(record);
     }
-    let writer = tar.into_inner().map_err(|e| tar_err("the end of the archive", e))?;
+    let writer = tar
+        .into_inner()
+        .map_err(|e| tar_err("the end of the archive", e))?;
     let volumes = writer.finish()?;
     Ok(Packed {
         volumes,
@@ -579,7 +656,11 @@ impl Read for HashingReader {
             return Ok(0);
         }
         let want = buf.len().min(self.remaining as usize).min(READ_BUF);
-        let n = if self.short { 0 } else { self.file.read(&mut buf[..want])? };
+        let n = if self.short {
+            0
+        } else {
+            self.file.read(&mut buf[..want])?
+        };
         let n = if n == 0 {
             self.short = true;
             buf[..want].fill(0);
@@ -642,7 +723,9 @@ impl VolumeWriter {
         // Multithreaded zstd holds several MiB per worker before it writes, which
         // would overshoot small volumes; use it only where that is noise.
         let workers = if volume_size >= 64 << 20 {
-            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1)
         } else {
             0
         };
@@ -704,7 +787,11 @@ impl VolumeWriter {
         if self.workers > 1 {
             encoder.multithread(self.workers)?;
         }
-        self.current = Some(OpenVolume { index, tmp, encoder });
+        self.current = Some(OpenVolume {
+            index,
+            tmp,
+            encoder,
+        });
         Ok(())
     }
 
@@ -727,8 +814,15 @@ impl VolumeWriter {
 
     /// Closes the last volume and returns every volume, in order.
     pub fn finish(mut self) -> Result<Vec<Volume>> {
-        self.close_current()
-            .map_err(|e| Error::io(format!("staging {}: cannot finish the last volume", self.dir.display()), e))?;
+        self.close_current().map_err(|e| {
+            Error::io(
+                format!(
+                    "staging {}: cannot finish the last volume",
+                    self.dir.display()
+                ),
+                e,
+            )
+        })?;
         sync_dir(&self.dir)?;
         Ok(self.finished)
     }

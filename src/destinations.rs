@@ -1,0 +1,60 @@
+//! Builds each configured destination's backend, wrapped the same way for
+//! every kind: bandwidth limit inside, retries outside (so a retried part is
+//! paced too).
+
+use std::sync::Arc;
+
+use offsite_backends::path::PathBackend;
+use offsite_backends::{Backend, RetryPolicy, Retrying, Throttled};
+
+use crate::config::{Config, Destination, DestinationKind, Job};
+use crate::error::{Error, Result};
+use crate::upload::Target;
+
+pub fn backend_for(d: &Destination) -> Arc<dyn Backend> {
+    let raw: Arc<dyn Backend> = match &d.kind {
+        DestinationKind::Path { path } => Arc::new(PathBackend::new(&d.name, path)),
+    };
+    let paced: Arc<dyn Backend> = match d.bwlimit {
+        Some(rate) => Arc::new(Throttled::new(raw, rate)),
+        None => raw,
+    };
+    Arc::new(Retrying::new(paced, RetryPolicy::default()))
+}
+
+pub fn target(config: &Config, name: &str) -> Result<Target> {
+    let d = config.destinations.get(name).ok_or_else(|| {
+        Error::Usage(format!(
+            "no destination named {name:?} in {} (destinations: {})",
+            config.file.display(),
+            config
+                .destinations
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    Ok(Target {
+        config: d.clone(),
+        backend: backend_for(d),
+    })
+}
+
+/// The job's destinations, or only `only` (which must be one of them).
+pub fn job_targets(config: &Config, job: &Job, only: Option<&str>) -> Result<Vec<Target>> {
+    if let Some(o) = only
+        && !job.destinations.iter().any(|d| d == o)
+    {
+        return Err(Error::Usage(format!(
+            "destination {o:?} is not one of job {:?}'s destinations ({})",
+            job.name,
+            job.destinations.join(", ")
+        )));
+    }
+    job.destinations
+        .iter()
+        .filter(|d| only.is_none_or(|o| o == d.as_str()))
+        .map(|d| target(config, d))
+        .collect()
+}

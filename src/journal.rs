@@ -1,0 +1,316 @@
+//! The upload journal: what one destination already holds of one staged
+//! backup, so a run after a crash sends only what is missing.
+//!
+//! It is an append-only file of JSON lines in the staged backup's folder
+//! (`.journal/<destination>.jsonl`), each line fsync'd before the step it
+//! records is relied upon: an upload id is written before any part is sent,
+//! a part's receipt after the server acknowledged it. A crash can at worst
+//! leave a torn last line, which is dropped (and cut off) when the journal
+//! is opened again: the part it described is simply sent again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use offsite_backends::{PartReceipt, UploadId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const JOURNAL_DIR: &str = ".journal";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum Event {
+    /// An upload of `volume` to `key` was created.
+    Started {
+        volume: String,
+        key: String,
+        upload: UploadId,
+        part_size: u64,
+    },
+    /// A part of the current upload of `volume` is stored.
+    Part {
+        volume: String,
+        receipt: PartReceipt,
+    },
+    /// The upload of `volume` is gone on the server; start it again.
+    Restarted { volume: String },
+    /// `volume` is complete on the destination.
+    VolumeDone { volume: String },
+    /// The manifest is on the destination: the backup is complete there.
+    ManifestDone,
+}
+
+/// The current upload of one volume.
+#[derive(Debug, Clone)]
+pub struct OpenUpload {
+    pub key: String,
+    pub upload: UploadId,
+    pub part_size: u64,
+    pub parts: BTreeMap<u32, PartReceipt>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VolumeState {
+    pub upload: Option<OpenUpload>,
+    pub done: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    volumes: HashMap<String, VolumeState>,
+    manifest_done: bool,
+}
+
+impl State {
+    fn apply(&mut self, e: Event) {
+        match e {
+            Event::Started {
+                volume,
+                key,
+                upload,
+                part_size,
+            } => {
+                let v = self.volumes.entry(volume).or_default();
+                v.upload = Some(OpenUpload {
+                    key,
+                    upload,
+                    part_size,
+                    parts: BTreeMap::new(),
+                });
+                v.done = false;
+            }
+            Event::Part { volume, receipt } => {
+                if let Some(u) = self.volumes.entry(volume).or_default().upload.as_mut() {
+                    u.parts.insert(receipt.index, receipt);
+                }
+            }
+            Event::Restarted { volume } => {
+                self.volumes.insert(volume, VolumeState::default());
+            }
+            Event::VolumeDone { volume } => {
+                let v = self.volumes.entry(volume).or_default();
+                v.done = true;
+                v.upload = None;
+            }
+            Event::ManifestDone => self.manifest_done = true,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct UploadJournal {
+    path: PathBuf,
+    inner: Mutex<(File, State)>,
+}
+
+/// The journal file of `destination` in the staged backup `backup_dir`.
+pub fn journal_path(backup_dir: &Path, destination: &str) -> PathBuf {
+    backup_dir
+        .join(JOURNAL_DIR)
+        .join(format!("{destination}.jsonl"))
+}
+
+fn read_state(path: &Path) -> Result<(State, u64)> {
+    let mut text = String::new();
+    match File::open(path) {
+        Ok(mut f) => {
+            f.read_to_string(&mut text)
+                .map_err(|e| Error::io(format!("cannot read journal {}", path.display()), e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot open journal {}", path.display()),
+                e,
+            ));
+        }
+    }
+    let mut state = State::default();
+    let mut good_len = 0u64;
+    for line in text.split_inclusive('\n') {
+        if !line.ends_with('\n') {
+            break; // torn by a crash mid-write
+        }
+        match serde_json::from_str::<Event>(line.trim_end()) {
+            Ok(e) => state.apply(e),
+            Err(_) => break,
+        }
+        good_len += line.len() as u64;
+    }
+    Ok((state, good_len))
+}
+
+/// Whether the journal at `path` says the backup is complete on its destination.
+pub fn is_complete(backup_dir: &Path, destination: &str) -> bool {
+    read_state(&journal_path(backup_dir, destination))
+        .map(|(s, _)| s.manifest_done)
+        .unwrap_or(false)
+}
+
+impl UploadJournal {
+    pub fn open(backup_dir: &Path, destination: &str) -> Result<UploadJournal> {
+        let path = journal_path(backup_dir, destination);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        }
+        let (state, good_len) = read_state(&path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open journal {}", path.display()), e))?;
+        file.set_len(good_len)
+            .and_then(|_| file.seek(SeekFrom::End(0)).map(|_| ()))
+            .map_err(|e| Error::io(format!("cannot repair journal {}", path.display()), e))?;
+        Ok(UploadJournal {
+            path,
+            inner: Mutex::new((file, state)),
+        })
+    }
+
+    fn append(&self, e: Event) -> Result<()> {
+        let mut line =
+            serde_json::to_vec(&e).map_err(|e| Error::Failed(format!("journal: {e}")))?;
+        line.push(b'\n');
+        let mut guard = self
+            .inner
+            .lock()
+            .map_err(|_| Error::Failed(format!("journal {} is poisoned", self.path.display())))?;
+        let (file, state) = &mut *guard;
+        file.write_all(&line)
+            .and_then(|_| file.sync_data())
+            .map_err(|err| {
+                Error::io(format!("cannot write journal {}", self.path.display()), err)
+            })?;
+        state.apply(e);
+        Ok(())
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        match self.inner.lock() {
+            Ok(g) => f(&g.1),
+            Err(p) => f(&p.into_inner().1),
+        }
+    }
+
+    pub fn volume(&self, volume: &str) -> VolumeState {
+        self.with_state(|s| s.volumes.get(volume).cloned().unwrap_or_default())
+    }
+
+    pub fn manifest_done(&self) -> bool {
+        self.with_state(|s| s.manifest_done)
+    }
+
+    pub fn started(
+        &self,
+        volume: &str,
+        key: &str,
+        upload: &UploadId,
+        part_size: u64,
+    ) -> Result<()> {
+        self.append(Event::Started {
+            volume: volume.into(),
+            key: key.into(),
+            upload: upload.clone(),
+            part_size,
+        })
+    }
+
+    pub fn part(&self, volume: &str, receipt: &PartReceipt) -> Result<()> {
+        self.append(Event::Part {
+            volume: volume.into(),
+            receipt: receipt.clone(),
+        })
+    }
+
+    pub fn restarted(&self, volume: &str) -> Result<()> {
+        self.append(Event::Restarted {
+            volume: volume.into(),
+        })
+    }
+
+    pub fn volume_done(&self, volume: &str) -> Result<()> {
+        self.append(Event::VolumeDone {
+            volume: volume.into(),
+        })
+    }
+
+    pub fn set_manifest_done(&self) -> Result<()> {
+        self.append(Event::ManifestDone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(i: u32) -> PartReceipt {
+        PartReceipt {
+            index: i,
+            offset: i as u64 * 10,
+            size: 10,
+            tag: format!("etag-{i}"),
+        }
+    }
+
+    #[test]
+    fn state_survives_reopening() {
+        let d = tempfile::tempdir().expect("tempdir");
+        {
+            let j = UploadJournal::open(d.path(), "nas").expect("open");
+            j.started("vol-0", "k/vol-0", &UploadId("u1".into()), 10)
+                .expect("started");
+            j.part("vol-0", &receipt(0)).expect("part");
+            j.part("vol-0", &receipt(2)).expect("part");
+            j.volume_done("vol-1").expect("done");
+        }
+        let j = UploadJournal::open(d.path(), "nas").expect("reopen");
+        let v = j.volume("vol-0");
+        let u = v.upload.expect("open upload");
+        assert_eq!(u.upload, UploadId("u1".into()));
+        assert_eq!(u.parts.keys().copied().collect::<Vec<_>>(), vec![0, 2]);
+        assert!(j.volume("vol-1").done);
+        assert!(!j.manifest_done());
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_and_cut_off() {
+        let d = tempfile::tempdir().expect("tempdir");
+        {
+            let j = UploadJournal::open(d.path(), "nas").expect("open");
+            j.started("v", "k/v", &UploadId("u".into()), 10)
+                .expect("started");
+            j.part("v", &receipt(0)).expect("part");
+        }
+        let path = journal_path(d.path(), "nas");
+        let mut f = OpenOptions::new().append(true).open(&path).expect("append");
+        f.write_all(b"{\"event\":\"part\",\"volume\":\"v\",\"rec")
+            .expect("torn write");
+        drop(f);
+        let j = UploadJournal::open(d.path(), "nas").expect("reopen");
+        assert_eq!(j.volume("v").upload.expect("upload").parts.len(), 1);
+        j.part("v", &receipt(1)).expect("append after repair");
+        let j = UploadJournal::open(d.path(), "nas").expect("reopen again");
+        assert_eq!(j.volume("v").upload.expect("upload").parts.len(), 2);
+    }
+
+    #[test]
+    fn restart_forgets_the_upload() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let j = UploadJournal::open(d.path(), "nas").expect("open");
+        j.started("v", "k/v", &UploadId("u".into()), 10)
+            .expect("started");
+        j.part("v", &receipt(0)).expect("part");
+        j.restarted("v").expect("restarted");
+        assert!(j.volume("v").upload.is_none());
+        j.set_manifest_done().expect("manifest");
+        assert!(is_complete(d.path(), "nas"));
+    }
+}

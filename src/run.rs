@@ -1,0 +1,289 @@
+//! `backup` and `upload` for one job: lock, stage, upload to every
+//! destination, keep or remove the staged copy, record the status.
+//!
+//! A staged backup is removed only when every destination of the job has it
+//! (journal says the manifest is there), keeping the newest `keep_local`. After
+//! a partial failure it stays, and the next `upload` or `backup` of the job
+//! resumes what is missing, oldest backup first.
+
+use std::fs;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{Config, Job};
+use crate::destinations;
+use crate::error::{Error, Result};
+use crate::journal;
+use crate::manifest::{BackupKind, Manifest};
+use crate::progress::Progress;
+use crate::stage::{self, JobLock, JobStaging};
+use crate::status::{self, DestinationStatus, LastRun};
+use crate::upload::{self, DestinationReport, Status, Target};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StagedStats {
+    pub files: u64,
+    pub bytes: u64,
+    pub stored_bytes: u64,
+    pub seconds: f64,
+}
+
+/// The result of one backup (staged and/or uploaded), as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub job: String,
+    pub backup: Option<String>,
+    pub kind: Option<BackupKind>,
+    pub status: Status,
+    pub staged: Option<StagedStats>,
+    pub destinations: Vec<DestinationReport>,
+    /// Files that changed while they were read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RunReport {
+    fn failed(job: &str, error: &Error) -> RunReport {
+        RunReport {
+            job: job.to_string(),
+            backup: None,
+            kind: None,
+            status: Status::Failed,
+            staged: None,
+            destinations: Vec::new(),
+            changed: Vec::new(),
+            notes: Vec::new(),
+            error: Some(error.to_string()),
+        }
+    }
+}
+
+/// The overall status of several destinations' reports.
+pub fn combine(reports: &[DestinationReport]) -> Status {
+    let ok = reports.iter().filter(|r| r.status == Status::Ok).count();
+    if ok == reports.len() {
+        Status::Ok
+    } else if ok > 0 {
+        Status::Partial
+    } else {
+        Status::Failed
+    }
+}
+
+/// The worst of several statuses: failed, then partial, then ok.
+pub fn worst(statuses: impl IntoIterator<Item = Status>) -> Status {
+    statuses
+        .into_iter()
+        .fold(Status::Ok, |acc, s| match (acc, s) {
+            (Status::Failed, _) | (_, Status::Failed) => Status::Failed,
+            (Status::Partial, _) | (_, Status::Partial) => Status::Partial,
+            _ => Status::Ok,
+        })
+}
+
+fn stats_of(m: &Manifest) -> StagedStats {
+    StagedStats {
+        files: m.stats.files,
+        bytes: m.stats.bytes,
+        stored_bytes: m.stats.stored_bytes,
+        seconds: m.stats.seconds,
+    }
+}
+
+/// What `offsite backup` did for one job: the new backup, and any earlier
+/// staged backups it finished uploading first.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupOutcome {
+    #[serde(flatten)]
+    pub report: RunReport,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<RunReport>,
+}
+
+impl BackupOutcome {
+    pub fn status(&self) -> Status {
+        worst(std::iter::once(self.report.status).chain(self.earlier.iter().map(|r| r.status)))
+    }
+}
+
+/// Stages a backup of `job` and, unless `upload` is false, uploads it (after
+/// any earlier staged backups of the job that are not everywhere yet).
+///
+/// Errors before staging starts (configuration, overlap, another run holding
+/// the lock) are returned; failures after that are in the report.
+pub async fn backup(
+    config: &Config,
+    job: &Job,
+    upload: bool,
+    progress_arc: Arc<dyn Progress>,
+) -> Result<BackupOutcome> {
+    let progress = progress_arc.as_ref();
+    stage::check_overlap(config, job)?;
+    let targets = destinations::job_targets(config, job, None)?;
+    let staging = JobStaging::new(config, &job.name);
+    let _lock = JobLock::acquire(&staging, &job.name)?;
+    let earlier_ids = staging.staged_backups()?;
+
+    let staged = {
+        let config = config.clone();
+        let job2 = job.clone();
+        let p = progress_arc.clone();
+        tokio::task::spawn_blocking(move || stage::stage(&config, &job2, p.as_ref()))
+            .await
+            .map_err(|e| Error::Failed(format!("staging task failed: {e}")))?
+    };
+    let staged = match staged {
+        Ok(s) => s,
+        Err(e @ Error::Config(_)) => return Err(e),
+        Err(e) => {
+            let report = RunReport::failed(&job.name, &e);
+            record_status(&staging, job, "backup", &report)?;
+            return Ok(BackupOutcome {
+                report,
+                earlier: Vec::new(),
+            });
+        }
+    };
+    for n in &staged.notes {
+        progress.note(&format!("job {:?}: {n}", job.name));
+    }
+
+    let mut earlier = Vec::new();
+    if upload {
+        for id in &earlier_ids {
+            earlier
+                .push(upload_staged(config, job, &staging, id, &targets, "upload", progress).await);
+        }
+    }
+    let mut report = RunReport {
+        job: job.name.clone(),
+        backup: Some(staged.id.clone()),
+        kind: Some(staged.manifest.kind),
+        status: Status::Ok,
+        staged: Some(stats_of(&staged.manifest)),
+        destinations: Vec::new(),
+        changed: staged.changed.clone(),
+        notes: staged.notes.clone(),
+        error: None,
+    };
+    if upload {
+        report.destinations =
+            upload::upload_backup(&staged.dir, &staged.manifest, &targets, progress).await;
+        report.status = combine(&report.destinations);
+        if report.status == Status::Ok {
+            cleanup(job, &staging, &targets)?;
+        }
+    }
+    record_status(&staging, job, "backup", &report)?;
+    Ok(BackupOutcome { report, earlier })
+}
+
+/// Uploads (or resumes) every staged backup of `job` that is not yet on all
+/// its destinations, oldest first.
+pub async fn upload(config: &Config, job: &Job, progress: &dyn Progress) -> Result<Vec<RunReport>> {
+    let targets = destinations::job_targets(config, job, None)?;
+    let staging = JobStaging::new(config, &job.name);
+    let _lock = JobLock::acquire(&staging, &job.name)?;
+    let mut reports = Vec::new();
+    for id in staging.staged_backups()? {
+        reports.push(upload_staged(config, job, &staging, &id, &targets, "upload", progress).await);
+    }
+    Ok(reports)
+}
+
+async fn upload_staged(
+    _config: &Config,
+    job: &Job,
+    staging: &JobStaging,
+    id: &str,
+    targets: &[Target],
+    command: &str,
+    progress: &dyn Progress,
+) -> RunReport {
+    let manifest = match staging.read_manifest(id) {
+        Ok(m) => m,
+        Err(e) => {
+            let mut r = RunReport::failed(&job.name, &e);
+            r.backup = Some(id.to_string());
+            return r;
+        }
+    };
+    let dir = staging.backup_dir(id);
+    let destinations = upload::upload_backup(&dir, &manifest, targets, progress).await;
+    let status = combine(&destinations);
+    let mut report = RunReport {
+        job: job.name.clone(),
+        backup: Some(id.to_string()),
+        kind: Some(manifest.kind),
+        status,
+        staged: Some(stats_of(&manifest)),
+        destinations,
+        changed: Vec::new(),
+        notes: Vec::new(),
+        error: None,
+    };
+    if status == Status::Ok
+        && let Err(e) = cleanup(job, staging, targets)
+    {
+        report.notes.push(format!("could not tidy staging: {e}"));
+    }
+    if let Err(e) = record_status(staging, job, command, &report) {
+        report.notes.push(format!("could not record status: {e}"));
+    }
+    report
+}
+
+/// Removes staged backups that every destination has, but the newest `keep_local`.
+fn cleanup(job: &Job, staging: &JobStaging, targets: &[Target]) -> Result<()> {
+    let everywhere: Vec<String> = staging
+        .staged_backups()?
+        .into_iter()
+        .filter(|id| {
+            let dir = staging.backup_dir(id);
+            targets
+                .iter()
+                .all(|t| journal::is_complete(&dir, &t.config.name))
+        })
+        .collect();
+    let keep = job.keep_local as usize;
+    let remove = everywhere.len().saturating_sub(keep);
+    for id in &everywhere[..remove] {
+        let dir = staging.backup_dir(id);
+        fs::remove_dir_all(&dir)
+            .map_err(|e| Error::io(format!("cannot remove staged {}", dir.display()), e))?;
+    }
+    Ok(())
+}
+
+fn record_status(staging: &JobStaging, job: &Job, command: &str, report: &RunReport) -> Result<()> {
+    let mut s = status::read(&staging.job_dir, &job.name)?;
+    s.job = job.name.clone();
+    let now = status::now_rfc3339();
+    s.last_run = Some(LastRun {
+        command: command.to_string(),
+        backup: report.backup.clone(),
+        status: status::status_word(report.status).to_string(),
+        finished_at: now.clone(),
+        error: report.error.clone(),
+    });
+    for d in &report.destinations {
+        let entry = s
+            .destinations
+            .entry(d.name.clone())
+            .or_insert_with(DestinationStatus::default);
+        entry.status = status::status_word(d.status).to_string();
+        entry.backup = report.backup.clone();
+        entry.finished_at = now.clone();
+        entry.error = d.error.clone();
+        if d.status == Status::Ok {
+            entry.last_success_at = Some(now.clone());
+            entry.last_success_backup = report.backup.clone();
+        }
+    }
+    status::write(&staging.job_dir, &s)
+}

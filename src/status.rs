@@ -1,0 +1,99 @@
+//! The record of each job's last run, per destination, kept in
+//! `staging/<job>/status.json` and shown by `offsite status`.
+//!
+//! Written atomically after every backup or upload run (temp file, fsync,
+//! rename), so a crash leaves the previous record, never half of one.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::upload::Status;
+
+pub const STATUS_NAME: &str = "status.json";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub job: String,
+    pub last_run: Option<LastRun>,
+    #[serde(default)]
+    pub destinations: BTreeMap<String, DestinationStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastRun {
+    pub command: String,
+    pub backup: Option<String>,
+    pub status: String,
+    pub finished_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DestinationStatus {
+    pub status: String,
+    pub backup: Option<String>,
+    pub finished_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub last_success_at: Option<String>,
+    pub last_success_backup: Option<String>,
+}
+
+pub fn status_path(job_dir: &Path) -> PathBuf {
+    job_dir.join(STATUS_NAME)
+}
+
+pub fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Ok => "ok",
+        Status::Partial => "partial",
+        Status::Failed => "failed",
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::now_utc()
+        .format(&fmt)
+        .unwrap_or_default()
+}
+
+/// The job's status, or an empty one if it never ran.
+pub fn read(job_dir: &Path, job: &str) -> Result<JobStatus> {
+    let path = status_path(job_dir);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Failed(format!(
+                "{}: not a valid status file ({e}); delete it, the next run writes a new one",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(JobStatus {
+            job: job.to_string(),
+            ..Default::default()
+        }),
+        Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
+    }
+}
+
+pub fn write(job_dir: &Path, status: &JobStatus) -> Result<()> {
+    fs::create_dir_all(job_dir)
+        .map_err(|e| Error::io(format!("cannot create {}", job_dir.display()), e))?;
+    let path = status_path(job_dir);
+    let tmp = job_dir.join(format!(".{STATUS_NAME}.tmp"));
+    let mut bytes =
+        serde_json::to_vec_pretty(status).map_err(|e| Error::Failed(format!("status: {e}")))?;
+    bytes.push(b'\n');
+    let mut f =
+        File::create(&tmp).map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+    f.write_all(&bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io(format!("cannot rename {}", tmp.display()), e))
+}

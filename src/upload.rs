@@ -1,0 +1,349 @@
+//! The upload engine: sends one staged backup to every destination at once.
+//!
+//! Per destination, volumes go in order and the manifest last, so a backup is
+//! visible (complete) only once every volume is there. Within a volume, parts
+//! go up to `concurrency` at a time where the backend allows any order, one
+//! after the other where it does not. Every step is journaled
+//! ([`crate::journal`]) so a later run sends only what is missing. Memory is
+//! bounded by part size × concurrency per destination: parts are read from the
+//! staged file when they are sent, never the whole volume.
+//!
+//! A destination's failure never stops the others: each gets its own report.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use offsite_backends::{Backend, Capabilities, ErrorKind, Part, PartReceipt};
+use serde::Serialize;
+
+use crate::config::Destination;
+use crate::error::{Error, Result};
+use crate::journal::UploadJournal;
+use crate::manifest::{MANIFEST_NAME, Manifest};
+use crate::progress::Progress;
+
+/// A destination ready to receive: its settings and its (wrapped) backend.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub config: Destination,
+    pub backend: Arc<dyn Backend>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Partial,
+    Failed,
+}
+
+/// What happened on one destination.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationReport {
+    pub name: String,
+    pub status: Status,
+    /// Bytes sent by this run.
+    pub bytes_sent: u64,
+    /// Bytes an earlier run had already sent, not sent again.
+    pub bytes_resumed: u64,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The key of `name` in backup `id` of `job` on a destination with `prefix`.
+pub fn remote_key(prefix: &str, job: &str, id: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        format!("{job}/{id}/{name}")
+    } else {
+        format!("{prefix}/{job}/{id}/{name}")
+    }
+}
+
+/// The part size for an object of `size` bytes: the configured one, raised
+/// to the backend's minimum and as far as needed to stay within its maximum
+/// number of parts.
+pub fn part_size_for(configured: u64, size: u64, caps: &Capabilities) -> u64 {
+    let mut ps = configured.max(caps.min_part_size).max(1);
+    let max_parts = caps.max_parts.max(1) as u64;
+    if size.div_ceil(ps) > max_parts {
+        ps = size.div_ceil(max_parts).next_multiple_of(1 << 20);
+    }
+    ps.min(caps.max_part_size.max(1))
+}
+
+/// Uploads the staged backup in `dir` to every target concurrently.
+pub async fn upload_backup(
+    dir: &Path,
+    manifest: &Manifest,
+    targets: &[Target],
+    progress: &dyn Progress,
+) -> Vec<DestinationReport> {
+    let runs = targets.iter().map(|t| async move {
+        let started = Instant::now();
+        let mut counters = Counters::default();
+        let result = upload_to(dir, manifest, t, progress, &mut counters).await;
+        progress.upload_finished(&t.config.name, result.is_ok());
+        DestinationReport {
+            name: t.config.name.clone(),
+            status: if result.is_ok() {
+                Status::Ok
+            } else {
+                Status::Failed
+            },
+            bytes_sent: counters.sent,
+            bytes_resumed: counters.resumed,
+            seconds: started.elapsed().as_secs_f64(),
+            error: result.err().map(|e| e.to_string()),
+        }
+    });
+    futures::future::join_all(runs).await
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    sent: u64,
+    resumed: u64,
+}
+
+async fn upload_to(
+    dir: &Path,
+    manifest: &Manifest,
+    target: &Target,
+    progress: &dyn Progress,
+    counters: &mut Counters,
+) -> Result<()> {
+    let name = target.config.name.as_str();
+    let journal = Arc::new(UploadJournal::open(dir, name)?);
+    let manifest_bytes = std::fs::read(dir.join(MANIFEST_NAME)).map_err(|e| {
+        Error::io(
+            format!("cannot read {}", dir.join(MANIFEST_NAME).display()),
+            e,
+        )
+    })?;
+    let total: u64 =
+        manifest.volumes.iter().map(|v| v.size).sum::<u64>() + manifest_bytes.len() as u64;
+    let already = already_sent(&journal, manifest, manifest_bytes.len() as u64);
+    progress.upload_started(name, total, already);
+    if journal.manifest_done() {
+        counters.resumed = total;
+        return Ok(());
+    }
+    for volume in &manifest.volumes {
+        let key = remote_key(
+            &target.config.prefix,
+            &manifest.job,
+            &manifest.id,
+            &volume.name,
+        );
+        let path = dir.join(&volume.name);
+        upload_volume(
+            target,
+            &journal,
+            &volume.name,
+            &key,
+            &path,
+            volume.size,
+            progress,
+            counters,
+        )
+        .await?;
+    }
+    let key = remote_key(
+        &target.config.prefix,
+        &manifest.job,
+        &manifest.id,
+        MANIFEST_NAME,
+    );
+    let len = manifest_bytes.len() as u64;
+    target
+        .backend
+        .put(&key, Bytes::from(manifest_bytes))
+        .await?;
+    journal.set_manifest_done()?;
+    counters.sent += len;
+    progress.upload_advanced(name, len);
+    Ok(())
+}
+
+fn already_sent(journal: &UploadJournal, manifest: &Manifest, manifest_len: u64) -> u64 {
+    if journal.manifest_done() {
+        return manifest.volumes.iter().map(|v| v.size).sum::<u64>() + manifest_len;
+    }
+    manifest
+        .volumes
+        .iter()
+        .map(|v| {
+            let s = journal.volume(&v.name);
+            if s.done {
+                v.size
+            } else {
+                s.upload
+                    .map(|u| u.parts.values().map(|p| p.size).sum())
+                    .unwrap_or(0)
+            }
+        })
+        .sum()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upload_volume(
+    target: &Target,
+    journal: &Arc<UploadJournal>,
+    volume: &str,
+    key: &str,
+    path: &Path,
+    size: u64,
+    progress: &dyn Progress,
+    counters: &mut Counters,
+) -> Result<()> {
+    let backend = target.backend.as_ref();
+    let name = target.config.name.as_str();
+    let caps = backend.capabilities();
+    let mut restarted = false;
+    loop {
+        let state = journal.volume(volume);
+        if state.done {
+            counters.resumed += size;
+            return Ok(());
+        }
+        // An upload journaled under another key (the prefix changed) cannot be reused.
+        let open = state.upload.filter(|u| u.key == key);
+        let (upload, part_size, have) = match open {
+            Some(u) => (u.upload, u.part_size, u.parts),
+            None => {
+                let ps = part_size_for(target.config.part_size, size, &caps);
+                let id = backend.create_upload(key, ps).await?;
+                journal.started(volume, key, &id, ps)?;
+                (id, ps, Default::default())
+            }
+        };
+        let parts = size.div_ceil(part_size).max(1) as u32;
+        let resumed: u64 = have.values().map(|p| p.size).sum();
+        counters.resumed += resumed;
+        let missing: Vec<u32> = (0..parts).filter(|i| !have.contains_key(i)).collect();
+        let in_flight = if caps.parts_out_of_order {
+            target.config.concurrency.max(1)
+        } else {
+            1
+        };
+        let file = Arc::new(
+            std::fs::File::open(path)
+                .map_err(|e| Error::io(format!("cannot open staged {}", path.display()), e))?,
+        );
+        let sent: Vec<PartReceipt> = futures::stream::iter(missing)
+            .map(|index| {
+                let file = file.clone();
+                let upload = upload.clone();
+                let path: PathBuf = path.to_path_buf();
+                async move {
+                    let offset = index as u64 * part_size;
+                    let len = part_size.min(size - offset.min(size));
+                    let body = read_part(file, path, offset, len).await?;
+                    let receipt = backend
+                        .put_part(
+                            key,
+                            &upload,
+                            Part {
+                                index,
+                                offset,
+                                body,
+                            },
+                        )
+                        .await?;
+                    journal.part(volume, &receipt)?;
+                    progress.upload_advanced(name, receipt.size);
+                    Ok::<_, Error>(receipt)
+                }
+            })
+            .buffer_unordered(in_flight)
+            .try_collect()
+            .await?;
+        counters.sent += sent.iter().map(|p| p.size).sum::<u64>();
+        let mut receipts: Vec<PartReceipt> = have.into_values().chain(sent).collect();
+        receipts.sort_by_key(|r| r.index);
+        match backend.complete_upload(key, &upload, &receipts).await {
+            Ok(()) => {
+                journal.volume_done(volume)?;
+                return Ok(());
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound && !restarted => {
+                // The unfinished upload expired or was cleaned up: send this volume again.
+                progress.note(&format!("{e}; sending {volume} again"));
+                journal.restarted(volume)?;
+                restarted = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+async fn read_part(
+    file: Arc<std::fs::File>,
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+) -> Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset).map_err(|e| {
+            Error::io(
+                format!("cannot read staged {} at {offset}", path.display()),
+                e,
+            )
+        })?;
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("reader task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(min: u64, max_parts: u32) -> Capabilities {
+        Capabilities {
+            multipart: true,
+            parts_out_of_order: true,
+            offset_resume: false,
+            atomic_rename: false,
+            list: true,
+            delete: true,
+            read: true,
+            cold_storage: false,
+            min_part_size: min,
+            max_part_size: 5 << 30,
+            max_parts,
+            max_object_size: None,
+        }
+    }
+
+    #[test]
+    fn part_size_respects_minimum_and_part_count() {
+        assert_eq!(part_size_for(16 << 20, 1 << 30, &caps(1, 10_000)), 16 << 20);
+        assert_eq!(
+            part_size_for(1 << 20, 1 << 30, &caps(5 << 20, 10_000)),
+            5 << 20
+        );
+        // 1 TiB in at most 10,000 parts needs parts over 100 MiB.
+        let ps = part_size_for(16 << 20, 1 << 40, &caps(5 << 20, 10_000));
+        assert!((1u64 << 40).div_ceil(ps) <= 10_000, "{ps}");
+    }
+
+    #[test]
+    fn keys_follow_the_remote_layout() {
+        assert_eq!(
+            remote_key("db", "orders", "20261122T021500Z-full", "manifest.json"),
+            "db/orders/20261122T021500Z-full/manifest.json"
+        );
+        assert_eq!(
+            remote_key("", "orders", "x", "vol-000000.tar.zst"),
+            "orders/x/vol-000000.tar.zst"
+        );
+    }
+}
