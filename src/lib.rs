@@ -12,10 +12,12 @@ pub mod error;
 pub mod size;
 
 pub use error::{Error, Result};
+pub mod catalog;
 pub mod destinations;
 pub mod journal;
 pub mod manifest;
 pub mod progress;
+pub mod restore;
 pub mod run;
 pub mod source;
 pub mod stage;

@@ -1,1 +1,139 @@
-fn main() {}
+//! The `offsite` command: parses the command line and dispatches to the
+//! library. Everything a person sees is printed from `cli`.
+
+mod cli;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Ships database backups off the host: staged, resumable, to many destinations at once.
+///
+/// Exit codes: 0 everything asked for succeeded; 1 failed; 2 usage or
+/// configuration error; 3 partial: the backup is staged and some destinations
+/// succeeded, others failed (run `offsite upload` to resume them).
+#[derive(Debug, Parser)]
+#[command(name = "offsite", version, about, long_about)]
+pub struct Cli {
+    /// Configuration file [default: $OFFSITE_CONFIG, else ./offsite.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print exactly one JSON document on stdout (progress and notes stay on stderr)
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print only results and errors: no progress bars, no notes
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print more detail (every note, per-volume results)
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented example offsite.toml into DIR (default: the current folder)
+    Init { dir: Option<PathBuf> },
+    /// Validate the configuration and reach every destination with the calls a backup makes
+    Check {
+        /// Also write, read back and delete a small test object on every destination
+        #[arg(long)]
+        write_test: bool,
+    },
+    /// Stage a backup of each job (or --job) and upload it to the job's destinations
+    Backup {
+        #[command(flatten)]
+        job: JobArg,
+        /// Take a full backup (the only kind this version takes)
+        #[arg(long)]
+        full: bool,
+        /// Stage only; `offsite upload` sends it later
+        #[arg(long)]
+        no_upload: bool,
+    },
+    /// Upload, or resume uploading, staged backups not yet on every destination
+    Upload {
+        #[command(flatten)]
+        job: JobArg,
+    },
+    /// List the complete backups on each destination, oldest first
+    List {
+        #[command(flatten)]
+        job: JobArg,
+        #[command(flatten)]
+        destination: DestinationArg,
+    },
+    /// Download backups and check every volume and file hash (writes nothing)
+    Verify {
+        #[command(flatten)]
+        job: JobArg,
+        #[command(flatten)]
+        destination: DestinationArg,
+        /// A backup id, or `latest` [default: every complete backup]
+        #[arg(long, value_name = "ID")]
+        backup: Option<String>,
+    },
+    /// Restore a backup into an empty folder, checking every hash
+    Restore {
+        /// The job whose backup to restore
+        #[arg(long, value_name = "J")]
+        job: String,
+        #[command(flatten)]
+        destination: DestinationArg,
+        /// A backup id, or `latest`
+        #[arg(long, value_name = "ID", default_value = "latest")]
+        backup: String,
+        /// The folder to restore into; created if missing, must be empty unless --force
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Restore into a folder that is not empty, replacing files of the same name
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show each job's last run, per destination
+    Status {
+        #[command(flatten)]
+        job: JobArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct JobArg {
+    /// Only this job [default: every job]
+    #[arg(long, value_name = "J")]
+    job: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DestinationArg {
+    /// Only this destination [default: each of the job's destinations]
+    #[arg(long, value_name = "D")]
+    destination: Option<String>,
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => 2,
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("offsite: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(cli::run(cli));
+    std::process::exit(code);
+}

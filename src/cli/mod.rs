@@ -1,0 +1,656 @@
+//! The thin shell: loads the configuration, calls the library, prints the
+//! result for a person or as one JSON document, and picks the exit code.
+
+mod progress;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use offsite::catalog::{self, Listing};
+use offsite::config::{self, Config};
+use offsite::destinations;
+use offsite::error::Error;
+use offsite::restore;
+use offsite::run::{self, BackupOutcome, RunReport};
+use offsite::size::human_bytes;
+use offsite::stage::{self, JobStaging};
+use offsite::status;
+use offsite::upload::Status;
+use serde_json::{Value, json};
+
+use crate::{Cli, Command};
+use progress::TermProgress;
+
+/// Exit codes (DESIGN.md): 0 ok, 1 failed, 2 usage/config, 3 partial.
+fn exit_code(s: Status) -> i32 {
+    match s {
+        Status::Ok => 0,
+        Status::Failed => 1,
+        Status::Partial => 3,
+    }
+}
+
+struct Out {
+    json: bool,
+    verbose: bool,
+}
+
+impl Out {
+    fn doc(&self, v: &Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).unwrap_or_else(|_| "{}".into())
+        );
+    }
+
+    fn fail(&self, e: &Error) -> i32 {
+        let code = e.exit_code();
+        if self.json {
+            self.doc(&json!({"status": "failed", "error": e.to_string(), "exit_code": code}));
+        } else {
+            eprintln!("offsite: {e}");
+        }
+        code
+    }
+}
+
+pub async fn run(cli: Cli) -> i32 {
+    let out = Out {
+        json: cli.json,
+        verbose: cli.verbose,
+    };
+    let progress = Arc::new(TermProgress::new(cli.quiet));
+    let result = match cli.command {
+        Command::Init { dir } => init(&out, dir.as_deref()),
+        command => {
+            let file = config::config_path(cli.config.as_deref());
+            match config::load(&file) {
+                Err(e) => Err(e),
+                Ok(cfg) => match command {
+                    Command::Init { .. } => Ok(0),
+                    Command::Check { write_test } => check(&out, &cfg, write_test).await,
+                    Command::Backup { job, no_upload, .. } => {
+                        backup(&out, &cfg, job.job.as_deref(), !no_upload, progress).await
+                    }
+                    Command::Upload { job } => {
+                        upload(&out, &cfg, job.job.as_deref(), progress).await
+                    }
+                    Command::List { job, destination } => {
+                        list(
+                            &out,
+                            &cfg,
+                            job.job.as_deref(),
+                            destination.destination.as_deref(),
+                        )
+                        .await
+                    }
+                    Command::Verify {
+                        job,
+                        destination,
+                        backup,
+                    } => {
+                        verify(
+                            &out,
+                            &cfg,
+                            job.job.as_deref(),
+                            destination.destination.as_deref(),
+                            backup.as_deref(),
+                        )
+                        .await
+                    }
+                    Command::Restore {
+                        job,
+                        destination,
+                        backup,
+                        to,
+                        force,
+                    } => {
+                        restore_cmd(
+                            &out,
+                            &cfg,
+                            &job,
+                            destination.destination.as_deref(),
+                            &backup,
+                            &to,
+                            force,
+                        )
+                        .await
+                    }
+                    Command::Status { job } => status_cmd(&out, &cfg, job.job.as_deref()),
+                },
+            }
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => out.fail(&e),
+    }
+}
+
+fn init(out: &Out, dir: Option<&Path>) -> Result<i32, Error> {
+    let dir = dir.unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let path = dir.join("offsite.toml");
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Usage(format!(
+                "{} already exists; not overwritten",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(Error::io(format!("cannot write {}", path.display()), e)),
+    };
+    use std::io::Write;
+    f.write_all(config::EXAMPLE.as_bytes())
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    if out.json {
+        out.doc(&json!({"status": "ok", "written": path}));
+    } else {
+        println!(
+            "wrote {}; edit it, then run `offsite --config {} check`",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(0)
+}
+
+async fn check(out: &Out, cfg: &Config, write_test: bool) -> Result<i32, Error> {
+    let mut results = Vec::new();
+    let mut failed = false;
+    let mut config_error = None;
+    for job in &cfg.jobs {
+        let res = stage::check_overlap(cfg, job).and_then(|_| match &job.source {
+            config::Source::Dir { path, .. } if !path.is_dir() => Err(Error::Failed(format!(
+                "job {:?}: source {} is not a readable folder",
+                job.name,
+                path.display()
+            ))),
+            _ => Ok(()),
+        });
+        if let Err(e @ Error::Config(_)) = &res {
+            config_error.get_or_insert(e.to_string());
+        }
+        failed |= res.is_err();
+        results.push(
+            json!({"job": job.name, "ok": res.is_ok(), "error": res.err().map(|e| e.to_string())}),
+        );
+    }
+    for (name, d) in &cfg.destinations {
+        let backend = destinations::backend_for(d);
+        let mut res: Result<(), Error> = backend.probe().await.map_err(Error::from);
+        if res.is_ok() && write_test {
+            res = write_probe(backend.as_ref(), &d.prefix).await;
+        }
+        failed |= res.is_err();
+        results.push(json!({"destination": name, "ok": res.is_ok(), "error": res.err().map(|e| e.to_string())}));
+    }
+    let code = if config_error.is_some() {
+        2
+    } else if failed {
+        1
+    } else {
+        0
+    };
+    if out.json {
+        out.doc(&json!({"status": if failed {"failed"} else {"ok"}, "config": cfg.file, "checks": results}));
+    } else {
+        println!("configuration {}: valid", cfg.file.display());
+        for r in &results {
+            let what = match (r.get("job"), r.get("destination")) {
+                (Some(j), _) => format!("job {}", j),
+                (_, Some(d)) => format!("destination {}", d),
+                _ => String::new(),
+            };
+            match r.get("error").and_then(Value::as_str) {
+                None => println!("  {what}: ok"),
+                Some(e) => println!("  {what}: FAILED: {e}"),
+            }
+        }
+        println!("{}", if failed { "check FAILED" } else { "check ok" });
+    }
+    Ok(code)
+}
+
+async fn write_probe(backend: &dyn offsite_backends::Backend, prefix: &str) -> Result<(), Error> {
+    let name = format!(".offsite-check-{}", std::process::id());
+    let key = if prefix.is_empty() {
+        name
+    } else {
+        format!("{prefix}/{name}")
+    };
+    let body = bytes::Bytes::from_static(b"offsite write test\n");
+    backend.put(&key, body.clone()).await?;
+    let back = offsite_backends::get_bytes(backend, &key).await?;
+    backend.delete(&key).await?;
+    if back != body {
+        return Err(Error::Failed(format!(
+            "destination \"{}\": {key}: read back different bytes than were written",
+            backend.name()
+        )));
+    }
+    Ok(())
+}
+
+fn print_run(r: &RunReport, verbose: bool) {
+    let id = r.backup.as_deref().unwrap_or("-");
+    if let Some(s) = &r.staged {
+        println!(
+            "job {}: backup {id}: {} files, {} packed into {} in {:.1}s",
+            r.job,
+            s.files,
+            human_bytes(s.bytes),
+            human_bytes(s.stored_bytes),
+            s.seconds
+        );
+    }
+    if !r.changed.is_empty() {
+        println!(
+            "  warning: {} file(s) changed while read: {}",
+            r.changed.len(),
+            r.changed.join(", ")
+        );
+    }
+    if verbose {
+        for n in &r.notes {
+            println!("  note: {n}");
+        }
+    }
+    for d in &r.destinations {
+        match &d.error {
+            None => println!(
+                "  {}: ok, sent {} (already there: {}) in {:.1}s",
+                d.name,
+                human_bytes(d.bytes_sent),
+                human_bytes(d.bytes_resumed),
+                d.seconds
+            ),
+            Some(e) => println!(
+                "  {}: FAILED after sending {}: {e}",
+                d.name,
+                human_bytes(d.bytes_sent)
+            ),
+        }
+    }
+    if let Some(e) = &r.error {
+        println!("  error: {e}");
+    }
+}
+
+fn final_line(r: &RunReport) -> String {
+    let id = r.backup.as_deref().unwrap_or("-");
+    let n = r.destinations.len();
+    let ok = r
+        .destinations
+        .iter()
+        .filter(|d| d.status == Status::Ok)
+        .count();
+    match r.status {
+        Status::Ok if n == 0 => format!(
+            "job {}: backup {id} staged (not uploaded); run `offsite upload --job {}`",
+            r.job, r.job
+        ),
+        Status::Ok => format!("job {}: backup {id} ok on all {n} destination(s)", r.job),
+        Status::Partial => format!(
+            "job {}: PARTIAL: backup {id} is on {ok} of {n} destinations and stays staged; fix the failures above, then run `offsite upload --job {}`",
+            r.job, r.job
+        ),
+        Status::Failed if r.staged.is_some() => format!(
+            "job {}: FAILED: backup {id} is staged but on no destination; fix the failures above, then run `offsite upload --job {}`",
+            r.job, r.job
+        ),
+        Status::Failed => format!("job {}: FAILED: nothing was shipped", r.job),
+    }
+}
+
+async fn backup(
+    out: &Out,
+    cfg: &Config,
+    job: Option<&str>,
+    upload: bool,
+    progress: Arc<TermProgress>,
+) -> Result<i32, Error> {
+    let jobs = cfg.select_jobs(job)?;
+    let mut outcomes: Vec<BackupOutcome> = Vec::new();
+    for j in &jobs {
+        match run::backup(cfg, j, upload, progress.clone()).await {
+            Ok(o) => outcomes.push(o),
+            Err(e) if jobs.len() == 1 => return Err(e),
+            Err(e) => {
+                // One job's refusal must not stop the others; it is reported with them.
+                let code = e.exit_code();
+                if code == 2 {
+                    return Err(e);
+                }
+                eprintln!("offsite: {e}");
+                outcomes.push(BackupOutcome {
+                    report: RunReport {
+                        job: j.name.clone(),
+                        backup: None,
+                        kind: None,
+                        status: Status::Failed,
+                        staged: None,
+                        destinations: Vec::new(),
+                        changed: Vec::new(),
+                        notes: Vec::new(),
+                        error: Some(e.to_string()),
+                    },
+                    earlier: Vec::new(),
+                });
+            }
+        }
+    }
+    let status = run::worst(outcomes.iter().map(BackupOutcome::status));
+    if out.json {
+        let doc = if outcomes.len() == 1 {
+            serde_json::to_value(&outcomes[0])
+        } else {
+            serde_json::to_value(json!({"status": status, "jobs": outcomes}))
+        };
+        out.doc(&doc.unwrap_or(Value::Null));
+    } else {
+        for o in &outcomes {
+            for e in &o.earlier {
+                print_run(e, out.verbose);
+                println!("{}", final_line(e));
+            }
+            print_run(&o.report, out.verbose);
+        }
+        // The last lines are the verdicts: a partial run never ends on a success line.
+        for o in &outcomes {
+            println!("{}", final_line(&o.report));
+        }
+    }
+    Ok(exit_code(status))
+}
+
+async fn upload(
+    out: &Out,
+    cfg: &Config,
+    job: Option<&str>,
+    progress: Arc<TermProgress>,
+) -> Result<i32, Error> {
+    let mut reports = Vec::new();
+    for j in cfg.select_jobs(job)? {
+        reports.extend(run::upload(cfg, j, progress.as_ref()).await?);
+    }
+    let status = run::worst(reports.iter().map(|r| r.status));
+    if out.json {
+        out.doc(&json!({"status": status, "runs": reports}));
+    } else {
+        if reports.is_empty() {
+            println!("nothing to upload: every staged backup is on all its destinations");
+        }
+        for r in &reports {
+            print_run(r, out.verbose);
+        }
+        for r in &reports {
+            println!("{}", final_line(r));
+        }
+    }
+    Ok(exit_code(status))
+}
+
+async fn listings(
+    cfg: &Config,
+    job: Option<&str>,
+    destination: Option<&str>,
+) -> Result<Vec<(String, Result<Listing, Error>)>, Error> {
+    let mut all = Vec::new();
+    for j in cfg.select_jobs(job)? {
+        for t in destinations::job_targets(cfg, j, destination)? {
+            let l = catalog::list_job(&t, &j.name).await;
+            all.push((j.name.clone(), l));
+        }
+    }
+    Ok(all)
+}
+
+async fn list(
+    out: &Out,
+    cfg: &Config,
+    job: Option<&str>,
+    destination: Option<&str>,
+) -> Result<i32, Error> {
+    let all = listings(cfg, job, destination).await?;
+    let mut failed = false;
+    let mut docs = Vec::new();
+    for (job, l) in &all {
+        match l {
+            Ok(l) => {
+                let backups: Vec<Value> = l
+                    .backups
+                    .iter()
+                    .map(|b| {
+                        let m = &b.manifest;
+                        json!({"id": m.id, "kind": m.kind, "created_at": m.created_at, "files": m.stats.files,
+                               "bytes": m.stats.bytes, "stored_bytes": m.stats.stored_bytes, "volumes": m.volumes.len()})
+                    })
+                    .collect();
+                docs.push(
+                    json!({"job": job, "destination": l.destination, "backups": backups,
+                                 "incomplete": l.incomplete, "damaged": l.damaged}),
+                );
+                if !out.json {
+                    println!(
+                        "job {job} on {}: {} complete backup(s)",
+                        l.destination,
+                        l.backups.len()
+                    );
+                    for b in &l.backups {
+                        let m = &b.manifest;
+                        println!(
+                            "  {}  {}  created {}  {} files  {} -> {}",
+                            m.id,
+                            m.kind.as_str(),
+                            m.created_at,
+                            m.stats.files,
+                            human_bytes(m.stats.bytes),
+                            human_bytes(m.stats.stored_bytes)
+                        );
+                    }
+                    for i in &l.incomplete {
+                        println!(
+                            "  {i}  incomplete (no manifest: an upload in progress or interrupted)"
+                        );
+                    }
+                    for d in &l.damaged {
+                        println!("  {}  DAMAGED: {}", d.id, d.error);
+                    }
+                }
+            }
+            Err(e) => {
+                failed = true;
+                docs.push(json!({"job": job, "error": e.to_string()}));
+                if !out.json {
+                    println!("job {job}: FAILED: {e}");
+                }
+            }
+        }
+    }
+    if out.json {
+        out.doc(&json!({"status": if failed {"failed"} else {"ok"}, "listings": docs}));
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+async fn verify(
+    out: &Out,
+    cfg: &Config,
+    job: Option<&str>,
+    destination: Option<&str>,
+    backup: Option<&str>,
+) -> Result<i32, Error> {
+    let mut reports = Vec::new();
+    let mut errors = Vec::new();
+    for j in cfg.select_jobs(job)? {
+        for t in destinations::job_targets(cfg, j, destination)? {
+            let listing = match catalog::list_job(&t, &j.name).await {
+                Ok(l) => l,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            };
+            for d in &listing.damaged {
+                errors.push(format!("job {} backup {}: {}", j.name, d.id, d.error));
+            }
+            let chosen: Vec<&catalog::RemoteBackup> = match backup {
+                Some(b) => match catalog::select(&listing, &j.name, b) {
+                    Ok(x) => vec![x],
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        continue;
+                    }
+                },
+                None => listing.backups.iter().collect(),
+            };
+            for b in chosen {
+                match restore::verify(&t, &b.manifest).await {
+                    Ok(r) => reports.push(r),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+        }
+    }
+    let ok = errors.is_empty() && reports.iter().all(|r| r.ok);
+    if out.json {
+        out.doc(
+            &json!({"status": if ok {"ok"} else {"failed"}, "verified": reports, "errors": errors}),
+        );
+    } else {
+        for r in &reports {
+            if r.ok {
+                println!(
+                    "job {} on {}: backup {} ok: {} volume(s), {} files, {} checked",
+                    r.job,
+                    r.destination,
+                    r.backup,
+                    r.volumes,
+                    r.files,
+                    human_bytes(r.bytes)
+                );
+            } else {
+                println!(
+                    "job {} on {}: backup {} DAMAGED:",
+                    r.job, r.destination, r.backup
+                );
+                for p in &r.problems {
+                    println!("  - {p}");
+                }
+            }
+        }
+        for e in &errors {
+            println!("FAILED: {e}");
+        }
+        if reports.is_empty() && errors.is_empty() {
+            println!("no complete backups to verify");
+        }
+        println!("{}", if ok { "verify ok" } else { "verify FAILED" });
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
+async fn restore_cmd(
+    out: &Out,
+    cfg: &Config,
+    job: &str,
+    destination: Option<&str>,
+    backup: &str,
+    to: &Path,
+    force: bool,
+) -> Result<i32, Error> {
+    let j = cfg.job(job)?;
+    let targets = destinations::job_targets(cfg, j, destination)?;
+    let mut last_err = None;
+    for t in &targets {
+        let listing = match catalog::list_job(t, job).await {
+            Ok(l) => l,
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let chosen = match catalog::select(&listing, job, backup) {
+            Ok(b) => b,
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let r = restore::restore(t, &chosen.manifest, to, force).await?;
+        if out.json {
+            out.doc(&json!({"status": "ok", "restore": r}));
+        } else {
+            println!(
+                "restored backup {} of job {} from {} into {}: {} files, {}; every hash checked",
+                r.backup,
+                r.job,
+                r.destination,
+                r.to.display(),
+                r.files,
+                human_bytes(r.bytes)
+            );
+        }
+        return Ok(0);
+    }
+    Err(last_err.unwrap_or_else(|| {
+        Error::Failed(format!("job {job:?} has no destination to restore from"))
+    }))
+}
+
+fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>) -> Result<i32, Error> {
+    let mut docs = Vec::new();
+    for j in cfg.select_jobs(job)? {
+        let staging = JobStaging::new(cfg, &j.name);
+        let s = status::read(&staging.job_dir, &j.name)?;
+        let staged = staging.staged_backups()?;
+        if !out.json {
+            match &s.last_run {
+                None => println!("job {}: never run", j.name),
+                Some(r) => println!(
+                    "job {}: last {} {} at {}: {}{}",
+                    j.name,
+                    r.command,
+                    r.backup.as_deref().unwrap_or("-"),
+                    r.finished_at,
+                    r.status,
+                    r.error
+                        .as_ref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                ),
+            }
+            for d in &j.destinations {
+                match s.destinations.get(d) {
+                    None => println!("  {d}: never uploaded to"),
+                    Some(ds) => println!(
+                        "  {d}: {} ({} at {}); last success: {}{}",
+                        ds.status,
+                        ds.backup.as_deref().unwrap_or("-"),
+                        ds.finished_at,
+                        ds.last_success_at.as_deref().unwrap_or("never"),
+                        ds.error
+                            .as_ref()
+                            .map(|e| format!("; error: {e}"))
+                            .unwrap_or_default()
+                    ),
+                }
+            }
+            if !staged.is_empty() {
+                println!("  staged locally: {}", staged.join(", "));
+            }
+        }
+        docs.push(json!({"job": j.name, "status": s, "staged": staged}));
+    }
+    if out.json {
+        out.doc(&json!({"status": "ok", "jobs": docs}));
+    }
+    Ok(0)
+}

@@ -1,0 +1,617 @@
+//! `verify` and `restore`: stream a backup's volumes from a destination
+//! through zstd and tar, checking every hash on the way.
+//!
+//! Both read the same way: the volumes in order as one stream, each volume's
+//! size and SHA-256 checked when it ends, every archive entry matched against
+//! the manifest (an entry the manifest does not list is an error), every
+//! file's content hashed. `verify` collects every problem and writes nothing;
+//! `restore` stops at the first one.
+//!
+//! Restore never writes outside `--to`: paths are checked (relative, no `..`),
+//! no path component may be a symlink, symlinks are created last and only
+//! when they stay inside, and files are written to a temp name and renamed
+//! into place once their hash is right. Memory is bounded by one read buffer.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use offsite_backends::{Backend, ByteStream, ErrorKind};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::manifest::{self, EntryKind, FileEntry, Manifest, Volume};
+use crate::upload::{Target, remote_key};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub job: String,
+    pub destination: String,
+    pub backup: String,
+    pub ok: bool,
+    pub files: u64,
+    pub bytes: u64,
+    pub volumes: u64,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub job: String,
+    pub destination: String,
+    pub backup: String,
+    pub to: PathBuf,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// The volumes of a backup read one after the other as a single stream.
+struct VolumeChain {
+    rt: tokio::runtime::Handle,
+    backend: Arc<dyn Backend>,
+    volumes: Vec<(String, Volume)>,
+    next: usize,
+    current: Option<OpenVolume>,
+    buf: Bytes,
+    problems: Arc<Mutex<Vec<String>>>,
+}
+
+struct OpenVolume {
+    stream: ByteStream,
+    hasher: Sha256,
+    size: u64,
+    index: usize,
+}
+
+impl VolumeChain {
+    fn problem(&self, p: String) {
+        if let Ok(mut v) = self.problems.lock() {
+            v.push(p);
+        }
+    }
+}
+
+impl Read for VolumeChain {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if !self.buf.is_empty() {
+                let n = out.len().min(self.buf.len());
+                out[..n].copy_from_slice(&self.buf[..n]);
+                self.buf = self.buf.slice(n..);
+                return Ok(n);
+            }
+            if let Some(cur) = self.current.as_mut() {
+                match self.rt.block_on(cur.stream.next()) {
+                    Some(Ok(chunk)) => {
+                        cur.hasher.update(&chunk);
+                        cur.size += chunk.len() as u64;
+                        self.buf = chunk;
+                    }
+                    Some(Err(e)) => return Err(io::Error::other(e.to_string())),
+                    None => {
+                        let Some(cur) = self.current.take() else {
+                            continue;
+                        };
+                        let (_, v) = &self.volumes[cur.index];
+                        let hash = hex::encode(cur.hasher.finalize());
+                        if cur.size != v.size {
+                            self.problem(format!(
+                                "volume {} is {} bytes, the manifest says {} (truncated or damaged)",
+                                v.name, cur.size, v.size
+                            ));
+                        } else if hash != v.sha256 {
+                            self.problem(format!(
+                                "volume {}: SHA-256 does not match the manifest (damaged)",
+                                v.name
+                            ));
+                        }
+                    }
+                }
+                continue;
+            }
+            if self.next >= self.volumes.len() {
+                return Ok(0);
+            }
+            let index = self.next;
+            self.next += 1;
+            let (key, v) = &self.volumes[index];
+            match self.rt.block_on(self.backend.get(key, None)) {
+                Ok(stream) => {
+                    self.current = Some(OpenVolume {
+                        stream,
+                        hasher: Sha256::new(),
+                        size: 0,
+                        index,
+                    })
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    let msg = format!("volume {} is missing on the destination", v.name);
+                    self.problem(msg.clone());
+                    return Err(io::Error::other(msg));
+                }
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            }
+        }
+    }
+}
+
+/// What to do with each entry as it streams by.
+trait EntrySink {
+    /// Called for each file with its content; returns (size, sha256 hex).
+    fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, String)>;
+    fn dir(&mut self, entry: &FileEntry) -> Result<()>;
+    fn symlink(&mut self, entry: &FileEntry) -> Result<()>;
+}
+
+struct HashOnly;
+
+fn hash_stream(content: &mut dyn Read, mut out: Option<&mut File>) -> io::Result<(u64, String)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = content.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Some(f) = out.as_deref_mut() {
+            f.write_all(&buf[..n])?;
+        }
+        total += n as u64;
+    }
+    Ok((total, hex::encode(hasher.finalize())))
+}
+
+impl EntrySink for HashOnly {
+    fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, String)> {
+        hash_stream(content, None).map_err(|e| Error::io(format!("reading {}", entry.path), e))
+    }
+    fn dir(&mut self, _: &FileEntry) -> Result<()> {
+        Ok(())
+    }
+    fn symlink(&mut self, _: &FileEntry) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct Outcome {
+    files: u64,
+    bytes: u64,
+    problems: Vec<String>,
+}
+
+/// Streams the backup through `sink`. With `stop_early` the first problem
+/// ends the read (restore); otherwise every problem found is collected (verify).
+fn read_backup(
+    rt: tokio::runtime::Handle,
+    target: &Target,
+    manifest: &Manifest,
+    sink: &mut dyn EntrySink,
+    stop_early: bool,
+) -> Outcome {
+    let problems = Arc::new(Mutex::new(Vec::new()));
+    let mut out = Outcome {
+        files: 0,
+        bytes: 0,
+        problems: Vec::new(),
+    };
+    let volumes = manifest
+        .volumes
+        .iter()
+        .map(|v| {
+            (
+                remote_key(&target.config.prefix, &manifest.job, &manifest.id, &v.name),
+                v.clone(),
+            )
+        })
+        .collect();
+    let chain = VolumeChain {
+        rt,
+        backend: target.backend.clone(),
+        volumes,
+        next: 0,
+        current: None,
+        buf: Bytes::new(),
+        problems: problems.clone(),
+    };
+    let push = |p: String| {
+        if let Ok(mut v) = problems.lock() {
+            v.push(p);
+        }
+    };
+    let stop = |problems: &Arc<Mutex<Vec<String>>>| {
+        stop_early && problems.lock().map(|v| !v.is_empty()).unwrap_or(true)
+    };
+
+    let expected: HashMap<&str, &FileEntry> = manifest
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f))
+        .collect();
+    let mut seen: HashSet<String> = HashSet::new();
+    let decoder = match zstd::stream::read::Decoder::new(chain) {
+        Ok(d) => d,
+        Err(e) => {
+            push(format!("cannot start decompression: {e}"));
+            out.problems = problems.lock().map(|v| v.clone()).unwrap_or_default();
+            return out;
+        }
+    };
+    let mut archive = tar::Archive::new(decoder);
+    let mut broken = false;
+    match archive.entries() {
+        Err(e) => {
+            push(format!("the archive cannot be read: {e}"));
+            broken = true;
+        }
+        Ok(entries) => {
+            for entry in entries {
+                if stop(&problems) {
+                    break;
+                }
+                let mut entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        push(format!("the archive stream is broken: {e}"));
+                        broken = true;
+                        break;
+                    }
+                };
+                let raw = entry.path_bytes().into_owned();
+                let Ok(name) = String::from_utf8(raw) else {
+                    push("an archive entry has a name that is not UTF-8".into());
+                    continue;
+                };
+                let name = name.trim_end_matches('/').to_string();
+                if !manifest::safe_relative_path(&name) {
+                    push(format!("archive entry {name:?} is an unsafe path; refused"));
+                    continue;
+                }
+                let Some(fe) = expected.get(name.as_str()) else {
+                    push(format!(
+                        "archive entry {name:?} is not in the manifest; refused"
+                    ));
+                    continue;
+                };
+                if !seen.insert(name.clone()) {
+                    push(format!("archive entry {name:?} appears twice"));
+                    continue;
+                }
+                let et = entry.header().entry_type();
+                let kind_ok = match fe.kind {
+                    EntryKind::File => et.is_file(),
+                    EntryKind::Dir => et.is_dir(),
+                    EntryKind::Symlink => et.is_symlink(),
+                };
+                if !kind_ok {
+                    push(format!(
+                        "archive entry {name:?} is not a {:?} as the manifest says",
+                        fe.kind
+                    ));
+                    continue;
+                }
+                let res = match fe.kind {
+                    EntryKind::File => match sink.file(fe, &mut entry) {
+                        Ok((size, hash)) => {
+                            if size != fe.size {
+                                push(format!(
+                                    "file {name:?} is {size} bytes, the manifest says {}",
+                                    fe.size
+                                ));
+                            } else if Some(&hash) != fe.sha256.as_ref() {
+                                push(format!(
+                                    "file {name:?}: SHA-256 does not match the manifest (damaged)"
+                                ));
+                            } else {
+                                out.files += 1;
+                                out.bytes += size;
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
+                    EntryKind::Dir => sink.dir(fe),
+                    EntryKind::Symlink => {
+                        let target = entry
+                            .link_name_bytes()
+                            .map(|b| String::from_utf8_lossy(&b).into_owned());
+                        if target.as_deref() != fe.target.as_deref() {
+                            push(format!(
+                                "symlink {name:?} points elsewhere than the manifest says"
+                            ));
+                            Ok(())
+                        } else {
+                            sink.symlink(fe)
+                        }
+                    }
+                };
+                if let Err(e) = res {
+                    // A broken stream surfaces here as a read error of the file.
+                    push(e.to_string());
+                    if problems
+                        .lock()
+                        .map(|v| v.iter().any(|p| p.contains("missing")))
+                        .unwrap_or(false)
+                    {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if !broken && !stop(&problems) {
+        // Read to the very end, so every volume's hash is checked even past the tar trailer.
+        let mut decoder = archive.into_inner();
+        if let Err(e) = io::copy(&mut decoder, &mut io::sink()) {
+            push(format!("the compressed stream is damaged: {e}"));
+        } else {
+            let mut chain = decoder.finish();
+            if let Err(e) = io::copy(&mut chain, &mut io::sink()) {
+                push(format!("the volumes cannot be read to the end: {e}"));
+            }
+        }
+        for f in &manifest.files {
+            if !seen.contains(&f.path) {
+                push(format!(
+                    "{:?} is in the manifest but not in the archive",
+                    f.path
+                ));
+            }
+        }
+    }
+    out.problems = problems.lock().map(|v| v.clone()).unwrap_or_default();
+    out
+}
+
+/// Downloads `manifest`'s backup from `target` and checks every hash.
+pub async fn verify(target: &Target, manifest: &Manifest) -> Result<VerifyReport> {
+    let rt = tokio::runtime::Handle::current();
+    let target2 = target.clone();
+    let m = manifest.clone();
+    let outcome =
+        tokio::task::spawn_blocking(move || read_backup(rt, &target2, &m, &mut HashOnly, false))
+            .await
+            .map_err(|e| Error::Failed(format!("verify task failed: {e}")))?;
+    Ok(VerifyReport {
+        job: manifest.job.clone(),
+        destination: target.config.name.clone(),
+        backup: manifest.id.clone(),
+        ok: outcome.problems.is_empty(),
+        files: outcome.files,
+        bytes: outcome.bytes,
+        volumes: manifest.volumes.len() as u64,
+        problems: outcome.problems,
+    })
+}
+
+/// Writes entries under `root`, refusing any path through a symlink.
+struct TreeWriter {
+    root: PathBuf,
+    dirs: Vec<FileEntry>,
+    links: Vec<FileEntry>,
+    chown: bool,
+}
+
+impl TreeWriter {
+    /// Creates the folders of `rel` (a relative path) under the root, refusing symlinks and files in the way.
+    fn ensure_dir(&self, rel: &str) -> Result<PathBuf> {
+        let mut p = self.root.clone();
+        if rel.is_empty() {
+            return Ok(p);
+        }
+        for comp in rel.split('/') {
+            p.push(comp);
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Error::Failed(format!(
+                        "{} is a symlink; restore does not write through symlinks",
+                        p.display()
+                    )));
+                }
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(Error::Failed(format!(
+                        "{} exists and is not a folder",
+                        p.display()
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir(&p)
+                        .map_err(|e| Error::io(format!("cannot create {}", p.display()), e))?;
+                    // Owner-writable until the end, when the manifest's mode is applied.
+                    let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o700));
+                }
+                Err(e) => return Err(Error::io(format!("cannot stat {}", p.display()), e)),
+            }
+        }
+        Ok(p)
+    }
+
+    fn apply_meta(&self, path: &Path, e: &FileEntry, file: Option<&File>) -> Result<()> {
+        if self.chown {
+            let _ = std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid));
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(e.mode & 0o7777))
+            .map_err(|err| Error::io(format!("cannot set mode of {}", path.display()), err))?;
+        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(e.mtime.max(0) as u64);
+        let times = fs::FileTimes::new().set_modified(mtime);
+        let res = match file {
+            Some(f) => f.set_times(times),
+            None => File::open(path).and_then(|f| f.set_times(times)),
+        };
+        res.map_err(|err| Error::io(format!("cannot set time of {}", path.display()), err))
+    }
+
+    fn split(rel: &str) -> (&str, &str) {
+        match rel.rsplit_once('/') {
+            Some((d, n)) => (d, n),
+            None => ("", rel),
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        for l in &self.links {
+            let (dir, name) = Self::split(&l.path);
+            let parent = self.ensure_dir(dir)?;
+            let path = parent.join(name);
+            let target = l.target.clone().unwrap_or_default();
+            if !manifest::symlink_stays_inside(&l.path, &target) {
+                return Err(Error::Failed(format!(
+                    "symlink {} -> {target} would leave the restore folder; refused",
+                    l.path
+                )));
+            }
+            if let Ok(m) = fs::symlink_metadata(&path) {
+                if m.is_dir() {
+                    return Err(Error::Failed(format!(
+                        "{} exists and is a folder",
+                        path.display()
+                    )));
+                }
+                fs::remove_file(&path)
+                    .map_err(|e| Error::io(format!("cannot replace {}", path.display()), e))?;
+            }
+            std::os::unix::fs::symlink(&target, &path)
+                .map_err(|e| Error::io(format!("cannot create symlink {}", path.display()), e))?;
+            if self.chown {
+                let _ = std::os::unix::fs::lchown(&path, Some(l.uid), Some(l.gid));
+            }
+        }
+        // Deepest first, so a read-only parent does not block its children.
+        self.dirs.sort_by(|a, b| b.path.cmp(&a.path));
+        for d in &self.dirs {
+            let path = self.ensure_dir(&d.path)?;
+            self.apply_meta(&path, d, None)?;
+        }
+        Ok(())
+    }
+}
+
+impl EntrySink for TreeWriter {
+    fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, String)> {
+        let (dir, name) = Self::split(&entry.path);
+        let parent = self.ensure_dir(dir)?;
+        let tmp = parent.join(format!(".{name}.offsite-restore.tmp"));
+        let _ = fs::remove_file(&tmp);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
+        let res = hash_stream(content, Some(&mut f));
+        let (size, hash) = match res {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::io(format!("restoring {}", entry.path), e));
+            }
+        };
+        if size != entry.size || Some(&hash) != entry.sha256.as_ref() {
+            let _ = fs::remove_file(&tmp);
+            return Ok((size, hash));
+        }
+        f.sync_all()
+            .map_err(|e| Error::io(format!("cannot sync {}", tmp.display()), e))?;
+        self.apply_meta(&tmp, entry, Some(&f))?;
+        let path = parent.join(name);
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::Failed(format!(
+                "{} exists and is a folder",
+                path.display()
+            )));
+        }
+        fs::rename(&tmp, &path)
+            .map_err(|e| Error::io(format!("cannot rename into {}", path.display()), e))?;
+        Ok((size, hash))
+    }
+
+    fn dir(&mut self, entry: &FileEntry) -> Result<()> {
+        self.ensure_dir(&entry.path)?;
+        self.dirs.push(entry.clone());
+        Ok(())
+    }
+
+    fn symlink(&mut self, entry: &FileEntry) -> Result<()> {
+        self.links.push(entry.clone());
+        Ok(())
+    }
+}
+
+/// Restores `manifest`'s backup from `target` into `to`, which must be empty
+/// (or missing) unless `force`.
+pub async fn restore(
+    target: &Target,
+    manifest: &Manifest,
+    to: &Path,
+    force: bool,
+) -> Result<RestoreReport> {
+    match fs::read_dir(to) {
+        Ok(mut entries) => {
+            if entries.next().is_some() && !force {
+                return Err(Error::Usage(format!(
+                    "restore target {} is not empty; choose an empty folder or pass --force to write into it",
+                    to.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(to)
+                .map_err(|e| Error::io(format!("cannot create {}", to.display()), e))?;
+        }
+        Err(e) => return Err(Error::io(format!("cannot read {}", to.display()), e)),
+    }
+    let root = fs::canonicalize(to)
+        .map_err(|e| Error::io(format!("cannot resolve {}", to.display()), e))?;
+    let rt = tokio::runtime::Handle::current();
+    let target2 = target.clone();
+    let m = manifest.clone();
+    let root2 = root.clone();
+    let (outcome, finished) = tokio::task::spawn_blocking(move || {
+        let mut writer = TreeWriter {
+            root: root2,
+            dirs: Vec::new(),
+            links: Vec::new(),
+            // SAFETY: geteuid has no preconditions.
+            chown: unsafe { libc::geteuid() } == 0,
+        };
+        let outcome = read_backup(rt, &target2, &m, &mut writer, true);
+        let finished = if outcome.problems.is_empty() {
+            writer.finish()
+        } else {
+            Ok(())
+        };
+        (outcome, finished)
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("restore task failed: {e}")))?;
+    if !outcome.problems.is_empty() {
+        return Err(Error::Failed(format!(
+            "destination \"{}\": restore of {} refused: {}; nothing was written outside {}, but {} may hold part of the backup",
+            target.config.name,
+            manifest.id,
+            outcome.problems.join("; "),
+            root.display(),
+            root.display()
+        )));
+    }
+    finished?;
+    Ok(RestoreReport {
+        job: manifest.job.clone(),
+        destination: target.config.name.clone(),
+        backup: manifest.id.clone(),
+        to: root,
+        files: outcome.files,
+        bytes: outcome.bytes,
+    })
+}
