@@ -34,8 +34,9 @@ struct RawConfig {
     staging: RawStaging,
     #[serde(rename = "job", default)]
     jobs: Vec<RawJob>,
+    // Tagged by `kind`; read in a second pass (`tagged`) so errors keep their key path.
     #[serde(rename = "destination", default)]
-    destinations: BTreeMap<String, RawDestination>,
+    destinations: BTreeMap<String, toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,7 +50,7 @@ struct RawStaging {
 #[serde(deny_unknown_fields)]
 struct RawJob {
     name: String,
-    source: RawSource,
+    source: toml::Table,
     #[serde(default)]
     pre: Vec<String>,
     #[serde(default)]
@@ -62,32 +63,31 @@ struct RawJob {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum RawSource {
-    Dir {
-        path: PathBuf,
-        #[serde(default)]
-        order: Vec<String>,
-        #[serde(default)]
-        exclude: Vec<String>,
-    },
-    Command {
-        run: String,
-        output: Option<String>,
-    },
+#[serde(deny_unknown_fields)]
+struct RawDirSource {
+    path: PathBuf,
+    #[serde(default)]
+    order: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum RawDestination {
-    Path {
-        path: PathBuf,
-        #[serde(default)]
-        prefix: String,
-        bwlimit: Option<ByteSize>,
-        part_size: Option<ByteSize>,
-        concurrency: Option<usize>,
-    },
+#[serde(deny_unknown_fields)]
+struct RawCommandSource {
+    run: String,
+    output: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPathDestination {
+    path: PathBuf,
+    #[serde(default)]
+    prefix: String,
+    bwlimit: Option<ByteSize>,
+    part_size: Option<ByteSize>,
+    concurrency: Option<usize>,
 }
 
 // ---------------------------------------------------------------------------
@@ -357,6 +357,37 @@ impl Ctx<'_> {
 // ---------------------------------------------------------------------------
 // Resolution and validation.
 
+/// Splits a table tagged by `kind` into the kind and the rest, deserialised
+/// as `T` by `read` with errors located at `path`.
+fn kind_of<'t>(
+    ctx: &Ctx,
+    path: &[Seg],
+    table: &'t toml::Table,
+) -> Result<(&'t str, toml::Table), Error> {
+    let mut kp = path.to_vec();
+    kp.push(k("kind"));
+    let kind = match table.get("kind") {
+        Some(toml::Value::String(s)) => s.as_str(),
+        Some(_) => return Err(ctx.err(&kp, "`kind` must be a string")),
+        None => return Err(ctx.err(path, "missing field `kind`")),
+    };
+    let mut rest = table.clone();
+    rest.remove("kind");
+    Ok((kind, rest))
+}
+
+fn read<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx,
+    path: &[Seg],
+    table: toml::Table,
+) -> Result<T, Error> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let mut p = path.to_vec();
+        p.extend(e.path().iter().filter_map(Seg::from_serde));
+        ctx.err(&p, e.inner().message())
+    })
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -424,14 +455,16 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                 format!("invalid destination name {name:?}: use letters, digits, '-', '_' and '.'"),
             ));
         }
-        let dest = match d {
-            RawDestination::Path {
-                path,
-                prefix,
-                bwlimit,
-                part_size,
-                concurrency,
-            } => {
+        let (kind, rest) = kind_of(ctx, &here, &d)?;
+        let dest = match kind {
+            "path" => {
+                let RawPathDestination {
+                    path,
+                    prefix,
+                    bwlimit,
+                    part_size,
+                    concurrency,
+                } = read(ctx, &here, rest)?;
                 if path.as_os_str().is_empty() {
                     return Err(ctx.err(
                         &[here[0].clone(), here[1].clone(), k("path")],
@@ -468,6 +501,14 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     part_size: part_size.map(|p| p.0).unwrap_or(DEFAULT_PART_SIZE),
                     concurrency: concurrency.unwrap_or(DEFAULT_CONCURRENCY),
                 }
+            }
+            other => {
+                let mut p = here.to_vec();
+                p.push(k("kind"));
+                return Err(ctx.err(
+                    &p,
+                    format!("unknown destination kind {other:?}; this version supports: path"),
+                ));
             }
         };
         destinations.insert(name, dest);
@@ -516,13 +557,15 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                 return Err(ctx.err(&p, format!("destination {d:?} is listed twice")));
             }
         }
-        let source = match j.source {
-            RawSource::Dir {
-                path,
-                order,
-                exclude,
-            } => {
-                let sp = [k("job"), Seg::Index(i), k("source")];
+        let sp = [k("job"), Seg::Index(i), k("source")];
+        let (kind, rest) = kind_of(ctx, &sp, &j.source)?;
+        let source = match kind {
+            "dir" => {
+                let RawDirSource {
+                    path,
+                    order,
+                    exclude,
+                } = read(ctx, &sp, rest)?;
                 if path.as_os_str().is_empty() {
                     let mut p = sp.to_vec();
                     p.push(k("path"));
@@ -540,8 +583,8 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     exclude,
                 }
             }
-            RawSource::Command { run, output } => {
-                let sp = [k("job"), Seg::Index(i), k("source")];
+            "command" => {
+                let RawCommandSource { run, output } = read(ctx, &sp, rest)?;
                 if run.trim().is_empty() {
                     let mut p = sp.to_vec();
                     p.push(k("run"));
@@ -559,6 +602,14 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     }
                 }
                 Source::Command { run, output }
+            }
+            other => {
+                let mut p = sp.to_vec();
+                p.push(k("kind"));
+                return Err(ctx.err(
+                    &p,
+                    format!("unknown source kind {other:?}; use \"dir\" or \"command\""),
+                ));
             }
         };
         for (hook_key, hooks) in [("pre", &j.pre), ("post", &j.post)] {
@@ -680,6 +731,24 @@ bwlimit = "20MiB"
             "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"command\", run = \"x\" }\ndestinations = [\"d\", \"nowhere\"]\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
             6,
             &["job[0].destinations[1]", "nowhere"],
+        ),
+        (
+            "wrong type inside a tagged table",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"path\"\npath = \"/m\"\nconcurrency = \"many\"\n",
+            6,
+            &["destination.d.concurrency"],
+        ),
+        (
+            "unknown key in a source",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"dir\", path = \"/d\", oder = [] }\ndestinations = [\"d\"]\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
+            5,
+            &["job[0].source", "oder"],
+        ),
+        (
+            "unknown source kind",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"tape\" }\ndestinations = [\"d\"]\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
+            5,
+            &["job[0].source.kind", "tape"],
         ),
         (
             "unknown destination kind",

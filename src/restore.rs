@@ -60,6 +60,16 @@ struct VolumeChain {
     current: Option<OpenVolume>,
     buf: Bytes,
     problems: Arc<Mutex<Vec<String>>>,
+    /// The name of the volume being read, for messages.
+    position: Arc<Mutex<String>>,
+}
+
+/// ` (in volume X)`, for a problem found while reading volume X.
+fn at(position: &Arc<Mutex<String>>) -> String {
+    match position.lock() {
+        Ok(p) if !p.is_empty() => format!(" (in {})", *p),
+        _ => String::new(),
+    }
 }
 
 struct OpenVolume {
@@ -121,6 +131,9 @@ impl Read for VolumeChain {
             let index = self.next;
             self.next += 1;
             let (key, v) = &self.volumes[index];
+            if let Ok(mut p) = self.position.lock() {
+                *p = v.name.clone();
+            }
             match self.rt.block_on(self.backend.get(key, None)) {
                 Ok(stream) => {
                     self.current = Some(OpenVolume {
@@ -197,6 +210,7 @@ fn read_backup(
     stop_early: bool,
 ) -> Outcome {
     let problems = Arc::new(Mutex::new(Vec::new()));
+    let position = Arc::new(Mutex::new(String::new()));
     let mut out = Outcome {
         files: 0,
         bytes: 0,
@@ -220,6 +234,7 @@ fn read_backup(
         current: None,
         buf: Bytes::new(),
         problems: problems.clone(),
+        position: position.clone(),
     };
     let push = |p: String| {
         if let Ok(mut v) = problems.lock() {
@@ -259,7 +274,10 @@ fn read_backup(
                 let mut entry = match entry {
                     Ok(e) => e,
                     Err(e) => {
-                        push(format!("the archive stream is broken: {e}"));
+                        push(format!(
+                            "the archive stream is broken{}: {e}",
+                            at(&position)
+                        ));
                         broken = true;
                         break;
                     }
@@ -334,7 +352,7 @@ fn read_backup(
                 };
                 if let Err(e) = res {
                     // A broken stream surfaces here as a read error of the file.
-                    push(e.to_string());
+                    push(format!("{e}{}", at(&position)));
                     if problems
                         .lock()
                         .map(|v| v.iter().any(|p| p.contains("missing")))
@@ -347,23 +365,26 @@ fn read_backup(
             }
         }
     }
-    if !broken && !stop(&problems) {
-        // Read to the very end, so every volume's hash is checked even past the tar trailer.
+    if !stop(&problems) {
+        // Read to the very end, so every volume's size and hash are checked:
+        // past the tar trailer, and past a point where decompression broke.
         let mut decoder = archive.into_inner();
-        if let Err(e) = io::copy(&mut decoder, &mut io::sink()) {
-            push(format!("the compressed stream is damaged: {e}"));
-        } else {
-            let mut chain = decoder.finish();
-            if let Err(e) = io::copy(&mut chain, &mut io::sink()) {
-                push(format!("the volumes cannot be read to the end: {e}"));
-            }
+        if !broken && let Err(e) = io::copy(&mut decoder, &mut io::sink()) {
+            push(format!(
+                "the compressed stream is damaged{}: {e}",
+                at(&position)
+            ));
         }
-        for f in &manifest.files {
-            if !seen.contains(&f.path) {
-                push(format!(
-                    "{:?} is in the manifest but not in the archive",
-                    f.path
-                ));
+        let mut chain = decoder.finish();
+        let _ = io::copy(&mut chain, &mut io::sink());
+        if !broken {
+            for f in &manifest.files {
+                if !seen.contains(&f.path) {
+                    push(format!(
+                        "{:?} is in the manifest but not in the archive",
+                        f.path
+                    ));
+                }
             }
         }
     }

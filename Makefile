@@ -1,0 +1,43 @@
+# The two commands: `make run` and `make test`. Everything they need is
+# installed by them (fixtures/install-deps.sh) on a fresh machine.
+
+CARGO ?= cargo
+RUN_DIR := target/run
+OFFSITE := target/debug/offsite
+RUN_CONFIG := fixtures/run/offsite.toml
+
+.PHONY: run test deps build lint fmt clean-run
+
+deps:
+	@bash fixtures/install-deps.sh
+
+build:
+	$(CARGO) build
+
+# Back up the fixture databases (an EventStoreDB-like data directory and a
+# real SQLite database) to a local folder, then list and verify them.
+run: deps build
+	python3 fixtures/make-fixtures.py $(RUN_DIR)/db
+	mkdir -p $(RUN_DIR)/backups
+	$(OFFSITE) --config $(RUN_CONFIG) check
+	$(OFFSITE) --config $(RUN_CONFIG) backup
+	$(OFFSITE) --config $(RUN_CONFIG) list
+	$(OFFSITE) --config $(RUN_CONFIG) verify --backup latest
+	@echo "backups are in $(RUN_DIR)/backups; restore one with:"
+	@echo "  $(OFFSITE) --config $(RUN_CONFIG) restore --job eventstore --to /tmp/restored"
+
+# Every test: unit and table tests, the backends' conformance suite against
+# their real servers, and end-to-end runs of the real binary.
+test: deps lint
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean-run:
+	rm -rf $(RUN_DIR)

@@ -1,0 +1,239 @@
+//! Backup then restore gives back the same bytes; verify finds damage.
+
+use std::fs;
+use std::process::Command;
+
+use crate::support::*;
+
+const NAS: &str = "[destination.nas]\nkind = \"path\"\npath = \"dest\"\nprefix = \"backups\"\n";
+
+/// A source with the awkward cases: empty files, spaces, non-ASCII names,
+/// an empty folder, a symlink, and a file larger than a volume.
+fn awkward_source(sb: &Sandbox) {
+    let src = sb.path("src");
+    write(&src.join("chaser.chk"), b"\x00\x10\x00\x00\x00\x00\x00\x00");
+    write(&src.join("empty.dat"), b"");
+    write(
+        &src.join("with space/ünïcødé 名前.log"),
+        "héllo wörld\n".as_bytes(),
+    );
+    write(&src.join("index/empty inside"), b"");
+    write(&src.join("chunk-000000.000000"), &noise(300 * 1024, 1));
+    write(&src.join("chunk-000001.000000"), &vec![b'a'; 200 * 1024]);
+    fs::create_dir_all(src.join("empty dir")).expect("mkdir");
+    std::os::unix::fs::symlink("chunk-000000.000000", src.join("current")).expect("symlink");
+    fs::set_permissions(
+        src.join("chaser.chk"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+}
+
+#[test]
+fn backup_then_restore_is_byte_identical() {
+    let sb = Sandbox::new("backup_then_restore_is_byte_identical");
+    awkward_source(&sb);
+    sb.config_dir_job("volume_size = \"64KiB\"", &["nas"], NAS);
+
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = r.json();
+    assert_eq!(j["status"], "ok");
+    assert_eq!(j["job"], "db");
+    assert_eq!(j["kind"], "full");
+    assert_eq!(j["staged"]["files"], 6);
+    assert!(
+        j["staged"]["stored_bytes"].as_u64().expect("stored") > 64 * 1024,
+        "several volumes expected"
+    );
+    assert_eq!(j["destinations"][0]["name"], "nas");
+    assert_eq!(j["destinations"][0]["status"], "ok");
+    assert_eq!(j["destinations"][0]["bytes_resumed"], 0);
+    let id = j["backup"].as_str().expect("id").to_string();
+    assert!(id.ends_with("Z-full"), "{id}");
+
+    // The layout is <prefix>/<job>/<id>/, and the staged copy is gone after success.
+    let remote = sb.path("dest/backups/db").join(&id);
+    assert!(remote.join("manifest.json").is_file());
+    assert!(
+        remote.join("vol-000001.tar.zst").is_file(),
+        "volume_size should split the backup"
+    );
+    assert!(
+        !sb.path("staging/db").join(&id).exists(),
+        "keep_local = 0 removes the staged copy"
+    );
+
+    assert_eq!(complete_backups(&sb, "nas"), vec![id.clone()]);
+    let v = sb.offsite(&["verify", "--backup", "latest"]);
+    assert_eq!(v.code, 0, "{v:?}");
+    assert!(v.stdout.trim_end().ends_with("verify ok"), "{v:?}");
+
+    let to = sb.path("restored");
+    let r = sb.offsite(&[
+        "--json",
+        "restore",
+        "--job",
+        "db",
+        "--to",
+        to.to_str().expect("utf8"),
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src"), &to);
+}
+
+#[test]
+fn volumes_are_one_tar_zstd_stream_readable_without_offsite() {
+    let sb = Sandbox::new("volumes_are_one_tar_zstd_stream_readable_without_offsite");
+    awkward_source(&sb);
+    sb.config_dir_job("volume_size = \"64KiB\"", &["nas"], NAS);
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let id = r.json()["backup"].as_str().expect("id").to_string();
+    let dir = sb.path("dest/backups/db").join(&id);
+    let out = sb.path("by-hand");
+    fs::create_dir_all(&out).expect("mkdir");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("cat \"$1\"/vol-*.tar.zst | zstd -dc | tar -x -C \"$2\"")
+        .arg("sh")
+        .arg(&dir)
+        .arg(&out)
+        .status()
+        .expect("sh (zstd and tar are installed by make test)");
+    assert!(status.success());
+    assert_same_tree(&sb.path("src"), &out);
+}
+
+#[test]
+fn verify_and_restore_refuse_a_damaged_volume() {
+    let sb = Sandbox::new("verify_and_restore_refuse_a_damaged_volume");
+    awkward_source(&sb);
+    sb.config_dir_job("volume_size = \"64KiB\"", &["nas"], NAS);
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let id = r.json()["backup"].as_str().expect("id").to_string();
+    let vol = sb
+        .path("dest/backups/db")
+        .join(&id)
+        .join("vol-000001.tar.zst");
+    let mut bytes = fs::read(&vol).expect("read volume");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    fs::write(&vol, &bytes).expect("flip a byte");
+
+    let v = sb.offsite(&["--json", "verify"]);
+    assert_eq!(v.code, 1, "{v:?}");
+    let problems = v.json()["verified"][0]["problems"].to_string();
+    assert!(
+        problems.contains("vol-000001.tar.zst"),
+        "the damaged volume is named: {problems}"
+    );
+
+    let to = sb.path("restored");
+    let r = sb.offsite(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("refused"), "{r:?}");
+}
+
+#[test]
+fn verify_names_a_missing_volume() {
+    let sb = Sandbox::new("verify_names_a_missing_volume");
+    awkward_source(&sb);
+    sb.config_dir_job("volume_size = \"64KiB\"", &["nas"], NAS);
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let id = r.json()["backup"].as_str().expect("id").to_string();
+    fs::remove_file(
+        sb.path("dest/backups/db")
+            .join(&id)
+            .join("vol-000002.tar.zst"),
+    )
+    .expect("remove");
+    let v = sb.offsite(&["verify"]);
+    assert_eq!(v.code, 1, "{v:?}");
+    assert!(v.stdout.contains("vol-000002.tar.zst is missing"), "{v:?}");
+}
+
+#[test]
+fn restore_wants_an_empty_folder_unless_forced() {
+    let sb = Sandbox::new("restore_wants_an_empty_folder_unless_forced");
+    write(&sb.path("src/a.txt"), b"new contents");
+    sb.config_dir_job("", &["nas"], NAS);
+    assert_eq!(sb.offsite(&["backup"]).code, 0);
+    let to = sb.path("restored");
+    write(&to.join("a.txt"), b"old");
+    write(&to.join("keep.txt"), b"untouched");
+    let r = sb.offsite(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("not empty") && r.stderr.contains("--force"),
+        "{r:?}"
+    );
+    assert_eq!(
+        fs::read(to.join("a.txt")).expect("read"),
+        b"old",
+        "nothing written without --force"
+    );
+    let r = sb.offsite(&[
+        "restore",
+        "--job",
+        "db",
+        "--to",
+        to.to_str().expect("utf8"),
+        "--force",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(fs::read(to.join("a.txt")).expect("read"), b"new contents");
+    assert_eq!(fs::read(to.join("keep.txt")).expect("read"), b"untouched");
+}
+
+#[test]
+fn keep_local_keeps_the_newest_staged_backups() {
+    let sb = Sandbox::new("keep_local_keeps_the_newest_staged_backups");
+    write(&sb.path("src/a.txt"), b"one");
+    sb.config_dir_job("keep_local = 1", &["nas"], NAS);
+    let first = sb.offsite(&["--json", "backup"]);
+    assert_eq!(first.code, 0, "{first:?}");
+    let second = sb.offsite(&["--json", "backup"]);
+    assert_eq!(second.code, 0, "{second:?}");
+    let (a, b) = (
+        first.json()["backup"].clone(),
+        second.json()["backup"].clone(),
+    );
+    assert_ne!(a, b, "two backups get two ids");
+    assert!(!sb.path("staging/db").join(a.as_str().expect("id")).exists());
+    assert!(
+        sb.path("staging/db")
+            .join(b.as_str().expect("id"))
+            .join("manifest.json")
+            .is_file()
+    );
+    // A staged backup that is everywhere is not sent again.
+    let up = sb.offsite(&["--json", "upload"]);
+    assert_eq!(up.code, 0, "{up:?}");
+    let run = &up.json()["runs"][0];
+    assert_eq!(run["destinations"][0]["bytes_sent"], 0, "{up:?}");
+}
+
+#[test]
+fn status_shows_the_last_run_per_destination() {
+    let sb = Sandbox::new("status_shows_the_last_run_per_destination");
+    write(&sb.path("src/a.txt"), b"x");
+    sb.config_dir_job("", &["nas"], NAS);
+    let before = sb.offsite(&["status"]);
+    assert_eq!(before.code, 0, "{before:?}");
+    assert!(before.stdout.contains("never run"), "{before:?}");
+    let b = sb.offsite(&["--json", "backup"]);
+    let id = b.json()["backup"].as_str().expect("id").to_string();
+    let s = sb.offsite(&["--json", "status"]);
+    assert_eq!(s.code, 0, "{s:?}");
+    let j = s.json();
+    let job = &j["jobs"][0]["status"];
+    assert_eq!(job["last_run"]["status"], "ok");
+    assert_eq!(job["destinations"]["nas"]["status"], "ok");
+    assert_eq!(
+        job["destinations"]["nas"]["last_success_backup"],
+        id.as_str()
+    );
+}

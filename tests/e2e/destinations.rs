@@ -1,0 +1,106 @@
+//! Several destinations: one failing never hides the others, and never reads as success.
+
+use std::fs;
+
+use crate::support::*;
+
+const TWO: &str = "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n\n[destination.broken]\nkind = \"path\"\npath = \"dest2\"\n";
+
+#[test]
+fn one_unwritable_destination_of_two_is_partial_exit_3() {
+    let sb = Sandbox::new("one_unwritable_destination_of_two_is_partial_exit_3");
+    write(&sb.path("src/a.dat"), &noise(100_000, 3));
+    // `dest2/db` is a file, so the job's folder cannot be created there.
+    write(&sb.path("dest2/db"), b"in the way");
+    sb.config_dir_job("", &["nas", "broken"], TWO);
+
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    let j = r.json();
+    assert_eq!(j["status"], "partial");
+    let d = j["destinations"].as_array().expect("destinations");
+    let nas = d.iter().find(|x| x["name"] == "nas").expect("nas");
+    let broken = d.iter().find(|x| x["name"] == "broken").expect("broken");
+    assert_eq!(nas["status"], "ok");
+    assert_eq!(broken["status"], "failed");
+    let err = broken["error"].as_str().expect("error");
+    assert!(
+        err.contains("destination \"broken\"") && err.contains("dest2"),
+        "{err}"
+    );
+    assert_eq!(complete_backups(&sb, "nas").len(), 1);
+
+    // The human output's last line says partial, never a bare success.
+    fs::remove_dir_all(sb.path("staging")).expect("reset staging");
+    let h = sb.offsite(&["backup"]);
+    assert_eq!(h.code, 3, "{h:?}");
+    let last = h.stdout.trim_end().lines().last().expect("a last line");
+    assert!(
+        last.contains("PARTIAL") && last.contains("offsite upload"),
+        "{last}"
+    );
+
+    // Once the obstacle is gone, upload completes the staged backup and tidies staging.
+    fs::remove_file(sb.path("dest2/db")).expect("remove obstacle");
+    let u = sb.offsite(&["--json", "upload"]);
+    assert_eq!(u.code, 0, "{u:?}");
+    assert_eq!(u.json()["status"], "ok");
+    assert_eq!(complete_backups(&sb, "broken").len(), 1);
+    let left: Vec<_> = fs::read_dir(sb.path("staging/db"))
+        .expect("staging")
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path().is_dir())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "staged copies are removed once everywhere: {left:?}"
+    );
+}
+
+#[test]
+fn an_absent_mount_point_fails_and_is_never_created() {
+    let sb = Sandbox::new("an_absent_mount_point_fails_and_is_never_created");
+    write(&sb.path("src/a.dat"), b"data");
+    sb.config_dir_job(
+        "",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"mnt/share\"\n",
+    );
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let j = r.json();
+    assert_eq!(j["status"], "failed");
+    let err = j["destinations"][0]["error"].as_str().expect("error");
+    assert!(
+        err.contains("does not exist") && err.contains("mount"),
+        "{err}"
+    );
+    assert!(
+        !sb.path("mnt").exists(),
+        "the mount point must not be created"
+    );
+    let c = sb.offsite(&["check"]);
+    assert_eq!(c.code, 1, "{c:?}");
+    assert!(
+        c.stdout.contains("destination \"nas\"") && c.stdout.contains("does not exist"),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn check_with_write_test_round_trips_and_leaves_nothing() {
+    let sb = Sandbox::new("check_with_write_test_round_trips_and_leaves_nothing");
+    sb.config_dir_job(
+        "",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\nprefix = \"p\"\n",
+    );
+    let c = sb.offsite(&["check", "--write-test"]);
+    assert_eq!(c.code, 0, "{c:?}");
+    assert!(c.stdout.trim_end().ends_with("check ok"), "{c:?}");
+    assert_eq!(
+        fs::read_dir(sb.path("dest")).expect("dest").count(),
+        0,
+        "the test object is deleted"
+    );
+}

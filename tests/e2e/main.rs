@@ -1,0 +1,9 @@
+//! End-to-end runs of the real `offsite` binary against real folders.
+//! One binary, a module per area.
+
+mod backup_restore;
+mod config_errors;
+mod destinations;
+mod resume;
+mod sources;
+mod support;

@@ -1,0 +1,110 @@
+//! A backup killed mid-upload resumes where it stopped.
+
+use std::fs;
+use std::time::Duration;
+
+use crate::support::*;
+
+fn journal_parts(sb: &Sandbox) -> usize {
+    let Ok(ids) = fs::read_dir(sb.path("staging/db")) else {
+        return 0;
+    };
+    ids.flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join(".journal/nas.jsonl")).ok())
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("\"event\":\"part\""))
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn kill_during_throttled_upload_then_upload_resumes() {
+    let sb = Sandbox::new("kill_during_throttled_upload_then_upload_resumes");
+    write(&sb.path("src/chunk-000000.000000"), &noise(3 << 20, 7));
+    write(&sb.path("src/writer.chk"), b"12345678");
+    write(&sb.path("src/index/empty"), b"");
+    sb.config_dir_job(
+        "volume_size = \"1MiB\"",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\nbwlimit = \"1MiB\"\npart_size = \"128KiB\"\n",
+    );
+
+    let mut child = sb
+        .command(&["--json", "backup"])
+        .spawn()
+        .expect("start backup");
+    // At 1 MiB/s, 3 MiB take about three seconds: kill once a few parts are journaled.
+    wait_for("parts to be journaled", Duration::from_secs(60), || {
+        journal_parts(&sb) >= 6
+    });
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert!(
+        !status.success(),
+        "the backup was killed before it finished"
+    );
+    let sent_before = journal_parts(&sb);
+    assert!(sent_before >= 6);
+
+    // Nothing looks complete on the destination: the manifest goes last.
+    assert!(
+        complete_backups(&sb, "nas").is_empty(),
+        "a killed upload must not look complete"
+    );
+
+    let r = sb.offsite(&["--json", "upload"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = r.json();
+    assert_eq!(j["status"], "ok");
+    let run = &j["runs"][0];
+    let dest = &run["destinations"][0];
+    assert_eq!(dest["status"], "ok", "{r:?}");
+    let resumed = dest["bytes_resumed"].as_u64().expect("bytes_resumed");
+    assert!(
+        resumed >= 6 * 128 * 1024,
+        "resumed {resumed} bytes: the journaled parts are not sent again"
+    );
+    let sent = dest["bytes_sent"].as_u64().expect("bytes_sent");
+    let stored = run["staged"]["stored_bytes"].as_u64().expect("stored");
+    assert!(
+        sent < stored,
+        "only the missing parts are sent ({sent} of {stored})"
+    );
+
+    assert_eq!(complete_backups(&sb, "nas").len(), 1);
+    let to = sb.path("restored");
+    let r = sb.offsite(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src"), &to);
+}
+
+#[test]
+fn next_backup_finishes_an_interrupted_one_first() {
+    let sb = Sandbox::new("next_backup_finishes_an_interrupted_one_first");
+    write(&sb.path("src/data.bin"), &noise(2 << 20, 9));
+    sb.config_dir_job(
+        "",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\nbwlimit = \"1MiB\"\npart_size = \"128KiB\"\n",
+    );
+    let mut child = sb.command(&["backup"]).spawn().expect("start backup");
+    wait_for("parts to be journaled", Duration::from_secs(60), || {
+        journal_parts(&sb) >= 2
+    });
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = r.json();
+    assert_eq!(j["earlier"][0]["status"], "ok", "{r:?}");
+    assert!(
+        j["earlier"][0]["destinations"][0]["bytes_resumed"]
+            .as_u64()
+            .expect("resumed")
+            > 0
+    );
+    assert_eq!(complete_backups(&sb, "nas").len(), 2);
+}

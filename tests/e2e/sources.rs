@@ -1,0 +1,215 @@
+//! Sources and hooks: dump commands, `$OFFSITE_STAGE_DIR`, pre/post, files changing while read, the job lock.
+
+use std::fs;
+use std::time::Duration;
+
+use crate::support::*;
+
+const NAS: &str = "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n";
+
+fn command_job(sb: &Sandbox, source: &str, extra: &str) {
+    sb.write_config(&format!(
+        "[staging]\ndir = \"staging\"\nmin_free = \"1MiB\"\n[[job]]\nname = \"db\"\nsource = {source}\ndestinations = [\"nas\"]\n{extra}\n{NAS}"
+    ));
+}
+
+fn restore(sb: &Sandbox) -> std::path::PathBuf {
+    let to = sb.path("restored");
+    let r = sb.offsite(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    to
+}
+
+#[test]
+fn a_dump_command_streams_stdout_into_the_named_file() {
+    let sb = Sandbox::new("a_dump_command_streams_stdout_into_the_named_file");
+    command_job(
+        &sb,
+        "{ kind = \"command\", run = \"printf 'dump of %s' \\\"$OFFSITE_JOB\\\"\", output = \"db.dump\" }",
+        "",
+    );
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["staged"]["files"], 1);
+    assert_eq!(
+        fs::read(restore(&sb).join("db.dump")).expect("read"),
+        b"dump of db"
+    );
+}
+
+#[test]
+fn a_command_can_write_into_the_stage_dir() {
+    let sb = Sandbox::new("a_command_can_write_into_the_stage_dir");
+    command_job(
+        &sb,
+        "{ kind = \"command\", run = \"mkdir -p \\\"$OFFSITE_STAGE_DIR/sub\\\" && printf one > \\\"$OFFSITE_STAGE_DIR/a.db\\\" && printf two > \\\"$OFFSITE_STAGE_DIR/sub/b.db\\\"\" }",
+        "",
+    );
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let to = restore(&sb);
+    assert_eq!(fs::read(to.join("a.db")).expect("a"), b"one");
+    assert_eq!(fs::read(to.join("sub/b.db")).expect("b"), b"two");
+}
+
+#[test]
+fn a_failing_command_ships_nothing_and_post_still_runs() {
+    let sb = Sandbox::new("a_failing_command_ships_nothing_and_post_still_runs");
+    command_job(
+        &sb,
+        "{ kind = \"command\", run = \"echo half a dump; echo 'pg_dump: connection refused' >&2; exit 7\", output = \"db.dump\" }",
+        "pre = [\"touch pre-ran\"]\npost = [\"touch post-ran\"]",
+    );
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let j = r.json();
+    assert_eq!(j["status"], "failed");
+    let err = j["error"].as_str().expect("error");
+    assert!(
+        err.contains("status 7") && err.contains("connection refused"),
+        "{err}"
+    );
+    assert!(
+        sb.path("pre-ran").exists() && sb.path("post-ran").exists(),
+        "post runs after a failed copy"
+    );
+    assert_eq!(
+        fs::read_dir(sb.path("dest")).expect("dest").count(),
+        0,
+        "nothing shipped"
+    );
+    let staged: Vec<_> = fs::read_dir(sb.path("staging/db"))
+        .expect("staging")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(staged.is_empty(), "nothing half-staged is left: {staged:?}");
+}
+
+#[test]
+fn a_failing_pre_hook_stops_the_backup_and_post_runs() {
+    let sb = Sandbox::new("a_failing_pre_hook_stops_the_backup_and_post_runs");
+    write(&sb.path("src/a.dat"), b"x");
+    sb.config_dir_job(
+        "pre = [\"exit 4\"]\npost = [\"touch post-ran\"]",
+        &["nas"],
+        NAS,
+    );
+    let r = sb.offsite(&["backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("pre hook 1") && r.stdout.contains("status 4"),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout
+            .trim_end()
+            .lines()
+            .last()
+            .expect("line")
+            .contains("FAILED"),
+        "{r:?}"
+    );
+    assert!(sb.path("post-ran").exists());
+    assert_eq!(fs::read_dir(sb.path("dest")).expect("dest").count(), 0);
+}
+
+#[test]
+fn checkpoint_files_are_copied_first() {
+    let sb = Sandbox::new("checkpoint_files_are_copied_first");
+    for f in [
+        "chunk-000000.000000",
+        "index/indexmap",
+        "writer.chk",
+        "chaser.chk",
+        "a.tmp",
+    ] {
+        write(&sb.path("src").join(f), f.as_bytes());
+    }
+    sb.config_dir_job("", &["nas"], NAS);
+    sb.write_config(&fs::read_to_string(sb.config_path()).expect("config").replace(
+        "source = { kind = \"dir\", path = \"src\" }",
+        "source = { kind = \"dir\", path = \"src\", order = [\"*.chk\", \"index/**\", \"**\"], exclude = [\"*.tmp\"] }",
+    ));
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let id = r.json()["backup"].as_str().expect("id").to_string();
+    let m: serde_json::Value = serde_json::from_slice(
+        &fs::read(sb.path("dest/db").join(id).join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let order: Vec<&str> = m["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            "index",
+            "chaser.chk",
+            "writer.chk",
+            "index/indexmap",
+            "chunk-000000.000000"
+        ]
+    );
+}
+
+/// A pre hook starts a writer that appends to a file for the whole copy.
+fn growing_file_job(sb: &Sandbox, on_change: &str) {
+    write(&sb.path("src/big.dat"), &noise(4 << 20, 5));
+    write(&sb.path("src/growing.log"), b"start\n");
+    let src = sb.path("src").display().to_string();
+    sb.config_dir_job(
+        &format!(
+            "on_change = \"{on_change}\"\npre = [\"sh -c 'while :; do echo more >> \\\"{src}/growing.log\\\"; done' >/dev/null 2>&1 & echo $! > writer.pid; sleep 0.3\"]\npost = [\"kill $(cat writer.pid)\"]"
+        ),
+        &["nas"],
+        NAS,
+    );
+}
+
+#[test]
+fn a_file_changing_while_read_is_reported() {
+    let sb = Sandbox::new("a_file_changing_while_read_is_reported");
+    growing_file_job(&sb, "warn");
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = r.json();
+    assert_eq!(j["status"], "ok");
+    assert!(j["changed"].to_string().contains("growing.log"), "{r:?}");
+    assert!(!j["changed"].to_string().contains("big.dat"), "{r:?}");
+}
+
+#[test]
+fn on_change_fail_ships_nothing() {
+    let sb = Sandbox::new("on_change_fail_ships_nothing");
+    growing_file_job(&sb, "fail");
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let err = r.json()["error"].as_str().expect("error").to_string();
+    assert!(
+        err.contains("growing.log") && err.contains("on_change"),
+        "{err}"
+    );
+    assert_eq!(fs::read_dir(sb.path("dest")).expect("dest").count(), 0);
+}
+
+#[test]
+fn a_second_run_of_the_same_job_is_refused() {
+    let sb = Sandbox::new("a_second_run_of_the_same_job_is_refused");
+    write(&sb.path("src/a.dat"), b"x");
+    sb.config_dir_job("pre = [\"touch started; sleep 3\"]", &["nas"], NAS);
+    let mut first = sb.command(&["backup"]).spawn().expect("first run");
+    wait_for(
+        "the first run to hold the lock",
+        Duration::from_secs(30),
+        || sb.path("started").exists(),
+    );
+    let second = sb.offsite(&["backup"]);
+    assert_eq!(second.code, 1, "{second:?}");
+    assert!(second.stderr.contains("already running"), "{second:?}");
+    assert!(first.wait().expect("wait").success());
+    assert_eq!(complete_backups(&sb, "nas").len(), 1);
+}

@@ -1,0 +1,181 @@
+//! A sandbox per test: its own source, staging and destination folders and
+//! configuration, and the real `offsite` binary run against them.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub struct Sandbox {
+    pub root: PathBuf,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_offsite")
+}
+
+impl Sandbox {
+    pub fn new(test: &str) -> Sandbox {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("e2e")
+            .join(test);
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("src")).expect("mkdir src");
+        fs::create_dir_all(root.join("dest")).expect("mkdir dest");
+        Sandbox { root }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("offsite.toml")
+    }
+
+    pub fn write_config(&self, text: &str) {
+        fs::write(self.config_path(), text).expect("write config");
+    }
+
+    /// A config with one `dir` job "db" over `src/` and the given destinations
+    /// (`[destination.*]` tables) and extra job keys.
+    pub fn config_dir_job(&self, job_extra: &str, destinations: &[&str], tables: &str) {
+        let dests = destinations
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.write_config(&format!(
+            "[staging]\ndir = \"staging\"\nmin_free = \"1MiB\"\n\n[[job]]\nname = \"db\"\nsource = {{ kind = \"dir\", path = \"src\" }}\ndestinations = [{dests}]\n{job_extra}\n\n{tables}"
+        ));
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--config").arg(self.config_path()).args(args);
+        c.env_remove("OFFSITE_CONFIG");
+        c
+    }
+
+    pub fn offsite(&self, args: &[&str]) -> Run {
+        let out: Output = self.command(args).output().expect("run offsite");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Deterministic, incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    offsite_backends::conformance::pattern(len, seed)
+}
+
+pub fn write(path: &Path, data: &[u8]) {
+    fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    fs::write(path, data).expect("write");
+}
+
+/// Every entry under `root`: relative path → (kind, content or link target, mode).
+pub fn snapshot(root: &Path) -> BTreeMap<String, (String, Vec<u8>, u32)> {
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.expect("walk");
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .expect("prefix")
+            .to_string_lossy()
+            .into_owned();
+        let md = fs::symlink_metadata(e.path()).expect("stat");
+        let mode = md.permissions().mode() & 0o7777;
+        let entry = if md.file_type().is_symlink() {
+            (
+                "link".into(),
+                fs::read_link(e.path())
+                    .expect("readlink")
+                    .to_string_lossy()
+                    .as_bytes()
+                    .to_vec(),
+                0,
+            )
+        } else if md.is_dir() {
+            ("dir".into(), Vec::new(), mode)
+        } else {
+            ("file".into(), fs::read(e.path()).expect("read"), mode)
+        };
+        let _ = md.mtime();
+        out.insert(rel, entry);
+    }
+    out
+}
+
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let sa = snapshot(a);
+    let sb = snapshot(b);
+    let ka: Vec<&String> = sa.keys().collect();
+    let kb: Vec<&String> = sb.keys().collect();
+    assert_eq!(ka, kb, "the trees hold different names");
+    for (k, va) in &sa {
+        let vb = &sb[k];
+        assert_eq!(va.0, vb.0, "{k}: kind differs");
+        assert!(
+            va.1 == vb.1,
+            "{k}: content differs ({} vs {} bytes)",
+            va.1.len(),
+            vb.1.len()
+        );
+        assert_eq!(va.2, vb.2, "{k}: mode differs");
+    }
+}
+
+/// Waits until `cond` holds, failing the test after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The ids of the complete backups of job "db" on the sandbox destination named `dest`.
+pub fn complete_backups(sb: &Sandbox, dest: &str) -> Vec<String> {
+    let r = sb.offsite(&["--json", "list", "--destination", dest]);
+    assert_eq!(r.code, 0, "{r:?}");
+    r.json()["listings"][0]["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .map(|b| b["id"].as_str().expect("id").to_string())
+        .collect()
+}
