@@ -540,7 +540,9 @@ fn pack(
         };
         match entry.kind {
             EntryKind::Dir => {
-                tar.get_mut().before_entry(0);
+                tar.get_mut()
+                    .before_entry(0)
+                    .map_err(|e| tar_err(&entry.rel, e))?;
                 record.volume = tar.get_ref().next_index();
                 header.set_entry_type(tar::EntryType::Directory);
                 header.set_size(0);
@@ -565,7 +567,9 @@ fn pack(
                     ));
                     continue;
                 }
-                tar.get_mut().before_entry(0);
+                tar.get_mut()
+                    .before_entry(0)
+                    .map_err(|e| tar_err(&entry.rel, e))?;
                 record.volume = tar.get_ref().next_index();
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_size(0);
@@ -592,7 +596,9 @@ fn pack(
                 })?;
                 let size = before.len();
                 let estimate = tar.get_ref().estimate_compressed(size);
-                tar.get_mut().before_entry(estimate);
+                tar.get_mut()
+                    .before_entry(estimate)
+                    .map_err(|e| tar_err(&entry.rel, e))?;
                 record.volume = tar.get_ref().next_index();
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(size);
@@ -710,7 +716,11 @@ pub struct VolumeWriter {
     current: Option<OpenVolume>,
     finished: Vec<Volume>,
     raw_in: u64,
+    /// Raw bytes in finished volumes, and what they compressed to.
+    raw_in_finished: u64,
     compressed_out: u64,
+    /// Raw bytes given to the encoder since its output was last flushed.
+    raw_pending: u64,
     pending_rotate: bool,
 }
 
@@ -737,7 +747,9 @@ impl VolumeWriter {
             current: None,
             finished: Vec::new(),
             raw_in: 0,
+            raw_in_finished: 0,
             compressed_out: 0,
+            raw_pending: 0,
             pending_rotate: false,
         })
     }
@@ -745,6 +757,7 @@ impl VolumeWriter {
     /// The index of the volume the next byte goes to.
     pub fn next_index(&self) -> u32 {
         match &self.current {
+            Some(v) if self.pending_rotate => v.index + 1,
             Some(v) => v.index,
             None => self.finished.len() as u32,
         }
@@ -753,22 +766,32 @@ impl VolumeWriter {
     /// A guess of what `size` raw bytes will take once compressed, from the
     /// ratio seen so far (1:1 before anything is known).
     pub fn estimate_compressed(&self, size: u64) -> u64 {
-        if self.raw_in < 1 << 20 {
+        if self.raw_in_finished < 1 << 20 {
             return size;
         }
-        (size as f64 * (self.compressed_out as f64 / self.raw_in as f64)) as u64
+        (size as f64 * (self.compressed_out as f64 / self.raw_in_finished as f64)) as u64
     }
 
     /// Called between tar entries: starts a new volume when the next entry,
     /// of `estimate` compressed bytes, would not fit in the current one but
     /// would fit in an empty one.
-    pub fn before_entry(&mut self, estimate: u64) {
-        if let Some(v) = &self.current {
+    pub fn before_entry(&mut self, estimate: u64) -> io::Result<()> {
+        let limit = self.volume_size;
+        let Some(v) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let estimate = estimate.min(limit);
+        // The encoder holds back up to a block of output; that much is uncertain.
+        if v.encoder.get_ref().count + self.raw_pending + estimate > limit {
+            // Near the limit: flush so the decision is made on exact bytes.
+            v.encoder.flush()?;
+            self.raw_pending = 0;
             let used = v.encoder.get_ref().count;
-            if used > 0 && used + estimate.min(self.volume_size) > self.volume_size {
+            if used > 0 && used + estimate > limit {
                 self.pending_rotate = true;
             }
         }
+        Ok(())
     }
 
     fn open(&mut self) -> io::Result<()> {
@@ -804,6 +827,7 @@ impl VolumeWriter {
         let name = volume_name(v.index);
         fs::rename(&v.tmp, self.dir.join(&name))?;
         self.compressed_out += counter.count;
+        self.raw_in_finished = self.raw_in;
         self.finished.push(Volume {
             name,
             size: counter.count,
@@ -842,6 +866,7 @@ impl Write for VolumeWriter {
         };
         let n = v.encoder.write(buf)?;
         self.raw_in += n as u64;
+        self.raw_pending += n as u64;
         if v.encoder.get_ref().count >= self.volume_size {
             // A file larger than what is left: cut it here, it goes on in the next volume.
             self.close_current()?;
@@ -854,5 +879,94 @@ impl Write for VolumeWriter {
             Some(v) => v.encoder.flush(),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Job, OnChange};
+    use crate::progress::Silent;
+
+    fn job(volume_size: u64) -> Job {
+        Job {
+            name: "t".into(),
+            source: Source::Dir {
+                path: PathBuf::from("/unused"),
+                order: Vec::new(),
+                exclude: Vec::new(),
+            },
+            pre: Vec::new(),
+            post: Vec::new(),
+            destinations: Vec::new(),
+            volume_size,
+            compression_level: 1,
+            keep_local: 0,
+            on_change: OnChange::Warn,
+            workdir: PathBuf::from("/"),
+        }
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        offsite_backends::conformance::pattern(len, seed)
+    }
+
+    /// Packs `sizes` (incompressible files) with `volume_size`; returns each file's first volume and the volumes.
+    fn pack_sizes(sizes: &[usize], volume_size: u64) -> (Vec<u32>, Vec<Volume>, tempfile::TempDir) {
+        let src = tempfile::tempdir().expect("src");
+        let out = tempfile::tempdir().expect("out");
+        for (i, s) in sizes.iter().enumerate() {
+            fs::write(src.path().join(format!("f{i:03}")), noise(*s, i as u64)).expect("write");
+        }
+        let (plan, _) = source::plan_dir(src.path(), &[], &[]).expect("plan");
+        let packed = pack(&plan, out.path(), "id", &job(volume_size), &Silent).expect("pack");
+        assert!(packed.changed.is_empty());
+        (
+            packed.files.iter().map(|f| f.volume).collect(),
+            packed.volumes,
+            out,
+        )
+    }
+
+    #[test]
+    fn files_that_fit_are_never_split_across_volumes() {
+        // 100 KiB files, 256 KiB volumes: two files fit, a third does not.
+        let (first, volumes, _dir) = pack_sizes(&[100 << 10; 6], 256 << 10);
+        assert_eq!(first, vec![0, 0, 1, 1, 2, 2]);
+        assert_eq!(volumes.len(), 3);
+        for v in &volumes {
+            assert!(
+                v.size <= (256 << 10) + (32 << 10),
+                "{} is {} bytes",
+                v.name,
+                v.size
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_larger_than_a_volume_continues_in_the_next() {
+        let (first, volumes, _dir) = pack_sizes(&[10 << 10, 600 << 10, 10 << 10], 256 << 10);
+        // The big file starts a fresh volume and spills over at least two more.
+        assert_eq!(first[1], 1);
+        assert!(first[2] >= 3, "{first:?}");
+        assert!(volumes.len() >= 4, "{volumes:?}");
+    }
+
+    #[test]
+    fn volume_hashes_and_sizes_match_the_files_on_disk() {
+        let (_, volumes, dir) = pack_sizes(&[50 << 10, 300 << 10], 128 << 10);
+        for v in &volumes {
+            let bytes = fs::read(dir.path().join(&v.name)).expect("volume");
+            assert_eq!(bytes.len() as u64, v.size);
+            assert_eq!(hex::encode(Sha256::digest(&bytes)), v.sha256);
+        }
+    }
+
+    #[test]
+    fn backup_ids_are_utc_seconds_and_kind() {
+        let t = time::macros::datetime!(2026-11-22 02:15:00 UTC);
+        assert_eq!(new_backup_id(BackupKind::Full, t), "20261122T021500Z-full");
+        assert_eq!(rfc3339(t), "2026-11-22T02:15:00Z");
     }
 }
