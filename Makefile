@@ -30,7 +30,6 @@ run: deps build
 # their real servers, and end-to-end runs of the real binary.
 test: deps lint
 	$(CARGO) test --workspace --all-targets
-	$(CARGO) test --workspace --doc
 
 lint:
 	$(CARGO) fmt --all -- --check
