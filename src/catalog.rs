@@ -103,8 +103,31 @@ pub async fn list_job(target: &Target, job: &str) -> Result<Listing> {
 
 /// Picks `wanted` (an id, or `latest`) from a listing.
 pub fn select<'a>(listing: &'a Listing, job: &str, wanted: &str) -> Result<&'a RemoteBackup> {
+    let damaged = |id: &str| {
+        Error::Failed(format!(
+            "destination \"{}\": job {job:?} backup {id:?} is damaged ({}); choose another with --backup ID (see `offsite list`)",
+            listing.destination,
+            listing
+                .damaged
+                .iter()
+                .find(|d| d.id == id)
+                .map(|d| d.error.as_str())
+                .unwrap_or("")
+        ))
+    };
+    if let Some(d) = listing.damaged.iter().find(|d| d.id == wanted) {
+        return Err(damaged(&d.id));
+    }
     let found = if wanted == "latest" {
-        listing.backups.last()
+        let latest = listing.backups.last();
+        // Never fall back silently to an older backup when a newer one is damaged.
+        let newest_damaged = listing.damaged.iter().map(|d| d.id.as_str()).max();
+        if let Some(d) = newest_damaged
+            && latest.is_none_or(|b| d > b.manifest.id.as_str())
+        {
+            return Err(damaged(d));
+        }
+        latest
     } else {
         listing.backups.iter().find(|b| b.manifest.id == wanted)
     };

@@ -38,10 +38,10 @@ enum Event {
     },
     /// The upload of `volume` is gone on the server; start it again.
     Restarted { volume: String },
-    /// `volume` is complete on the destination.
-    VolumeDone { volume: String },
-    /// The manifest is on the destination: the backup is complete there.
-    ManifestDone,
+    /// `volume` is complete on the destination under `key`.
+    VolumeDone { volume: String, key: String },
+    /// The manifest is on the destination under `key`: the backup is complete there.
+    ManifestDone { key: String },
 }
 
 /// The current upload of one volume.
@@ -56,13 +56,21 @@ pub struct OpenUpload {
 #[derive(Debug, Clone, Default)]
 pub struct VolumeState {
     pub upload: Option<OpenUpload>,
-    pub done: bool,
+    /// The key the volume was completed under, if it was.
+    pub done_key: Option<String>,
+}
+
+impl VolumeState {
+    /// Whether the volume is complete under `key` (a changed prefix means it is not).
+    pub fn done_at(&self, key: &str) -> bool {
+        self.done_key.as_deref() == Some(key)
+    }
 }
 
 #[derive(Debug, Default)]
 struct State {
     volumes: HashMap<String, VolumeState>,
-    manifest_done: bool,
+    manifest_key: Option<String>,
 }
 
 impl State {
@@ -81,7 +89,7 @@ impl State {
                     part_size,
                     parts: BTreeMap::new(),
                 });
-                v.done = false;
+                v.done_key = None;
             }
             Event::Part { volume, receipt } => {
                 if let Some(u) = self.volumes.entry(volume).or_default().upload.as_mut() {
@@ -91,12 +99,12 @@ impl State {
             Event::Restarted { volume } => {
                 self.volumes.insert(volume, VolumeState::default());
             }
-            Event::VolumeDone { volume } => {
+            Event::VolumeDone { volume, key } => {
                 let v = self.volumes.entry(volume).or_default();
-                v.done = true;
+                v.done_key = Some(key);
                 v.upload = None;
             }
-            Event::ManifestDone => self.manifest_done = true,
+            Event::ManifestDone { key } => self.manifest_key = Some(key),
         }
     }
 }
@@ -147,7 +155,7 @@ fn read_state(path: &Path) -> Result<(State, u64)> {
 /// Whether the journal at `path` says the backup is complete on its destination.
 pub fn is_complete(backup_dir: &Path, destination: &str) -> bool {
     read_state(&journal_path(backup_dir, destination))
-        .map(|(s, _)| s.manifest_done)
+        .map(|(s, _)| s.manifest_key.is_some())
         .unwrap_or(false)
 }
 
@@ -204,8 +212,9 @@ impl UploadJournal {
         self.with_state(|s| s.volumes.get(volume).cloned().unwrap_or_default())
     }
 
-    pub fn manifest_done(&self) -> bool {
-        self.with_state(|s| s.manifest_done)
+    /// Whether the manifest is on the destination under `key`.
+    pub fn manifest_done(&self, key: &str) -> bool {
+        self.with_state(|s| s.manifest_key.as_deref() == Some(key))
     }
 
     pub fn started(
@@ -236,14 +245,15 @@ impl UploadJournal {
         })
     }
 
-    pub fn volume_done(&self, volume: &str) -> Result<()> {
+    pub fn volume_done(&self, volume: &str, key: &str) -> Result<()> {
         self.append(Event::VolumeDone {
             volume: volume.into(),
+            key: key.into(),
         })
     }
 
-    pub fn set_manifest_done(&self) -> Result<()> {
-        self.append(Event::ManifestDone)
+    pub fn set_manifest_done(&self, key: &str) -> Result<()> {
+        self.append(Event::ManifestDone { key: key.into() })
     }
 }
 
@@ -269,15 +279,19 @@ mod tests {
                 .expect("started");
             j.part("vol-0", &receipt(0)).expect("part");
             j.part("vol-0", &receipt(2)).expect("part");
-            j.volume_done("vol-1").expect("done");
+            j.volume_done("vol-1", "k/vol-1").expect("done");
         }
         let j = UploadJournal::open(d.path(), "nas").expect("reopen");
         let v = j.volume("vol-0");
         let u = v.upload.expect("open upload");
         assert_eq!(u.upload, UploadId("u1".into()));
         assert_eq!(u.parts.keys().copied().collect::<Vec<_>>(), vec![0, 2]);
-        assert!(j.volume("vol-1").done);
-        assert!(!j.manifest_done());
+        assert!(j.volume("vol-1").done_at("k/vol-1"));
+        assert!(
+            !j.volume("vol-1").done_at("other-prefix/vol-1"),
+            "a changed prefix is not done"
+        );
+        assert!(!j.manifest_done("k/manifest.json"));
     }
 
     #[test]
@@ -310,7 +324,8 @@ mod tests {
         j.part("v", &receipt(0)).expect("part");
         j.restarted("v").expect("restarted");
         assert!(j.volume("v").upload.is_none());
-        j.set_manifest_done().expect("manifest");
+        j.set_manifest_done("k/manifest.json").expect("manifest");
+        assert!(j.manifest_done("k/manifest.json"));
         assert!(is_complete(d.path(), "nas"));
     }
 }

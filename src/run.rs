@@ -48,7 +48,8 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    fn failed(job: &str, error: &Error) -> RunReport {
+    /// A run that failed before anything was staged.
+    pub fn failed(job: &str, error: &Error) -> RunReport {
         RunReport {
             job: job.to_string(),
             backup: None,

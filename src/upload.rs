@@ -127,9 +127,15 @@ async fn upload_to(
     })?;
     let total: u64 =
         manifest.volumes.iter().map(|v| v.size).sum::<u64>() + manifest_bytes.len() as u64;
-    let already = already_sent(&journal, manifest, manifest_bytes.len() as u64);
+    let manifest_key = remote_key(
+        &target.config.prefix,
+        &manifest.job,
+        &manifest.id,
+        MANIFEST_NAME,
+    );
+    let already = already_sent(&journal, target, manifest, manifest_bytes.len() as u64);
     progress.upload_started(name, total, already);
-    if journal.manifest_done() {
+    if journal.manifest_done(&manifest_key) {
         counters.resumed = total;
         return Ok(());
     }
@@ -153,41 +159,46 @@ async fn upload_to(
         )
         .await?;
     }
-    let key = remote_key(
-        &target.config.prefix,
-        &manifest.job,
-        &manifest.id,
-        MANIFEST_NAME,
-    );
     let len = manifest_bytes.len() as u64;
     target
         .backend
-        .put(&key, Bytes::from(manifest_bytes))
+        .put(&manifest_key, Bytes::from(manifest_bytes))
         .await?;
-    journal.set_manifest_done()?;
+    journal.set_manifest_done(&manifest_key)?;
     counters.sent += len;
     progress.upload_advanced(name, len);
     Ok(())
 }
 
-fn already_sent(journal: &UploadJournal, manifest: &Manifest, manifest_len: u64) -> u64 {
-    if journal.manifest_done() {
-        return manifest.volumes.iter().map(|v| v.size).sum::<u64>() + manifest_len;
-    }
-    manifest
+/// What earlier runs already put on the destination, for the progress bar.
+fn already_sent(
+    journal: &UploadJournal,
+    target: &Target,
+    manifest: &Manifest,
+    manifest_len: u64,
+) -> u64 {
+    let key = |name: &str| remote_key(&target.config.prefix, &manifest.job, &manifest.id, name);
+    let volumes: u64 = manifest
         .volumes
         .iter()
         .map(|v| {
             let s = journal.volume(&v.name);
-            if s.done {
+            let k = key(&v.name);
+            if s.done_at(&k) {
                 v.size
             } else {
                 s.upload
+                    .filter(|u| u.key == k)
                     .map(|u| u.parts.values().map(|p| p.size).sum())
                     .unwrap_or(0)
             }
         })
-        .sum()
+        .sum();
+    if journal.manifest_done(&key(MANIFEST_NAME)) {
+        volumes + manifest_len
+    } else {
+        volumes
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -207,7 +218,7 @@ async fn upload_volume(
     let mut restarted = false;
     loop {
         let state = journal.volume(volume);
-        if state.done {
+        if state.done_at(key) {
             counters.resumed += size;
             return Ok(());
         }
@@ -268,7 +279,7 @@ async fn upload_volume(
         receipts.sort_by_key(|r| r.index);
         match backend.complete_upload(key, &upload, &receipts).await {
             Ok(()) => {
-                journal.volume_done(volume)?;
+                journal.volume_done(volume, key)?;
                 return Ok(());
             }
             Err(e) if e.kind() == ErrorKind::NotFound && !restarted => {

@@ -317,30 +317,21 @@ async fn backup(
     progress: Arc<TermProgress>,
 ) -> Result<i32, Error> {
     let jobs = cfg.select_jobs(job)?;
+    // Refuse an overlapping staging folder before any job runs, not halfway through.
+    for j in &jobs {
+        stage::check_overlap(cfg, j)?;
+    }
     let mut outcomes: Vec<BackupOutcome> = Vec::new();
     for j in &jobs {
         match run::backup(cfg, j, upload, progress.clone()).await {
             Ok(o) => outcomes.push(o),
             Err(e) if jobs.len() == 1 => return Err(e),
+            Err(e) if e.exit_code() == 2 => return Err(e),
             Err(e) => {
-                // One job's refusal must not stop the others; it is reported with them.
-                let code = e.exit_code();
-                if code == 2 {
-                    return Err(e);
-                }
+                // One job's refusal (its lock is held) must not stop the others.
                 eprintln!("offsite: {e}");
                 outcomes.push(BackupOutcome {
-                    report: RunReport {
-                        job: j.name.clone(),
-                        backup: None,
-                        kind: None,
-                        status: Status::Failed,
-                        staged: None,
-                        destinations: Vec::new(),
-                        changed: Vec::new(),
-                        notes: Vec::new(),
-                        error: Some(e.to_string()),
-                    },
+                    report: RunReport::failed(&j.name, &e),
                     earlier: Vec::new(),
                 });
             }

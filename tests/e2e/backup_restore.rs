@@ -29,6 +29,15 @@ fn awkward_source(sb: &Sandbox) {
     .expect("chmod");
 }
 
+/// Backs up the awkward source in small volumes; returns the backup id.
+fn backed_up_awkward(sb: &Sandbox) -> String {
+    awkward_source(sb);
+    sb.config_dir_job("volume_size = \"64KiB\"", &["nas"], NAS);
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    r.json()["backup"].as_str().expect("id").to_string()
+}
+
 #[test]
 fn backup_then_restore_is_byte_identical() {
     let sb = Sandbox::new("backup_then_restore_is_byte_identical");
@@ -85,11 +94,7 @@ fn backup_then_restore_is_byte_identical() {
 #[test]
 fn volumes_are_one_tar_zstd_stream_readable_without_offsite() {
     let sb = Sandbox::new("volumes_are_one_tar_zstd_stream_readable_without_offsite");
-    awkward_source(&sb);
-    sb.config_dir_job("volume_size = \"64KiB\"", &["nas"], NAS);
-    let r = sb.offsite(&["--json", "backup"]);
-    assert_eq!(r.code, 0, "{r:?}");
-    let id = r.json()["backup"].as_str().expect("id").to_string();
+    let id = backed_up_awkward(&sb);
     let dir = sb.path("dest/backups/db").join(&id);
     let out = sb.path("by-hand");
     fs::create_dir_all(&out).expect("mkdir");
@@ -108,11 +113,7 @@ fn volumes_are_one_tar_zstd_stream_readable_without_offsite() {
 #[test]
 fn verify_and_restore_refuse_a_damaged_volume() {
     let sb = Sandbox::new("verify_and_restore_refuse_a_damaged_volume");
-    awkward_source(&sb);
-    sb.config_dir_job("volume_size = \"64KiB\"", &["nas"], NAS);
-    let r = sb.offsite(&["--json", "backup"]);
-    assert_eq!(r.code, 0, "{r:?}");
-    let id = r.json()["backup"].as_str().expect("id").to_string();
+    let id = backed_up_awkward(&sb);
     let vol = sb
         .path("dest/backups/db")
         .join(&id)
@@ -139,11 +140,7 @@ fn verify_and_restore_refuse_a_damaged_volume() {
 #[test]
 fn verify_names_a_missing_volume() {
     let sb = Sandbox::new("verify_names_a_missing_volume");
-    awkward_source(&sb);
-    sb.config_dir_job("volume_size = \"64KiB\"", &["nas"], NAS);
-    let r = sb.offsite(&["--json", "backup"]);
-    assert_eq!(r.code, 0, "{r:?}");
-    let id = r.json()["backup"].as_str().expect("id").to_string();
+    let id = backed_up_awkward(&sb);
     fs::remove_file(
         sb.path("dest/backups/db")
             .join(&id)
@@ -236,4 +233,57 @@ fn status_shows_the_last_run_per_destination() {
         job["destinations"]["nas"]["last_success_backup"],
         id.as_str()
     );
+}
+
+#[test]
+fn a_hostile_manifest_is_refused_and_nothing_is_written() {
+    let sb = Sandbox::new("a_hostile_manifest_is_refused_and_nothing_is_written");
+    let id = backed_up_awkward(&sb);
+    let path = sb.path("dest/backups/db").join(&id).join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).expect("read")).expect("json");
+    m["files"][0]["path"] = serde_json::Value::from("../../escaped");
+    fs::write(&path, serde_json::to_vec(&m).expect("ser")).expect("write");
+
+    let l = sb.offsite(&["--json", "list"]);
+    assert_eq!(l.code, 0, "{l:?}");
+    let listing = &l.json()["listings"][0];
+    assert_eq!(listing["backups"].as_array().expect("backups").len(), 0);
+    assert!(
+        listing["damaged"][0]["error"]
+            .as_str()
+            .expect("error")
+            .contains("unsafe path"),
+        "{l:?}"
+    );
+
+    let to = sb.path("restored");
+    let r = sb.offsite(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("damaged"), "{r:?}");
+    assert!(
+        !sb.path("escaped").exists() && !sb.root.parent().expect("parent").join("escaped").exists()
+    );
+    let v = sb.offsite(&["verify"]);
+    assert_eq!(v.code, 1, "a damaged manifest fails verify: {v:?}");
+}
+
+#[test]
+fn too_little_free_space_is_refused_before_staging() {
+    let sb = Sandbox::new("too_little_free_space_is_refused_before_staging");
+    write(&sb.path("src/a.dat"), &noise(1000, 1));
+    sb.config_dir_job("", &["nas"], NAS);
+    let text = fs::read_to_string(sb.config_path()).expect("config");
+    sb.write_config(&text.replace("min_free = \"1MiB\"", "min_free = \"900TB\""));
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let err = r.json()["error"].as_str().expect("error").to_string();
+    assert!(err.contains("free") && err.contains("min_free"), "{err}");
+    let left: Vec<_> = fs::read_dir(sb.path("staging/db"))
+        .expect("staging")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(left.is_empty(), "nothing staged: {left:?}");
+    assert_eq!(fs::read_dir(sb.path("dest")).expect("dest").count(), 0);
 }
