@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::size::ByteSize;
+use crate::retention::Policy;
+use crate::size::{ByteSize, HumanDuration};
 
 /// The annotated example `offsite init` writes.
 pub const EXAMPLE: &str = include_str!("../fixtures/offsite.example.toml");
@@ -60,6 +61,42 @@ struct RawJob {
     compression: Option<String>,
     keep_local: Option<u32>,
     on_change: Option<OnChange>,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+    keep_yearly: Option<u32>,
+    keep_within: Option<HumanDuration>,
+    min_age: Option<HumanDuration>,
+    incomplete_grace: Option<HumanDuration>,
+}
+
+const DEFAULT_INCOMPLETE_GRACE: std::time::Duration = std::time::Duration::from_secs(3 * 86_400);
+
+impl RawRetention {
+    fn resolve(&self) -> Policy {
+        Policy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within: self.keep_within.map(|d| d.0),
+            min_age: self.min_age.map(|d| d.0),
+            incomplete_grace: self
+                .incomplete_grace
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_INCOMPLETE_GRACE),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +125,7 @@ struct RawPathDestination {
     bwlimit: Option<ByteSize>,
     part_size: Option<ByteSize>,
     concurrency: Option<usize>,
+    retention: Option<RawRetention>,
 }
 
 // ---------------------------------------------------------------------------
@@ -132,6 +170,8 @@ pub struct Job {
     pub on_change: OnChange,
     /// Where hooks and commands run: the configuration file's folder.
     pub workdir: PathBuf,
+    /// The job's retention policy; `None`: nothing is ever pruned.
+    pub retention: Option<Policy>,
 }
 
 #[derive(Debug, Clone)]
@@ -158,11 +198,20 @@ pub struct Destination {
     pub bwlimit: Option<u64>,
     pub part_size: u64,
     pub concurrency: usize,
+    /// Replaces the job's retention policy on this destination.
+    pub retention: Option<Policy>,
 }
 
 #[derive(Debug, Clone)]
 pub enum DestinationKind {
     Path { path: PathBuf },
+}
+
+impl Job {
+    /// The retention policy that applies to `destination`: its own, else the job's.
+    pub fn policy_for<'a>(&'a self, destination: &'a Destination) -> Option<&'a Policy> {
+        destination.retention.as_ref().or(self.retention.as_ref())
+    }
 }
 
 impl Config {
@@ -464,6 +513,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     bwlimit,
                     part_size,
                     concurrency,
+                    retention,
                 } = read(ctx, &here, rest)?;
                 if path.as_os_str().is_empty() {
                     return Err(ctx.err(
@@ -500,6 +550,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     bwlimit: bwlimit.map(|b| b.0),
                     part_size: part_size.map(|p| p.0).unwrap_or(DEFAULT_PART_SIZE),
                     concurrency: concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+                    retention: retention.as_ref().map(RawRetention::resolve),
                 }
             }
             other => {
@@ -639,6 +690,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
             compression_level,
             keep_local: j.keep_local.unwrap_or(0),
             on_change: j.on_change.unwrap_or(OnChange::Warn),
+            retention: j.retention.as_ref().map(RawRetention::resolve),
             workdir: workdir.clone(),
         });
     }
@@ -749,6 +801,18 @@ bwlimit = "20MiB"
             "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"tape\" }\ndestinations = [\"d\"]\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
             5,
             &["job[0].source.kind", "tape"],
+        ),
+        (
+            "bad retention duration",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"command\", run = \"x\" }\ndestinations = [\"d\"]\nretention = { keep_last = 2, min_age = \"soon\" }\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
+            7,
+            &["job[0].retention.min_age", "soon"],
+        ),
+        (
+            "unknown retention key",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"path\"\npath = \"/m\"\nretention = { keep_days = 2 }\n",
+            6,
+            &["destination.d.retention", "keep_days"],
         ),
         (
             "unknown destination kind",

@@ -91,6 +91,19 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Apply the retention policy: delete the backups it does not keep (manifest first)
+    Prune {
+        #[command(flatten)]
+        job: JobArg,
+        #[command(flatten)]
+        destination: DestinationArg,
+        /// Print the decisions without deleting anything
+        #[arg(long)]
+        dry_run: bool,
+        /// Evaluate the policy as of this time (RFC 3339, e.g. 2026-12-01T02:00:00Z) [default: now]
+        #[arg(long, value_name = "TIME")]
+        now: Option<String>,
+    },
     /// Show each job's last run, per destination
     Status {
         #[command(flatten)]

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::journal;
 use crate::manifest::{BackupKind, Manifest};
 use crate::progress::Progress;
+use crate::prune::{self, PruneReport};
 use crate::stage::{self, JobLock, JobStaging};
 use crate::status::{self, DestinationStatus, LastRun};
 use crate::upload::{self, DestinationReport, Status, Target};
@@ -45,6 +46,9 @@ pub struct RunReport {
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Retention applied after a successful backup, per destination with a policy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prune: Vec<PruneReport>,
 }
 
 impl RunReport {
@@ -60,6 +64,7 @@ impl RunReport {
             changed: Vec::new(),
             notes: Vec::new(),
             error: Some(error.to_string()),
+            prune: Vec::new(),
         }
     }
 }
@@ -171,6 +176,7 @@ pub async fn backup(
         changed: staged.changed.clone(),
         notes: staged.notes.clone(),
         error: None,
+        prune: Vec::new(),
     };
     if upload {
         report.destinations =
@@ -178,6 +184,17 @@ pub async fn backup(
         report.status = combine(&report.destinations);
         if report.status == Status::Ok {
             cleanup(job, &staging, &targets)?;
+            // Retention only after every destination has the new backup; a failed
+            // prune is reported but does not fail the backup.
+            let now = time::OffsetDateTime::now_utc();
+            for t in &targets {
+                if let Some(p) = prune::prune_destination(job, t, now, false).await {
+                    if let Some(e) = &p.error {
+                        progress.note(&format!("prune failed: {e}"));
+                    }
+                    report.prune.push(p);
+                }
+            }
         }
     }
     record_status(&staging, job, "backup", &report)?;
@@ -227,6 +244,7 @@ async fn upload_staged(
         changed: Vec::new(),
         notes: Vec::new(),
         error: None,
+        prune: Vec::new(),
     };
     if status == Status::Ok
         && let Err(e) = cleanup(job, staging, targets)

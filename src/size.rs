@@ -1,6 +1,11 @@
-//! Byte sizes as people write them in the configuration: `"1GiB"`, `"16MiB"`,
-//! `"500MB"`, `"1.5GiB"` or a plain integer of bytes. Binary units (KiB, MiB,
-//! GiB, TiB) are powers of two, decimal ones (KB, MB, GB, TB) powers of ten.
+//! Sizes and durations as people write them in the configuration.
+//!
+//! Sizes: `"1GiB"`, `"16MiB"`, `"500MB"`, `"1.5GiB"` or a plain integer of
+//! bytes. Binary units (KiB, MiB, GiB, TiB) are powers of two, decimal ones
+//! (KB, MB, GB, TB) powers of ten.
+//!
+//! Durations: a number and a unit (`s`, `m`, `h`, `d`, `w`), possibly several
+//! in a row: `"30d"`, `"12h"`, `"1d12h"`.
 
 use std::fmt;
 
@@ -93,9 +98,84 @@ impl<'de> serde::Deserialize<'de> for ByteSize {
     }
 }
 
+/// A duration written as `"30d"`, `"12h"` or `"1d12h"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub std::time::Duration);
+
+impl HumanDuration {
+    pub fn parse(text: &str) -> Result<HumanDuration, String> {
+        let bad = || {
+            format!(
+                "invalid duration {text:?}: write a number and a unit, like \"30d\", \"12h\" or \"1d12h\" (units: s, m, h, d, w)"
+            )
+        };
+        let t = text.trim();
+        if t.is_empty() {
+            return Err(bad());
+        }
+        let mut total: u64 = 0;
+        let mut num = String::new();
+        for c in t.chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            let unit: u64 = match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                'w' => 7 * 86_400,
+                _ => return Err(bad()),
+            };
+            let n: u64 = num.parse().map_err(|_| bad())?;
+            total = n
+                .checked_mul(unit)
+                .and_then(|v| total.checked_add(v))
+                .ok_or_else(|| format!("duration {text:?} is too long"))?;
+            num.clear();
+        }
+        if !num.is_empty() {
+            return Err(bad());
+        }
+        Ok(HumanDuration(std::time::Duration::from_secs(total)))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        HumanDuration::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_parse_as_written() {
+        for (text, secs) in [
+            ("30d", 30 * 86_400),
+            ("12h", 43_200),
+            ("1d12h", 129_600),
+            ("90m", 5_400),
+            ("2w", 1_209_600),
+            ("45s", 45),
+        ] {
+            assert_eq!(
+                HumanDuration::parse(text),
+                Ok(HumanDuration(std::time::Duration::from_secs(secs))),
+                "{text}"
+            );
+        }
+        for text in ["", "d", "12", "3x", "1.5d", "-1d"] {
+            assert!(
+                HumanDuration::parse(text).expect_err(text).contains(text),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn sizes_parse_as_written() {

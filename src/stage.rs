@@ -37,6 +37,7 @@ use crate::source::{self, CommandEnv, PlannedEntry};
 
 const WORK_PREFIX: &str = ".work-";
 const LOCK_NAME: &str = ".lock";
+const LAST_ID_NAME: &str = ".last-id";
 const READ_BUF: usize = 1 << 20;
 
 /// Where a job's staged backups live.
@@ -88,6 +89,28 @@ impl JobStaging {
         let bytes =
             fs::read(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
         Manifest::from_json(&bytes, &path.display().to_string())
+    }
+
+    /// The id of the job's last backup started here, if any.
+    fn last_id(&self) -> Option<String> {
+        fs::read_to_string(self.job_dir.join(LAST_ID_NAME))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn set_last_id(&self, id: &str) -> Result<()> {
+        let path = self.job_dir.join(LAST_ID_NAME);
+        let tmp = self.job_dir.join(format!("{LAST_ID_NAME}.tmp"));
+        fs::write(&tmp, id)
+            .and_then(|_| File::open(&tmp).and_then(|f| f.sync_all()))
+            .and_then(|_| fs::rename(&tmp, &path))
+            .map_err(|e| {
+                Error::io(
+                    format!("cannot record the backup id in {}", path.display()),
+                    e,
+                )
+            })
     }
 
     /// Removes leftovers of staging runs that died (`.work-*` folders).
@@ -277,12 +300,16 @@ pub fn stage(config: &Config, job: &Job, progress: &dyn Progress) -> Result<Stag
     let started = Instant::now();
     let mut now = time::OffsetDateTime::now_utc();
     let mut id = new_backup_id(BackupKind::Full, now);
-    // Two backups in the same second would share an id: wait for the next one.
-    while staging.backup_dir(&id).exists() {
-        std::thread::sleep(std::time::Duration::from_millis(200));
+    // Two backups in the same second would share an id (and the second would
+    // overwrite the first on every destination): ids only ever grow, so wait
+    // for a later second than the last backup's, staged or already shipped.
+    let last = staging.last_id();
+    while staging.backup_dir(&id).exists() || last.as_deref().is_some_and(|l| id.as_str() <= l) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
         now = time::OffsetDateTime::now_utc();
         id = new_backup_id(BackupKind::Full, now);
     }
+    staging.set_last_id(&id)?;
     let work = staging.job_dir.join(format!("{WORK_PREFIX}{id}"));
     fs::create_dir_all(&work)
         .map_err(|e| Error::io(format!("cannot create {}", work.display()), e))?;
@@ -904,6 +931,7 @@ mod tests {
             keep_local: 0,
             on_change: OnChange::Warn,
             workdir: PathBuf::from("/"),
+            retention: None,
         }
     }
 

@@ -10,7 +10,9 @@ use offsite::catalog::{self, Listing};
 use offsite::config::{self, Config};
 use offsite::destinations;
 use offsite::error::Error;
+use offsite::prune::{self, PruneReport};
 use offsite::restore;
+use offsite::retention::Action;
 use offsite::run::{self, BackupOutcome, RunReport};
 use offsite::size::human_bytes;
 use offsite::stage::{self, JobStaging};
@@ -113,6 +115,22 @@ pub async fn run(cli: Cli) -> i32 {
                             &backup,
                             &to,
                             force,
+                        )
+                        .await
+                    }
+                    Command::Prune {
+                        job,
+                        destination,
+                        dry_run,
+                        now,
+                    } => {
+                        prune_cmd(
+                            &out,
+                            &cfg,
+                            job.job.as_deref(),
+                            destination.destination.as_deref(),
+                            dry_run,
+                            now.as_deref(),
                         )
                         .await
                     }
@@ -280,6 +298,20 @@ fn print_run(r: &RunReport, verbose: bool) {
     }
     if let Some(e) = &r.error {
         println!("  error: {e}");
+    }
+    for p in &r.prune {
+        let deleted = p.deleted.len();
+        match &p.error {
+            None => println!(
+                "  {}: retention kept {}, deleted {deleted}",
+                p.destination,
+                p.decisions.len() - deleted
+            ),
+            Some(e) => println!(
+                "  {}: retention FAILED (the backup itself is fine): {e}",
+                p.destination
+            ),
+        }
     }
 }
 
@@ -559,6 +591,8 @@ async fn restore_cmd(
 ) -> Result<i32, Error> {
     let j = cfg.job(job)?;
     let targets = destinations::job_targets(cfg, j, destination)?;
+    // Holding the job's lock keeps prune (and backup) of this job off while restoring.
+    let _lock = stage::JobLock::acquire(&JobStaging::new(cfg, job), job)?;
     let mut last_err = None;
     for t in &targets {
         let listing = match catalog::list_job(t, job).await {
@@ -594,6 +628,99 @@ async fn restore_cmd(
     Err(last_err.unwrap_or_else(|| {
         Error::Failed(format!("job {job:?} has no destination to restore from"))
     }))
+}
+
+fn print_prune(p: &PruneReport) {
+    let verb = if p.dry_run { "would" } else { "will" };
+    println!(
+        "job {} on {}: prune{}",
+        p.job,
+        p.destination,
+        if p.dry_run {
+            " (dry run: nothing deleted)"
+        } else {
+            ""
+        }
+    );
+    for d in &p.decisions {
+        let what = match d.action {
+            Action::Keep => "keep  ",
+            Action::Delete => "delete",
+        };
+        let done = if d.action == Action::Delete && p.deleted.contains(&d.id) {
+            " (deleted)"
+        } else {
+            ""
+        };
+        println!(
+            "  {what} {}{}: {}{done}",
+            d.id,
+            if d.complete { "" } else { " [incomplete]" },
+            d.reasons.join("; ")
+        );
+    }
+    let deletes = p
+        .decisions
+        .iter()
+        .filter(|d| d.action == Action::Delete)
+        .count();
+    match &p.error {
+        Some(e) => println!(
+            "  FAILED after deleting {} of {deletes}: {e}",
+            p.deleted.len()
+        ),
+        None if p.dry_run => println!("  {verb} delete {deletes} of {}", p.decisions.len()),
+        None => println!("  deleted {} of {}", p.deleted.len(), p.decisions.len()),
+    }
+}
+
+async fn prune_cmd(
+    out: &Out,
+    cfg: &Config,
+    job: Option<&str>,
+    destination: Option<&str>,
+    dry_run: bool,
+    now: Option<&str>,
+) -> Result<i32, Error> {
+    let now = match now {
+        Some(t) => prune::parse_now(t)?,
+        None => time::OffsetDateTime::now_utc(),
+    };
+    let mut reports = Vec::new();
+    let mut skipped = Vec::new();
+    for j in cfg.select_jobs(job)? {
+        let targets = destinations::job_targets(cfg, j, destination)?;
+        let _lock = if dry_run {
+            None
+        } else {
+            Some(stage::JobLock::acquire(
+                &JobStaging::new(cfg, &j.name),
+                &j.name,
+            )?)
+        };
+        for t in &targets {
+            match prune::prune_destination(j, t, now, dry_run).await {
+                Some(r) => reports.push(r),
+                None => skipped.push(format!(
+                    "job {} on {}: no retention policy, nothing pruned",
+                    j.name, t.config.name
+                )),
+            }
+        }
+    }
+    let failed = reports.iter().any(|r| r.error.is_some());
+    if out.json {
+        out.doc(&json!({"status": if failed {"failed"} else {"ok"}, "prunes": reports, "skipped": skipped}));
+    } else {
+        for r in &reports {
+            print_prune(r);
+        }
+        for s in &skipped {
+            println!("{s}");
+        }
+        println!("{}", if failed { "prune FAILED" } else { "prune ok" });
+    }
+    Ok(if failed { 1 } else { 0 })
 }
 
 fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>) -> Result<i32, Error> {

@@ -1,0 +1,579 @@
+//! Retention: which backups to keep, as a pure function of (backups, policy,
+//! now). Deleting is a separate, dumb step (`prune`).
+//!
+//! Invariants, whatever the policy (checked by a property test below):
+//! - the newest complete backup is always kept;
+//! - a kept incremental keeps its whole chain (its parent, its parent's
+//!   parent, ... up to the full), so nothing kept becomes unrestorable;
+//! - a backup younger than `min_age` is kept;
+//! - ordering comes from each manifest's `created_at`, never from names, and
+//!   the result does not depend on the order backups are listed in;
+//! - a policy without any `keep_*` rule keeps everything;
+//! - an incomplete backup (no manifest) is deleted only once it is older than
+//!   the grace period (its age read from its id, which starts with its UTC
+//!   start time).
+//!
+//! The `keep_*` rules follow restic's: `keep_daily = 7` keeps the newest
+//! backup of each of the 7 most recent days that have backups (UTC), and so
+//! on for hours, ISO weeks, months and years; `keep_last = n` keeps the n
+//! newest; `keep_within = "30d"` keeps every backup made within 30 days of the
+//! newest one (not of now, so a host whose backups stopped keeps its history).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::manifest::BackupKind;
+
+/// What retention needs to know of a complete backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    pub id: String,
+    pub kind: BackupKind,
+    pub parent: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    pub keep_within: Option<Duration>,
+    pub min_age: Option<Duration>,
+    /// How long an incomplete backup may sit before it is deleted.
+    pub incomplete_grace: Duration,
+}
+
+impl Policy {
+    fn has_keep_rule(&self) -> bool {
+        self.keep_last.is_some()
+            || self.keep_hourly.is_some()
+            || self.keep_daily.is_some()
+            || self.keep_weekly.is_some()
+            || self.keep_monthly.is_some()
+            || self.keep_yearly.is_some()
+            || self.keep_within.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Keep,
+    Delete,
+}
+
+/// One backup's fate and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub id: String,
+    pub action: Action,
+    pub complete: bool,
+    pub reasons: Vec<String>,
+}
+
+/// The UTC time a backup id starts with (`20261122T021500Z-full`), if any.
+pub fn time_of_id(id: &str) -> Option<OffsetDateTime> {
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let stamp = id.get(..16)?;
+    time::PrimitiveDateTime::parse(stamp, &fmt)
+        .ok()
+        .map(|t| t.assume_utc())
+}
+
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 && s > 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 && s > 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Decides, for every complete backup and every incomplete one, whether to
+/// keep or delete it, with the reasons. Newest first.
+pub fn apply(
+    backups: &[BackupInfo],
+    incomplete: &[String],
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Vec<Decision> {
+    let mut sorted: Vec<&BackupInfo> = backups.iter().collect();
+    // Newest first; ties broken by id so the result never depends on input order.
+    sorted.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then_with(|| b.id.cmp(&a.id))
+    });
+    let mut reasons: BTreeMap<&str, Vec<String>> =
+        sorted.iter().map(|b| (b.id.as_str(), Vec::new())).collect();
+    let keep = |id: &str, why: String, reasons: &mut BTreeMap<&str, Vec<String>>| {
+        if let Some(r) = reasons.get_mut(id) {
+            r.push(why);
+        }
+    };
+
+    if let Some(newest) = sorted.first() {
+        keep(&newest.id, "newest complete backup".into(), &mut reasons);
+    }
+    if !policy.has_keep_rule() {
+        for b in &sorted {
+            keep(
+                &b.id,
+                "no keep_* rule is set, so everything is kept".into(),
+                &mut reasons,
+            );
+        }
+    }
+    if let Some(n) = policy.keep_last {
+        for b in sorted.iter().take(n as usize) {
+            keep(&b.id, format!("one of the last {n}"), &mut reasons);
+        }
+    }
+    type BucketFn = fn(OffsetDateTime) -> String;
+    let buckets: [(Option<u32>, &str, BucketFn); 5] = [
+        (policy.keep_hourly, "hourly", |t| {
+            format!(
+                "{}-{:02}-{:02} {:02}h",
+                t.year(),
+                t.month() as u8,
+                t.day(),
+                t.hour()
+            )
+        }),
+        (policy.keep_daily, "daily", |t| {
+            format!("{}-{:02}-{:02}", t.year(), t.month() as u8, t.day())
+        }),
+        (policy.keep_weekly, "weekly", |t| {
+            let (y, w, _) = t.to_iso_week_date();
+            format!("{y}-W{w:02}")
+        }),
+        (policy.keep_monthly, "monthly", |t| {
+            format!("{}-{:02}", t.year(), t.month() as u8)
+        }),
+        (policy.keep_yearly, "yearly", |t| t.year().to_string()),
+    ];
+    for (count, name, bucket) in buckets {
+        let Some(n) = count else { continue };
+        let mut seen = HashSet::new();
+        for b in &sorted {
+            if seen.len() >= n as usize {
+                break;
+            }
+            let key = bucket(b.created_at);
+            if seen.insert(key.clone()) {
+                keep(&b.id, format!("{name} backup for {key}"), &mut reasons);
+            }
+        }
+    }
+    if let (Some(within), Some(newest)) = (policy.keep_within, sorted.first()) {
+        for b in &sorted {
+            if newest.created_at - b.created_at <= within {
+                keep(
+                    &b.id,
+                    format!("within {} of the newest backup", human_duration(within)),
+                    &mut reasons,
+                );
+            }
+        }
+    }
+    if let Some(min_age) = policy.min_age {
+        for b in &sorted {
+            if now - b.created_at < min_age {
+                keep(
+                    &b.id,
+                    format!("younger than min_age {}", human_duration(min_age)),
+                    &mut reasons,
+                );
+            }
+        }
+    }
+    // Chains: a kept backup keeps every ancestor it needs, transitively.
+    let by_id: HashMap<&str, &BackupInfo> = sorted.iter().map(|b| (b.id.as_str(), *b)).collect();
+    let kept: Vec<&str> = sorted
+        .iter()
+        .filter(|b| reasons.get(b.id.as_str()).is_some_and(|r| !r.is_empty()))
+        .map(|b| b.id.as_str())
+        .collect();
+    for id in kept {
+        let mut child = id;
+        let mut guard = 0;
+        while let Some(parent) = by_id.get(child).and_then(|b| b.parent.as_deref()) {
+            guard += 1;
+            if guard > by_id.len() || !by_id.contains_key(parent) {
+                break;
+            }
+            let why = format!("needed by {child}, which is kept");
+            if let Some(r) = reasons.get_mut(parent)
+                && !r.contains(&why)
+            {
+                r.push(why);
+            }
+            child = parent;
+        }
+    }
+
+    let mut out: Vec<Decision> = sorted
+        .iter()
+        .map(|b| {
+            let mut r = reasons.remove(b.id.as_str()).unwrap_or_default();
+            let action = if r.is_empty() {
+                r.push("matched no keep rule".into());
+                if b.kind == BackupKind::Incr
+                    && b.parent.as_deref().is_some_and(|p| !by_id.contains_key(p))
+                {
+                    r.push("its parent is already gone".into());
+                }
+                Action::Delete
+            } else {
+                Action::Keep
+            };
+            Decision {
+                id: b.id.clone(),
+                action,
+                complete: true,
+                reasons: r,
+            }
+        })
+        .collect();
+
+    let mut inc: Vec<&String> = incomplete.iter().collect();
+    inc.sort_by(|a, b| b.cmp(a));
+    for id in inc {
+        let (action, why) = match time_of_id(id) {
+            None => (
+                Action::Keep,
+                "incomplete, and its age cannot be read from its name".to_string(),
+            ),
+            Some(t) if now - t > policy.incomplete_grace => (
+                Action::Delete,
+                format!(
+                    "incomplete (no manifest) for more than {}",
+                    human_duration(policy.incomplete_grace)
+                ),
+            ),
+            Some(_) => (
+                Action::Keep,
+                format!(
+                    "incomplete, but within the {} grace period (an upload may still be running)",
+                    human_duration(policy.incomplete_grace)
+                ),
+            ),
+        };
+        out.push(Decision {
+            id: id.clone(),
+            action,
+            complete: false,
+            reasons: vec![why],
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn full(id: &str, t: OffsetDateTime) -> BackupInfo {
+        BackupInfo {
+            id: id.into(),
+            kind: BackupKind::Full,
+            parent: None,
+            created_at: t,
+        }
+    }
+
+    fn incr(id: &str, parent: &str, t: OffsetDateTime) -> BackupInfo {
+        BackupInfo {
+            id: id.into(),
+            kind: BackupKind::Incr,
+            parent: Some(parent.into()),
+            created_at: t,
+        }
+    }
+
+    fn kept(decisions: &[Decision]) -> Vec<&str> {
+        let mut v: Vec<&str> = decisions
+            .iter()
+            .filter(|d| d.action == Action::Keep)
+            .map(|d| d.id.as_str())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn daily_history(days: i64) -> Vec<BackupInfo> {
+        (0..days)
+            .map(|d| {
+                let t = datetime!(2026-11-01 02:15 UTC) + time::Duration::days(d);
+                full(&format!("d{d:02}"), t)
+            })
+            .collect()
+    }
+
+    /// (name, policy, ids kept) over 30 daily fulls, d00 (Nov 1) .. d29 (Nov 30).
+    #[test]
+    fn keep_rules_over_a_month_of_dailies() {
+        let now = datetime!(2026-12-01 00:00 UTC);
+        let cases: Vec<(&str, Policy, Vec<&str>)> = vec![
+            (
+                "no rule keeps everything",
+                Policy::default(),
+                (0..30).map(|_| "").collect(),
+            ),
+            (
+                "keep_last 3",
+                Policy {
+                    keep_last: Some(3),
+                    ..Default::default()
+                },
+                vec!["d27", "d28", "d29"],
+            ),
+            (
+                "keep_daily 2",
+                Policy {
+                    keep_daily: Some(2),
+                    ..Default::default()
+                },
+                vec!["d28", "d29"],
+            ),
+            (
+                // Nov 30 2026 is a Monday: alone in its ISO week; Sunday Nov 29 ends the one before.
+                "keep_weekly 2 keeps the newest of each ISO week",
+                Policy {
+                    keep_weekly: Some(2),
+                    ..Default::default()
+                },
+                vec!["d28", "d29"],
+            ),
+            (
+                "keep_monthly 5",
+                Policy {
+                    keep_monthly: Some(5),
+                    ..Default::default()
+                },
+                vec!["d29"],
+            ),
+            (
+                "keep_within 2d of the newest",
+                Policy {
+                    keep_within: Some(2 * DAY),
+                    ..Default::default()
+                },
+                vec!["d27", "d28", "d29"],
+            ),
+            (
+                "min_age protects the young",
+                Policy {
+                    keep_last: Some(1),
+                    min_age: Some(3 * DAY),
+                    ..Default::default()
+                },
+                vec!["d27", "d28", "d29"],
+            ),
+            (
+                "keep_last 0 still keeps the newest",
+                Policy {
+                    keep_last: Some(0),
+                    ..Default::default()
+                },
+                vec!["d29"],
+            ),
+        ];
+        let history = daily_history(30);
+        for (name, policy, want) in cases {
+            let d = apply(&history, &[], &policy, now);
+            let got = kept(&d);
+            if want.iter().all(|w| w.is_empty()) {
+                assert_eq!(got.len(), 30, "{name}");
+            } else {
+                assert_eq!(got, want, "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn ordering_uses_created_at_not_names() {
+        // Names sort the other way round from time: WAL-G's bug deleted the newest.
+        let a = full("zzz-oldest", datetime!(2026-01-01 00:00 UTC));
+        let b = full("aaa-newest", datetime!(2026-06-01 00:00 UTC));
+        let d = apply(
+            &[a, b],
+            &[],
+            &Policy {
+                keep_last: Some(1),
+                ..Default::default()
+            },
+            datetime!(2026-07-01 00:00 UTC),
+        );
+        assert_eq!(kept(&d), vec!["aaa-newest"]);
+    }
+
+    #[test]
+    fn a_kept_incremental_keeps_its_whole_chain() {
+        let t = datetime!(2026-11-01 00:00 UTC);
+        let h = vec![
+            full("f1", t),
+            incr("i1", "f1", t + time::Duration::hours(6)),
+            incr("i2", "i1", t + time::Duration::hours(12)),
+            full("f0", t - time::Duration::days(7)),
+        ];
+        let d = apply(
+            &h,
+            &[],
+            &Policy {
+                keep_last: Some(1),
+                ..Default::default()
+            },
+            t + time::Duration::days(1),
+        );
+        assert_eq!(kept(&d), vec!["f1", "i1", "i2"]);
+        let f1 = d.iter().find(|x| x.id == "f1").expect("f1");
+        assert!(
+            f1.reasons.iter().any(|r| r.contains("needed by i1")),
+            "{:?}",
+            f1.reasons
+        );
+        let f0 = d.iter().find(|x| x.id == "f0").expect("f0");
+        assert_eq!(f0.action, Action::Delete);
+        assert_eq!(f0.reasons, vec!["matched no keep rule".to_string()]);
+    }
+
+    #[test]
+    fn incomplete_backups_wait_for_the_grace_period() {
+        let now = datetime!(2026-11-22 12:00 UTC);
+        let policy = Policy {
+            keep_last: Some(1),
+            incomplete_grace: DAY,
+            ..Default::default()
+        };
+        let inc = vec![
+            "20261122T021500Z-full".to_string(),
+            "20261120T021500Z-full".to_string(),
+            "garbage".to_string(),
+        ];
+        let d = apply(&[], &inc, &policy, now);
+        let act: HashMap<&str, Action> = d.iter().map(|x| (x.id.as_str(), x.action)).collect();
+        assert_eq!(act["20261122T021500Z-full"], Action::Keep);
+        assert_eq!(act["20261120T021500Z-full"], Action::Delete);
+        assert_eq!(act["garbage"], Action::Keep);
+        assert!(d.iter().all(|x| !x.complete));
+    }
+
+    #[test]
+    fn ids_carry_their_time() {
+        assert_eq!(
+            time_of_id("20261122T021500Z-incr"),
+            Some(datetime!(2026-11-22 02:15:00 UTC))
+        );
+        assert_eq!(time_of_id("2026"), None);
+    }
+
+    /// A small deterministic generator, so the property test needs no crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+        fn maybe(&mut self, n: u64) -> Option<u32> {
+            if self.below(3) == 0 {
+                None
+            } else {
+                Some(self.below(n) as u32)
+            }
+        }
+    }
+
+    #[test]
+    fn invariants_hold_over_random_histories() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for case in 0..2000 {
+            let start = datetime!(2025-01-01 00:00 UTC);
+            let n = rng.below(40) as usize;
+            let mut history: Vec<BackupInfo> = Vec::new();
+            let mut t = start;
+            for i in 0..n {
+                t += time::Duration::minutes(rng.below(3 * 24 * 60) as i64);
+                let id = format!("b{i:03}");
+                let fresh_full = rng.below(3) == 0;
+                match history.last().map(|b| b.id.clone()) {
+                    Some(parent) if !fresh_full => history.push(incr(&id, &parent, t)),
+                    _ => history.push(full(&id, t)),
+                }
+            }
+            let policy = Policy {
+                keep_last: rng.maybe(5),
+                keep_hourly: rng.maybe(5),
+                keep_daily: rng.maybe(8),
+                keep_weekly: rng.maybe(5),
+                keep_monthly: rng.maybe(4),
+                keep_yearly: rng.maybe(2),
+                keep_within: rng.maybe(10).map(|d| Duration::from_secs(d as u64 * 3600)),
+                min_age: rng.maybe(10).map(|d| Duration::from_secs(d as u64 * 3600)),
+                incomplete_grace: DAY,
+            };
+            let now = t + time::Duration::hours(rng.below(100) as i64);
+            let d = apply(&history, &[], &policy, now);
+            assert_eq!(
+                d.len(),
+                history.len(),
+                "case {case}: one decision per backup"
+            );
+            let act: HashMap<&str, Action> = d.iter().map(|x| (x.id.as_str(), x.action)).collect();
+            if let Some(newest) = history.iter().max_by_key(|b| (b.created_at, b.id.clone())) {
+                assert_eq!(
+                    act[newest.id.as_str()],
+                    Action::Keep,
+                    "case {case}: the newest is kept"
+                );
+            }
+            for b in &history {
+                if act[b.id.as_str()] == Action::Keep
+                    && let Some(p) = &b.parent
+                {
+                    assert_eq!(
+                        act[p.as_str()],
+                        Action::Keep,
+                        "case {case}: {} is kept, so its parent {p} is",
+                        b.id
+                    );
+                }
+                if let Some(min) = policy.min_age
+                    && now - b.created_at < min
+                {
+                    assert_eq!(
+                        act[b.id.as_str()],
+                        Action::Keep,
+                        "case {case}: {} is younger than min_age",
+                        b.id
+                    );
+                }
+            }
+            assert!(
+                d.iter().all(|x| !x.reasons.is_empty()),
+                "case {case}: every decision has a reason"
+            );
+            // The order of the listing does not matter.
+            let mut shuffled = history.clone();
+            shuffled.reverse();
+            let d2 = apply(&shuffled, &[], &policy, now);
+            assert_eq!(d, d2, "case {case}: input order changed the decisions");
+        }
+    }
+}

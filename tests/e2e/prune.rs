@@ -1,0 +1,161 @@
+//! Retention on a real destination: prune after backup, dry runs, `--now`, overrides, incomplete leftovers.
+
+use std::fs;
+
+use crate::support::*;
+
+fn backups_on(sb: &Sandbox, dest: &str) -> usize {
+    complete_backups(sb, dest).len()
+}
+
+#[test]
+fn backup_prunes_to_the_policy_and_reports_each_decision() {
+    let sb = Sandbox::new("backup_prunes_to_the_policy_and_reports_each_decision");
+    write(&sb.path("src/a.dat"), b"data");
+    sb.config_dir_job(
+        "retention = { keep_last = 2 }",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n",
+    );
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = sb.offsite(&["--json", "backup"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        ids.push(r.json()["backup"].as_str().expect("id").to_string());
+        let last = r.json();
+        if ids.len() == 3 {
+            let p = &last["prune"][0];
+            assert_eq!(p["destination"], "nas");
+            assert_eq!(p["status"], "ok");
+            assert_eq!(p["deleted"], serde_json::json!([ids[0]]), "{r:?}");
+            let d = p["decisions"].as_array().expect("decisions");
+            let first = d
+                .iter()
+                .find(|x| x["id"] == ids[0].as_str())
+                .expect("decision");
+            assert_eq!(first["action"], "delete");
+            assert!(
+                first["reasons"][0]
+                    .as_str()
+                    .expect("reason")
+                    .contains("no keep rule")
+            );
+        }
+    }
+    assert_eq!(complete_backups(&sb, "nas"), ids[1..].to_vec());
+    assert!(
+        !sb.path("dest/db").join(&ids[0]).exists(),
+        "the pruned backup's folder is gone"
+    );
+}
+
+#[test]
+fn prune_dry_run_with_now_previews_and_deletes_nothing() {
+    let sb = Sandbox::new("prune_dry_run_with_now_previews_and_deletes_nothing");
+    write(&sb.path("src/a.dat"), b"data");
+    sb.config_dir_job(
+        "retention = { keep_last = 1, min_age = \"10d\" }",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n",
+    );
+    for _ in 0..2 {
+        assert_eq!(sb.offsite(&["backup"]).code, 0);
+    }
+    assert_eq!(backups_on(&sb, "nas"), 2, "min_age keeps both for now");
+
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let dry = sb.offsite(&["--json", "prune", "--dry-run", "--now", &later]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    let p = &dry.json()["prunes"][0];
+    assert_eq!(p["dry_run"], true);
+    let deletes = p["decisions"]
+        .as_array()
+        .expect("d")
+        .iter()
+        .filter(|d| d["action"] == "delete")
+        .count();
+    assert_eq!(deletes, 1, "{dry:?}");
+    assert_eq!(backups_on(&sb, "nas"), 2, "a dry run deletes nothing");
+
+    let human = sb.offsite(&["prune", "--now", &later]);
+    assert_eq!(human.code, 0, "{human:?}");
+    assert!(
+        human.stdout.contains("delete") && human.stdout.contains("newest complete backup"),
+        "{human:?}"
+    );
+    assert_eq!(backups_on(&sb, "nas"), 1);
+
+    let bad = sb.offsite(&["prune", "--now", "tomorrow"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+}
+
+#[test]
+fn a_destination_policy_overrides_the_job_policy() {
+    let sb = Sandbox::new("a_destination_policy_overrides_the_job_policy");
+    write(&sb.path("src/a.dat"), b"data");
+    sb.config_dir_job(
+        "retention = { keep_last = 3 }",
+        &["nas", "cold"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\nretention = { keep_last = 1 }\n\n[destination.cold]\nkind = \"path\"\npath = \"dest2\"\n",
+    );
+    fs::create_dir_all(sb.path("dest2")).expect("mkdir");
+    for _ in 0..3 {
+        assert_eq!(sb.offsite(&["backup"]).code, 0);
+    }
+    assert_eq!(backups_on(&sb, "nas"), 1);
+    assert_eq!(backups_on(&sb, "cold"), 3);
+}
+
+#[test]
+fn incomplete_leftovers_are_removed_after_the_grace_period() {
+    let sb = Sandbox::new("incomplete_leftovers_are_removed_after_the_grace_period");
+    write(&sb.path("src/a.dat"), b"data");
+    sb.config_dir_job(
+        "retention = { keep_last = 5, incomplete_grace = \"1d\" }",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n",
+    );
+    write(
+        &sb.path("dest/db/20200101T000000Z-full/vol-000000.tar.zst"),
+        b"old leftover",
+    );
+    let fresh = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z-full"
+        ))
+        .expect("format");
+    write(
+        &sb.path("dest/db").join(&fresh).join("vol-000000.tar.zst"),
+        b"an upload in progress",
+    );
+    let r = sb.offsite(&["--json", "prune"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        !sb.path("dest/db/20200101T000000Z-full").exists(),
+        "old incomplete backup removed"
+    );
+    assert!(
+        sb.path("dest/db").join(&fresh).exists(),
+        "a recent incomplete backup is left alone"
+    );
+}
+
+#[test]
+fn without_a_policy_nothing_is_pruned() {
+    let sb = Sandbox::new("without_a_policy_nothing_is_pruned");
+    write(&sb.path("src/a.dat"), b"data");
+    sb.config_dir_job(
+        "",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n",
+    );
+    for _ in 0..2 {
+        assert_eq!(sb.offsite(&["backup"]).code, 0);
+    }
+    let r = sb.offsite(&["prune"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("no retention policy"), "{r:?}");
+    assert_eq!(backups_on(&sb, "nas"), 2);
+}
