@@ -45,9 +45,13 @@ pub enum Command {
     Backup {
         #[command(flatten)]
         job: JobArg,
-        /// Take a full backup (the only kind this version takes)
-        #[arg(long)]
+        /// Take a full backup (the default)
+        #[arg(long, conflicts_with = "incremental")]
         full: bool,
+        /// Pack only files changed since the job's last backup (dir sources; a
+        /// command source, or a job with no earlier backup here, gets a full one)
+        #[arg(long)]
+        incremental: bool,
         /// Stage only; `offsite upload` sends it later
         #[arg(long)]
         no_upload: bool,

@@ -98,6 +98,9 @@ pub struct FileEntry {
     pub size: u64,
     /// Seconds since the Unix epoch.
     pub mtime: i64,
+    /// The nanoseconds of the modification time (for change detection).
+    #[serde(default)]
+    pub mtime_nsec: u32,
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -153,6 +156,16 @@ pub fn symlink_stays_inside(link: &str, target: &str) -> bool {
     true
 }
 
+/// A backup id is one key component: no `/`, not empty, not `.` or `..`.
+pub fn safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id != "."
+        && id != ".."
+        && !id.contains('/')
+        && !id.contains('\\')
+        && !id.contains('\0')
+}
+
 impl Manifest {
     pub fn from_json(bytes: &[u8], origin: &str) -> Result<Manifest> {
         let m: Manifest = serde_json::from_slice(bytes)
@@ -181,6 +194,15 @@ impl Manifest {
                 self.format
             ));
         }
+        if !safe_id(&self.id) || self.parent.as_deref().is_some_and(|p| !safe_id(p)) {
+            return bad(format!(
+                "unsafe backup id {:?} or parent {:?}",
+                self.id, self.parent
+            ));
+        }
+        if (self.kind == BackupKind::Incr) != self.parent.is_some() {
+            return bad("an incremental has a parent and a full has none".into());
+        }
         let mut names = HashSet::new();
         for v in &self.volumes {
             if !safe_relative_path(&v.name) || v.name.contains('/') || v.name == MANIFEST_NAME {
@@ -198,7 +220,21 @@ impl Manifest {
             if !paths.insert(&f.path) {
                 return bad(format!("path {:?} is listed twice", f.path));
             }
-            if f.volume as usize >= self.volumes.len().max(1) {
+            if !safe_id(&f.backup) {
+                return bad(format!(
+                    "{:?} names an unsafe backup id {:?}",
+                    f.path, f.backup
+                ));
+            }
+            if f.backup != self.id {
+                // Bytes held by an earlier backup of the chain: only unchanged files of an incremental.
+                if self.kind != BackupKind::Incr || f.kind != EntryKind::File {
+                    return bad(format!(
+                        "{:?} points at backup {:?}, which only an incremental's files may",
+                        f.path, f.backup
+                    ));
+                }
+            } else if f.volume as usize >= self.volumes.len().max(1) {
                 return bad(format!(
                     "{:?} names volume {} of {}",
                     f.path,
@@ -242,5 +278,89 @@ mod tests {
         assert!(!symlink_stays_inside("link", "../outside"));
         assert!(!symlink_stays_inside("a/link", "../../x"));
         assert!(!symlink_stays_inside("a/link", "/etc"));
+    }
+}
+
+#[cfg(test)]
+mod validation_tests {
+    use super::*;
+
+    fn manifest(kind: BackupKind, parent: Option<&str>, files: Vec<FileEntry>) -> Manifest {
+        Manifest {
+            format: FORMAT,
+            tool: "offsite test".into(),
+            job: "db".into(),
+            id: "20261122T021500Z-incr".into(),
+            kind,
+            parent: parent.map(str::to_string),
+            created_at: "2026-11-22T02:15:00Z".into(),
+            source: SourceInfo {
+                kind: "dir".into(),
+                description: "/d".into(),
+            },
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: 3,
+            },
+            encryption: None,
+            volumes: vec![Volume {
+                name: "vol-000000.tar.zst".into(),
+                size: 1,
+                sha256: "00".into(),
+            }],
+            files,
+            deleted: Vec::new(),
+            changed: Vec::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    fn file(path: &str, backup: &str, volume: u32) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            size: 1,
+            mtime: 0,
+            mtime_nsec: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            sha256: Some("00".into()),
+            target: None,
+            volume,
+            backup: backup.into(),
+        }
+    }
+
+    #[test]
+    fn an_incremental_may_point_at_its_chain_and_a_full_may_not() {
+        let own = "20261122T021500Z-incr";
+        let ok = manifest(
+            BackupKind::Incr,
+            Some("20261121T021500Z-full"),
+            vec![file("a", own, 0), file("b", "20261121T021500Z-full", 7)],
+        );
+        assert!(ok.validate("t").is_ok());
+        let full = manifest(
+            BackupKind::Full,
+            None,
+            vec![file("b", "20261121T021500Z-full", 0)],
+        );
+        assert!(full.validate("t").is_err(), "a full holds all its bytes");
+        let escape = manifest(BackupKind::Incr, Some("p"), vec![file("b", "../../etc", 0)]);
+        assert!(
+            escape.validate("t").is_err(),
+            "a backup id is one key component"
+        );
+        let orphan = manifest(BackupKind::Incr, None, vec![file("a", own, 0)]);
+        assert!(
+            orphan.validate("t").is_err(),
+            "an incremental names its parent"
+        );
+        let bad_volume = manifest(BackupKind::Incr, Some("p"), vec![file("a", own, 3)]);
+        assert!(
+            bad_volume.validate("t").is_err(),
+            "own files name one of its volumes"
+        );
     }
 }

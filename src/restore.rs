@@ -202,10 +202,25 @@ struct Outcome {
 
 /// Streams the backup through `sink`. With `stop_early` the first problem
 /// ends the read (restore); otherwise every problem found is collected (verify).
+/// The entries of `archive` whose bytes it holds itself (all of a full's;
+/// an incremental's changed files, folders and symlinks).
+fn own_entries(archive: &Manifest) -> HashMap<String, FileEntry> {
+    archive
+        .files
+        .iter()
+        .filter(|f| f.backup == archive.id)
+        .map(|f| (f.path.clone(), f.clone()))
+        .collect()
+}
+
+/// Streams `archive`'s volumes. Every archive entry must be one `archive`'s
+/// manifest says it holds; of those, the `wanted` ones (path → the entry to
+/// check against and restore with) go to `sink`, the others are skipped.
 fn read_backup(
     rt: tokio::runtime::Handle,
     target: &Target,
     manifest: &Manifest,
+    wanted: &HashMap<String, FileEntry>,
     sink: &mut dyn EntrySink,
     stop_early: bool,
 ) -> Outcome {
@@ -248,6 +263,7 @@ fn read_backup(
     let expected: HashMap<&str, &FileEntry> = manifest
         .files
         .iter()
+        .filter(|f| f.backup == manifest.id)
         .map(|f| (f.path.as_str(), f))
         .collect();
     let mut seen: HashSet<String> = HashSet::new();
@@ -292,12 +308,24 @@ fn read_backup(
                     push(format!("archive entry {name:?} is an unsafe path; refused"));
                     continue;
                 }
-                let Some(fe) = expected.get(name.as_str()) else {
+                let Some(held) = expected.get(name.as_str()) else {
                     push(format!(
                         "archive entry {name:?} is not in the manifest; refused"
                     ));
                     continue;
                 };
+                let Some(fe) = wanted.get(name.as_str()) else {
+                    // Held here but not part of what is read now (a later backup replaced it).
+                    seen.insert(name.clone());
+                    continue;
+                };
+                if fe.kind != held.kind {
+                    push(format!(
+                        "{name:?} is a {:?} in {} but a {:?} in the backup being restored",
+                        held.kind, manifest.id, fe.kind
+                    ));
+                    continue;
+                }
                 if !seen.insert(name.clone()) {
                     push(format!("archive entry {name:?} appears twice"));
                     continue;
@@ -378,7 +406,7 @@ fn read_backup(
         let mut chain = decoder.finish();
         let _ = io::copy(&mut chain, &mut io::sink());
         if !broken {
-            for f in &manifest.files {
+            for f in wanted.values() {
                 if !seen.contains(&f.path) {
                     push(format!(
                         "{:?} is in the manifest but not in the archive",
@@ -397,10 +425,12 @@ pub async fn verify(target: &Target, manifest: &Manifest) -> Result<VerifyReport
     let rt = tokio::runtime::Handle::current();
     let target2 = target.clone();
     let m = manifest.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || read_backup(rt, &target2, &m, &mut HashOnly, false))
-            .await
-            .map_err(|e| Error::Failed(format!("verify task failed: {e}")))?;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let own = own_entries(&m);
+        read_backup(rt, &target2, &m, &own, &mut HashOnly, false)
+    })
+    .await
+    .map_err(|e| Error::Failed(format!("verify task failed: {e}")))?;
     Ok(VerifyReport {
         job: manifest.job.clone(),
         destination: target.config.name.clone(),
@@ -569,14 +599,53 @@ impl EntrySink for TreeWriter {
     }
 }
 
+/// The backups whose archives hold `manifest`'s bytes, oldest first and the
+/// backup itself last, each with the entries to take from it; `others` are
+/// the manifests on the destination to find the chain in.
+fn chain_of(
+    target: &Target,
+    manifest: &Manifest,
+    others: &[Manifest],
+) -> Result<Vec<(Manifest, HashMap<String, FileEntry>)>> {
+    let mut by_holder: std::collections::BTreeMap<&str, HashMap<String, FileEntry>> =
+        Default::default();
+    for f in &manifest.files {
+        by_holder
+            .entry(f.backup.as_str())
+            .or_default()
+            .insert(f.path.clone(), f.clone());
+    }
+    by_holder.entry(manifest.id.as_str()).or_default();
+    let mut out = Vec::new();
+    for (holder, wanted) in by_holder {
+        let m = if holder == manifest.id {
+            manifest.clone()
+        } else {
+            others.iter().find(|m| m.id == holder).cloned().ok_or_else(|| {
+                Error::Failed(format!(
+                    "destination \"{}\": backup {} needs the files held by {holder}, which is not complete there; restore another backup, or from another destination",
+                    target.config.name, manifest.id
+                ))
+            })?
+        };
+        out.push((m, wanted));
+    }
+    // The backup itself reads last, so its folders' metadata is what stays.
+    out.sort_by_key(|(m, _)| (m.id == manifest.id, m.created_at.clone(), m.id.clone()));
+    Ok(out)
+}
+
 /// Restores `manifest`'s backup from `target` into `to`, which must be empty
-/// (or missing) unless `force`.
+/// (or missing) unless `force`. An incremental is rebuilt from its chain,
+/// found among `others` (the destination's complete backups).
 pub async fn restore(
     target: &Target,
     manifest: &Manifest,
+    others: &[Manifest],
     to: &Path,
     force: bool,
 ) -> Result<RestoreReport> {
+    let chain = chain_of(target, manifest, others)?;
     match fs::read_dir(to) {
         Ok(mut entries) => {
             if entries.next().is_some() && !force {
@@ -596,7 +665,6 @@ pub async fn restore(
         .map_err(|e| Error::io(format!("cannot resolve {}", to.display()), e))?;
     let rt = tokio::runtime::Handle::current();
     let target2 = target.clone();
-    let m = manifest.clone();
     let root2 = root.clone();
     let (outcome, finished) = tokio::task::spawn_blocking(move || {
         let mut writer = TreeWriter {
@@ -606,7 +674,26 @@ pub async fn restore(
             // SAFETY: geteuid has no preconditions.
             chown: unsafe { libc::geteuid() } == 0,
         };
-        let outcome = read_backup(rt, &target2, &m, &mut writer, true);
+        let mut outcome = Outcome {
+            files: 0,
+            bytes: 0,
+            problems: Vec::new(),
+        };
+        for (archive, wanted) in &chain {
+            let o = read_backup(rt.clone(), &target2, archive, wanted, &mut writer, true);
+            outcome.files += o.files;
+            outcome.bytes += o.bytes;
+            outcome.problems.extend(o.problems.into_iter().map(|p| {
+                if archive.id == chain.last().map(|(m, _)| m.id.as_str()).unwrap_or("") {
+                    p
+                } else {
+                    format!("in {}: {p}", archive.id)
+                }
+            }));
+            if !outcome.problems.is_empty() {
+                break;
+            }
+        }
         let finished = if outcome.problems.is_empty() {
             writer.finish()
         } else {

@@ -125,6 +125,7 @@ impl BackupOutcome {
 pub async fn backup(
     config: &Config,
     job: &Job,
+    kind: BackupKind,
     upload: bool,
     progress_arc: Arc<dyn Progress>,
 ) -> Result<BackupOutcome> {
@@ -139,7 +140,7 @@ pub async fn backup(
         let config = config.clone();
         let job2 = job.clone();
         let p = progress_arc.clone();
-        tokio::task::spawn_blocking(move || stage::stage(&config, &job2, p.as_ref()))
+        tokio::task::spawn_blocking(move || stage::stage(&config, &job2, kind, p.as_ref()))
             .await
             .map_err(|e| Error::Failed(format!("staging task failed: {e}")))?
     };

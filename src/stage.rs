@@ -18,7 +18,7 @@
 //!   `pre` hook was started, even when the copy failed.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,6 +38,8 @@ use crate::source::{self, CommandEnv, PlannedEntry};
 const WORK_PREFIX: &str = ".work-";
 const LOCK_NAME: &str = ".lock";
 const LAST_ID_NAME: &str = ".last-id";
+const MANIFESTS_DIR: &str = ".manifests";
+const LOCAL_MANIFESTS_KEPT: usize = 20;
 const READ_BUF: usize = 1 << 20;
 
 /// Where a job's staged backups live.
@@ -91,6 +93,49 @@ impl JobStaging {
         Manifest::from_json(&bytes, &path.display().to_string())
     }
 
+    fn manifests_dir(&self) -> PathBuf {
+        self.job_dir.join(MANIFESTS_DIR)
+    }
+
+    /// The newest backup staged here (its manifest), the parent of the next incremental.
+    pub fn latest_local_manifest(&self) -> Result<Option<Manifest>> {
+        let dir = self.manifests_dir();
+        let mut names: Vec<String> = match fs::read_dir(&dir) {
+            Ok(e) => e
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("cannot list {}", dir.display()), e)),
+        };
+        names.sort();
+        let Some(last) = names.last() else {
+            return Ok(None);
+        };
+        let path = dir.join(last);
+        let bytes =
+            fs::read(&path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        Manifest::from_json(&bytes, &path.display().to_string()).map(Some)
+    }
+
+    /// Keeps a copy of `m` for later incrementals, and only the newest few.
+    fn keep_local_manifest(&self, m: &Manifest) -> Result<()> {
+        let dir = self.manifests_dir();
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        write_file_atomic(&dir, &format!("{}.json", m.id), &m.to_json())?;
+        let mut names: Vec<PathBuf> = fs::read_dir(&dir)
+            .map(|e| e.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.sort();
+        let extra = names.len().saturating_sub(LOCAL_MANIFESTS_KEPT);
+        for old in &names[..extra] {
+            let _ = fs::remove_file(old);
+        }
+        Ok(())
+    }
+
     /// The id of the job's last backup started here, if any.
     fn last_id(&self) -> Option<String> {
         fs::read_to_string(self.job_dir.join(LAST_ID_NAME))
@@ -100,17 +145,7 @@ impl JobStaging {
     }
 
     fn set_last_id(&self, id: &str) -> Result<()> {
-        let path = self.job_dir.join(LAST_ID_NAME);
-        let tmp = self.job_dir.join(format!("{LAST_ID_NAME}.tmp"));
-        fs::write(&tmp, id)
-            .and_then(|_| File::open(&tmp).and_then(|f| f.sync_all()))
-            .and_then(|_| fs::rename(&tmp, &path))
-            .map_err(|e| {
-                Error::io(
-                    format!("cannot record the backup id in {}", path.display()),
-                    e,
-                )
-            })
+        write_file_atomic(&self.job_dir, LAST_ID_NAME, id.as_bytes())
     }
 
     /// Removes leftovers of staging runs that died (`.work-*` folders).
@@ -291,23 +326,54 @@ pub struct StagedBackup {
     pub notes: Vec<String>,
 }
 
-/// Stages one backup of `job`. The caller holds the job's [`JobLock`].
-pub fn stage(config: &Config, job: &Job, progress: &dyn Progress) -> Result<StagedBackup> {
+/// Stages one backup of `job`, incremental when `requested` says so and
+/// there is a parent to build on (else full, with a note saying why). The
+/// caller holds the job's [`JobLock`].
+pub fn stage(
+    config: &Config,
+    job: &Job,
+    requested: BackupKind,
+    progress: &dyn Progress,
+) -> Result<StagedBackup> {
     check_overlap(config, job)?;
     let staging = JobStaging::new(config, &job.name);
     staging.remove_dead_work()?;
 
+    let mut notes = Vec::new();
+    let parent = match (requested, &job.source) {
+        (BackupKind::Full, _) => None,
+        (BackupKind::Incr, Source::Command { .. }) => {
+            notes.push("command sources are always backed up in full".to_string());
+            None
+        }
+        (BackupKind::Incr, Source::Dir { .. }) => {
+            let p = staging.latest_local_manifest()?;
+            if p.is_none() {
+                notes.push("no earlier backup to build on here, so this one is full".to_string());
+            }
+            p
+        }
+    };
+    let kind = if parent.is_some() {
+        BackupKind::Incr
+    } else {
+        BackupKind::Full
+    };
+
     let started = Instant::now();
     let mut now = time::OffsetDateTime::now_utc();
-    let mut id = new_backup_id(BackupKind::Full, now);
+    let mut id = new_backup_id(kind, now);
     // Two backups in the same second would share an id (and the second would
     // overwrite the first on every destination): ids only ever grow, so wait
     // for a later second than the last backup's, staged or already shipped.
     let last = staging.last_id();
-    while staging.backup_dir(&id).exists() || last.as_deref().is_some_and(|l| id.as_str() <= l) {
+    let stamp = |id: &str| id.get(..16).unwrap_or(id).to_string();
+    while staging.backup_dir(&id).exists()
+        || last.as_deref().is_some_and(|l| stamp(&id) <= stamp(l))
+    {
         std::thread::sleep(std::time::Duration::from_millis(100));
         now = time::OffsetDateTime::now_utc();
-        id = new_backup_id(BackupKind::Full, now);
+        id = new_backup_id(kind, now);
     }
     staging.set_last_id(&id)?;
     let work = staging.job_dir.join(format!("{WORK_PREFIX}{id}"));
@@ -335,7 +401,12 @@ pub fn stage(config: &Config, job: &Job, progress: &dyn Progress) -> Result<Stag
                     None,
                 )?;
             }
-            pack_source(config, job, &id, now, &work, &env, progress)
+            let new = NewBackup {
+                id: &id,
+                created: now,
+                parent: parent.as_ref(),
+            };
+            pack_source(config, job, &new, &work, &env, progress)
         })();
         if pre_started {
             for (i, hook) in job.post.iter().enumerate() {
@@ -355,12 +426,17 @@ pub fn stage(config: &Config, job: &Job, progress: &dyn Progress) -> Result<Stag
         }
         let mut staged = outcome?;
         staged.manifest.stats.seconds = started.elapsed().as_secs_f64();
+        notes.append(&mut staged.notes);
+        staged.notes = notes;
         write_manifest(&work, &staged.manifest)?;
         let dir = staging.backup_dir(&id);
         fs::rename(&work, &dir)
             .map_err(|e| Error::io(format!("cannot rename {} into place", work.display()), e))?;
         sync_dir(&staging.job_dir)?;
         staged.dir = dir;
+        // The parent of the next incremental is read here, never from a destination
+        // (a put-only host cannot read its bucket).
+        staging.keep_local_manifest(&staged.manifest)?;
         Ok(staged)
     })();
     if result.is_err() {
@@ -369,12 +445,13 @@ pub fn stage(config: &Config, job: &Job, progress: &dyn Progress) -> Result<Stag
     result
 }
 
-fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
-    let tmp = dir.join(format!(".{MANIFEST_NAME}.tmp"));
-    let path = dir.join(MANIFEST_NAME);
+/// Writes `name` in `dir` by temp file, fsync and rename.
+pub(crate) fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
     let mut f =
         File::create(&tmp).map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
-    f.write_all(&m.to_json())
+    f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
     fs::rename(&tmp, &path)
@@ -382,16 +459,32 @@ fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
     sync_dir(dir)
 }
 
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
+    write_file_atomic(dir, MANIFEST_NAME, &m.to_json())
+}
+
 /// Produces the source's files and packs them into volumes in `work`.
+/// The identity of the backup being staged.
+struct NewBackup<'a> {
+    id: &'a str,
+    created: time::OffsetDateTime,
+    /// The backup an incremental builds on.
+    parent: Option<&'a Manifest>,
+}
+
 fn pack_source(
     config: &Config,
     job: &Job,
-    id: &str,
-    now: time::OffsetDateTime,
+    new: &NewBackup,
     work: &Path,
     env: &CommandEnv,
     progress: &dyn Progress,
 ) -> Result<StagedBackup> {
+    let NewBackup {
+        id,
+        created: now,
+        parent,
+    } = *new;
     let (root, order, exclude, description, kind) = match &job.source {
         Source::Dir {
             path,
@@ -436,7 +529,7 @@ fn pack_source(
     check_free_space(work, total_bytes, config.staging.min_free)?;
 
     progress.stage_started(&job.name, total_files, total_bytes);
-    let packed = pack(&plan, work, id, job, progress);
+    let packed = pack(&plan, work, id, job, parent, progress);
     progress.stage_finished(&job.name);
     let packed = packed?;
     if kind == "command" {
@@ -444,6 +537,24 @@ fn pack_source(
     }
 
     let mut notes = Vec::new();
+    let mut deleted = Vec::new();
+    if let Some(p) = parent {
+        let now_paths: std::collections::HashSet<&str> =
+            packed.files.iter().map(|f| f.path.as_str()).collect();
+        deleted = p
+            .files
+            .iter()
+            .filter(|f| !now_paths.contains(f.path.as_str()))
+            .map(|f| f.path.clone())
+            .collect();
+        notes.push(format!(
+            "incremental on {}: {} file(s) packed, {} unchanged, {} deleted",
+            p.id,
+            packed.packed_files,
+            packed.unchanged,
+            deleted.len()
+        ));
+    }
     skipped.extend(packed.skipped);
     for s in &skipped {
         notes.push(format!("skipped {s}"));
@@ -467,8 +578,12 @@ fn pack_source(
         tool: format!("offsite {}", env!("CARGO_PKG_VERSION")),
         job: job.name.clone(),
         id: id.to_string(),
-        kind: BackupKind::Full,
-        parent: None,
+        kind: if parent.is_some() {
+            BackupKind::Incr
+        } else {
+            BackupKind::Full
+        },
+        parent: parent.map(|p| p.id.clone()),
         created_at: rfc3339(now),
         source: SourceInfo {
             kind: kind.to_string(),
@@ -481,10 +596,10 @@ fn pack_source(
         encryption: None,
         volumes: packed.volumes,
         files: packed.files,
-        deleted: Vec::new(),
+        deleted,
         changed: packed.changed.clone(),
         stats: Stats {
-            files: total_files,
+            files: packed.packed_files,
             bytes: packed.bytes,
             stored_bytes: stored,
             seconds: 0.0,
@@ -505,7 +620,42 @@ struct Packed {
     files: Vec<FileEntry>,
     changed: Vec<String>,
     skipped: Vec<String>,
+    /// Bytes and files packed into this backup's volumes.
     bytes: u64,
+    packed_files: u64,
+    /// Files an incremental took from its parent's chain.
+    unchanged: u64,
+}
+
+/// The parent's entry for `rel` if the file's bytes are the same: same size
+/// and modification time, or same size and the same content hash.
+fn unchanged_in_parent<'p>(
+    parent: &'p std::collections::HashMap<&str, &FileEntry>,
+    rel: &str,
+    md: &fs::Metadata,
+    file: &mut File,
+) -> io::Result<Option<&'p FileEntry>> {
+    let Some(p) = parent.get(rel).copied() else {
+        return Ok(None);
+    };
+    if p.kind != EntryKind::File || p.size != md.len() {
+        return Ok(None);
+    }
+    if p.mtime == md.mtime() && p.mtime_nsec as i64 == md.mtime_nsec() {
+        return Ok(Some(p));
+    }
+    // Touched but maybe not changed: compare the content.
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    file.seek(io::SeekFrom::Start(0))?;
+    Ok((Some(hex::encode(hasher.finalize())) == p.sha256).then_some(p))
 }
 
 fn mtime_secs(md: &fs::Metadata) -> i64 {
@@ -521,8 +671,14 @@ fn pack(
     work: &Path,
     id: &str,
     job: &Job,
+    parent: Option<&Manifest>,
     progress: &dyn Progress,
 ) -> Result<Packed> {
+    let parent_files: std::collections::HashMap<&str, &FileEntry> = parent
+        .map(|p| p.files.iter().map(|f| (f.path.as_str(), f)).collect())
+        .unwrap_or_default();
+    let mut packed_files = 0u64;
+    let mut unchanged = 0u64;
     let writer = VolumeWriter::new(work, job.compression_level, job.volume_size)?;
     let mut tar = tar::Builder::new(writer);
     let mut files = Vec::with_capacity(plan.len());
@@ -557,6 +713,7 @@ fn pack(
             kind: entry.kind,
             size: 0,
             mtime: mtime_secs(&md),
+            mtime_nsec: md.mtime_nsec().clamp(0, 999_999_999) as u32,
             mode: md.mode() & 0o7777,
             uid: md.uid(),
             gid: md.gid(),
@@ -605,7 +762,7 @@ fn pack(
                 record.target = Some(target);
             }
             EntryKind::File => {
-                let file = match File::open(&entry.abs) {
+                let mut file = match File::open(&entry.abs) {
                     Ok(f) => f,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         changed.push(format!("{} (deleted)", entry.rel));
@@ -622,6 +779,23 @@ fn pack(
                     Error::io(format!("source: cannot stat {}", entry.abs.display()), e)
                 })?;
                 let size = before.len();
+                record.mtime = before.mtime();
+                record.mtime_nsec = before.mtime_nsec().clamp(0, 999_999_999) as u32;
+                let same = unchanged_in_parent(&parent_files, &entry.rel, &before, &mut file)
+                    .map_err(|e| {
+                        Error::io(format!("source: cannot read {}", entry.abs.display()), e)
+                    })?;
+                if let Some(p) = same {
+                    // The bytes stay where they are in the chain; only the metadata is new.
+                    record.size = p.size;
+                    record.sha256 = p.sha256.clone();
+                    record.volume = p.volume;
+                    record.backup = p.backup.clone();
+                    unchanged += 1;
+                    progress.stage_advanced(1, size);
+                    files.push(record);
+                    continue;
+                }
                 let estimate = tar.get_ref().estimate_compressed(size);
                 tar.get_mut()
                     .before_entry(estimate)
@@ -645,6 +819,7 @@ fn pack(
                 record.size = size;
                 record.sha256 = Some(hex::encode(reader.hasher.finalize()));
                 bytes += size;
+                packed_files += 1;
                 progress.stage_advanced(1, size);
             }
         }
@@ -660,6 +835,8 @@ fn pack(
         changed,
         skipped,
         bytes,
+        packed_files,
+        unchanged,
     })
 }
 
@@ -947,7 +1124,7 @@ mod tests {
             fs::write(src.path().join(format!("f{i:03}")), noise(*s, i as u64)).expect("write");
         }
         let (plan, _) = source::plan_dir(src.path(), &[], &[]).expect("plan");
-        let packed = pack(&plan, out.path(), "id", &job(volume_size), &Silent).expect("pack");
+        let packed = pack(&plan, out.path(), "id", &job(volume_size), None, &Silent).expect("pack");
         assert!(packed.changed.is_empty());
         (
             packed.files.iter().map(|f| f.volume).collect(),

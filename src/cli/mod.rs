@@ -10,6 +10,7 @@ use offsite::catalog::{self, Listing};
 use offsite::config::{self, Config};
 use offsite::destinations;
 use offsite::error::Error;
+use offsite::manifest::BackupKind;
 use offsite::prune::{self, PruneReport};
 use offsite::restore;
 use offsite::retention::Action;
@@ -71,8 +72,18 @@ pub async fn run(cli: Cli) -> i32 {
                 Ok(cfg) => match command {
                     Command::Init { .. } => Ok(0),
                     Command::Check { write_test } => check(&out, &cfg, write_test).await,
-                    Command::Backup { job, no_upload, .. } => {
-                        backup(&out, &cfg, job.job.as_deref(), !no_upload, progress).await
+                    Command::Backup {
+                        job,
+                        no_upload,
+                        incremental,
+                        ..
+                    } => {
+                        let kind = if incremental {
+                            BackupKind::Incr
+                        } else {
+                            BackupKind::Full
+                        };
+                        backup(&out, &cfg, job.job.as_deref(), kind, !no_upload, progress).await
                     }
                     Command::Upload { job } => {
                         upload(&out, &cfg, job.job.as_deref(), progress).await
@@ -345,6 +356,7 @@ async fn backup(
     out: &Out,
     cfg: &Config,
     job: Option<&str>,
+    kind: BackupKind,
     upload: bool,
     progress: Arc<TermProgress>,
 ) -> Result<i32, Error> {
@@ -355,7 +367,7 @@ async fn backup(
     }
     let mut outcomes: Vec<BackupOutcome> = Vec::new();
     for j in &jobs {
-        match run::backup(cfg, j, upload, progress.clone()).await {
+        match run::backup(cfg, j, kind, upload, progress.clone()).await {
             Ok(o) => outcomes.push(o),
             Err(e) if jobs.len() == 1 => return Err(e),
             Err(e) if e.exit_code() == 2 => return Err(e),
@@ -609,7 +621,8 @@ async fn restore_cmd(
                 continue;
             }
         };
-        let r = restore::restore(t, &chosen.manifest, to, force).await?;
+        let others: Vec<_> = listing.backups.iter().map(|b| b.manifest.clone()).collect();
+        let r = restore::restore(t, &chosen.manifest, &others, to, force).await?;
         if out.json {
             out.doc(&json!({"status": "ok", "restore": r}));
         } else {

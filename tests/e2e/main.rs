@@ -4,6 +4,7 @@
 mod backup_restore;
 mod config_errors;
 mod destinations;
+mod incremental;
 mod prune;
 mod resume;
 mod sources;
