@@ -279,11 +279,10 @@ fn too_little_free_space_is_refused_before_staging() {
     assert_eq!(r.code, 1, "{r:?}");
     let err = r.json()["error"].as_str().expect("error").to_string();
     assert!(err.contains("free") && err.contains("min_free"), "{err}");
-    let left: Vec<_> = fs::read_dir(sb.path("staging/db"))
-        .expect("staging")
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .collect();
-    assert!(left.is_empty(), "nothing staged: {left:?}");
+    assert!(
+        staging_dirs(&sb).is_empty(),
+        "nothing staged: {:?}",
+        staging_dirs(&sb)
+    );
     assert_eq!(fs::read_dir(sb.path("dest")).expect("dest").count(), 0);
 }

@@ -78,12 +78,11 @@ fn a_failing_command_ships_nothing_and_post_still_runs() {
         0,
         "nothing shipped"
     );
-    let staged: Vec<_> = fs::read_dir(sb.path("staging/db"))
-        .expect("staging")
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .collect();
-    assert!(staged.is_empty(), "nothing half-staged is left: {staged:?}");
+    assert!(
+        staging_dirs(&sb).is_empty(),
+        "nothing half-staged is left: {:?}",
+        staging_dirs(&sb)
+    );
 }
 
 #[test]

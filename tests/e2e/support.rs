@@ -179,3 +179,17 @@ pub fn complete_backups(sb: &Sandbox, dest: &str) -> Vec<String> {
         .map(|b| b["id"].as_str().expect("id").to_string())
         .collect()
 }
+
+/// The folders in the job's staging folder: staged backups and any `.work-*`
+/// leftovers (the kept parent manifests, `.manifests`, are not counted).
+pub fn staging_dirs(sb: &Sandbox) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(sb.path("staging/db")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".manifests")
+        .collect()
+}
