@@ -24,7 +24,7 @@ pub struct Cli {
     /// Print only results and errors: no progress bars, no notes
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
-    /// Print more detail (every note, per-volume results)
+    /// Print more detail: every note (skipped entries, incremental counts) also on stdout
     #[arg(short, long, global = true)]
     verbose: bool,
     #[command(subcommand)]
