@@ -5,8 +5,7 @@
 //! rename), so a crash leaves the previous record, never half of one.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -85,15 +84,8 @@ pub fn read(job_dir: &Path, job: &str) -> Result<JobStatus> {
 pub fn write(job_dir: &Path, status: &JobStatus) -> Result<()> {
     fs::create_dir_all(job_dir)
         .map_err(|e| Error::io(format!("cannot create {}", job_dir.display()), e))?;
-    let path = status_path(job_dir);
-    let tmp = job_dir.join(format!(".{STATUS_NAME}.tmp"));
     let mut bytes =
         serde_json::to_vec_pretty(status).map_err(|e| Error::Failed(format!("status: {e}")))?;
     bytes.push(b'\n');
-    let mut f =
-        File::create(&tmp).map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
-    f.write_all(&bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
-    fs::rename(&tmp, &path).map_err(|e| Error::io(format!("cannot rename {}", tmp.display()), e))
+    crate::stage::write_file_atomic(job_dir, STATUS_NAME, &bytes)
 }
