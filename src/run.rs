@@ -6,7 +6,6 @@
 //! a partial failure it stays, and the next `upload` or `backup` of the job
 //! resumes what is missing, oldest backup first.
 
-use std::fs;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -148,8 +147,10 @@ pub async fn backup(
         Ok(s) => s,
         Err(e @ Error::Config(_)) => return Err(e),
         Err(e) => {
-            let report = RunReport::failed(&job.name, &e);
-            record_status(&staging, job, "backup", &report)?;
+            let mut report = RunReport::failed(&job.name, &e);
+            if let Err(e) = record_status(&staging, job, "backup", &report) {
+                report.notes.push(format!("could not record status: {e}"));
+            }
             return Ok(BackupOutcome {
                 report,
                 earlier: Vec::new(),
@@ -184,7 +185,12 @@ pub async fn backup(
             upload::upload_backup(&staged.dir, &staged.manifest, &targets, progress).await;
         report.status = combine(&report.destinations);
         if report.status == Status::Ok {
-            cleanup(job, &staging, &targets)?;
+            // The backup is on every destination: bookkeeping failures from here on
+            // are reported, never turned into a failed backup.
+            if let Err(e) = cleanup(job, &staging, &targets) {
+                progress.note(&format!("could not tidy staging: {e}"));
+                report.notes.push(format!("could not tidy staging: {e}"));
+            }
             // Retention only after every destination has the new backup; a failed
             // prune is reported but does not fail the backup.
             let now = time::OffsetDateTime::now_utc();
@@ -198,7 +204,10 @@ pub async fn backup(
             }
         }
     }
-    record_status(&staging, job, "backup", &report)?;
+    if let Err(e) = record_status(&staging, job, "backup", &report) {
+        progress.note(&format!("could not record status: {e}"));
+        report.notes.push(format!("could not record status: {e}"));
+    }
     Ok(BackupOutcome { report, earlier })
 }
 
@@ -273,9 +282,7 @@ fn cleanup(job: &Job, staging: &JobStaging, targets: &[Target]) -> Result<()> {
     let keep = job.keep_local as usize;
     let remove = everywhere.len().saturating_sub(keep);
     for id in &everywhere[..remove] {
-        let dir = staging.backup_dir(id);
-        fs::remove_dir_all(&dir)
-            .map_err(|e| Error::io(format!("cannot remove staged {}", dir.display()), e))?;
+        staging.discard(id)?;
     }
     Ok(())
 }

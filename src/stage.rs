@@ -148,7 +148,22 @@ impl JobStaging {
         write_file_atomic(&self.job_dir, LAST_ID_NAME, id.as_bytes())
     }
 
-    /// Removes leftovers of staging runs that died (`.work-*` folders).
+    /// Removes a staged backup. It is first renamed out of sight (atomically),
+    /// so a kill halfway through the removal never leaves a manifest whose
+    /// volumes are partly gone, which `upload` would retry forever; the next
+    /// staging run removes what is left.
+    pub fn discard(&self, id: &str) -> Result<()> {
+        let dir = self.backup_dir(id);
+        let doomed = self.job_dir.join(format!("{WORK_PREFIX}discarded-{id}"));
+        fs::rename(&dir, &doomed)
+            .map_err(|e| Error::io(format!("cannot remove staged {}", dir.display()), e))?;
+        sync_dir(&self.job_dir)?;
+        fs::remove_dir_all(&doomed)
+            .map_err(|e| Error::io(format!("cannot remove {}", doomed.display()), e))
+    }
+
+    /// Removes leftovers of staging runs that died, and of discards that did
+    /// not finish (`.work-*` folders).
     fn remove_dead_work(&self) -> Result<()> {
         let Ok(entries) = fs::read_dir(&self.job_dir) else {
             return Ok(());

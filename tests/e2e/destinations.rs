@@ -100,3 +100,25 @@ fn check_with_write_test_round_trips_and_leaves_nothing() {
         "the test object is deleted"
     );
 }
+
+#[test]
+fn a_discard_killed_halfway_is_never_uploaded_and_is_tidied() {
+    let sb = Sandbox::new("a_discard_killed_halfway_is_never_uploaded_and_is_tidied");
+    write(&sb.path("src/a.dat"), b"data");
+    sb.config_dir_job(
+        "",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n",
+    );
+    // What a kill during the removal of a shipped staged copy leaves: a manifest, volumes gone.
+    let leftover = sb.path("staging/db/.work-discarded-20200101T000000Z-full");
+    write(&leftover.join("manifest.json"), b"{}");
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.json()["earlier"].is_null(),
+        "the leftover is not a staged backup: {r:?}"
+    );
+    assert!(!leftover.exists(), "the next run removes it");
+    assert!(staging_dirs(&sb).is_empty(), "{:?}", staging_dirs(&sb));
+}
