@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::retention::Policy;
+use crate::schedule::{Cron, JobSchedule};
 use crate::size::{ByteSize, HumanDuration};
 
 /// The annotated example `offsite init` writes.
@@ -62,6 +63,17 @@ struct RawJob {
     keep_local: Option<u32>,
     on_change: Option<OnChange>,
     retention: Option<RawRetention>,
+    schedule: Option<RawSchedule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    full: Option<Cron>,
+    incremental: Option<Cron>,
+    prune: Option<Cron>,
+    catch_up: Option<bool>,
+    timezone: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +184,8 @@ pub struct Job {
     pub workdir: PathBuf,
     /// The job's retention policy; `None`: nothing is ever pruned.
     pub retention: Option<Policy>,
+    /// When `offsite daemon` runs the job; `None`: never.
+    pub schedule: Option<JobSchedule>,
 }
 
 #[derive(Debug, Clone)]
@@ -680,6 +694,45 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
             Some(c) => parse_compression(c).map_err(|m| ctx.err(&here("compression"), m))?,
             None => DEFAULT_ZSTD_LEVEL,
         };
+        let retention = j.retention.as_ref().map(RawRetention::resolve);
+        let schedule = match j.schedule {
+            None => None,
+            Some(s) => {
+                let sp = |key: &str| [k("job"), Seg::Index(i), k("schedule"), k(key)];
+                if s.full.is_none() && s.incremental.is_none() && s.prune.is_none() {
+                    return Err(ctx.err(
+                        &here("schedule"),
+                        "a schedule names at least one of full, incremental or prune, e.g. schedule = { full = \"0 2 * * *\" }",
+                    ));
+                }
+                let any_policy = retention.is_some()
+                    || j.destinations
+                        .iter()
+                        .any(|d| destinations.get(d).is_some_and(|d| d.retention.is_some()));
+                if s.prune.is_some() && !any_policy {
+                    return Err(ctx.err(
+                        &sp("prune"),
+                        "a prune schedule needs a retention policy: add retention = { ... } to the job or to one of its destinations",
+                    ));
+                }
+                let timezone = match &s.timezone {
+                    None => jiff::tz::TimeZone::system(),
+                    Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| {
+                        ctx.err(
+                            &sp("timezone"),
+                            format!("unknown time zone {name:?} ({e}); use an IANA name like \"Europe/Berlin\" or \"UTC\""),
+                        )
+                    })?,
+                };
+                Some(JobSchedule {
+                    full: s.full,
+                    incremental: s.incremental,
+                    prune: s.prune,
+                    catch_up: s.catch_up.unwrap_or(true),
+                    timezone,
+                })
+            }
+        };
         jobs.push(Job {
             name: j.name,
             source,
@@ -690,7 +743,8 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
             compression_level,
             keep_local: j.keep_local.unwrap_or(0),
             on_change: j.on_change.unwrap_or(OnChange::Warn),
-            retention: j.retention.as_ref().map(RawRetention::resolve),
+            retention,
+            schedule,
             workdir: workdir.clone(),
         });
     }
@@ -865,5 +919,54 @@ bwlimit = "20MiB"
     #[test]
     fn a_file_without_jobs_is_refused() {
         assert!(err_of("[staging]\ndir = \"/s\"\n").contains("no [[job]]"));
+    }
+
+    #[test]
+    fn schedules_are_checked_where_they_are_written() {
+        let with = |schedule: &str| {
+            GOOD.replace(
+                "compression = \"zstd:5\"",
+                &format!("compression = \"zstd:5\"\nschedule = {schedule}"),
+            )
+        };
+        let table = [
+            (
+                r#"{ full = "61 2 * * *" }"#,
+                "/etc/offsite.toml:11: key job[0].schedule.full: minute field: 61 is out of range 0-59",
+            ),
+            (
+                r#"{ incremental = "* * *" }"#,
+                "key job[0].schedule.incremental: a schedule has 5 fields",
+            ),
+            (
+                r#"{ full = "0 2 * * *", timezone = "Mars/Olympus" }"#,
+                "key job[0].schedule.timezone: unknown time zone \"Mars/Olympus\"",
+            ),
+            (
+                r#"{ prune = "0 4 * * *" }"#,
+                "key job[0].schedule.prune: a prune schedule needs a retention policy",
+            ),
+            (
+                "{ catch_up = false }",
+                "key job[0].schedule: a schedule names at least one of full, incremental or prune",
+            ),
+            (
+                r#"{ full = "0 2 * * *", fulll = "x" }"#,
+                "key job[0].schedule.fulll: unknown field `fulll`",
+            ),
+        ];
+        for (schedule, want) in table {
+            let err = err_of(&with(schedule));
+            assert!(err.contains(want), "{schedule}: {err}");
+        }
+        let c = parse(
+            Path::new("/etc/offsite.toml"),
+            &with(r#"{ full = "0 2 * * 0", incremental = "0 */6 * * *", timezone = "Europe/Berlin", catch_up = false }"#),
+        )
+        .expect("a good schedule");
+        let s = c.jobs[0].schedule.as_ref().expect("schedule");
+        assert_eq!(s.full.as_ref().map(|c| c.as_str()), Some("0 2 * * 0"));
+        assert!(!s.catch_up);
+        assert_eq!(s.timezone.iana_name(), Some("Europe/Berlin"));
     }
 }

@@ -13,6 +13,10 @@ pub enum Error {
     /// Something failed while doing the work (exit 1).
     #[error("{0}")]
     Failed(String),
+    /// A stop was requested (SIGTERM/SIGINT): what was staged or journaled
+    /// resumes on the next run (exit 1 for `backup`/`upload`, 0 for `daemon`).
+    #[error("{0}")]
+    Interrupted(String),
     /// A destination failed (exit 1).
     #[error(transparent)]
     Backend(#[from] offsite_backends::Error),
@@ -23,7 +27,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Usage(_) => 2,
-            Error::Failed(_) | Error::Backend(_) => 1,
+            Error::Failed(_) | Error::Interrupted(_) | Error::Backend(_) => 1,
         }
     }
 

@@ -8,6 +8,7 @@
 //! command line renders.
 
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod size;
 
@@ -21,7 +22,9 @@ pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod run;
+pub mod schedule;
 pub mod source;
 pub mod stage;
 pub mod status;
+pub mod stop;
 pub mod upload;

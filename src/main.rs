@@ -108,8 +108,17 @@ pub enum Command {
         #[arg(long, value_name = "TIME")]
         now: Option<String>,
     },
-    /// Show each job's last run, per destination
+    /// Show each job's last full and incremental, per destination, and its next scheduled runs
     Status {
+        #[command(flatten)]
+        job: JobArg,
+    },
+    /// Run the jobs' schedules in the foreground (one log line per run; JSON Lines with --json)
+    ///
+    /// Stops on SIGTERM or SIGINT: starts nothing new, lets a running backup
+    /// wind down to a resumable state (post hooks run, parts in flight reach
+    /// the journal), and exits 0. One daemon per staging folder.
+    Daemon {
         #[command(flatten)]
         job: JobArg,
     },

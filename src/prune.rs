@@ -12,10 +12,12 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::catalog;
-use crate::config::Job;
+use crate::config::{Config, Job};
+use crate::destinations;
 use crate::error::{Error, Result};
 use crate::manifest::MANIFEST_NAME;
 use crate::retention::{self, Action, BackupInfo, Decision};
+use crate::stage::{JobLock, JobStaging};
 use crate::upload::{Target, remote_key};
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +44,45 @@ pub fn parse_now(text: &str) -> Result<OffsetDateTime> {
 
 fn created_at(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// What `prune` did for one job: a report per destination with a policy,
+/// and a line for each destination without one.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobPrune {
+    pub reports: Vec<PruneReport>,
+    pub skipped: Vec<String>,
+}
+
+/// Prunes every destination of `job` (or only `destination`), holding the
+/// job's lock unless it is a dry run.
+pub async fn prune_job(
+    config: &Config,
+    job: &Job,
+    destination: Option<&str>,
+    now: OffsetDateTime,
+    dry_run: bool,
+) -> Result<JobPrune> {
+    let targets = destinations::job_targets(config, job, destination)?;
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(JobLock::acquire(
+            &JobStaging::new(config, &job.name),
+            &job.name,
+        )?)
+    };
+    let mut out = JobPrune::default();
+    for t in &targets {
+        match prune_destination(job, t, now, dry_run).await {
+            Some(r) => out.reports.push(r),
+            None => out.skipped.push(format!(
+                "job {} on {}: no retention policy, nothing pruned",
+                job.name, t.config.name
+            )),
+        }
+    }
+    Ok(out)
 }
 
 /// Applies the job's policy (or the destination's override) to `target`.

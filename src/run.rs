@@ -18,7 +18,8 @@ use crate::manifest::{BackupKind, Manifest};
 use crate::progress::Progress;
 use crate::prune::{self, PruneReport};
 use crate::stage::{self, JobLock, JobStaging};
-use crate::status::{self, DestinationStatus, LastRun};
+use crate::status::{self, BackupRun, DestinationStatus, LastRun};
+use crate::stop::Stop;
 use crate::upload::{self, DestinationReport, Status, Target};
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,13 +52,16 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// A run that failed before anything was staged.
+    /// A run that failed (or was stopped) before anything was staged.
     pub fn failed(job: &str, error: &Error) -> RunReport {
         RunReport {
             job: job.to_string(),
             backup: None,
             kind: None,
-            status: Status::Failed,
+            status: match error {
+                Error::Interrupted(_) => Status::Interrupted,
+                _ => Status::Failed,
+            },
             staged: None,
             destinations: Vec::new(),
             changed: Vec::new(),
@@ -73,6 +77,8 @@ pub fn combine(reports: &[DestinationReport]) -> Status {
     let ok = reports.iter().filter(|r| r.status == Status::Ok).count();
     if ok == reports.len() {
         Status::Ok
+    } else if reports.iter().any(|r| r.status == Status::Interrupted) {
+        Status::Interrupted
     } else if ok > 0 {
         Status::Partial
     } else {
@@ -80,12 +86,13 @@ pub fn combine(reports: &[DestinationReport]) -> Status {
     }
 }
 
-/// The worst of several statuses: failed, then partial, then ok.
+/// The worst of several statuses: failed, interrupted, partial, then ok.
 pub fn worst(statuses: impl IntoIterator<Item = Status>) -> Status {
     statuses
         .into_iter()
         .fold(Status::Ok, |acc, s| match (acc, s) {
             (Status::Failed, _) | (_, Status::Failed) => Status::Failed,
+            (Status::Interrupted, _) | (_, Status::Interrupted) => Status::Interrupted,
             (Status::Partial, _) | (_, Status::Partial) => Status::Partial,
             _ => Status::Ok,
         })
@@ -127,8 +134,10 @@ pub async fn backup(
     kind: BackupKind,
     upload: bool,
     progress_arc: Arc<dyn Progress>,
+    stop: &Stop,
 ) -> Result<BackupOutcome> {
     let progress = progress_arc.as_ref();
+    let started = Started::now(kind);
     stage::check_overlap(config, job)?;
     let targets = destinations::job_targets(config, job, None)?;
     let staging = JobStaging::new(config, &job.name);
@@ -139,7 +148,8 @@ pub async fn backup(
         let config = config.clone();
         let job2 = job.clone();
         let p = progress_arc.clone();
-        tokio::task::spawn_blocking(move || stage::stage(&config, &job2, kind, p.as_ref()))
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || stage::stage(&config, &job2, kind, p.as_ref(), &stop))
             .await
             .map_err(|e| Error::Failed(format!("staging task failed: {e}")))?
     };
@@ -148,7 +158,7 @@ pub async fn backup(
         Err(e @ Error::Config(_)) => return Err(e),
         Err(e) => {
             let mut report = RunReport::failed(&job.name, &e);
-            if let Err(e) = record_status(&staging, job, "backup", &report) {
+            if let Err(e) = record_status(&staging, job, "backup", &report, Some(&started)) {
                 report.notes.push(format!("could not record status: {e}"));
             }
             return Ok(BackupOutcome {
@@ -165,7 +175,7 @@ pub async fn backup(
     if upload {
         for id in &earlier_ids {
             earlier
-                .push(upload_staged(config, job, &staging, id, &targets, "upload", progress).await);
+                .push(upload_staged(job, &staging, id, &targets, "upload", progress, stop).await);
         }
     }
     let mut report = RunReport {
@@ -182,7 +192,7 @@ pub async fn backup(
     };
     if upload {
         report.destinations =
-            upload::upload_backup(&staged.dir, &staged.manifest, &targets, progress).await;
+            upload::upload_backup(&staged.dir, &staged.manifest, &targets, progress, stop).await;
         report.status = combine(&report.destinations);
         if report.status == Status::Ok {
             // The backup is on every destination: bookkeeping failures from here on
@@ -204,7 +214,7 @@ pub async fn backup(
             }
         }
     }
-    if let Err(e) = record_status(&staging, job, "backup", &report) {
+    if let Err(e) = record_status(&staging, job, "backup", &report, Some(&started)) {
         progress.note(&format!("could not record status: {e}"));
         report.notes.push(format!("could not record status: {e}"));
     }
@@ -213,25 +223,33 @@ pub async fn backup(
 
 /// Uploads (or resumes) every staged backup of `job` that is not yet on all
 /// its destinations, oldest first.
-pub async fn upload(config: &Config, job: &Job, progress: &dyn Progress) -> Result<Vec<RunReport>> {
+pub async fn upload(
+    config: &Config,
+    job: &Job,
+    progress: &dyn Progress,
+    stop: &Stop,
+) -> Result<Vec<RunReport>> {
     let targets = destinations::job_targets(config, job, None)?;
     let staging = JobStaging::new(config, &job.name);
     let _lock = JobLock::acquire(&staging, &job.name)?;
     let mut reports = Vec::new();
     for id in staging.staged_backups()? {
-        reports.push(upload_staged(config, job, &staging, &id, &targets, "upload", progress).await);
+        if stop.requested() {
+            break;
+        }
+        reports.push(upload_staged(job, &staging, &id, &targets, "upload", progress, stop).await);
     }
     Ok(reports)
 }
 
 async fn upload_staged(
-    _config: &Config,
     job: &Job,
     staging: &JobStaging,
     id: &str,
     targets: &[Target],
     command: &str,
     progress: &dyn Progress,
+    stop: &Stop,
 ) -> RunReport {
     let manifest = match staging.read_manifest(id) {
         Ok(m) => m,
@@ -242,7 +260,7 @@ async fn upload_staged(
         }
     };
     let dir = staging.backup_dir(id);
-    let destinations = upload::upload_backup(&dir, &manifest, targets, progress).await;
+    let destinations = upload::upload_backup(&dir, &manifest, targets, progress, stop).await;
     let status = combine(&destinations);
     let mut report = RunReport {
         job: job.name.clone(),
@@ -261,7 +279,7 @@ async fn upload_staged(
     {
         report.notes.push(format!("could not tidy staging: {e}"));
     }
-    if let Err(e) = record_status(staging, job, command, &report) {
+    if let Err(e) = record_status(staging, job, command, &report, None) {
         report.notes.push(format!("could not record status: {e}"));
     }
     report
@@ -287,10 +305,66 @@ fn cleanup(job: &Job, staging: &JobStaging, targets: &[Target]) -> Result<()> {
     Ok(())
 }
 
-fn record_status(staging: &JobStaging, job: &Job, command: &str, report: &RunReport) -> Result<()> {
+/// When a backup run started, and the kind asked for (the report has the
+/// kind staged, when it got that far).
+struct Started {
+    at: String,
+    instant: std::time::Instant,
+    kind: BackupKind,
+}
+
+impl Started {
+    fn now(kind: BackupKind) -> Started {
+        Started {
+            at: status::now_rfc3339(),
+            instant: std::time::Instant::now(),
+            kind,
+        }
+    }
+}
+
+fn record_status(
+    staging: &JobStaging,
+    job: &Job,
+    command: &str,
+    report: &RunReport,
+    started: Option<&Started>,
+) -> Result<()> {
     let mut s = status::read(&staging.job_dir, &job.name)?;
     s.job = job.name.clone();
     let now = status::now_rfc3339();
+    let word = status::status_word(report.status).to_string();
+    match started {
+        Some(st) => {
+            let run = BackupRun {
+                backup: report.backup.clone(),
+                started_at: st.at.clone(),
+                finished_at: now.clone(),
+                seconds: st.instant.elapsed().as_secs_f64(),
+                files: report.staged.as_ref().map(|x| x.files),
+                bytes: report.staged.as_ref().map(|x| x.bytes),
+                stored_bytes: report.staged.as_ref().map(|x| x.stored_bytes),
+                status: word.clone(),
+                error: report.error.clone(),
+            };
+            match report.kind.unwrap_or(st.kind) {
+                BackupKind::Full => s.last_full = Some(run),
+                BackupKind::Incr => s.last_incremental = Some(run),
+            }
+        }
+        None => {
+            // A later `upload` finishing a backup changes that backup's result.
+            for last in [&mut s.last_full, &mut s.last_incremental]
+                .into_iter()
+                .flatten()
+            {
+                if last.backup.is_some() && last.backup == report.backup {
+                    last.status = word.clone();
+                    last.error = report.error.clone();
+                }
+            }
+        }
+    }
     s.last_run = Some(LastRun {
         command: command.to_string(),
         backup: report.backup.clone(),

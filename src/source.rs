@@ -11,13 +11,17 @@
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
 use crate::error::{Error, Result};
 use crate::manifest::EntryKind;
+use crate::stop::Stop;
 
 /// One entry of a data directory to back up.
 #[derive(Debug, Clone)]
@@ -168,12 +172,16 @@ pub fn run_shell(
     workdir: &Path,
     env: &CommandEnv,
     stdout: Option<std::fs::File>,
+    stop: Option<&Stop>,
 ) -> Result<()> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(command)
         .current_dir(workdir)
-        .stdin(Stdio::null());
+        .stdin(Stdio::null())
+        // Its own process group: a terminal's Ctrl-C reaches offsite alone, which
+        // decides what stops (a source command) and what must still run (post hooks).
+        .process_group(0);
     for (k, v) in &env.vars {
         cmd.env(k, v);
     }
@@ -185,6 +193,7 @@ pub fn run_shell(
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::Failed(format!("{what}: cannot start `sh -c {command:?}`: {e}")))?;
+    let _killer = stop.map(|s| GroupKiller::watch(s.clone(), child.id()));
     // Read stderr to the end (so the child never blocks on a full pipe), keeping the tail.
     let mut tail: Vec<u8> = Vec::new();
     if let Some(mut err) = child.stderr.take() {
@@ -207,6 +216,11 @@ pub fn run_shell(
     if status.success() {
         return Ok(());
     }
+    if stop.is_some_and(Stop::requested) {
+        return Err(Error::Interrupted(format!(
+            "{what}: stopped on request (`{command}` was sent SIGTERM)"
+        )));
+    }
     let start = tail.len().saturating_sub(STDERR_TAIL);
     let stderr = String::from_utf8_lossy(&tail[start..]).trim().to_string();
     let how = match status.code() {
@@ -218,6 +232,38 @@ pub fn run_shell(
         msg.push_str(&format!("; its error output ends with: {stderr}"));
     }
     Err(Error::Failed(msg))
+}
+
+/// Sends SIGTERM to a child's process group once a stop is requested;
+/// watches until dropped.
+struct GroupKiller {
+    done: Arc<AtomicBool>,
+}
+
+impl GroupKiller {
+    fn watch(stop: Stop, pid: u32) -> GroupKiller {
+        let done = Arc::new(AtomicBool::new(false));
+        let seen = done.clone();
+        std::thread::spawn(move || {
+            while !seen.load(Ordering::SeqCst) {
+                if stop.requested() {
+                    // SAFETY: kill(2) with the child's own process group id; no memory is shared.
+                    unsafe {
+                        libc::kill(-(pid as libc::pid_t), libc::SIGTERM);
+                    }
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        GroupKiller { done }
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +338,7 @@ mod tests {
             d.path(),
             &CommandEnv::default(),
             None,
+            None,
         )
         .expect_err("must fail");
         let text = err.to_string();
@@ -299,5 +346,29 @@ mod tests {
             text.contains("pre hook") && text.contains("status 3") && text.contains("boom"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_stop_kills_the_whole_command_pipeline() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let stop = Stop::new();
+        let trigger = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            trigger.request();
+        });
+        let started = std::time::Instant::now();
+        let err = run_shell(
+            "source command",
+            "sleep 30 | cat",
+            d.path(),
+            &CommandEnv::default(),
+            None,
+            Some(&stop),
+        )
+        .expect_err("must be stopped");
+        assert!(matches!(err, Error::Interrupted(_)), "{err}");
+        // Both sides of the pipe are gone, or stderr would still be open.
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 }

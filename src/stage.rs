@@ -34,6 +34,7 @@ use crate::manifest::{
 use crate::progress::Progress;
 use crate::size::human_bytes;
 use crate::source::{self, CommandEnv, PlannedEntry};
+use crate::stop::Stop;
 
 const WORK_PREFIX: &str = ".work-";
 const LOCK_NAME: &str = ".lock";
@@ -349,6 +350,7 @@ pub fn stage(
     job: &Job,
     requested: BackupKind,
     progress: &dyn Progress,
+    stop: &Stop,
 ) -> Result<StagedBackup> {
     check_overlap(config, job)?;
     let staging = JobStaging::new(config, &job.name);
@@ -407,21 +409,25 @@ pub fn stage(
         let mut pre_started = false;
         let mut outcome: Result<StagedBackup> = (|| {
             for (i, hook) in job.pre.iter().enumerate() {
+                stopped(stop)?;
                 pre_started = true;
+                // Hooks are never killed: a half-run lock or unlock is worse than a late stop.
                 source::run_shell(
                     &format!("job {:?}: pre hook {}", job.name, i + 1),
                     hook,
                     &job.workdir,
                     &env,
                     None,
+                    None,
                 )?;
             }
+            stopped(stop)?;
             let new = NewBackup {
                 id: &id,
                 created: now,
                 parent: parent.as_ref(),
             };
-            pack_source(config, job, &new, &work, &env, progress)
+            pack_source(config, job, &new, &work, &env, progress, stop)
         })();
         if pre_started {
             for (i, hook) in job.post.iter().enumerate() {
@@ -430,6 +436,7 @@ pub fn stage(
                     hook,
                     &job.workdir,
                     &env,
+                    None,
                     None,
                 ) {
                     outcome = Err(match outcome {
@@ -458,6 +465,21 @@ pub fn stage(
         let _ = fs::remove_dir_all(&work);
     }
     result
+}
+
+fn interrupted() -> Error {
+    Error::Interrupted(
+        "staging stopped on request; nothing was shipped, the next run stages a new backup".into(),
+    )
+}
+
+/// An error once a stop is requested.
+fn stopped(stop: &Stop) -> Result<()> {
+    if stop.requested() {
+        Err(interrupted())
+    } else {
+        Ok(())
+    }
 }
 
 /// Writes `name` in `dir` by temp file, fsync and rename.
@@ -494,6 +516,7 @@ fn pack_source(
     work: &Path,
     env: &CommandEnv,
     progress: &dyn Progress,
+    stop: &Stop,
 ) -> Result<StagedBackup> {
     let NewBackup {
         id,
@@ -531,9 +554,9 @@ fn pack_source(
                     }
                     let f = File::create(&target)
                         .map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?;
-                    source::run_shell(&what, run, &job.workdir, &env, Some(f))?;
+                    source::run_shell(&what, run, &job.workdir, &env, Some(f), Some(stop))?;
                 }
-                None => source::run_shell(&what, run, &job.workdir, &env, None)?,
+                None => source::run_shell(&what, run, &job.workdir, &env, None, Some(stop))?,
             }
             (out_dir, Vec::new(), Vec::new(), run.clone(), "command")
         }
@@ -544,7 +567,7 @@ fn pack_source(
     check_free_space(work, total_bytes, config.staging.min_free)?;
 
     progress.stage_started(&job.name, total_files, total_bytes);
-    let packed = pack(&plan, work, id, job, parent, progress);
+    let packed = pack(&plan, work, id, job, parent, progress, stop);
     progress.stage_finished(&job.name);
     let packed = packed?;
     if kind == "command" {
@@ -688,6 +711,7 @@ fn pack(
     job: &Job,
     parent: Option<&Manifest>,
     progress: &dyn Progress,
+    stop: &Stop,
 ) -> Result<Packed> {
     let parent_files: std::collections::HashMap<&str, &FileEntry> = parent
         .map(|p| p.files.iter().map(|f| (f.path.as_str(), f)).collect())
@@ -705,6 +729,7 @@ fn pack(
     };
 
     for entry in plan {
+        stopped(stop)?;
         let md = match fs::symlink_metadata(&entry.abs) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -820,9 +845,15 @@ fn pack(
                 header.set_size(size);
                 header.set_mtime(before.mtime().max(0) as u64);
                 record.mtime = before.mtime();
-                let mut reader = HashingReader::new(file, size);
+                let mut reader = HashingReader::new(file, size, stop.clone());
                 tar.append_data(&mut header, &entry.rel, &mut reader)
-                    .map_err(|e| tar_err(&entry.rel, e))?;
+                    .map_err(|e| {
+                        if stop.requested() {
+                            interrupted()
+                        } else {
+                            tar_err(&entry.rel, e)
+                        }
+                    })?;
                 let after = reader.file.metadata().map_err(|e| {
                     Error::io(format!("source: cannot stat {}", entry.abs.display()), e)
                 })?;
@@ -862,15 +893,18 @@ struct HashingReader {
     remaining: u64,
     hasher: Sha256,
     short: bool,
+    /// Checked on every read, so a stop does not wait for a large file's end.
+    stop: Stop,
 }
 
 impl HashingReader {
-    fn new(file: File, size: u64) -> Self {
+    fn new(file: File, size: u64, stop: Stop) -> Self {
         HashingReader {
             file,
             remaining: size,
             hasher: Sha256::new(),
             short: false,
+            stop,
         }
     }
 }
@@ -879,6 +913,9 @@ impl Read for HashingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.remaining == 0 {
             return Ok(0);
+        }
+        if self.stop.requested() {
+            return Err(io::Error::other("stop requested"));
         }
         let want = buf.len().min(self.remaining as usize).min(READ_BUF);
         let n = if self.short {
@@ -1124,6 +1161,7 @@ mod tests {
             on_change: OnChange::Warn,
             workdir: PathBuf::from("/"),
             retention: None,
+            schedule: None,
         }
     }
 
@@ -1139,7 +1177,16 @@ mod tests {
             fs::write(src.path().join(format!("f{i:03}")), noise(*s, i as u64)).expect("write");
         }
         let (plan, _) = source::plan_dir(src.path(), &[], &[]).expect("plan");
-        let packed = pack(&plan, out.path(), "id", &job(volume_size), None, &Silent).expect("pack");
+        let packed = pack(
+            &plan,
+            out.path(),
+            "id",
+            &job(volume_size),
+            None,
+            &Silent,
+            &Stop::new(),
+        )
+        .expect("pack");
         assert!(packed.changed.is_empty());
         (
             packed.files.iter().map(|f| f.volume).collect(),

@@ -20,6 +20,10 @@ pub struct JobStatus {
     pub job: String,
     pub last_run: Option<LastRun>,
     #[serde(default)]
+    pub last_full: Option<BackupRun>,
+    #[serde(default)]
+    pub last_incremental: Option<BackupRun>,
+    #[serde(default)]
     pub destinations: BTreeMap<String, DestinationStatus>,
 }
 
@@ -29,6 +33,24 @@ pub struct LastRun {
     pub backup: Option<String>,
     pub status: String,
     pub finished_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One backup run (stage and upload), as `status` shows the last full and
+/// the last incremental.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRun {
+    pub backup: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
+    /// Files and bytes in the backup, and what they packed into (absent when
+    /// the run failed before staging finished).
+    pub files: Option<u64>,
+    pub bytes: Option<u64>,
+    pub stored_bytes: Option<u64>,
+    pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -52,6 +74,7 @@ pub fn status_word(s: Status) -> &'static str {
     match s {
         Status::Ok => "ok",
         Status::Partial => "partial",
+        Status::Interrupted => "interrupted",
         Status::Failed => "failed",
     }
 }

@@ -9,6 +9,9 @@
 //! staged file when they are sent, never the whole volume.
 //!
 //! A destination's failure never stops the others: each gets its own report.
+//!
+//! On a requested stop ([`Stop`]) no new volume or part is started; parts in
+//! flight finish and are journaled, and the destination reports `interrupted`.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::journal::UploadJournal;
 use crate::manifest::{MANIFEST_NAME, Manifest};
 use crate::progress::Progress;
+use crate::stop::Stop;
 
 /// A destination ready to receive: its settings and its (wrapped) backend.
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct Target {
 pub enum Status {
     Ok,
     Partial,
+    /// Stopped on request; resumes on the next `upload` or `backup`.
+    Interrupted,
     Failed,
 }
 
@@ -82,18 +88,19 @@ pub async fn upload_backup(
     manifest: &Manifest,
     targets: &[Target],
     progress: &dyn Progress,
+    stop: &Stop,
 ) -> Vec<DestinationReport> {
     let runs = targets.iter().map(|t| async move {
         let started = Instant::now();
         let mut counters = Counters::default();
-        let result = upload_to(dir, manifest, t, progress, &mut counters).await;
+        let result = upload_to(dir, manifest, t, progress, &mut counters, stop).await;
         progress.upload_finished(&t.config.name, result.is_ok());
         DestinationReport {
             name: t.config.name.clone(),
-            status: if result.is_ok() {
-                Status::Ok
-            } else {
-                Status::Failed
+            status: match &result {
+                Ok(()) => Status::Ok,
+                Err(Error::Interrupted(_)) => Status::Interrupted,
+                Err(_) => Status::Failed,
             },
             bytes_sent: counters.sent,
             bytes_resumed: counters.resumed,
@@ -116,6 +123,7 @@ async fn upload_to(
     target: &Target,
     progress: &dyn Progress,
     counters: &mut Counters,
+    stop: &Stop,
 ) -> Result<()> {
     let name = target.config.name.as_str();
     let journal = Arc::new(UploadJournal::open(dir, name)?);
@@ -156,9 +164,11 @@ async fn upload_to(
             volume.size,
             progress,
             counters,
+            stop,
         )
         .await?;
     }
+    stopped(target, stop)?;
     let len = manifest_bytes.len() as u64;
     target
         .backend
@@ -211,6 +221,7 @@ async fn upload_volume(
     size: u64,
     progress: &dyn Progress,
     counters: &mut Counters,
+    stop: &Stop,
 ) -> Result<()> {
     let backend = target.backend.as_ref();
     let name = target.config.name.as_str();
@@ -223,6 +234,7 @@ async fn upload_volume(
             return Ok(());
         }
         // An upload journaled under another key (the prefix changed) cannot be reused.
+        stopped(target, stop)?;
         let open = state.upload.filter(|u| u.key == key);
         let (upload, part_size, have) = match open {
             Some(u) => (u.upload, u.part_size, u.parts),
@@ -247,6 +259,8 @@ async fn upload_volume(
                 .map_err(|e| Error::io(format!("cannot open staged {}", path.display()), e))?,
         );
         let sent: Vec<PartReceipt> = futures::stream::iter(missing)
+            // No new part once a stop is requested; those in flight finish and are journaled.
+            .take_while(|_| futures::future::ready(!stop.requested()))
             .map(|index| {
                 let file = file.clone();
                 let upload = upload.clone();
@@ -275,6 +289,9 @@ async fn upload_volume(
             .try_collect()
             .await?;
         counters.sent += sent.iter().map(|p| p.size).sum::<u64>();
+        if have.len() + sent.len() < parts as usize {
+            stopped(target, stop)?;
+        }
         let mut receipts: Vec<PartReceipt> = have.into_values().chain(sent).collect();
         receipts.sort_by_key(|r| r.index);
         match backend.complete_upload(key, &upload, &receipts).await {
@@ -291,6 +308,17 @@ async fn upload_volume(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// An error once a stop is requested.
+fn stopped(target: &Target, stop: &Stop) -> Result<()> {
+    if stop.requested() {
+        return Err(Error::Interrupted(format!(
+            "destination \"{}\": stopped on request; the journal keeps what was sent, `offsite upload` resumes it",
+            target.config.name
+        )));
+    }
+    Ok(())
 }
 
 async fn read_part(

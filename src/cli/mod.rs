@@ -2,6 +2,7 @@
 //! result for a person or as one JSON document, and picks the exit code.
 
 mod progress;
+mod schedule;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,18 +18,19 @@ use offsite::retention::Action;
 use offsite::run::{self, BackupOutcome, RunReport};
 use offsite::size::human_bytes;
 use offsite::stage::{self, JobStaging};
-use offsite::status;
+use offsite::stop::Stop;
 use offsite::upload::Status;
 use serde_json::{Value, json};
 
 use crate::{Cli, Command};
 use progress::TermProgress;
+use schedule::{daemon_cmd, status_cmd};
 
 /// Exit codes (DESIGN.md): 0 ok, 1 failed, 2 usage/config, 3 partial.
 fn exit_code(s: Status) -> i32 {
     match s {
         Status::Ok => 0,
-        Status::Failed => 1,
+        Status::Failed | Status::Interrupted => 1,
         Status::Partial => 3,
     }
 }
@@ -146,6 +148,7 @@ pub async fn run(cli: Cli) -> i32 {
                         .await
                     }
                     Command::Status { job } => status_cmd(&out, &cfg, job.job.as_deref()),
+                    Command::Daemon { job } => daemon_cmd(&out, &cfg, job.job.as_deref()).await,
                 },
             }
         }
@@ -154,6 +157,47 @@ pub async fn run(cli: Cli) -> i32 {
         Ok(code) => code,
         Err(e) => out.fail(&e),
     }
+}
+
+/// Turns the first SIGTERM or SIGINT into a stop request (the run winds down:
+/// post hooks run, parts in flight reach the journal); a second one exits at
+/// once, which is safe too, as the journal is fsync'd part by part.
+fn stop_on_signals() -> Stop {
+    use tokio::signal::unix::{SignalKind, signal};
+    let stop = Stop::new();
+    let (term, int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!(
+                "offsite: warning: cannot catch SIGTERM/SIGINT ({e}); a signal stops offsite at once"
+            );
+            return stop;
+        }
+    };
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let (mut term, mut int) = (term, int);
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if flag.requested() {
+                eprintln!(
+                    "offsite: {name} again: exiting now; `offsite upload` resumes from the journal"
+                );
+                std::process::exit(130);
+            }
+            eprintln!(
+                "offsite: {name}: stopping; parts in flight finish and post hooks run (send it again to exit at once)"
+            );
+            flag.request();
+        }
+    });
+    stop
 }
 
 fn init(out: &Out, dir: Option<&Path>) -> Result<i32, Error> {
@@ -348,6 +392,14 @@ fn final_line(r: &RunReport) -> String {
             "job {}: FAILED: backup {id} is staged but on no destination; fix the failures above, then run `offsite upload --job {}`",
             r.job, r.job
         ),
+        Status::Interrupted if r.staged.is_some() => format!(
+            "job {}: STOPPED on request: backup {id} stays staged; `offsite upload --job {}` resumes it",
+            r.job, r.job
+        ),
+        Status::Interrupted => format!(
+            "job {}: STOPPED on request before anything was staged",
+            r.job
+        ),
         Status::Failed => format!("job {}: FAILED: nothing was shipped", r.job),
     }
 }
@@ -365,9 +417,13 @@ async fn backup(
     for j in &jobs {
         stage::check_overlap(cfg, j)?;
     }
+    let stop = stop_on_signals();
     let mut outcomes: Vec<BackupOutcome> = Vec::new();
     for j in &jobs {
-        match run::backup(cfg, j, kind, upload, progress.clone()).await {
+        if stop.requested() {
+            break;
+        }
+        match run::backup(cfg, j, kind, upload, progress.clone(), &stop).await {
             Ok(o) => outcomes.push(o),
             Err(e) if jobs.len() == 1 => return Err(e),
             Err(e) if e.exit_code() == 2 => return Err(e),
@@ -411,9 +467,14 @@ async fn upload(
     job: Option<&str>,
     progress: Arc<TermProgress>,
 ) -> Result<i32, Error> {
+    let jobs = cfg.select_jobs(job)?;
+    let stop = stop_on_signals();
     let mut reports = Vec::new();
-    for j in cfg.select_jobs(job)? {
-        reports.extend(run::upload(cfg, j, progress.as_ref()).await?);
+    for j in jobs {
+        if stop.requested() {
+            break;
+        }
+        reports.extend(run::upload(cfg, j, progress.as_ref(), &stop).await?);
     }
     let status = run::worst(reports.iter().map(|r| r.status));
     if out.json {
@@ -702,24 +763,9 @@ async fn prune_cmd(
     let mut reports = Vec::new();
     let mut skipped = Vec::new();
     for j in cfg.select_jobs(job)? {
-        let targets = destinations::job_targets(cfg, j, destination)?;
-        let _lock = if dry_run {
-            None
-        } else {
-            Some(stage::JobLock::acquire(
-                &JobStaging::new(cfg, &j.name),
-                &j.name,
-            )?)
-        };
-        for t in &targets {
-            match prune::prune_destination(j, t, now, dry_run).await {
-                Some(r) => reports.push(r),
-                None => skipped.push(format!(
-                    "job {} on {}: no retention policy, nothing pruned",
-                    j.name, t.config.name
-                )),
-            }
-        }
+        let mut p = prune::prune_job(cfg, j, destination, now, dry_run).await?;
+        reports.append(&mut p.reports);
+        skipped.append(&mut p.skipped);
     }
     let failed = reports.iter().any(|r| r.error.is_some());
     if out.json {
@@ -734,54 +780,4 @@ async fn prune_cmd(
         println!("{}", if failed { "prune FAILED" } else { "prune ok" });
     }
     Ok(if failed { 1 } else { 0 })
-}
-
-fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>) -> Result<i32, Error> {
-    let mut docs = Vec::new();
-    for j in cfg.select_jobs(job)? {
-        let staging = JobStaging::new(cfg, &j.name);
-        let s = status::read(&staging.job_dir, &j.name)?;
-        let staged = staging.staged_backups()?;
-        if !out.json {
-            match &s.last_run {
-                None => println!("job {}: never run", j.name),
-                Some(r) => println!(
-                    "job {}: last {} {} at {}: {}{}",
-                    j.name,
-                    r.command,
-                    r.backup.as_deref().unwrap_or("-"),
-                    r.finished_at,
-                    r.status,
-                    r.error
-                        .as_ref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default()
-                ),
-            }
-            for d in &j.destinations {
-                match s.destinations.get(d) {
-                    None => println!("  {d}: never uploaded to"),
-                    Some(ds) => println!(
-                        "  {d}: {} ({} at {}); last success: {}{}",
-                        ds.status,
-                        ds.backup.as_deref().unwrap_or("-"),
-                        ds.finished_at,
-                        ds.last_success_at.as_deref().unwrap_or("never"),
-                        ds.error
-                            .as_ref()
-                            .map(|e| format!("; error: {e}"))
-                            .unwrap_or_default()
-                    ),
-                }
-            }
-            if !staged.is_empty() {
-                println!("  staged locally: {}", staged.join(", "));
-            }
-        }
-        docs.push(json!({"job": j.name, "status": s, "staged": staged}));
-    }
-    if out.json {
-        out.doc(&json!({"status": "ok", "jobs": docs}));
-    }
-    Ok(0)
 }

@@ -3,6 +3,7 @@
 
 mod backup_restore;
 mod config_errors;
+mod daemon;
 mod destinations;
 mod incremental;
 mod prune;

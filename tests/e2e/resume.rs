@@ -122,3 +122,47 @@ fn next_backup_finishes_an_interrupted_one_first() {
     );
     assert_eq!(complete_backups(&sb, "nas").len(), 2);
 }
+
+#[test]
+fn sigterm_during_upload_stops_cleanly_and_upload_resumes() {
+    let sb = Sandbox::new("sigterm_during_upload_stops_cleanly_and_upload_resumes");
+    write(&sb.path("src/data.bin"), &noise(3 << 20, 11));
+    sb.config_dir_job(
+        "",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\nbwlimit = \"1MiB\"\npart_size = \"128KiB\"\n",
+    );
+    let child = sb
+        .command(&["--json", "backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start backup");
+    wait_for("parts to be journaled", Duration::from_secs(60), || {
+        journal_parts(&sb) >= 3
+    });
+    terminate(child.id());
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("SIGTERM: stopping"), "{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(j["status"], "interrupted", "{j}");
+    assert_eq!(j["destinations"][0]["status"], "interrupted", "{j}");
+
+    // Every part that was sent is in the journal, and nothing looks complete.
+    let (parts, bytes) = journaled(&sb);
+    assert!(parts >= 3);
+    assert!(complete_backups(&sb, "nas").is_empty());
+    assert_eq!(staging_dirs(&sb).len(), 1, "the backup stays staged");
+
+    let r = sb.offsite(&["--json", "upload"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let dest = &r.json()["runs"][0]["destinations"][0];
+    assert_eq!(dest["bytes_resumed"].as_u64(), Some(bytes), "{r:?}");
+    let to = sb.path("restored");
+    let r = sb.offsite(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src"), &to);
+}

@@ -212,3 +212,39 @@ fn a_second_run_of_the_same_job_is_refused() {
     assert!(first.wait().expect("wait").success());
     assert_eq!(complete_backups(&sb, "nas").len(), 1);
 }
+
+#[test]
+fn sigterm_while_a_dump_runs_kills_it_and_still_runs_post() {
+    let sb = Sandbox::new("sigterm_while_a_dump_runs_kills_it_and_still_runs_post");
+    command_job(
+        &sb,
+        "{ kind = \"command\", run = \"echo started > dump-started; sleep 60; echo never\", output = \"db.dump\" }",
+        "pre = [\"touch locked\"]\npost = [\"rm locked && touch unlocked\"]",
+    );
+    let child = sb
+        .command(&["--json", "backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start backup");
+    wait_for("the dump to start", Duration::from_secs(30), || {
+        sb.path("dump-started").exists()
+    });
+    let asked = std::time::Instant::now();
+    terminate(child.id());
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        asked.elapsed() < Duration::from_secs(20),
+        "the dump is stopped, not waited for"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(j["status"], "interrupted", "{j}");
+    assert!(
+        sb.path("unlocked").exists() && !sb.path("locked").exists(),
+        "the post hook ran: the database is not left locked"
+    );
+    assert!(staging_dirs(&sb).is_empty(), "{:?}", staging_dirs(&sb));
+    assert_eq!(fs::read_dir(sb.path("dest")).expect("dest").count(), 0);
+}

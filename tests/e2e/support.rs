@@ -193,3 +193,10 @@ pub fn staging_dirs(sb: &Sandbox) -> Vec<String> {
         .filter(|n| n != ".manifests")
         .collect()
 }
+
+/// Sends SIGTERM to a child process, as systemd or `kill` would.
+pub fn terminate(pid: u32) {
+    // SAFETY: kill(2) on the pid of a child this test started.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill -TERM {pid}");
+}

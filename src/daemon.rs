@@ -1,0 +1,347 @@
+//! `offsite daemon`: runs each job's schedules in the foreground.
+//!
+//! One daemon per staging folder (`staging/.daemon.lock`, holding its pid).
+//! Each scheduled job has its own loop: it asks [`schedule::plan`] what is
+//! due, runs it (a backup, then a prune), records what it handled in
+//! `staging/<job>/schedule.json` (atomically, with the next runs), and
+//! sleeps until the next slot. It wakes at least once a minute, so a clock
+//! that jumps (NTP, suspend) delays nothing for long. Jobs run side by side;
+//! one job's runs never overlap (each takes the job's lock, as a manual run
+//! does, and a run refused because a manual one holds it is logged).
+//!
+//! On a requested [`Stop`] no run starts; a running one winds down (see
+//! [`crate::stop`]) and its slot stays unhandled, so the next start runs it
+//! again when `catch_up` is on. The library never prints: every run and every
+//! skipped slot is an [`Event`] for the caller to log, one line each.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Job};
+use crate::error::{Error, Result};
+use crate::manifest::BackupKind;
+use crate::progress::Silent;
+use crate::prune::{self, JobPrune};
+use crate::run::{self, BackupOutcome};
+use crate::schedule::{self, Due, Handled, JobSchedule, Task};
+use crate::stage::{JobStaging, write_file_atomic};
+use crate::stop::Stop;
+use crate::upload::Status;
+
+pub const LOCK_NAME: &str = ".daemon.lock";
+pub const STATE_NAME: &str = "schedule.json";
+
+/// The longest the daemon sleeps before looking at the clock again.
+const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the daemon knows of a job's schedule, kept in `schedule.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScheduleState {
+    /// Per task, the time up to which every slot was run or skipped.
+    #[serde(default)]
+    pub handled: Handled,
+    /// Per task, its next slot as of the last write.
+    #[serde(default)]
+    pub next: BTreeMap<Task, Timestamp>,
+}
+
+pub fn state_path(job_dir: &Path) -> PathBuf {
+    job_dir.join(STATE_NAME)
+}
+
+/// The job's schedule state; empty if the daemon never ran it.
+pub fn read_state(job_dir: &Path) -> Result<ScheduleState> {
+    let path = state_path(job_dir);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Failed(format!(
+                "{}: not a valid schedule state ({e}); delete it (the daemon then starts afresh, without catching up)",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ScheduleState::default()),
+        Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
+    }
+}
+
+fn write_state(job_dir: &Path, state: &ScheduleState) -> Result<()> {
+    fs::create_dir_all(job_dir)
+        .map_err(|e| Error::io(format!("cannot create {}", job_dir.display()), e))?;
+    let mut bytes = serde_json::to_vec_pretty(state)
+        .map_err(|e| Error::Failed(format!("schedule state: {e}")))?;
+    bytes.push(b'\n');
+    write_file_atomic(job_dir, STATE_NAME, &bytes)
+}
+
+/// Held while the daemon runs: a second daemon on the same staging folder is refused.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: File,
+}
+
+impl DaemonLock {
+    pub fn acquire(staging_dir: &Path) -> Result<DaemonLock> {
+        fs::create_dir_all(staging_dir).map_err(|e| {
+            Error::io(
+                format!("cannot create staging folder {}", staging_dir.display()),
+                e,
+            )
+        })?;
+        let path = staging_dir.join(LOCK_NAME);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Err(Error::Failed(format!(
+                    "another offsite daemon (pid {}) runs for staging folder {}; one daemon per staging folder (stop it first, or give this one another [staging] dir)",
+                    pid.trim(),
+                    staging_dir.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("cannot lock {}", path.display()), e));
+            }
+        }
+        let _ = file.set_len(0);
+        let _ = write!(file, "{}", std::process::id());
+        let _ = file.sync_all();
+        Ok(DaemonLock { _file: file })
+    }
+}
+
+/// The pid of the daemon running for `staging_dir`, if one runs.
+pub fn running_daemon(staging_dir: &Path) -> Option<String> {
+    let path = staging_dir.join(LOCK_NAME);
+    let mut file = File::open(&path).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => None,
+        Err(_) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Some(pid.trim().to_string())
+        }
+    }
+}
+
+/// One run the daemon did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunLog {
+    pub job: String,
+    pub task: Task,
+    /// The slot this run is for; `late` when it ran over a minute after it.
+    pub slot: Timestamp,
+    pub late: bool,
+    pub started_at: Timestamp,
+    pub seconds: f64,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<JobPrune>,
+    /// Why the run could not start (another run holds the job's lock, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What the daemon tells its caller, one log line each.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The daemon watches `job`; its next slots.
+    Watching {
+        job: String,
+        next: BTreeMap<Task, Timestamp>,
+    },
+    /// A slot that is not run: missed with catch-up off, or replaced by a full.
+    Skipped {
+        job: String,
+        task: Task,
+        slot: Timestamp,
+        reason: String,
+    },
+    Ran(Box<RunLog>),
+    /// Something went wrong around the runs (the state file could not be written).
+    Warning {
+        job: String,
+        message: String,
+    },
+}
+
+/// Runs the schedules of `jobs` until `stop` is requested, then returns once
+/// every running job has wound down. Every job must have a schedule.
+pub async fn run(
+    config: &Config,
+    jobs: &[&Job],
+    stop: &Stop,
+    log: &(dyn Fn(Event) + Sync),
+) -> Result<()> {
+    let _lock = DaemonLock::acquire(&config.staging.dir)?;
+    let loops = jobs.iter().filter_map(|job| {
+        job.schedule
+            .as_ref()
+            .map(|sched| job_loop(config, job, sched, stop, log))
+    });
+    for result in futures::future::join_all(loops).await {
+        result?;
+    }
+    Ok(())
+}
+
+async fn job_loop(
+    config: &Config,
+    job: &Job,
+    sched: &JobSchedule,
+    stop: &Stop,
+    log: &(dyn Fn(Event) + Sync),
+) -> Result<()> {
+    let staging = JobStaging::new(config, &job.name);
+    let mut state = read_state(&staging.job_dir)?;
+    let mut first = true;
+    loop {
+        if stop.requested() {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let plan = schedule::plan(sched, &state.handled, now);
+        for d in &plan.skipped {
+            state.handled.insert(d.task, now);
+            let reason = if plan.run.iter().any(|r| r.task == Task::Full) {
+                "a full backup runs instead".to_string()
+            } else {
+                "missed while the daemon was not running it, and catch_up = false".to_string()
+            };
+            log(Event::Skipped {
+                job: job.name.clone(),
+                task: d.task,
+                slot: d.slot,
+                reason,
+            });
+        }
+        // Tasks seen for the first time start from now.
+        for (task, at) in &plan.handled {
+            state.handled.entry(*task).or_insert(*at);
+        }
+        let mut interrupted = false;
+        for d in &plan.run {
+            if stop.requested() {
+                interrupted = true;
+                break;
+            }
+            let line = run_task(config, job, d, stop).await;
+            let stopped = line.status == Status::Interrupted;
+            log(Event::Ran(Box::new(line)));
+            if stopped {
+                interrupted = true;
+                break;
+            }
+            // Handled only once run: a run stopped halfway is due again at the next start.
+            state.handled.insert(d.task, now);
+        }
+        let after = Timestamp::now();
+        state.next = sched
+            .next_runs(after)
+            .into_iter()
+            .filter_map(|(t, at)| at.map(|at| (t, at)))
+            .collect();
+        if let Err(e) = write_state(&staging.job_dir, &state) {
+            log(Event::Warning {
+                job: job.name.clone(),
+                message: e.to_string(),
+            });
+        }
+        if first {
+            log(Event::Watching {
+                job: job.name.clone(),
+                next: state.next.clone(),
+            });
+            first = false;
+        }
+        if interrupted {
+            return Ok(());
+        }
+        let wake = schedule::next_wake(sched, &state.handled, after);
+        let wait = match wake {
+            Some(w) => w
+                .duration_since(Timestamp::now())
+                .try_into()
+                .unwrap_or(std::time::Duration::ZERO)
+                .min(MAX_SLEEP),
+            None => MAX_SLEEP,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait() => return Ok(()),
+        }
+    }
+}
+
+async fn run_task(config: &Config, job: &Job, due: &Due, stop: &Stop) -> RunLog {
+    let started_at = Timestamp::now();
+    let clock = Instant::now();
+    let mut line = RunLog {
+        job: job.name.clone(),
+        task: due.task,
+        slot: due.slot,
+        late: due.late,
+        started_at,
+        seconds: 0.0,
+        status: Status::Ok,
+        backup: None,
+        prune: None,
+        error: None,
+    };
+    match due.task {
+        Task::Full | Task::Incremental => {
+            let kind = if due.task == Task::Full {
+                BackupKind::Full
+            } else {
+                BackupKind::Incr
+            };
+            match run::backup(config, job, kind, true, Arc::new(Silent), stop).await {
+                Ok(outcome) => {
+                    line.status = outcome.status();
+                    line.backup = Some(outcome);
+                }
+                Err(e) => {
+                    line.status = match e {
+                        Error::Interrupted(_) => Status::Interrupted,
+                        _ => Status::Failed,
+                    };
+                    line.error = Some(e.to_string());
+                }
+            }
+        }
+        Task::Prune => {
+            let now = time::OffsetDateTime::now_utc();
+            match prune::prune_job(config, job, None, now, false).await {
+                Ok(p) => {
+                    if p.reports.iter().any(|r| r.error.is_some()) {
+                        line.status = Status::Failed;
+                    }
+                    line.prune = Some(p);
+                }
+                Err(e) => {
+                    line.status = Status::Failed;
+                    line.error = Some(e.to_string());
+                }
+            }
+        }
+    }
+    line.seconds = clock.elapsed().as_secs_f64();
+    line
+}
