@@ -321,6 +321,47 @@ mod tests {
             .collect()
     }
 
+    /// The example in the README: ten weeks of a full each Sunday and an
+    /// incremental (on the previous backup) every other day.
+    #[test]
+    fn the_readme_example_keeps_four_fulls_and_last_weeks_chain() {
+        let mut history = Vec::new();
+        let mut previous = String::new();
+        for d in 0..70 {
+            // 2026-09-14 is a Monday; the last day, 2026-11-22, a Sunday.
+            let t = datetime!(2026-09-14 02:00 UTC) + time::Duration::days(d);
+            let date = t.date();
+            let id = format!("{date}");
+            if t.weekday() == time::Weekday::Sunday || previous.is_empty() {
+                history.push(full(&id, t));
+            } else {
+                history.push(incr(&id, &previous, t));
+            }
+            previous = id;
+        }
+        let policy = Policy {
+            keep_daily: Some(7),
+            keep_weekly: Some(4),
+            ..Policy::default()
+        };
+        let d = apply(&history, &[], &policy, datetime!(2026-11-22 12:00 UTC));
+        assert_eq!(
+            kept(&d),
+            vec![
+                "2026-11-01",
+                "2026-11-08",
+                "2026-11-15",
+                "2026-11-16",
+                "2026-11-17",
+                "2026-11-18",
+                "2026-11-19",
+                "2026-11-20",
+                "2026-11-21",
+                "2026-11-22",
+            ]
+        );
+    }
+
     /// (name, policy, ids kept) over 30 daily fulls, d00 (Nov 1) .. d29 (Nov 30).
     #[test]
     fn keep_rules_over_a_month_of_dailies() {

@@ -598,7 +598,13 @@ mod tests {
     }
 
     /// (what, handled, now, run: (task, late), skipped)
-    type Case = (&'static str, Handled, &'static str, Vec<(Task, bool)>, Vec<Task>);
+    type Case = (
+        &'static str,
+        Handled,
+        &'static str,
+        Vec<(Task, bool)>,
+        Vec<Task>,
+    );
 
     #[test]
     fn plan_runs_what_is_due_and_catches_up_once() {

@@ -250,7 +250,11 @@ pub fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>) -> Result<i32, Err
         let staged = staging.staged_backups()?;
         let next = j.schedule.as_ref().map(|sch| next_runs(sch, now));
         if !out.json {
-            println!("job {}:", j.name);
+            if s.last_run.is_none() {
+                println!("job {}: never run", j.name);
+            } else {
+                println!("job {}:", j.name);
+            }
             for (what, run) in [("full", &s.last_full), ("incremental", &s.last_incremental)] {
                 match run {
                     None => println!("  last {what}: none"),

@@ -228,6 +228,11 @@ fn status_shows_the_last_run_per_destination() {
     let j = s.json();
     let job = &j["jobs"][0]["status"];
     assert_eq!(job["last_run"]["status"], "ok");
+    assert_eq!(job["last_full"]["backup"], id.as_str());
+    assert_eq!(job["last_full"]["status"], "ok");
+    assert_eq!(job["last_full"]["files"], 1);
+    assert!(job["last_full"]["seconds"].as_f64().is_some());
+    assert!(job["last_incremental"].is_null());
     assert_eq!(job["destinations"]["nas"]["status"], "ok");
     assert_eq!(
         job["destinations"]["nas"]["last_success_backup"],
