@@ -15,8 +15,8 @@
 //! skipped slot is an [`Event`] for the caller to log, one line each.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,7 +31,7 @@ use crate::progress::Silent;
 use crate::prune::{self, JobPrune};
 use crate::run::{self, BackupOutcome};
 use crate::schedule::{self, Due, Handled, JobSchedule, Task};
-use crate::stage::{JobStaging, write_file_atomic};
+use crate::stage::{JobStaging, lock_with_pid, read_json_state, write_json_state};
 use crate::stop::Stop;
 use crate::upload::Status;
 
@@ -58,26 +58,15 @@ pub fn state_path(job_dir: &Path) -> PathBuf {
 
 /// The job's schedule state; empty if the daemon never ran it.
 pub fn read_state(job_dir: &Path) -> Result<ScheduleState> {
-    let path = state_path(job_dir);
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Failed(format!(
-                "{}: not a valid schedule state ({e}); delete it (the daemon then starts afresh, without catching up)",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ScheduleState::default()),
-        Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
-    }
+    read_json_state(
+        job_dir,
+        STATE_NAME,
+        "the daemon then starts afresh, without catching up",
+    )
 }
 
 fn write_state(job_dir: &Path, state: &ScheduleState) -> Result<()> {
-    fs::create_dir_all(job_dir)
-        .map_err(|e| Error::io(format!("cannot create {}", job_dir.display()), e))?;
-    let mut bytes = serde_json::to_vec_pretty(state)
-        .map_err(|e| Error::Failed(format!("schedule state: {e}")))?;
-    bytes.push(b'\n');
-    write_file_atomic(job_dir, STATE_NAME, &bytes)
+    write_json_state(job_dir, STATE_NAME, state)
 }
 
 /// Held while the daemon runs: a second daemon on the same staging folder is refused.
@@ -94,32 +83,12 @@ impl DaemonLock {
                 e,
             )
         })?;
-        let path = staging_dir.join(LOCK_NAME);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                return Err(Error::Failed(format!(
-                    "another offsite daemon (pid {}) runs for staging folder {}; one daemon per staging folder (stop it first, or give this one another [staging] dir)",
-                    pid.trim(),
-                    staging_dir.display()
-                )));
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(Error::io(format!("cannot lock {}", path.display()), e));
-            }
-        }
-        let _ = file.set_len(0);
-        let _ = write!(file, "{}", std::process::id());
-        let _ = file.sync_all();
+        let file = lock_with_pid(&staging_dir.join(LOCK_NAME), |pid| {
+            Error::Failed(format!(
+                "another offsite daemon (pid {pid}) runs for staging folder {}; one daemon per staging folder (stop it first, or give this one another [staging] dir)",
+                staging_dir.display()
+            ))
+        })?;
         Ok(DaemonLock { _file: file })
     }
 }

@@ -195,37 +195,82 @@ impl JobLock {
             )
         })?;
         let path = staging.job_dir.join(LOCK_NAME);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                let who = if holder.is_empty() {
-                    String::new()
-                } else {
-                    format!(" by pid {holder}")
-                };
-                return Err(Error::Failed(format!(
-                    "job {job:?} is already running ({} is held{who}); wait for that run to finish",
-                    path.display()
-                )));
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(Error::io(format!("cannot lock {}", path.display()), e));
-            }
-        }
-        let _ = file.set_len(0);
-        let _ = write!(file, "{}", std::process::id());
+        let file = lock_with_pid(&path, |holder| {
+            let who = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" by pid {holder}")
+            };
+            Error::Failed(format!(
+                "job {job:?} is already running ({} is held{who}); wait for that run to finish",
+                path.display()
+            ))
+        })?;
         Ok(JobLock { _file: file })
     }
+}
+
+/// Takes an exclusive lock on `path` (created if missing) and writes our pid
+/// into it; when another process holds it, `held` builds the error from the
+/// pid that process wrote. The lock goes with the returned file.
+pub(crate) fn lock_with_pid(path: &Path, held: impl FnOnce(&str) -> Error) -> Result<File> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io(format!("cannot open lock {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(held(holder.trim()));
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(Error::io(format!("cannot lock {}", path.display()), e));
+        }
+    }
+    let _ = file.set_len(0);
+    let _ = write!(file, "{}", std::process::id());
+    let _ = file.sync_all();
+    Ok(file)
+}
+
+/// Reads JSON state `name` from `dir`, or `T::default()` when the file does
+/// not exist; a damaged file is an error that says to delete it, and what
+/// deleting it costs (`lost`).
+pub(crate) fn read_json_state<T: serde::de::DeserializeOwned + Default>(
+    dir: &Path,
+    name: &str,
+    lost: &str,
+) -> Result<T> {
+    let path = dir.join(name);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Failed(format!(
+                "{}: not valid ({e}); delete it ({lost})",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
+    }
+}
+
+/// Writes `value` as pretty JSON to `dir/name`, atomically (see [`write_file_atomic`]).
+pub(crate) fn write_json_state<T: serde::Serialize>(
+    dir: &Path,
+    name: &str,
+    value: &T,
+) -> Result<()> {
+    fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let mut bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| Error::Failed(format!("{name}: {e}")))?;
+    bytes.push(b'\n');
+    write_file_atomic(dir, name, &bytes)
 }
 
 /// `path` made absolute and free of symlinks, even if its tail does not exist yet.

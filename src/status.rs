@@ -4,13 +4,13 @@
 //! Written atomically after every backup or upload run (temp file, fsync,
 //! rename), so a crash leaves the previous record, never half of one.
 
+use crate::stage::{read_json_state, write_json_state};
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::upload::Status;
 
 pub const STATUS_NAME: &str = "status.json";
@@ -88,27 +88,11 @@ pub fn now_rfc3339() -> String {
 
 /// The job's status, or an empty one if it never ran.
 pub fn read(job_dir: &Path, job: &str) -> Result<JobStatus> {
-    let path = status_path(job_dir);
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Failed(format!(
-                "{}: not a valid status file ({e}); delete it, the next run writes a new one",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(JobStatus {
-            job: job.to_string(),
-            ..Default::default()
-        }),
-        Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
-    }
+    let mut s: JobStatus = read_json_state(job_dir, STATUS_NAME, "the next run writes a new one")?;
+    s.job = job.to_string();
+    Ok(s)
 }
 
 pub fn write(job_dir: &Path, status: &JobStatus) -> Result<()> {
-    fs::create_dir_all(job_dir)
-        .map_err(|e| Error::io(format!("cannot create {}", job_dir.display()), e))?;
-    let mut bytes =
-        serde_json::to_vec_pretty(status).map_err(|e| Error::Failed(format!("status: {e}")))?;
-    bytes.push(b'\n');
-    crate::stage::write_file_atomic(job_dir, STATUS_NAME, &bytes)
+    write_json_state(job_dir, STATUS_NAME, status)
 }
