@@ -27,9 +27,11 @@ run: deps build
 	@echo "  $(OFFSITE) --config $(RUN_CONFIG) restore --job eventstore --to /tmp/restored"
 
 # Every test: unit and table tests, the backends' conformance suite against
-# their real servers, and end-to-end runs of the real binary.
+# their real servers, and end-to-end runs of the real binary. The servers are
+# started here (tests/servers/) and stopped by their PID whatever the result.
 test: deps lint
-	$(CARGO) test --workspace --all-targets
+	tests/servers/moto.sh start
+	$(CARGO) test --workspace --all-targets; rc=$$?; tests/servers/moto.sh stop; exit $$rc
 
 lint:
 	$(CARGO) fmt --all -- --check

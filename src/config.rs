@@ -140,6 +140,33 @@ struct RawPathDestination {
     retention: Option<RawRetention>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3Destination {
+    bucket: String,
+    #[serde(default)]
+    prefix: String,
+    region: Option<String>,
+    endpoint: Option<String>,
+    storage_class: Option<String>,
+    #[serde(default)]
+    put_only: bool,
+    profile: Option<String>,
+    bwlimit: Option<ByteSize>,
+    part_size: Option<ByteSize>,
+    concurrency: Option<usize>,
+    retention: Option<RawRetention>,
+}
+
+/// The keys every destination kind has, checked the same way for each.
+struct Common {
+    prefix: String,
+    bwlimit: Option<ByteSize>,
+    part_size: Option<ByteSize>,
+    concurrency: Option<usize>,
+    retention: Option<RawRetention>,
+}
+
 // ---------------------------------------------------------------------------
 // The resolved settings.
 
@@ -218,7 +245,18 @@ pub struct Destination {
 
 #[derive(Debug, Clone)]
 pub enum DestinationKind {
-    Path { path: PathBuf },
+    Path {
+        path: PathBuf,
+    },
+    /// Amazon S3 or an S3-compatible store; credentials from the AWS chain.
+    S3 {
+        bucket: String,
+        region: String,
+        endpoint: Option<String>,
+        storage_class: Option<String>,
+        put_only: bool,
+        profile: Option<String>,
+    },
 }
 
 impl Job {
@@ -519,7 +557,8 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
             ));
         }
         let (kind, rest) = kind_of(ctx, &here, &d)?;
-        let dest = match kind {
+        let key = |key: &str| [here[0].clone(), here[1].clone(), k(key)];
+        let (dest_kind, common) = match kind {
             "path" => {
                 let RawPathDestination {
                     path,
@@ -530,51 +569,118 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     retention,
                 } = read(ctx, &here, rest)?;
                 if path.as_os_str().is_empty() {
-                    return Err(ctx.err(
-                        &[here[0].clone(), here[1].clone(), k("path")],
-                        "the path cannot be empty",
-                    ));
+                    return Err(ctx.err(&key("path"), "the path cannot be empty"));
                 }
-                let prefix = prefix.trim_matches('/').to_string();
-                if !prefix.is_empty() && offsite_backends::validate_key(&prefix).is_err() {
-                    return Err(ctx.err(
-                        &[here[0].clone(), here[1].clone(), k("prefix")],
-                        format!("invalid prefix {prefix:?}: no empty, '.' or '..' parts"),
-                    ));
-                }
-                let common = |key: &str| [here[0].clone(), here[1].clone(), k(key)];
-                if bwlimit.is_some_and(|b| b.0 == 0) {
-                    return Err(ctx.err(
-                        &common("bwlimit"),
-                        "bwlimit must be more than 0 (leave it out for no limit)",
-                    ));
-                }
-                if part_size.is_some_and(|p| p.0 == 0) {
-                    return Err(ctx.err(&common("part_size"), "part_size must be more than 0"));
-                }
-                if concurrency == Some(0) {
-                    return Err(ctx.err(&common("concurrency"), "concurrency must be at least 1"));
-                }
-                Destination {
-                    name: name.clone(),
-                    kind: DestinationKind::Path {
+                (
+                    DestinationKind::Path {
                         path: ctx.resolve_path(&path),
                     },
+                    Common {
+                        prefix,
+                        bwlimit,
+                        part_size,
+                        concurrency,
+                        retention,
+                    },
+                )
+            }
+            "s3" => {
+                let RawS3Destination {
+                    bucket,
                     prefix,
-                    bwlimit: bwlimit.map(|b| b.0),
-                    part_size: part_size.map(|p| p.0).unwrap_or(DEFAULT_PART_SIZE),
-                    concurrency: concurrency.unwrap_or(DEFAULT_CONCURRENCY),
-                    retention: retention.as_ref().map(RawRetention::resolve),
+                    region,
+                    endpoint,
+                    storage_class,
+                    put_only,
+                    profile,
+                    bwlimit,
+                    part_size,
+                    concurrency,
+                    retention,
+                } = read(ctx, &here, rest)?;
+                if bucket.trim().is_empty() {
+                    return Err(ctx.err(&key("bucket"), "the bucket cannot be empty"));
                 }
+                if let Some(e) = &endpoint
+                    && !(e.starts_with("http://") || e.starts_with("https://"))
+                {
+                    return Err(ctx.err(
+                        &key("endpoint"),
+                        format!("invalid endpoint {e:?}: write a URL like \"https://s3.example.net\" or \"http://127.0.0.1:9000\""),
+                    ));
+                }
+                if let Some(c) = &storage_class
+                    && !offsite_backends::s3::STORAGE_CLASSES.contains(&c.as_str())
+                {
+                    return Err(ctx.err(
+                        &key("storage_class"),
+                        format!(
+                            "unknown storage class {c:?}; use one of {}",
+                            offsite_backends::s3::STORAGE_CLASSES.join(", ")
+                        ),
+                    ));
+                }
+                (
+                    DestinationKind::S3 {
+                        bucket,
+                        region: region.unwrap_or_else(|| "us-east-1".to_string()),
+                        endpoint,
+                        storage_class,
+                        put_only,
+                        profile,
+                    },
+                    Common {
+                        prefix,
+                        bwlimit,
+                        part_size,
+                        concurrency,
+                        retention,
+                    },
+                )
             }
             other => {
                 let mut p = here.to_vec();
                 p.push(k("kind"));
                 return Err(ctx.err(
                     &p,
-                    format!("unknown destination kind {other:?}; this version supports: path"),
+                    format!("unknown destination kind {other:?}; this version supports: path, s3"),
                 ));
             }
+        };
+        let Common {
+            prefix,
+            bwlimit,
+            part_size,
+            concurrency,
+            retention,
+        } = common;
+        let prefix = prefix.trim_matches('/').to_string();
+        if !prefix.is_empty() && offsite_backends::validate_key(&prefix).is_err() {
+            return Err(ctx.err(
+                &key("prefix"),
+                format!("invalid prefix {prefix:?}: no empty, '.' or '..' parts"),
+            ));
+        }
+        if bwlimit.is_some_and(|b| b.0 == 0) {
+            return Err(ctx.err(
+                &key("bwlimit"),
+                "bwlimit must be more than 0 (leave it out for no limit)",
+            ));
+        }
+        if part_size.is_some_and(|p| p.0 == 0) {
+            return Err(ctx.err(&key("part_size"), "part_size must be more than 0"));
+        }
+        if concurrency == Some(0) {
+            return Err(ctx.err(&key("concurrency"), "concurrency must be at least 1"));
+        }
+        let dest = Destination {
+            name: name.clone(),
+            kind: dest_kind,
+            prefix,
+            bwlimit: bwlimit.map(|b| b.0),
+            part_size: part_size.map(|p| p.0).unwrap_or(DEFAULT_PART_SIZE),
+            concurrency: concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+            retention: retention.as_ref().map(RawRetention::resolve),
         };
         destinations.insert(name, dest);
     }

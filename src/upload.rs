@@ -258,7 +258,7 @@ async fn upload_volume(
             std::fs::File::open(path)
                 .map_err(|e| Error::io(format!("cannot open staged {}", path.display()), e))?,
         );
-        let sent: Vec<PartReceipt> = futures::stream::iter(missing)
+        let sent: Result<Vec<PartReceipt>> = futures::stream::iter(missing)
             // No new part once a stop is requested; those in flight finish and are journaled.
             .take_while(|_| futures::future::ready(!stop.requested()))
             .map(|index| {
@@ -287,7 +287,18 @@ async fn upload_volume(
             })
             .buffer_unordered(in_flight)
             .try_collect()
-            .await?;
+            .await;
+        let sent = match sent {
+            Ok(s) => s,
+            Err(Error::Backend(e)) if e.kind() == ErrorKind::NotFound && !restarted => {
+                // The unfinished upload expired or was aborted: send this volume again.
+                progress.note(&format!("{e}; sending {volume} again"));
+                journal.restarted(volume)?;
+                restarted = true;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         counters.sent += sent.iter().map(|p| p.size).sum::<u64>();
         if have.len() + sent.len() < parts as usize {
             stopped(target, stop)?;

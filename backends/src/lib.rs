@@ -19,6 +19,8 @@ mod error;
 #[cfg(feature = "path")]
 pub mod path;
 mod retry;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod secret;
 mod throttle;
 

@@ -8,5 +8,6 @@ mod destinations;
 mod incremental;
 mod prune;
 mod resume;
+mod s3;
 mod sources;
 mod support;

@@ -1,36 +1,15 @@
 //! A backup killed mid-upload resumes where it stopped.
 
-use std::fs;
 use std::time::Duration;
 
 use crate::support::*;
 
-/// The parts journaled for destination "nas": (count, bytes).
-fn journaled(sb: &Sandbox) -> (usize, u64) {
-    let Ok(ids) = fs::read_dir(sb.path("staging/db")) else {
-        return (0, 0);
-    };
-    let mut count = 0;
-    let mut bytes = 0;
-    for text in ids
-        .flatten()
-        .filter_map(|e| fs::read_to_string(e.path().join(".journal/nas.jsonl")).ok())
-    {
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if v["event"] == "part" {
-                count += 1;
-                bytes += v["receipt"]["size"].as_u64().expect("size");
-            }
-        }
-    }
-    (count, bytes)
+fn journal_parts(sb: &Sandbox) -> usize {
+    journaled(sb, "nas").0
 }
 
-fn journal_parts(sb: &Sandbox) -> usize {
-    journaled(sb).0
+fn journaled_nas(sb: &Sandbox) -> (usize, u64) {
+    journaled(sb, "nas")
 }
 
 #[test]
@@ -59,7 +38,7 @@ fn kill_during_throttled_upload_then_upload_resumes() {
         !status.success(),
         "the backup was killed before it finished"
     );
-    let (parts_before, bytes_before) = journaled(&sb);
+    let (parts_before, bytes_before) = journaled_nas(&sb);
     assert!(parts_before >= 6);
 
     // Nothing looks complete on the destination: the manifest goes last.
@@ -152,7 +131,7 @@ fn sigterm_during_upload_stops_cleanly_and_upload_resumes() {
     assert_eq!(j["destinations"][0]["status"], "interrupted", "{j}");
 
     // Every part that was sent is in the journal, and nothing looks complete.
-    let (parts, bytes) = journaled(&sb);
+    let (parts, bytes) = journaled_nas(&sb);
     assert!(parts >= 3);
     assert!(complete_backups(&sb, "nas").is_empty());
     assert_eq!(staging_dirs(&sb).len(), 1, "the backup stays staged");

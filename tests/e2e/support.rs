@@ -200,3 +200,26 @@ pub fn terminate(pid: u32) {
     let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
     assert_eq!(rc, 0, "kill -TERM {pid}");
 }
+
+/// The parts journaled for `destination` in job "db"'s staging: (count, bytes).
+pub fn journaled(sb: &Sandbox, destination: &str) -> (usize, u64) {
+    let Ok(ids) = fs::read_dir(sb.path("staging/db")) else {
+        return (0, 0);
+    };
+    let mut count = 0;
+    let mut bytes = 0;
+    for text in ids.flatten().filter_map(|e| {
+        fs::read_to_string(e.path().join(format!(".journal/{destination}.jsonl"))).ok()
+    }) {
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["event"] == "part" {
+                count += 1;
+                bytes += v["receipt"]["size"].as_u64().expect("size");
+            }
+        }
+    }
+    (count, bytes)
+}

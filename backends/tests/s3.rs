@@ -1,0 +1,153 @@
+//! The conformance suite on the `s3` backend, against moto's S3 server with
+//! IAM enforced (started by `tests/servers/moto.sh start`, as `make test`
+//! does), plus what only S3 has: put-only credentials.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use offsite_backends::conformance::{Fixture, pattern};
+use offsite_backends::s3::{S3Backend, S3Options, StaticCredentials};
+use offsite_backends::{Backend, ErrorKind, Part, Secret};
+
+/// The server's address and the users' keys, from `target/servers/moto.env`.
+fn moto_env() -> HashMap<String, String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/servers/moto.env");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!("{path}: {e}; start the S3 test server first: tests/servers/moto.sh start (make test does)")
+    });
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn var(env: &HashMap<String, String>, key: &str) -> String {
+    env.get(key)
+        .unwrap_or_else(|| panic!("moto.env has no {key}"))
+        .clone()
+}
+
+/// A backend for `user` (admin, uploader, pruner, restorer).
+pub fn backend(user: &str, put_only: bool, storage_class: Option<&str>) -> S3Backend {
+    let env = moto_env();
+    let upper = user.to_uppercase();
+    S3Backend::new(
+        "s3",
+        S3Options {
+            bucket: var(&env, "MOTO_BUCKET"),
+            region: "us-east-1".into(),
+            endpoint: Some(var(&env, "MOTO_ENDPOINT")),
+            storage_class: storage_class.map(str::to_string),
+            put_only,
+            profile: None,
+            credentials: Some(StaticCredentials {
+                access_key_id: var(&env, &format!("MOTO_{upper}_ACCESS_KEY_ID")),
+                secret_access_key: Secret::new(var(
+                    &env,
+                    &format!("MOTO_{upper}_SECRET_ACCESS_KEY"),
+                )),
+            }),
+        },
+    )
+}
+
+fn unique(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("conformance/{test}-{}-{nanos}", std::process::id())
+}
+
+fn fixture(test: &str) -> Fixture {
+    Fixture {
+        connect: Box::new(|| Arc::new(backend("admin", false, None)) as Arc<dyn Backend>),
+        prefix: unique(test),
+    }
+}
+
+offsite_backends::conformance_tests!(|test_name| fixture(test_name));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_only_credentials_upload_and_nothing_else() {
+    let up = backend("uploader", true, Some("STANDARD_IA"));
+    let key = format!("{}/vol-000000.tar.zst", unique("put_only"));
+    let caps = up.capabilities();
+    assert!(!caps.list && !caps.read && !caps.delete);
+    up.probe().await.expect("a put-only probe makes no call");
+
+    // The four calls of a backup, under a policy that allows only s3:PutObject.
+    let id = up.create_upload(&key, 5 << 20).await.expect("create");
+    let body = pattern((5 << 20) + 1234, 3);
+    let mut receipts = Vec::new();
+    for (index, chunk) in body.chunks(5 << 20).enumerate() {
+        let part = Part {
+            index: index as u32,
+            offset: (index * (5 << 20)) as u64,
+            body: Bytes::copy_from_slice(chunk),
+        };
+        receipts.push(up.put_part(&key, &id, part).await.expect("part"));
+    }
+    up.complete_upload(&key, &id, &receipts)
+        .await
+        .expect("complete");
+    up.put(&format!("{key}.manifest"), Bytes::from_static(b"{}"))
+        .await
+        .expect("put");
+
+    // Everything else is refused before any request, naming the policy to use.
+    let err = up.list("conformance/").await.err().expect("list refused");
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    assert!(err.to_string().contains("put_only"), "{err}");
+    assert!(err.to_string().contains("s3:ListBucket"), "{err}");
+    assert!(up.get(&key, None).await.is_err());
+    assert!(up.delete(&key).await.is_err());
+
+    // The object is whole, and in the storage class asked for (read with the admin key).
+    let admin = backend("admin", false, None);
+    let back = offsite_backends::get_bytes(&admin, &key)
+        .await
+        .expect("get");
+    assert!(back == body, "the object reads back as sent");
+
+    // Without put_only, the same put-only key is refused by the server: the policy is real.
+    let denied = backend("uploader", false, None);
+    let err = denied.list("conformance/").await.expect("a stream");
+    let first = futures::StreamExt::next(&mut Box::pin(err)).await;
+    assert!(matches!(first, Some(Err(_))), "ListObjects must be denied");
+    let err = offsite_backends::get_bytes(&denied, &key)
+        .await
+        .expect_err("GetObject denied");
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_is_unauthenticated_and_never_printed() {
+    let env = moto_env();
+    let secret = "wrong-secret-do-not-print-0123456789";
+    let b = S3Backend::new(
+        "s3",
+        S3Options {
+            bucket: var(&env, "MOTO_BUCKET"),
+            region: "us-east-1".into(),
+            endpoint: Some(var(&env, "MOTO_ENDPOINT")),
+            storage_class: None,
+            put_only: false,
+            profile: None,
+            credentials: Some(StaticCredentials {
+                access_key_id: var(&env, "MOTO_ADMIN_ACCESS_KEY_ID"),
+                secret_access_key: Secret::new(secret),
+            }),
+        },
+    );
+    let err = b
+        .put("conformance/wrong-secret", Bytes::from_static(b"x"))
+        .await
+        .expect_err("a wrong secret is refused");
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{text}");
+    assert!(text.contains("destination \"s3\""), "{text}");
+    assert!(!text.contains(secret), "{text}");
+    assert!(!format!("{b:?}").contains(secret));
+}

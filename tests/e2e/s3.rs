@@ -1,0 +1,229 @@
+//! The S3 destination end to end, against moto's S3 server with IAM
+//! enforced (`tests/servers/moto.sh start`; `make test` starts it): a backup
+//! with put-only credentials killed mid-upload and resumed, an upload that
+//! vanished from the server restarted, a restore with the restorer's key, and
+//! a wrong key that fails only its own destination.
+
+use std::collections::HashMap;
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+fn moto() -> HashMap<String, String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/servers/moto.env");
+    let text = fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!("{path}: {e}; start the S3 test server first: tests/servers/moto.sh start (make test does)")
+    });
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The AWS chain's variables for one of moto's users.
+fn as_user(mut c: Command, user: &str) -> Command {
+    let m = moto();
+    let u = user.to_uppercase();
+    c.env("AWS_ACCESS_KEY_ID", &m[&format!("MOTO_{u}_ACCESS_KEY_ID")])
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            &m[&format!("MOTO_{u}_SECRET_ACCESS_KEY")],
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN");
+    c
+}
+
+fn run_as(sb: &Sandbox, user: &str, args: &[&str]) -> Run {
+    let out = as_user(sb.command(args), user)
+        .output()
+        .expect("run offsite");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A `[destination.s3]` table on moto's bucket, under a prefix of this test's own.
+fn s3_table(sb: &Sandbox, extra: &str) -> String {
+    let m = moto();
+    let test = sb.root.file_name().and_then(|n| n.to_str()).unwrap_or("t");
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "[destination.s3]\nkind = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nprefix = \"e2e/{test}-{nonce}\"\npart_size = \"5MiB\"\n{extra}\n",
+        m["MOTO_BUCKET"], m["MOTO_ENDPOINT"]
+    )
+}
+
+fn throttled_put_only_backup(sb: &Sandbox) -> String {
+    write(&sb.path("src/chunk-000000.000000"), &noise(12 << 20, 21));
+    write(&sb.path("src/writer.chk"), b"0000000000000042");
+    let table = s3_table(
+        sb,
+        "put_only = true\nstorage_class = \"STANDARD_IA\"\nbwlimit = \"4MiB\"",
+    );
+    sb.config_dir_job("", &["s3"], &table);
+    let mut child = as_user(sb.command(&["--json", "backup"]), "uploader")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start backup");
+    wait_for("a part to be journaled", Duration::from_secs(60), || {
+        journaled(sb, "s3").0 >= 1
+    });
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    table
+}
+
+/// The config the restore host uses: the same bucket and prefix, put_only off.
+fn restore_config(sb: &Sandbox, table: &str) {
+    let readable = table
+        .replace("put_only = true\n", "")
+        .replace("bwlimit = \"4MiB\"", "");
+    sb.config_dir_job("", &["s3"], &readable);
+}
+
+#[test]
+fn a_put_only_backup_killed_mid_upload_resumes_and_the_restorer_restores_it() {
+    let sb =
+        Sandbox::new("a_put_only_backup_killed_mid_upload_resumes_and_the_restorer_restores_it");
+    let table = throttled_put_only_backup(&sb);
+    let (_, journaled_bytes) = journaled(&sb, "s3");
+
+    // Resuming needs nothing but the journal: under a policy that allows only
+    // s3:PutObject, any ListParts or HeadObject would be denied.
+    let r = run_as(&sb, "uploader", &["--json", "upload"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let dest = &r.json()["runs"][0]["destinations"][0];
+    assert_eq!(dest["status"], "ok", "{r:?}");
+    assert_eq!(
+        dest["bytes_resumed"].as_u64(),
+        Some(journaled_bytes),
+        "{r:?}"
+    );
+
+    // The put-only host cannot list, and says which policy it would need.
+    let r = run_as(&sb, "uploader", &["list"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let all = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        all.contains("put_only") && all.contains("s3:ListBucket"),
+        "{r:?}"
+    );
+
+    restore_config(&sb, &table);
+    let to = sb.path("restored");
+    let r = run_as(
+        &sb,
+        "restorer",
+        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src"), &to);
+}
+
+#[test]
+fn an_upload_gone_from_the_server_restarts_that_volume() {
+    let sb = Sandbox::new("an_upload_gone_from_the_server_restarts_that_volume");
+    let table = throttled_put_only_backup(&sb);
+
+    // Abort the journaled upload behind offsite's back, as a lifecycle rule would.
+    let started = fs::read_dir(sb.path("staging/db"))
+        .expect("staging")
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join(".journal/s3.jsonl")).ok())
+        .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .find(|v| v["event"] == "started")
+        .expect("a started upload in the journal");
+    let key = started["key"].as_str().expect("key").to_string();
+    let upload = started["upload"].as_str().expect("upload id").to_string();
+    let m = moto();
+    let admin = offsite_backends::s3::S3Backend::new(
+        "admin",
+        offsite_backends::s3::S3Options {
+            bucket: m["MOTO_BUCKET"].clone(),
+            region: "us-east-1".into(),
+            endpoint: Some(m["MOTO_ENDPOINT"].clone()),
+            storage_class: None,
+            put_only: false,
+            profile: None,
+            credentials: Some(offsite_backends::s3::StaticCredentials {
+                access_key_id: m["MOTO_ADMIN_ACCESS_KEY_ID"].clone(),
+                secret_access_key: offsite_backends::Secret::new(
+                    m["MOTO_ADMIN_SECRET_ACCESS_KEY"].clone(),
+                ),
+            }),
+        },
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(offsite_backends::Backend::abort_upload(
+            &admin,
+            &key,
+            &offsite_backends::UploadId(upload),
+        ))
+        .expect("abort");
+
+    let r = run_as(&sb, "uploader", &["--json", "upload"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("sending vol-000000.tar.zst again"),
+        "{r:?}"
+    );
+
+    restore_config(&sb, &table);
+    let to = sb.path("restored");
+    let r = run_as(
+        &sb,
+        "restorer",
+        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src"), &to);
+}
+
+#[test]
+fn a_wrong_secret_fails_its_destination_only_and_is_never_printed() {
+    let sb = Sandbox::new("a_wrong_secret_fails_its_destination_only_and_is_never_printed");
+    write(&sb.path("src/a.bin"), &noise(100_000, 5));
+    let tables = format!(
+        "{}[destination.nas]\nkind = \"path\"\npath = \"dest\"\n",
+        s3_table(&sb, "")
+    );
+    sb.config_dir_job("", &["nas", "s3"], &tables);
+    let secret = "not-the-secret-0123456789abcdef";
+    let m = moto();
+    let out = sb
+        .command(&["--json", "backup"])
+        .env("AWS_ACCESS_KEY_ID", &m["MOTO_ADMIN_ACCESS_KEY_ID"])
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let dests = j["destinations"].as_array().expect("destinations");
+    let s3 = dests.iter().find(|d| d["name"] == "s3").expect("s3");
+    let nas = dests.iter().find(|d| d["name"] == "nas").expect("nas");
+    assert_eq!(nas["status"], "ok");
+    assert_eq!(s3["status"], "failed");
+    let err = s3["error"].as_str().expect("error");
+    assert!(err.contains("destination \"s3\""), "{err}");
+    assert!(err.contains("check the credentials"), "{err}");
+    assert!(!stdout.contains(secret) && !stderr.contains(secret));
+    let status = fs::read_to_string(sb.path("staging/db/status.json")).expect("status");
+    assert!(!status.contains(secret));
+}
