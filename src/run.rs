@@ -205,6 +205,10 @@ pub async fn backup(
             // prune is reported but does not fail the backup.
             let now = time::OffsetDateTime::now_utc();
             for t in &targets {
+                // A put-only destination is pruned from another host, with other credentials.
+                if !t.backend.capabilities().delete {
+                    continue;
+                }
                 if let Some(p) = prune::prune_destination(job, t, now, false).await {
                     if let Some(e) = &p.error {
                         progress.note(&format!("prune failed: {e}"));
