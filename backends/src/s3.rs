@@ -14,9 +14,9 @@
 //!   journaled by the caller, so a resume needs no ListParts;
 //!   `complete_upload` → CompleteMultipartUpload with every part's ETag and
 //!   checksum (NoSuchUpload → [`ErrorKind::NotFound`]: the caller restarts).
-//! - `put` (manifests) → PutObject with its SHA-256, in STANDARD when the
-//!   configured class needs a restore before reading (GLACIER, DEEP_ARCHIVE),
-//!   so `list` and `prune` can always read manifests.
+//! - `put` (manifests) → PutObject with its SHA-256, always in STANDARD,
+//!   so `list` and `prune` never need a restore or pay a retrieval fee.
+//!   `storage_class` applies to volumes only.
 //! - `get` → GetObject with a Range; `list` → ListObjectsV2 pages; `delete` →
 //!   DeleteObject; `abort_upload` → AbortMultipartUpload.
 //! - **`put_only`**: the backup path calls only PutObject,
@@ -166,12 +166,9 @@ impl S3Backend {
             .map(StorageClass::from)
     }
 
-    /// Manifests stay readable without a restore.
+    /// Manifests (the only objects `put` writes) stay in STANDARD.
     fn class_for_put(&self) -> Option<StorageClass> {
-        match self.options.storage_class.as_deref() {
-            Some(c) if needs_restore(c) => None,
-            other => other.map(StorageClass::from),
-        }
+        None
     }
 
     /// Refuses a call a put-only destination must never make.
@@ -605,7 +602,7 @@ mod tests {
     }
 
     #[test]
-    fn manifests_stay_readable_in_cold_classes() {
+    fn manifests_stay_in_standard_and_volumes_take_the_class() {
         let b = |class: &str| {
             S3Backend::new(
                 "s3",
@@ -622,10 +619,7 @@ mod tests {
         };
         assert_eq!(b("DEEP_ARCHIVE").class_for_put(), None);
         assert_eq!(b("GLACIER").class_for_put(), None);
-        assert_eq!(
-            b("STANDARD_IA").class_for_put(),
-            Some(StorageClass::StandardIa)
-        );
+        assert_eq!(b("STANDARD_IA").class_for_put(), None);
         assert_eq!(
             b("GLACIER").class_for_volumes(),
             Some(StorageClass::Glacier)

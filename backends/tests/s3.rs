@@ -52,6 +52,34 @@ pub fn backend(user: &str, put_only: bool, storage_class: Option<&str>) -> S3Bac
     )
 }
 
+/// The storage class S3 reports for `key` (HeadObject with the admin key,
+/// through the SDK itself: the Backend trait has no such call).
+async fn storage_class(key: &str) -> Option<String> {
+    let env = moto_env();
+    let creds = aws_sdk_s3::config::Credentials::new(
+        var(&env, "MOTO_ADMIN_ACCESS_KEY_ID"),
+        var(&env, "MOTO_ADMIN_SECRET_ACCESS_KEY"),
+        None,
+        None,
+        "test",
+    );
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(var(&env, "MOTO_ENDPOINT"))
+        .force_path_style(true)
+        .credentials_provider(creds)
+        .build();
+    let head = aws_sdk_s3::Client::from_conf(conf)
+        .head_object()
+        .bucket(var(&env, "MOTO_BUCKET"))
+        .key(key)
+        .send()
+        .await
+        .expect("HeadObject with the admin key");
+    head.storage_class().map(|c| c.as_str().to_string())
+}
+
 fn unique(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -110,6 +138,13 @@ async fn put_only_credentials_upload_and_nothing_else() {
         .await
         .expect("get");
     assert!(back == body, "the object reads back as sent");
+    assert_eq!(storage_class(&key).await.as_deref(), Some("STANDARD_IA"));
+    // A manifest (put) stays in STANDARD, which S3 reports as no class at all.
+    let manifest_class = storage_class(&format!("{key}.manifest")).await;
+    assert!(
+        manifest_class.is_none() || manifest_class.as_deref() == Some("STANDARD"),
+        "{manifest_class:?}"
+    );
 
     // Without put_only, the same put-only key is refused by the server: the policy is real.
     let denied = backend("uploader", false, None);

@@ -69,7 +69,8 @@ fn throttled_put_only_backup(sb: &Sandbox) -> String {
         sb,
         "put_only = true\nstorage_class = \"STANDARD_IA\"\nbwlimit = \"4MiB\"",
     );
-    sb.config_dir_job("", &["s3"], &table);
+    // Several volumes, of one or two parts each.
+    sb.config_dir_job("volume_size = \"6MiB\"", &["s3"], &table);
     let mut child = as_user(sb.command(&["--json", "backup"]), "uploader")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -88,7 +89,19 @@ fn restore_config(sb: &Sandbox, table: &str) {
     let readable = table
         .replace("put_only = true\n", "")
         .replace("bwlimit = \"4MiB\"", "");
-    sb.config_dir_job("", &["s3"], &readable);
+    sb.config_dir_job("volume_size = \"6MiB\"", &["s3"], &readable);
+}
+
+/// Restores the latest backup with the restorer's key; it must equal `src/`.
+fn restore_as_restorer(sb: &Sandbox) {
+    let to = sb.path("restored");
+    let r = run_as(
+        sb,
+        "restorer",
+        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src"), &to);
 }
 
 #[test]
@@ -119,15 +132,23 @@ fn a_put_only_backup_killed_mid_upload_resumes_and_the_restorer_restores_it() {
         "{r:?}"
     );
 
+    // The restore host lists, verifies and restores with its own key.
     restore_config(&sb, &table);
-    let to = sb.path("restored");
-    let r = run_as(
-        &sb,
-        "restorer",
-        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
-    );
+    let r = run_as(&sb, "restorer", &["--json", "list"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&sb.path("src"), &to);
+    assert_eq!(
+        r.json()["listings"][0]["backups"].as_array().map(Vec::len),
+        Some(1),
+        "{r:?}"
+    );
+    let r = run_as(&sb, "restorer", &["--json", "verify"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let volumes = r.json()["verified"][0]["volumes"].as_u64();
+    assert!(
+        volumes.is_some_and(|v| v >= 2),
+        "a multi-volume backup: {r:?}"
+    );
+    restore_as_restorer(&sb);
 }
 
 #[test]
@@ -183,14 +204,7 @@ fn an_upload_gone_from_the_server_restarts_that_volume() {
     );
 
     restore_config(&sb, &table);
-    let to = sb.path("restored");
-    let r = run_as(
-        &sb,
-        "restorer",
-        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&sb.path("src"), &to);
+    restore_as_restorer(&sb);
 }
 
 #[test]
