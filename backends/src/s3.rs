@@ -37,7 +37,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{Credentials, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, StorageClass};
 use base64::Engine;
@@ -197,6 +197,21 @@ impl S3Backend {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        if let Some(why) = credentials_failure(&err) {
+            // Cron's near-empty environment: the commonest 2 a.m. failure. Not worth retrying.
+            let mut e = Error::new(
+                ErrorKind::Unauthenticated,
+                format!("{call}: no usable AWS credentials ({why})"),
+            )
+            .with_destination(&self.name)
+            .with_hint(
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (cron passes almost no environment: set them in the crontab or the service unit), or `profile` / AWS_PROFILE, or give the host an instance role",
+            );
+            if let Some(k) = key {
+                e = e.with_key(k);
+            }
+            return e;
+        }
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().map(str::to_string);
         let transport = matches!(
@@ -246,7 +261,7 @@ impl S3Backend {
             (Some(c), None) => c.clone(),
             _ => match status {
                 Some(s) => format!("HTTP {s}"),
-                None => DisplayErrorContext(&err).to_string(),
+                None => causes(&err),
             },
         };
         let mut e = Error::new(
@@ -279,6 +294,34 @@ impl S3Backend {
             _ => e,
         }
     }
+}
+
+/// The error and its sources, each said once: "dispatch failure: io error:
+/// Connection refused" rather than the SDK's debug dump.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Why the credentials could not be loaded, when that is what failed.
+fn credentials_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(c) = e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+        {
+            return Some(causes(c));
+        }
+        next = e.source();
+    }
+    None
 }
 
 fn sha256_b64(body: &[u8]) -> String {
@@ -510,7 +553,7 @@ impl Backend for S3Backend {
                     Some(Err(e)) => Some((
                         Err(Error::new(
                             ErrorKind::Unexpected,
-                            format!("reading the object failed: {}", DisplayErrorContext(&e)),
+                            format!("reading the object failed: {}", causes(&e)),
                         )
                         .temporary()
                         .with_destination(name)
@@ -560,9 +603,7 @@ impl Backend for S3Backend {
                                 format!(
                                     "ListObjectsV2 in bucket {:?} failed ({})",
                                     this.1,
-                                    e.code()
-                                        .map(str::to_string)
-                                        .unwrap_or_else(|| DisplayErrorContext(&e).to_string())
+                                    e.code().map(str::to_string).unwrap_or_else(|| causes(&e))
                                 ),
                             )
                             .with_destination(this.0.clone());

@@ -241,3 +241,35 @@ fn a_wrong_secret_fails_its_destination_only_and_is_never_printed() {
     let status = fs::read_to_string(sb.path("staging/db/status.json")).expect("status");
     assert!(!status.contains(secret));
 }
+
+#[test]
+fn missing_credentials_fail_at_once_and_say_how_to_set_them() {
+    let sb = Sandbox::new("missing_credentials_fail_at_once_and_say_how_to_set_them");
+    write(&sb.path("src/a.bin"), b"a");
+    sb.config_dir_job("", &["s3"], &s3_table(&sb, ""));
+    // What cron gives a job: no AWS variables, no profile files, no instance role.
+    let mut c = sb.command(&["--json", "backup"]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            c.env_remove(k);
+        }
+    }
+    let out = c
+        .env("HOME", sb.path("home"))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let j: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    let err = j["destinations"][0]["error"].as_str().expect("error");
+    assert!(
+        err.contains("no usable AWS credentials") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
+    // Not retried as if the network had failed.
+    assert!(
+        j["destinations"][0]["seconds"].as_f64().expect("seconds") < 2.0,
+        "{j}"
+    );
+}
