@@ -160,14 +160,16 @@ pub async fn run(
     log: &(dyn Fn(Event) + Sync),
 ) -> Result<()> {
     let _lock = DaemonLock::acquire(&config.staging.dir)?;
-    let loops = jobs.iter().filter_map(|job| {
-        job.schedule
-            .as_ref()
-            .map(|sched| job_loop(config, job, sched, stop, log))
-    });
-    for result in futures::future::join_all(loops).await {
-        result?;
+    // Every job's state is read before any loop starts: a damaged file stops the
+    // daemon at once, instead of one job silently never running while others do.
+    let mut loops = Vec::new();
+    for job in jobs {
+        if let Some(sched) = &job.schedule {
+            let state = read_state(&JobStaging::new(config, &job.name).job_dir)?;
+            loops.push(job_loop(config, job, sched, state, stop, log));
+        }
     }
+    futures::future::join_all(loops).await;
     Ok(())
 }
 
@@ -175,15 +177,15 @@ async fn job_loop(
     config: &Config,
     job: &Job,
     sched: &JobSchedule,
+    mut state: ScheduleState,
     stop: &Stop,
     log: &(dyn Fn(Event) + Sync),
-) -> Result<()> {
+) {
     let staging = JobStaging::new(config, &job.name);
-    let mut state = read_state(&staging.job_dir)?;
     let mut first = true;
     loop {
         if stop.requested() {
-            return Ok(());
+            return;
         }
         let now = Timestamp::now();
         let plan = schedule::plan(sched, &state.handled, now);
@@ -241,7 +243,7 @@ async fn job_loop(
             first = false;
         }
         if interrupted {
-            return Ok(());
+            return;
         }
         let wake = schedule::next_wake(sched, &state.handled, after);
         let wait = match wake {
@@ -254,7 +256,7 @@ async fn job_loop(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.wait() => return Ok(()),
+            _ = stop.wait() => return,
         }
     }
 }

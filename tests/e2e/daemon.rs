@@ -225,3 +225,41 @@ fn a_daemon_without_any_schedule_is_a_configuration_error() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("no job has a schedule"), "{r:?}");
 }
+
+#[test]
+fn a_damaged_schedule_state_stops_the_daemon_at_once() {
+    let sb = Sandbox::new("a_damaged_schedule_state_stops_the_daemon_at_once");
+    write(&sb.path("src/a"), b"a");
+    // Two jobs: the healthy one must not keep the daemon running while the other never runs.
+    sb.config_dir_job(
+        "schedule = { full = \"0 3 * * *\" }\n\n[[job]]\nname = \"other\"\nsource = { kind = \"dir\", path = \"src\" }\ndestinations = [\"nas\"]\nschedule = { full = \"0 4 * * *\" }",
+        &["nas"],
+        NAS,
+    );
+    write(&sb.path("staging/db/schedule.json"), b"{ half a file");
+    let mut child = sb
+        .command(&["daemon"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start daemon");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the daemon kept running with a job it cannot schedule");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("schedule.json") && stderr.contains("delete it"),
+        "{stderr}"
+    );
+}
