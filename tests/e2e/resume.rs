@@ -111,22 +111,14 @@ fn sigterm_during_upload_stops_cleanly_and_upload_resumes() {
         &["nas"],
         "[destination.nas]\nkind = \"path\"\npath = \"dest\"\nbwlimit = \"1MiB\"\npart_size = \"128KiB\"\n",
     );
-    let child = sb
-        .command(&["--json", "backup"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start backup");
-    wait_for("parts to be journaled", Duration::from_secs(60), || {
-        journal_parts(&sb) >= 3
-    });
-    terminate(child.id());
-    let out = child.wait_with_output().expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stderr.contains("SIGTERM: stopping"), "{stderr}");
-    let j: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    let (r, j) = backup_then_sigterm(
+        &sb,
+        "parts to be journaled",
+        Duration::from_secs(60),
+        || journal_parts(&sb) >= 3,
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("SIGTERM: stopping"), "{r:?}");
     assert_eq!(j["status"], "interrupted", "{j}");
     assert_eq!(j["destinations"][0]["status"], "interrupted", "{j}");
 

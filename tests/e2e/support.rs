@@ -223,3 +223,30 @@ pub fn journaled(sb: &Sandbox, destination: &str) -> (usize, u64) {
     }
     (count, bytes)
 }
+
+/// Starts `--json backup`, waits until `ready` holds (failing after
+/// `limit`), sends SIGTERM, and returns how the run ended and its JSON.
+pub fn backup_then_sigterm(
+    sb: &Sandbox,
+    what: &str,
+    limit: Duration,
+    ready: impl FnMut() -> bool,
+) -> (Run, serde_json::Value) {
+    let child = sb
+        .command(&["--json", "backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start backup");
+    wait_for(what, limit, ready);
+    terminate(child.id());
+    let out = child.wait_with_output().expect("wait");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let json = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {run:?}"));
+    (run, json)
+}
