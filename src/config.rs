@@ -11,12 +11,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use offsite_backends::s3::{self, RESTORE_TIERS, S3Options};
 use serde::Deserialize;
 
 use crate::error::Error;
 use crate::retention::Policy;
 use crate::schedule::{Cron, JobSchedule};
 use crate::size::{ByteSize, HumanDuration};
+
+/// How long a copy retrieved from S3 Glacier classes stays readable, unless `restore_days` says.
+pub const DEFAULT_RESTORE_DAYS: i32 = 7;
 
 /// The annotated example `offsite init` writes.
 pub const EXAMPLE: &str = include_str!("../fixtures/offsite.example.toml");
@@ -152,6 +156,8 @@ struct RawS3Destination {
     #[serde(default)]
     put_only: bool,
     profile: Option<String>,
+    restore_tier: Option<String>,
+    restore_days: Option<i64>,
     bwlimit: Option<ByteSize>,
     part_size: Option<ByteSize>,
     concurrency: Option<usize>,
@@ -249,14 +255,8 @@ pub enum DestinationKind {
         path: PathBuf,
     },
     /// Amazon S3 or an S3-compatible store; credentials from the AWS chain.
-    S3 {
-        bucket: String,
-        region: String,
-        endpoint: Option<String>,
-        storage_class: Option<String>,
-        put_only: bool,
-        profile: Option<String>,
-    },
+    /// The settings as the S3 backend takes them (credentials from the AWS chain).
+    S3(S3Options),
 }
 
 impl Job {
@@ -593,6 +593,8 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     storage_class,
                     put_only,
                     profile,
+                    restore_tier,
+                    restore_days,
                     bwlimit,
                     part_size,
                     concurrency,
@@ -610,25 +612,59 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     ));
                 }
                 if let Some(c) = &storage_class
-                    && !offsite_backends::s3::STORAGE_CLASSES.contains(&c.as_str())
+                    && !s3::STORAGE_CLASSES.contains(&c.as_str())
                 {
                     return Err(ctx.err(
                         &key("storage_class"),
                         format!(
                             "unknown storage class {c:?}; use one of {}",
-                            offsite_backends::s3::STORAGE_CLASSES.join(", ")
+                            s3::STORAGE_CLASSES.join(", ")
                         ),
                     ));
                 }
+                let restore_tier = restore_tier.unwrap_or_else(|| "Standard".to_string());
+                if !RESTORE_TIERS.contains(&restore_tier.as_str()) {
+                    return Err(ctx.err(
+                        &key("restore_tier"),
+                        format!(
+                            "unknown restore tier {restore_tier:?}; use one of {}",
+                            RESTORE_TIERS.join(", ")
+                        ),
+                    ));
+                }
+                if let Some(c) = &storage_class
+                    && s3::needs_restore(c)
+                    && s3::retrieval_time(c, &restore_tier).is_none()
+                {
+                    return Err(ctx.err(
+                        &key("restore_tier"),
+                        format!("{c} objects cannot be retrieved with the {restore_tier} tier; use Standard or Bulk"),
+                    ));
+                }
+                let restore_days = match restore_days {
+                    None => DEFAULT_RESTORE_DAYS,
+                    Some(d @ 1..=365) => d as i32,
+                    Some(d) => {
+                        return Err(ctx.err(
+                            &key("restore_days"),
+                            format!(
+                                "restore_days = {d}: a retrieved copy stays readable 1 to 365 days"
+                            ),
+                        ));
+                    }
+                };
                 (
-                    DestinationKind::S3 {
+                    DestinationKind::S3(S3Options {
                         bucket,
                         region: region.unwrap_or_else(|| "us-east-1".to_string()),
                         endpoint,
                         storage_class,
                         put_only,
                         profile,
-                    },
+                        credentials: None,
+                        restore_tier,
+                        restore_days,
+                    }),
                     Common {
                         prefix,
                         bwlimit,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use offsite_backends::path::PathBackend;
-use offsite_backends::s3::{S3Backend, S3Options};
+use offsite_backends::s3::S3Backend;
 use offsite_backends::{Backend, RetryPolicy, Retrying, Throttled};
 
 use crate::config::{Config, Destination, DestinationKind, Job};
@@ -15,25 +15,7 @@ use crate::upload::Target;
 pub fn backend_for(d: &Destination) -> Arc<dyn Backend> {
     let raw: Arc<dyn Backend> = match &d.kind {
         DestinationKind::Path { path } => Arc::new(PathBackend::new(&d.name, path)),
-        DestinationKind::S3 {
-            bucket,
-            region,
-            endpoint,
-            storage_class,
-            put_only,
-            profile,
-        } => Arc::new(S3Backend::new(
-            &d.name,
-            S3Options {
-                bucket: bucket.clone(),
-                region: region.clone(),
-                endpoint: endpoint.clone(),
-                storage_class: storage_class.clone(),
-                put_only: *put_only,
-                profile: profile.clone(),
-                credentials: None,
-            },
-        )),
+        DestinationKind::S3(options) => Arc::new(S3Backend::new(&d.name, options.clone())),
     };
     let paced: Arc<dyn Backend> = match d.bwlimit {
         Some(rate) => Arc::new(Throttled::new(raw, rate)),

@@ -17,6 +17,10 @@ pub enum Error {
     /// resumes on the next run (exit 1 for `backup`/`upload`, 0 for `daemon`).
     #[error("{0}")]
     Interrupted(String),
+    /// Cold storage is retrieving what a restore or verify needs; the same
+    /// command run later completes (exit 4).
+    #[error("{0}")]
+    Pending(String),
     /// A destination failed (exit 1).
     #[error(transparent)]
     Backend(#[from] offsite_backends::Error),
@@ -28,6 +32,7 @@ impl Error {
         match self {
             Error::Config(_) | Error::Usage(_) => 2,
             Error::Failed(_) | Error::Interrupted(_) | Error::Backend(_) => 1,
+            Error::Pending(_) => 4,
         }
     }
 

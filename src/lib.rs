@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod destinations;
 pub mod journal;
 pub mod manifest;
+pub mod policy;
 pub mod progress;
 pub mod prune;
 pub mod restore;

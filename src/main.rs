@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// Exit codes: 0 everything asked for succeeded; 1 failed; 2 usage or
 /// configuration error; 3 partial: the backup is staged and some destinations
-/// succeeded, others failed (run `offsite upload` to resume them).
+/// succeeded, others failed (run `offsite upload` to resume them); 4 pending:
+/// restore or verify asked cold storage (S3 GLACIER/DEEP_ARCHIVE) for a
+/// retrieval that is not ready yet (run the same command again later).
 #[derive(Debug, Parser)]
 #[command(name = "offsite", version, about, long_about)]
 pub struct Cli {
@@ -122,6 +124,46 @@ pub enum Command {
         #[command(flatten)]
         job: JobArg,
     },
+    /// Print least-privilege IAM policies or a lifecycle rule for a destination (JSON)
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// IAM policies for an S3 destination's uploader, pruner and restorer, or its lifecycle rule
+    ///
+    /// uploader: s3:PutObject on the prefix, nothing else (the database host,
+    /// put_only = true). pruner: list, read manifests, delete. restorer: list,
+    /// read, RestoreObject. lifecycle: a bucket lifecycle configuration that
+    /// expires each job's objects some days after the oldest backup its
+    /// retention keeps (a backstop for a pruner that stopped) and aborts
+    /// multipart uploads left unfinished. Without --role: all four in one
+    /// JSON object.
+    S3 {
+        /// The S3 destination, as named in the configuration
+        #[arg(long, value_name = "D")]
+        destination: String,
+        /// Which document to print [default: all four]
+        #[arg(long, value_enum)]
+        role: Option<PolicyRole>,
+        /// lifecycle: expire after this many days instead of the age derived
+        /// from the retention (required when the retention is keep_last only)
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+        expire_after: Option<u32>,
+        /// lifecycle: abort multipart uploads unfinished after this many days
+        /// (an interrupted upload not resumed by then restarts its volume)
+        #[arg(long, value_name = "DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+        abort_after: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyRole {
+    Uploader,
+    Pruner,
+    Restorer,
+    Lifecycle,
 }
 
 #[derive(Debug, Args)]

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use offsite_backends::{Backend, ByteStream, ErrorKind};
+use offsite_backends::{Backend, ByteStream, ErrorKind, Readiness};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -420,8 +420,92 @@ fn read_backup(
     out
 }
 
+/// How many volumes are asked about at once by [`ensure_readable`].
+const READINESS_CONCURRENCY: usize = 8;
+
+/// Makes every volume of `manifests` readable on `target` before any is
+/// read: cold storage starts the retrievals it needs, all in one pass, so
+/// one later run finds them all ready. [`Error::Pending`] (exit 4) while any
+/// is still being retrieved; a missing volume is left to the read that
+/// follows, which reports it like any other damage.
+pub async fn ensure_readable(target: &Target, manifests: &[&Manifest]) -> Result<()> {
+    let keys: Vec<(String, String)> = manifests
+        .iter()
+        .flat_map(|m| {
+            m.volumes.iter().map(move |v| {
+                (
+                    m.id.clone(),
+                    remote_key(&target.config.prefix, &m.job, &m.id, &v.name),
+                )
+            })
+        })
+        .collect();
+    let total = keys.len();
+    let answers: Vec<_> = futures::stream::iter(keys)
+        .map(|(id, key)| async move {
+            let r = target.backend.prepare_read(&key).await;
+            (id, r)
+        })
+        .buffer_unordered(READINESS_CONCURRENCY)
+        .collect()
+        .await;
+    let mut pending = 0usize;
+    let mut requested = 0usize;
+    let mut detail = String::new();
+    let mut longest: Option<std::time::Duration> = None;
+    for (_, answer) in answers {
+        match answer {
+            Ok(Readiness::Ready) => {}
+            Ok(Readiness::Pending {
+                requested: now,
+                detail: d,
+                expected,
+            }) => {
+                pending += 1;
+                requested += usize::from(now);
+                detail = d;
+                longest = longest.max(expected);
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if pending == 0 {
+        return Ok(());
+    }
+    let ids: std::collections::BTreeSet<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
+    let ids: Vec<&str> = ids.into_iter().collect();
+    let what = match requested {
+        0 => format!("retrieval already under way for {pending} of {total} volume(s)"),
+        r if r == pending => format!("retrieval requested for {pending} of {total} volume(s)"),
+        r => format!(
+            "retrieval requested for {r} more volume(s); {pending} of {total} are being retrieved"
+        ),
+    };
+    let when = match longest {
+        Some(d) => format!("ready in about {}", human_wait(d)),
+        None => "ready later".to_string(),
+    };
+    Err(Error::Pending(format!(
+        "destination \"{}\": backup {} is in cold storage ({detail}): {what}; {when}; run the same command again then",
+        target.config.name,
+        ids.join(", ")
+    )))
+}
+
+/// "5 minutes", "5 hours", "2 days": a wait as a person says it.
+fn human_wait(d: std::time::Duration) -> String {
+    let mins = d.as_secs().div_ceil(60);
+    match mins {
+        0..=1 => "a minute".to_string(),
+        2..=119 => format!("{mins} minutes"),
+        _ => format!("{} hours", mins.div_ceil(60)),
+    }
+}
+
 /// Downloads `manifest`'s backup from `target` and checks every hash.
 pub async fn verify(target: &Target, manifest: &Manifest) -> Result<VerifyReport> {
+    ensure_readable(target, &[manifest]).await?;
     let rt = tokio::runtime::Handle::current();
     let target2 = target.clone();
     let m = manifest.clone();
@@ -646,6 +730,8 @@ pub async fn restore(
     force: bool,
 ) -> Result<RestoreReport> {
     let chain = chain_of(target, manifest, others)?;
+    let parts: Vec<&Manifest> = chain.iter().map(|(m, _)| m).collect();
+    ensure_readable(target, &parts).await?;
     match fs::read_dir(to) {
         Ok(mut entries) => {
             if entries.next().is_some() && !force {

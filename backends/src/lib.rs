@@ -27,6 +27,7 @@ mod throttle;
 use std::fmt::Debug;
 use std::ops::Range;
 use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -102,6 +103,21 @@ pub struct PartReceipt {
     pub tag: String,
 }
 
+/// Whether an object can be read now; see [`Backend::prepare_read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// A retrieval from cold storage is under way; read again later.
+    Pending {
+        /// This call asked for the retrieval (false: an earlier call did).
+        requested: bool,
+        /// Where the object is and how it comes back, e.g. `GLACIER, Standard tier`.
+        detail: String,
+        /// The longest such a retrieval usually takes, as the provider documents it.
+        expected: Option<Duration>,
+    },
+}
+
 /// A storage destination.
 ///
 /// # Behavior shared by every implementation
@@ -145,6 +161,14 @@ pub trait Backend: Send + Sync + Debug {
 
     /// Drops an unfinished upload; a missing upload is not an error.
     async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<()>;
+
+    /// Makes `key` readable. Cold storage (S3 Glacier classes, Azure
+    /// Archive, Glacier vaults) asks for a retrieval when none is under way
+    /// and answers [`Readiness::Pending`] until `get` can read the object;
+    /// every other backend answers [`Readiness::Ready`] without a request.
+    /// A missing key may answer `Ready` (the `get` that follows reports it)
+    /// or fail with [`ErrorKind::NotFound`].
+    async fn prepare_read(&self, key: &str) -> Result<Readiness>;
 
     /// Reads `key`, or the byte `range` of it.
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream>;

@@ -29,7 +29,7 @@ use futures::StreamExt;
 
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
-    Result, UploadId, validate_key,
+    Readiness, Result, UploadId, validate_key,
 };
 
 const PARTIAL_SUFFIX: &str = ".partial";
@@ -371,6 +371,11 @@ impl Backend for PathBackend {
             }
         })
         .await
+    }
+
+    async fn prepare_read(&self, key: &str) -> Result<Readiness> {
+        validate_key(key)?;
+        Ok(Readiness::Ready)
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {

@@ -11,7 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::{Backend, ByteStream, Capabilities, ListStream, Part, PartReceipt, Result, UploadId};
+use crate::{
+    Backend, ByteStream, Capabilities, ListStream, Part, PartReceipt, Readiness, Result, UploadId,
+};
 
 /// How often and how patiently to retry.
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +128,10 @@ impl Backend for Retrying {
 
     async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<()> {
         with_retries(&self.policy, || self.inner.abort_upload(key, upload)).await
+    }
+
+    async fn prepare_read(&self, key: &str) -> Result<Readiness> {
+        with_retries(&self.policy, || self.inner.prepare_read(key)).await
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {

@@ -17,6 +17,9 @@
 //! - `put` (manifests) → PutObject with its SHA-256, always in STANDARD,
 //!   so `list` and `prune` never need a restore or pay a retrieval fee.
 //!   `storage_class` applies to volumes only.
+//! - `prepare_read` → HeadObject; a GLACIER or DEEP_ARCHIVE object that is
+//!   not retrieved yet gets RestoreObject (`restore_tier`, `restore_days`)
+//!   and answers Pending until its `x-amz-restore` says it is readable.
 //! - `get` → GetObject with a Range; `list` → ListObjectsV2 pages; `delete` →
 //!   DeleteObject; `abort_upload` → AbortMultipartUpload.
 //! - **`put_only`**: the backup path calls only PutObject,
@@ -39,7 +42,10 @@ use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, StorageClass};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, GlacierJobParameters,
+    RestoreRequest, StorageClass, Tier,
+};
 use base64::Engine;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -47,7 +53,7 @@ use tokio::sync::OnceCell;
 
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
-    Result, Secret, UploadId, validate_key,
+    Readiness, Result, Secret, UploadId, validate_key,
 };
 
 /// Static credentials, for callers that do not use the AWS chain.
@@ -79,6 +85,27 @@ pub struct S3Options {
     pub profile: Option<String>,
     /// Set by tests and embedders; the configuration uses the AWS chain.
     pub credentials: Option<StaticCredentials>,
+    /// The retrieval tier RestoreObject asks for: one of [`RESTORE_TIERS`].
+    pub restore_tier: String,
+    /// How many days a retrieved copy stays readable (and billed as STANDARD).
+    pub restore_days: i32,
+}
+
+/// The retrieval tiers RestoreObject takes, as written in the configuration.
+pub const RESTORE_TIERS: &[&str] = &["Standard", "Bulk", "Expedited"];
+
+/// The longest a retrieval of `class` with `tier` usually takes, as AWS
+/// documents it; None when the combination does not exist.
+pub fn retrieval_time(class: &str, tier: &str) -> Option<std::time::Duration> {
+    let hours = |h: u64| Some(std::time::Duration::from_secs(h * 3600));
+    match (class, tier) {
+        ("GLACIER", "Expedited") => Some(std::time::Duration::from_secs(5 * 60)),
+        ("GLACIER", "Standard") => hours(5),
+        ("GLACIER", "Bulk") => hours(12),
+        ("DEEP_ARCHIVE", "Standard") => hours(12),
+        ("DEEP_ARCHIVE", "Bulk") => hours(48),
+        _ => None,
+    }
 }
 
 /// The storage classes S3 accepts, as written in the configuration.
@@ -221,6 +248,8 @@ impl S3Backend {
         use ErrorKind::*;
         let (kind, temporary) = match (code.as_deref(), status) {
             _ if transport => (Unexpected, true),
+            // HTTP 403 too, but not a permission problem: the object is cold.
+            (Some("InvalidObjectState"), _) => (Unsupported, false),
             (Some("NoSuchBucket"), _) => (ConfigInvalid, false),
             (Some("NoSuchKey" | "NoSuchUpload" | "NotFound"), _) | (None, Some(404)) => {
                 (NotFound, false)
@@ -253,7 +282,6 @@ impl S3Backend {
                 ),
                 _,
             ) => (Precondition, false),
-            (Some("InvalidObjectState"), _) => (Unsupported, false),
             _ => (Unexpected, false),
         };
         let detail = match (&code, err.message()) {
@@ -289,7 +317,7 @@ impl S3Backend {
                 self.options.region
             )),
             Unsupported => e.with_hint(
-                "the object is in a cold storage class and must be restored before it can be read",
+                "the object is in a cold storage class (GLACIER or DEEP_ARCHIVE) and must be retrieved first: `offsite restore` and `offsite verify` request the retrieval and exit 4 until it is readable",
             ),
             _ => e,
         }
@@ -522,6 +550,70 @@ impl Backend for S3Backend {
         }
     }
 
+    /// HeadObject; for a GLACIER or DEEP_ARCHIVE object not yet retrieved,
+    /// RestoreObject with the configured tier and days.
+    async fn prepare_read(&self, key: &str) -> Result<Readiness> {
+        validate_key(key)?;
+        self.allowed("HeadObject", Some(key))?;
+        let client = self.client().await;
+        let head = client
+            .head_object()
+            .bucket(self.bucket())
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.err("HeadObject", Some(key), e))?;
+        let class = match head.storage_class() {
+            Some(c) if needs_restore(c.as_str()) => c.as_str().to_string(),
+            _ => return Ok(Readiness::Ready),
+        };
+        let tier = self.options.restore_tier.as_str();
+        let pending = |requested: bool| Readiness::Pending {
+            requested,
+            detail: format!("{class}, {tier} tier"),
+            expected: retrieval_time(&class, tier),
+        };
+        // `x-amz-restore`: ongoing-request="true" while retrieving,
+        // ongoing-request="false", expiry-date="..." once readable.
+        match head.restore() {
+            Some(r) if r.contains("ongoing-request=\"false\"") => return Ok(Readiness::Ready),
+            Some(r) if r.contains("ongoing-request=\"true\"") => return Ok(pending(false)),
+            _ => {}
+        }
+        if retrieval_time(&class, tier).is_none() {
+            return Err(Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("{class} objects cannot be retrieved with the {tier} tier"),
+            )
+            .with_destination(&self.name)
+            .with_key(key)
+            .with_hint("set restore_tier = \"Standard\" or \"Bulk\" on this destination"));
+        }
+        let params = GlacierJobParameters::builder()
+            .tier(Tier::from(tier))
+            .build()
+            .map_err(|e| {
+                Error::new(ErrorKind::Unexpected, format!("RestoreObject request: {e}"))
+                    .with_destination(&self.name)
+            })?;
+        let request = RestoreRequest::builder()
+            .days(self.options.restore_days)
+            .glacier_job_parameters(params)
+            .build();
+        match client
+            .restore_object()
+            .bucket(self.bucket())
+            .key(key)
+            .restore_request(request)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(pending(true)),
+            Err(e) if e.code() == Some("RestoreAlreadyInProgress") => Ok(pending(false)),
+            Err(e) => Err(self.err("RestoreObject", Some(key), e)),
+        }
+    }
+
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
         self.allowed("GetObject", Some(key))?;
         validate_key(key).map_err(|e| e.with_destination(&self.name))?;
@@ -655,6 +747,8 @@ mod tests {
                     put_only: false,
                     profile: None,
                     credentials: None,
+                    restore_tier: "Standard".into(),
+                    restore_days: 1,
                 },
             )
         };

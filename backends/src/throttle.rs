@@ -16,7 +16,9 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::{Backend, ByteStream, Capabilities, ListStream, Part, PartReceipt, Result, UploadId};
+use crate::{
+    Backend, ByteStream, Capabilities, ListStream, Part, PartReceipt, Readiness, Result, UploadId,
+};
 
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -105,6 +107,10 @@ impl Backend for Throttled {
 
     async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<()> {
         self.inner.abort_upload(key, upload).await
+    }
+
+    async fn prepare_read(&self, key: &str) -> Result<Readiness> {
+        self.inner.prepare_read(key).await
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {

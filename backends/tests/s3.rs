@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use offsite_backends::conformance::{Fixture, pattern};
 use offsite_backends::s3::{S3Backend, S3Options, StaticCredentials};
-use offsite_backends::{Backend, ErrorKind, Part, Secret};
+use offsite_backends::{Backend, ErrorKind, Part, Readiness, Secret};
 
 /// The server's address and the users' keys, from `target/servers/moto.env`.
 fn moto_env() -> HashMap<String, String> {
@@ -41,6 +41,8 @@ pub fn backend(user: &str, put_only: bool, storage_class: Option<&str>) -> S3Bac
             storage_class: storage_class.map(str::to_string),
             put_only,
             profile: None,
+            restore_tier: "Standard".into(),
+            restore_days: 1,
             credentials: Some(StaticCredentials {
                 access_key_id: var(&env, &format!("MOTO_{upper}_ACCESS_KEY_ID")),
                 secret_access_key: Secret::new(var(
@@ -170,6 +172,8 @@ async fn a_wrong_secret_is_unauthenticated_and_never_printed() {
             storage_class: None,
             put_only: false,
             profile: None,
+            restore_tier: "Standard".into(),
+            restore_days: 1,
             credentials: Some(StaticCredentials {
                 access_key_id: var(&env, "MOTO_ADMIN_ACCESS_KEY_ID"),
                 secret_access_key: Secret::new(secret),
@@ -185,4 +189,74 @@ async fn a_wrong_secret_is_unauthenticated_and_never_printed() {
     assert!(text.contains("destination \"s3\""), "{text}");
     assert!(!text.contains(secret), "{text}");
     assert!(!format!("{b:?}").contains(secret));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_glacier_object_is_read_only_after_restore_object() {
+    let key = format!("{}/vol-000000.tar.zst", unique("glacier"));
+    let cold = backend("admin", false, Some("GLACIER"));
+    let body = pattern(300_000, 9);
+    let id = cold.create_upload(&key, 5 << 20).await.expect("create");
+    let part = Part {
+        index: 0,
+        offset: 0,
+        body: Bytes::from(body.clone()),
+    };
+    let receipt = cold.put_part(&key, &id, part).await.expect("part");
+    cold.complete_upload(&key, &id, &[receipt])
+        .await
+        .expect("complete");
+    assert_eq!(storage_class(&key).await.as_deref(), Some("GLACIER"));
+
+    // Cold: a plain read is refused, with a hint that says how to get it back.
+    let restorer = backend("restorer", false, None);
+    let err = offsite_backends::get_bytes(&restorer, &key)
+        .await
+        .expect_err("GetObject of a GLACIER object");
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("exit 4"), "{err}");
+
+    // The first prepare_read asks for the retrieval (RestoreObject, restorer's key).
+    match restorer.prepare_read(&key).await.expect("prepare_read") {
+        Readiness::Pending {
+            requested,
+            detail,
+            expected,
+        } => {
+            assert!(requested, "the first call requests the retrieval");
+            assert_eq!(detail, "GLACIER, Standard tier");
+            assert_eq!(expected, Some(std::time::Duration::from_secs(5 * 3600)));
+        }
+        Readiness::Ready => panic!("a GLACIER object is not readable before RestoreObject"),
+    }
+    // Later calls never request it again; moto finishes the retrieval at once.
+    let mut ready = false;
+    for _ in 0..10 {
+        match restorer.prepare_read(&key).await.expect("prepare_read") {
+            Readiness::Ready => {
+                ready = true;
+                break;
+            }
+            Readiness::Pending { requested, .. } => assert!(!requested, "requested twice"),
+        }
+    }
+    assert!(ready, "the retrieval never finished");
+    let back = offsite_backends::get_bytes(&restorer, &key)
+        .await
+        .expect("GetObject after the retrieval");
+    assert!(back == body, "the retrieved object reads back as sent");
+
+    // A warm object needs nothing: Ready, without RestoreObject.
+    let warm = format!("{key}.manifest");
+    cold.put(&warm, Bytes::from_static(b"{}"))
+        .await
+        .expect("put");
+    assert_eq!(
+        restorer.prepare_read(&warm).await.expect("prepare_read"),
+        Readiness::Ready
+    );
+    // A put-only destination refuses before any request.
+    let up = backend("uploader", true, None);
+    let err = up.prepare_read(&key).await.expect_err("put_only");
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
 }

@@ -26,7 +26,8 @@ use crate::{Cli, Command};
 use progress::TermProgress;
 use schedule::{daemon_cmd, status_cmd};
 
-/// Exit codes (DESIGN.md): 0 ok, 1 failed, 2 usage/config, 3 partial.
+/// Exit codes (DESIGN.md): 0 ok, 1 failed, 2 usage/config, 3 partial, 4
+/// pending (a cold-storage retrieval; run the same command again later).
 fn exit_code(s: Status) -> i32 {
     match s {
         Status::Ok => 0,
@@ -51,7 +52,8 @@ impl Out {
     fn fail(&self, e: &Error) -> i32 {
         let code = e.exit_code();
         if self.json {
-            self.doc(&json!({"status": "failed", "error": e.to_string(), "exit_code": code}));
+            let status = if code == 4 { "pending" } else { "failed" };
+            self.doc(&json!({"status": status, "error": e.to_string(), "exit_code": code}));
         } else {
             eprintln!("offsite: {e}");
         }
@@ -149,6 +151,12 @@ pub async fn run(cli: Cli) -> i32 {
                     }
                     Command::Status { job } => status_cmd(&out, &cfg, job.job.as_deref()),
                     Command::Daemon { job } => daemon_cmd(&out, &cfg, job.job.as_deref()).await,
+                    Command::Policy(crate::PolicyCommand::S3 {
+                        destination,
+                        role,
+                        expire_after,
+                        abort_after,
+                    }) => policy_s3(&out, &cfg, &destination, role, expire_after, abort_after),
                 },
             }
         }
@@ -589,6 +597,7 @@ async fn verify(
 ) -> Result<i32, Error> {
     let mut reports = Vec::new();
     let mut errors = Vec::new();
+    let mut pending = Vec::new();
     for j in cfg.select_jobs(job)? {
         for t in destinations::job_targets(cfg, j, destination)? {
             let listing = match catalog::list_job(&t, &j.name).await {
@@ -614,15 +623,21 @@ async fn verify(
             for b in chosen {
                 match restore::verify(&t, &b.manifest).await {
                     Ok(r) => reports.push(r),
+                    Err(e @ Error::Pending(_)) => pending.push(e.to_string()),
                     Err(e) => errors.push(e.to_string()),
                 }
             }
         }
     }
     let ok = errors.is_empty() && reports.iter().all(|r| r.ok);
+    let status = match (ok, pending.is_empty()) {
+        (false, _) => "failed",
+        (true, false) => "pending",
+        (true, true) => "ok",
+    };
     if out.json {
         out.doc(
-            &json!({"status": if ok {"ok"} else {"failed"}, "verified": reports, "errors": errors}),
+            &json!({"status": status, "verified": reports, "errors": errors, "pending": pending}),
         );
     } else {
         for r in &reports {
@@ -649,12 +664,27 @@ async fn verify(
         for e in &errors {
             println!("FAILED: {e}");
         }
-        if reports.is_empty() && errors.is_empty() {
+        for p in &pending {
+            println!("PENDING: {p}");
+        }
+        if reports.is_empty() && errors.is_empty() && pending.is_empty() {
             println!("no complete backups to verify");
         }
-        println!("{}", if ok { "verify ok" } else { "verify FAILED" });
+        println!(
+            "{}",
+            match status {
+                "failed" => "verify FAILED",
+                "pending" =>
+                    "verify PENDING: cold storage is retrieving volumes; run the same command again later",
+                _ => "verify ok",
+            }
+        );
     }
-    Ok(if ok { 0 } else { 1 })
+    Ok(match status {
+        "failed" => 1,
+        "pending" => 4,
+        _ => 0,
+    })
 }
 
 async fn restore_cmd(
@@ -667,10 +697,14 @@ async fn restore_cmd(
     force: bool,
 ) -> Result<i32, Error> {
     let j = cfg.job(job)?;
-    let targets = destinations::job_targets(cfg, j, destination)?;
+    let mut targets = destinations::job_targets(cfg, j, destination)?;
+    // Destinations that can be read at once first: a backup also on a NAS
+    // is restored from there, without waiting for (or paying) a retrieval.
+    targets.sort_by_key(|t| t.backend.capabilities().cold_storage);
     // Holding the job's lock keeps prune (and backup) of this job off while restoring.
     let _lock = stage::JobLock::acquire(&JobStaging::new(cfg, job), job)?;
     let mut last_err = None;
+    let mut pending = None;
     for t in &targets {
         let listing = match catalog::list_job(t, job).await {
             Ok(l) => l,
@@ -687,7 +721,16 @@ async fn restore_cmd(
             }
         };
         let others: Vec<_> = listing.backups.iter().map(|b| b.manifest.clone()).collect();
-        let r = restore::restore(t, &chosen.manifest, &others, to, force).await?;
+        let r = match restore::restore(t, &chosen.manifest, &others, to, force).await {
+            Ok(r) => r,
+            // Another destination may have it readable now; this one's
+            // retrieval is requested either way.
+            Err(e @ Error::Pending(_)) => {
+                pending = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if out.json {
             out.doc(&json!({"status": "ok", "restore": r}));
         } else {
@@ -703,9 +746,96 @@ async fn restore_cmd(
         }
         return Ok(0);
     }
-    Err(last_err.unwrap_or_else(|| {
+    Err(pending.or(last_err).unwrap_or_else(|| {
         Error::Failed(format!("job {job:?} has no destination to restore from"))
     }))
+}
+
+/// `policy s3`: prints the IAM policy or lifecycle configuration as JSON
+/// (with or without --json: the document is the output), notes on stderr.
+fn policy_s3(
+    out: &Out,
+    cfg: &Config,
+    destination: &str,
+    role: Option<crate::PolicyRole>,
+    expire_after: Option<u32>,
+    abort_after: u32,
+) -> Result<i32, Error> {
+    use crate::PolicyRole;
+    use offsite::policy::{self, Role};
+    let target = destinations::target(cfg, destination)?;
+    let d = &target.config;
+    let config::DestinationKind::S3(s3) = &d.kind else {
+        return Err(Error::Usage(format!(
+            "destination {destination:?} is not an S3 destination; `offsite policy s3` prints policies for kind = \"s3\" only"
+        )));
+    };
+    let iam = |r| policy::iam_policy(r, &s3.region, &s3.bucket, &d.prefix);
+    let mut notes = Vec::new();
+    let lifecycle = |notes: &mut Vec<String>| -> Result<Value, Error> {
+        let now = jiff::Timestamp::now();
+        let mut rules = Vec::new();
+        for j in cfg
+            .jobs
+            .iter()
+            .filter(|j| j.destinations.iter().any(|x| x == destination))
+        {
+            let Some(p) = j.policy_for(d) else {
+                notes.push(format!(
+                    "job {}: no retention on {destination}, so no expiration rule (offsite never deletes its backups either)",
+                    j.name
+                ));
+                continue;
+            };
+            let derived = policy::expiry_days(p, policy::full_interval(j.schedule.as_ref(), now));
+            let days = match (expire_after, derived) {
+                (Some(days), Ok(safe)) if days < safe => {
+                    notes.push(format!(
+                        "job {}: --expire-after {days} is shorter than the {safe} days its retention needs: S3 will delete backups the retention keeps",
+                        j.name
+                    ));
+                    days
+                }
+                (Some(days), _) => days,
+                (None, Ok(days)) => days,
+                (None, Err(why)) => {
+                    return Err(Error::Usage(format!(
+                        "job {} on destination {destination}: {why}; pass --expire-after DAYS (longer than the oldest backup you want kept)",
+                        j.name
+                    )));
+                }
+            };
+            notes.push(format!(
+                "job {}: objects under {} expire {days} days after upload, even the newest if backups stop; offsite prune remains the primary cleanup",
+                j.name,
+                if d.prefix.is_empty() { format!("{}/", j.name) } else { format!("{}/{}/", d.prefix, j.name) }
+            ));
+            rules.push(policy::expiry_rule(destination, &j.name, &d.prefix, days));
+        }
+        rules.push(policy::abort_rule(destination, &d.prefix, abort_after));
+        notes.push(format!(
+            "apply with: aws s3api put-bucket-lifecycle-configuration --bucket {} --lifecycle-configuration file://lifecycle.json (it REPLACES the bucket's rules: merge any you have)",
+            s3.bucket
+        ));
+        Ok(json!({"Rules": rules}))
+    };
+    let doc = match role {
+        Some(PolicyRole::Uploader) => iam(Role::Uploader),
+        Some(PolicyRole::Pruner) => iam(Role::Pruner),
+        Some(PolicyRole::Restorer) => iam(Role::Restorer),
+        Some(PolicyRole::Lifecycle) => lifecycle(&mut notes)?,
+        None => json!({
+            "uploader": iam(Role::Uploader),
+            "pruner": iam(Role::Pruner),
+            "restorer": iam(Role::Restorer),
+            "lifecycle": lifecycle(&mut notes)?,
+        }),
+    };
+    out.doc(&doc);
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    Ok(0)
 }
 
 fn print_prune(p: &PruneReport) {

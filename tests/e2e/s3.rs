@@ -23,14 +23,20 @@ fn moto() -> HashMap<String, String> {
 }
 
 /// The AWS chain's variables for one of moto's users.
-fn as_user(mut c: Command, user: &str) -> Command {
+fn as_user(c: Command, user: &str) -> Command {
     let m = moto();
     let u = user.to_uppercase();
-    c.env("AWS_ACCESS_KEY_ID", &m[&format!("MOTO_{u}_ACCESS_KEY_ID")])
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            &m[&format!("MOTO_{u}_SECRET_ACCESS_KEY")],
-        )
+    with_keys(
+        c,
+        &m[&format!("MOTO_{u}_ACCESS_KEY_ID")],
+        &m[&format!("MOTO_{u}_SECRET_ACCESS_KEY")],
+    )
+}
+
+/// The AWS chain's variables for one access key, and nothing else of the chain.
+fn with_keys(mut c: Command, id: &str, secret: &str) -> Command {
+    c.env("AWS_ACCESS_KEY_ID", id)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_SESSION_TOKEN");
@@ -60,6 +66,79 @@ fn s3_table(sb: &Sandbox, extra: &str) -> String {
         "[destination.s3]\nkind = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nprefix = \"e2e/{test}-{nonce}\"\npart_size = \"5MiB\"\n{extra}\n",
         m["MOTO_BUCKET"], m["MOTO_ENDPOINT"]
     )
+}
+
+/// A backend with moto's admin key, to look behind offsite's back.
+fn admin_backend() -> offsite_backends::s3::S3Backend {
+    let m = moto();
+    offsite_backends::s3::S3Backend::new(
+        "admin",
+        offsite_backends::s3::S3Options {
+            bucket: m["MOTO_BUCKET"].clone(),
+            region: "us-east-1".into(),
+            endpoint: Some(m["MOTO_ENDPOINT"].clone()),
+            storage_class: None,
+            put_only: false,
+            profile: None,
+            restore_tier: "Standard".into(),
+            restore_days: 1,
+            credentials: Some(offsite_backends::s3::StaticCredentials {
+                access_key_id: m["MOTO_ADMIN_ACCESS_KEY_ID"].clone(),
+                secret_access_key: offsite_backends::Secret::new(
+                    m["MOTO_ADMIN_SECRET_ACCESS_KEY"].clone(),
+                ),
+            }),
+        },
+    )
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// While alive, moto keeps every S3 Glacier retrieval "in progress" for a
+/// few lookups of the object instead of finishing it at once (its state
+/// manager; see tests/servers/README.md). Undone on drop, even on a panic.
+struct SlowRetrievals;
+
+impl SlowRetrievals {
+    fn new(lookups: u32) -> SlowRetrievals {
+        moto_api(
+            "set-transition",
+            &format!(
+                r#"{{"model_name": "s3::keyrestore", "transition": {{"progression": "manual", "times": {lookups}}}}}"#
+            ),
+        );
+        SlowRetrievals
+    }
+}
+
+impl Drop for SlowRetrievals {
+    fn drop(&mut self) {
+        moto_api("unset-transition", r#"{"model_name": "s3::keyrestore"}"#);
+    }
+}
+
+fn moto_api(call: &str, body: &str) {
+    let url = format!("{}/moto-api/state-manager/{call}", moto()["MOTO_ENDPOINT"]);
+    let status = Command::new("curl")
+        .args([
+            "-fsS",
+            "-o",
+            "/dev/null",
+            "-X",
+            "POST",
+            "--data-binary",
+            body,
+            &url,
+        ])
+        .status()
+        .expect("curl");
+    assert!(status.success(), "POST {url} {body}");
 }
 
 fn throttled_put_only_backup(sb: &Sandbox) -> String {
@@ -167,34 +246,13 @@ fn an_upload_gone_from_the_server_restarts_that_volume() {
         .expect("a started upload in the journal");
     let key = started["key"].as_str().expect("key").to_string();
     let upload = started["upload"].as_str().expect("upload id").to_string();
-    let m = moto();
-    let admin = offsite_backends::s3::S3Backend::new(
-        "admin",
-        offsite_backends::s3::S3Options {
-            bucket: m["MOTO_BUCKET"].clone(),
-            region: "us-east-1".into(),
-            endpoint: Some(m["MOTO_ENDPOINT"].clone()),
-            storage_class: None,
-            put_only: false,
-            profile: None,
-            credentials: Some(offsite_backends::s3::StaticCredentials {
-                access_key_id: m["MOTO_ADMIN_ACCESS_KEY_ID"].clone(),
-                secret_access_key: offsite_backends::Secret::new(
-                    m["MOTO_ADMIN_SECRET_ACCESS_KEY"].clone(),
-                ),
-            }),
-        },
-    );
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(offsite_backends::Backend::abort_upload(
-            &admin,
-            &key,
-            &offsite_backends::UploadId(upload),
-        ))
-        .expect("abort");
+    let admin = admin_backend();
+    block_on(offsite_backends::Backend::abort_upload(
+        &admin,
+        &key,
+        &offsite_backends::UploadId(upload),
+    ))
+    .expect("abort");
 
     let r = run_as(&sb, "uploader", &["--json", "upload"]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -271,5 +329,225 @@ fn missing_credentials_fail_at_once_and_say_how_to_set_them() {
     assert!(
         j["destinations"][0]["seconds"].as_f64().expect("seconds") < 2.0,
         "{j}"
+    );
+}
+
+#[test]
+fn a_restore_from_glacier_requests_the_retrieval_exits_4_and_completes_later() {
+    let sb =
+        Sandbox::new("a_restore_from_glacier_requests_the_retrieval_exits_4_and_completes_later");
+    write(&sb.path("src/chunk-000000.000000"), &noise(2_500_000, 31));
+    write(&sb.path("src/writer.chk"), b"0000000000000007");
+    let table = s3_table(&sb, "storage_class = \"GLACIER\"\nrestore_tier = \"Bulk\"");
+    sb.config_dir_job("volume_size = \"1MiB\"", &["s3"], &table);
+    let r = run_as(&sb, "admin", &["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // The volumes really are cold: a plain GetObject is refused.
+    let prefix = table
+        .lines()
+        .find_map(|l| l.strip_prefix("prefix = "))
+        .map(|p| p.trim_matches('"').to_string())
+        .expect("prefix");
+    let admin = admin_backend();
+    let keys: Vec<String> = block_on(offsite_backends::list_all(&admin, &prefix))
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with(".tar.zst"))
+        .collect();
+    assert!(keys.len() >= 2, "a multi-volume backup: {keys:?}");
+    let err = block_on(offsite_backends::get_bytes(&admin, &keys[0])).expect_err("cold");
+    assert_eq!(
+        err.kind(),
+        offsite_backends::ErrorKind::Unsupported,
+        "{err}"
+    );
+
+    let _slow = SlowRetrievals::new(4);
+    // verify asks for every volume's retrieval at once, and says when to come back.
+    let r = run_as(&sb, "restorer", &["verify"]);
+    assert_eq!(r.code, 4, "{r:?}");
+    let expected = format!(
+        "retrieval requested for {n} of {n} volume(s)",
+        n = keys.len()
+    );
+    assert!(r.stdout.contains(&expected), "{r:?}");
+    assert!(
+        r.stdout.contains("GLACIER, Bulk tier") && r.stdout.contains("ready in about 12 hours"),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains("run the same command again"), "{r:?}");
+
+    // Only RestoreObject starts a retrieval, and offsite's did: asking again
+    // with the admin key finds each one already under way (or done).
+    for k in &keys {
+        match block_on(offsite_backends::Backend::prepare_read(&admin, k)).expect("head") {
+            offsite_backends::Readiness::Pending { requested, .. } => {
+                assert!(!requested, "{k}: offsite did not request the retrieval")
+            }
+            offsite_backends::Readiness::Ready => {}
+        }
+    }
+
+    // restore exits 4 until the retrievals finish, writing nothing, then restores.
+    let to = sb.path("restored");
+    let args = [
+        "--json",
+        "restore",
+        "--job",
+        "db",
+        "--to",
+        to.to_str().expect("utf8"),
+    ];
+    let mut pending_runs = 0;
+    let restored = (0..10).any(|_| {
+        let r = run_as(&sb, "restorer", &args);
+        if r.code == 0 {
+            return true;
+        }
+        assert_eq!(r.code, 4, "{r:?}");
+        assert_eq!(r.json()["status"], "pending", "{r:?}");
+        assert!(
+            !r.json()["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("requested for"),
+            "requested twice: {r:?}"
+        );
+        assert!(!to.exists(), "a pending restore writes nothing");
+        pending_runs += 1;
+        false
+    });
+    assert!(restored, "the retrieval never finished");
+    assert!(
+        pending_runs >= 1,
+        "moto was told to keep retrievals pending"
+    );
+    assert_same_tree(&sb.path("src"), &to);
+    let r = run_as(&sb, "restorer", &["verify"]);
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
+/// Runs tests/servers/moto_admin.py with the admin key; its stdout.
+fn moto_admin(args: &[&str]) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(format!("{root}/target/servers/venv/bin/python"))
+        .arg(format!("{root}/tests/servers/moto_admin.py"))
+        .arg(format!("{root}/target/servers/moto.env"))
+        .args(args)
+        .output()
+        .expect("run moto_admin.py");
+    assert!(
+        out.status.success(),
+        "moto_admin.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A new IAM user on moto whose only permissions are `policy`; its key and secret.
+fn user_with_policy(sb: &Sandbox, name: &str, policy: &serde_json::Value) -> (String, String) {
+    let file = sb.path(&format!("{name}.json"));
+    write(&file, policy.to_string().as_bytes());
+    let out = moto_admin(&["user", name, file.to_str().expect("utf8")]);
+    let get = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{k} in {out}"))
+    };
+    (get("ACCESS_KEY_ID="), get("SECRET_ACCESS_KEY="))
+}
+
+#[test]
+fn the_printed_policies_are_enough_for_each_role_and_no_more() {
+    let sb = Sandbox::new("the_printed_policies_are_enough_for_each_role_and_no_more");
+    write(&sb.path("src/chunk-000000.000000"), &noise(300_000, 41));
+    let table = s3_table(&sb, "");
+    let retention = "retention = { keep_daily = 3 }";
+    sb.config_dir_job(retention, &["s3"], &table);
+    let r = sb.offsite(&["policy", "s3", "--destination", "s3"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let doc = r.json();
+    // keep_daily 3, no schedule (a month for a full's chain), a week's margin.
+    assert_eq!(
+        doc["lifecycle"]["Rules"][0]["Expiration"]["Days"], 41,
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("REPLACES the bucket's rules"), "{r:?}");
+    let r = sb.offsite(&["policy", "s3", "--destination", "s3", "--role", "uploader"]);
+    assert_eq!(r.json(), doc["uploader"], "{r:?}");
+
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let uploader = user_with_policy(&sb, &format!("up-{nonce}"), &doc["uploader"]);
+    let pruner = user_with_policy(&sb, &format!("pr-{nonce}"), &doc["pruner"]);
+    let restorer = user_with_policy(&sb, &format!("re-{nonce}"), &doc["restorer"]);
+    let run = |keys: &(String, String), args: &[&str]| {
+        let out = with_keys(sb.command(args), &keys.0, &keys.1)
+            .output()
+            .expect("run offsite");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let count = |r: &Run| r.json()["listings"][0]["backups"].as_array().map(Vec::len);
+
+    // The database host: two backups with nothing but s3:PutObject.
+    sb.config_dir_job(retention, &["s3"], &format!("{table}put_only = true\n"));
+    for _ in 0..2 {
+        let r = run(&uploader, &["backup"]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
+    // Without put_only the same key is refused by the server, not by offsite.
+    sb.config_dir_job(retention, &["s3"], &table);
+    let r = run(&uploader, &["list"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("AccessDenied") || r.stderr.contains("AccessDenied"),
+        "{r:?}"
+    );
+
+    // The restore host lists, verifies and restores, and cannot delete.
+    let r = run(&restorer, &["--json", "list"]);
+    assert_eq!(count(&r), Some(2), "{r:?}");
+    assert_eq!(run(&restorer, &["verify"]).code, 0);
+    let to = sb.path("restored");
+    let r = run(
+        &restorer,
+        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src"), &to);
+    let r = run(&restorer, &["prune"]);
+    assert_eq!(r.code, 1, "the restorer may not delete: {r:?}");
+
+    // The cleanup host prunes: keep_daily keeps the newest of today's two.
+    let r = run(&pruner, &["prune"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(&pruner, &["--json", "list"]);
+    assert_eq!(count(&r), Some(1), "{r:?}");
+
+    // S3 accepts the lifecycle configuration as printed.
+    let file = sb.path("lifecycle.json");
+    write(&file, doc["lifecycle"].to_string().as_bytes());
+    let stored: serde_json::Value =
+        serde_json::from_str(&moto_admin(&["lifecycle", file.to_str().expect("utf8")]))
+            .expect("json");
+    let rules = stored["Rules"].as_array().expect("rules");
+    assert!(
+        rules.iter().any(|r| r["Expiration"]["Days"] == 41),
+        "{stored}"
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 7),
+        "{stored}"
     );
 }

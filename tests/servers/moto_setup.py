@@ -30,7 +30,8 @@ USERS = {
         allow(["s3:ListBucket"], BUCKET_ARN),
         allow(["s3:GetObject", "s3:RestoreObject"], OBJECTS_ARN),
     ],
-    "admin": [allow(["s3:*"], "*")],
+    # iam:* lets tests create users with the policies `offsite policy s3` prints.
+    "admin": [allow(["s3:*", "iam:*"], "*")],
 }
 
 
