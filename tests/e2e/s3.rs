@@ -498,12 +498,17 @@ fn the_printed_policies_are_enough_for_each_role_and_no_more() {
     };
     let count = |r: &Run| r.json()["listings"][0]["backups"].as_array().map(Vec::len);
 
-    // The database host: two backups with nothing but s3:PutObject.
+    // The database host, with nothing but s3:PutObject: two fulls, then an
+    // incremental whose parent manifest comes from staging (it may not read the bucket).
     sb.config_dir_job(retention, &["s3"], &format!("{table}put_only = true\n"));
     for _ in 0..2 {
         let r = run(&uploader, &["backup"]);
         assert_eq!(r.code, 0, "{r:?}");
     }
+    write(&sb.path("src/writer.chk"), b"0000000000000099");
+    let r = run(&uploader, &["--json", "backup", "--incremental"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["kind"], "incr", "{r:?}");
     // Without put_only the same key is refused by the server, not by offsite.
     sb.config_dir_job(retention, &["s3"], &table);
     let r = run(&uploader, &["list"]);
@@ -515,7 +520,7 @@ fn the_printed_policies_are_enough_for_each_role_and_no_more() {
 
     // The restore host lists, verifies and restores, and cannot delete.
     let r = run(&restorer, &["--json", "list"]);
-    assert_eq!(count(&r), Some(2), "{r:?}");
+    assert_eq!(count(&r), Some(3), "{r:?}");
     assert_eq!(run(&restorer, &["verify"]).code, 0);
     let to = sb.path("restored");
     let r = run(
@@ -527,11 +532,12 @@ fn the_printed_policies_are_enough_for_each_role_and_no_more() {
     let r = run(&restorer, &["prune"]);
     assert_eq!(r.code, 1, "the restorer may not delete: {r:?}");
 
-    // The cleanup host prunes: keep_daily keeps the newest of today's two.
+    // The cleanup host prunes: keep_daily keeps today's newest (the
+    // incremental) and so its full; the first full goes.
     let r = run(&pruner, &["prune"]);
     assert_eq!(r.code, 0, "{r:?}");
     let r = run(&pruner, &["--json", "list"]);
-    assert_eq!(count(&r), Some(1), "{r:?}");
+    assert_eq!(count(&r), Some(2), "{r:?}");
 
     // S3 accepts the lifecycle configuration as printed.
     let file = sb.path("lifecycle.json");
