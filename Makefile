@@ -5,6 +5,8 @@ CARGO ?= cargo
 RUN_DIR := target/run
 OFFSITE := target/debug/offsite
 RUN_CONFIG := fixtures/run/offsite.toml
+# The real servers the tests talk to (tests/servers/<name>.sh start|stop).
+SERVERS := moto sshd ftp
 
 .PHONY: run test deps build lint fmt clean-run
 
@@ -30,8 +32,11 @@ run: deps build
 # their real servers, and end-to-end runs of the real binary. The servers are
 # started here (tests/servers/) and stopped by their PID whatever the result.
 test: deps lint
-	tests/servers/moto.sh start
-	$(CARGO) test --workspace --all-targets; rc=$$?; tests/servers/moto.sh stop; exit $$rc
+	@rc=0; \
+	for s in $(SERVERS); do tests/servers/$$s.sh start || { rc=1; break; }; done; \
+	if [ $$rc -eq 0 ]; then $(CARGO) test --workspace --all-targets; rc=$$?; fi; \
+	for s in $(SERVERS); do tests/servers/$$s.sh stop; done; \
+	exit $$rc
 
 lint:
 	$(CARGO) fmt --all -- --check

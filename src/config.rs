@@ -12,12 +12,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use offsite_backends::s3::{self, RESTORE_TIERS, S3Options};
+use offsite_backends::sftp::{SftpAuth, SftpOptions};
 use serde::Deserialize;
 
 use crate::error::Error;
 use crate::retention::Policy;
 use crate::schedule::{Cron, JobSchedule};
 use crate::size::{ByteSize, HumanDuration};
+
+/// How long a network destination may take to connect or answer one call, unless `timeout` says.
+pub const DEFAULT_NETWORK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How long a copy retrieved from S3 Glacier classes stays readable, unless `restore_days` says.
 pub const DEFAULT_RESTORE_DAYS: i32 = 7;
@@ -146,6 +150,26 @@ struct RawPathDestination {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawSftpDestination {
+    host: String,
+    port: Option<u16>,
+    user: String,
+    key_file: Option<PathBuf>,
+    key_passphrase_env: Option<String>,
+    password_env: Option<String>,
+    known_hosts: Option<PathBuf>,
+    path: String,
+    timeout: Option<HumanDuration>,
+    #[serde(default)]
+    prefix: String,
+    bwlimit: Option<ByteSize>,
+    part_size: Option<ByteSize>,
+    concurrency: Option<usize>,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawS3Destination {
     bucket: String,
     #[serde(default)]
@@ -257,6 +281,8 @@ pub enum DestinationKind {
     /// Amazon S3 or an S3-compatible store; credentials from the AWS chain.
     /// The settings as the S3 backend takes them (credentials from the AWS chain).
     S3(S3Options),
+    /// The settings as the SFTP backend takes them (secrets read when connecting).
+    Sftp(SftpOptions),
 }
 
 impl Job {
@@ -674,12 +700,100 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     },
                 )
             }
+            "sftp" => {
+                let RawSftpDestination {
+                    host,
+                    port,
+                    user,
+                    key_file,
+                    key_passphrase_env,
+                    password_env,
+                    known_hosts,
+                    path,
+                    timeout,
+                    prefix,
+                    bwlimit,
+                    part_size,
+                    concurrency,
+                    retention,
+                } = read(ctx, &here, rest)?;
+                if host.trim().is_empty() || host.contains(['\0', '/', ' ']) {
+                    return Err(ctx.err(&key("host"), format!("invalid host {host:?}: write a name or an address, like \"vault.example.net\"")));
+                }
+                if user.trim().is_empty() || user.contains('\0') {
+                    return Err(ctx.err(&key("user"), "the user cannot be empty"));
+                }
+                if path.contains('\0') {
+                    return Err(ctx.err(&key("path"), "the path cannot contain a NUL byte"));
+                }
+                let auth = match (key_file, password_env) {
+                    (Some(file), None) => SftpAuth::KeyFile {
+                        path: ctx.resolve_path(&file),
+                        passphrase_env: key_passphrase_env,
+                    },
+                    (None, Some(env)) if key_passphrase_env.is_none() => {
+                        SftpAuth::PasswordEnv { env }
+                    }
+                    (None, Some(_)) => {
+                        return Err(ctx.err(
+                            &key("key_passphrase_env"),
+                            "key_passphrase_env goes with key_file, not password_env",
+                        ));
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(ctx.err(
+                            &key("password_env"),
+                            "give key_file or password_env, not both",
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(ctx.err(
+                            &here,
+                            "an sftp destination needs key_file (a private key) or password_env (the name of an environment variable holding the password)",
+                        ));
+                    }
+                };
+                let known_hosts = match known_hosts {
+                    Some(f) => ctx.resolve_path(&f),
+                    None => match std::env::var_os("HOME") {
+                        Some(home) if !home.is_empty() => {
+                            PathBuf::from(home).join(".ssh/known_hosts")
+                        }
+                        _ => {
+                            return Err(ctx.err(
+                                &key("known_hosts"),
+                                "HOME is not set, so there is no ~/.ssh/known_hosts: set known_hosts to the file holding the server's host key",
+                            ));
+                        }
+                    },
+                };
+                (
+                    DestinationKind::Sftp(SftpOptions {
+                        host,
+                        port: port.unwrap_or(22),
+                        user,
+                        auth,
+                        known_hosts,
+                        root: path,
+                        timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
+                    }),
+                    Common {
+                        prefix,
+                        bwlimit,
+                        part_size,
+                        concurrency,
+                        retention,
+                    },
+                )
+            }
             other => {
                 let mut p = here.to_vec();
                 p.push(k("kind"));
                 return Err(ctx.err(
                     &p,
-                    format!("unknown destination kind {other:?}; this version supports: path, s3"),
+                    format!(
+                        "unknown destination kind {other:?}; this version supports: path, s3, sftp"
+                    ),
                 ));
             }
         };

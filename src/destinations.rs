@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use offsite_backends::path::PathBackend;
 use offsite_backends::s3::S3Backend;
+use offsite_backends::sftp::SftpBackend;
 use offsite_backends::{Backend, RetryPolicy, Retrying, Throttled};
 
 use crate::config::{Config, Destination, DestinationKind, Job};
@@ -16,6 +17,7 @@ pub fn backend_for(d: &Destination) -> Arc<dyn Backend> {
     let raw: Arc<dyn Backend> = match &d.kind {
         DestinationKind::Path { path } => Arc::new(PathBackend::new(&d.name, path)),
         DestinationKind::S3(options) => Arc::new(S3Backend::new(&d.name, options.clone())),
+        DestinationKind::Sftp(options) => Arc::new(SftpBackend::new(&d.name, options.clone())),
     };
     let paced: Arc<dyn Backend> = match d.bwlimit {
         Some(rate) => Arc::new(Throttled::new(raw, rate)),

@@ -16,12 +16,15 @@
 
 pub mod conformance;
 mod error;
+mod files;
 #[cfg(feature = "path")]
 pub mod path;
 mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
 mod secret;
+#[cfg(feature = "sftp")]
+pub mod sftp;
 mod throttle;
 
 use std::fmt::Debug;

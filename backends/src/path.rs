@@ -25,16 +25,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
 
+use crate::files::{
+    blocking_stream, contiguous_size, is_hidden_work_file, partial_name, temp_name, unique_id,
+    upload_gone,
+};
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
     Readiness, Result, UploadId, validate_key,
 };
-
-const PARTIAL_SUFFIX: &str = ".partial";
-const TEMP_SUFFIX: &str = ".tmp";
-const READ_CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct PathBackend {
@@ -129,51 +128,19 @@ impl Inner {
 
     fn partial_path(&self, key: &str, upload: &UploadId) -> Result<PathBuf> {
         let path = self.path_of(key)?;
-        if upload.0.is_empty() || !upload.0.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(Error::new(
-                ErrorKind::Precondition,
-                format!("malformed upload id {:?}", upload.0),
-            ));
-        }
         let parent = path.parent().unwrap_or(&self.root);
         let name = path
             .file_name()
             .map(|s| s.to_string_lossy())
             .unwrap_or_default();
-        Ok(parent.join(format!(".{name}.{}{PARTIAL_SUFFIX}", upload.0)))
+        Ok(parent.join(partial_name(&name, upload)?))
     }
-}
-
-fn unique_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::from_io(format!("cannot sync folder {}", dir.display()), e))
-}
-
-fn is_hidden_work_file(name: &str) -> bool {
-    name.starts_with('.') && (name.ends_with(PARTIAL_SUFFIX) || name.ends_with(TEMP_SUFFIX))
-}
-
-fn upload_gone(path: &Path) -> Error {
-    Error::new(
-        ErrorKind::NotFound,
-        format!("unfinished upload {} is gone", path.display()),
-    )
-    .with_hint("the upload will be restarted from its first part")
 }
 
 #[async_trait]
@@ -221,7 +188,7 @@ impl Backend for PathBackend {
         let key_owned = key.to_string();
         self.blocking(key, move |inner| {
             let (parent, name) = inner.parent_dir(&key_owned)?;
-            let tmp = parent.join(format!(".{name}.{}{TEMP_SUFFIX}", unique_id()));
+            let tmp = parent.join(temp_name(&name));
             let write = || -> std::io::Result<()> {
                 let mut f = File::create(&tmp)?;
                 f.write_all(&body)?;
@@ -270,7 +237,7 @@ impl Backend for PathBackend {
             let f = match OpenOptions::new().write(true).open(&partial) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(upload_gone(&partial));
+                    return Err(upload_gone(&partial.display().to_string()));
                 }
                 Err(e) => {
                     return Err(Error::from_io(
@@ -305,24 +272,14 @@ impl Backend for PathBackend {
             inner.check_root()?;
             let partial = inner.partial_path(&key_owned, &upload)?;
             let target = inner.path_of(&key_owned)?;
-            let mut expected_offset = 0u64;
-            for (i, p) in parts.iter().enumerate() {
-                if p.index as usize != i || p.offset != expected_offset {
-                    return Err(Error::new(
-                        ErrorKind::Precondition,
-                        format!("parts are not contiguous at part {i} (offset {})", p.offset),
-                    ));
-                }
-                expected_offset += p.size;
-            }
-            let total = expected_offset;
+            let total = contiguous_size(&parts)?;
             let f = match OpenOptions::new().write(true).open(&partial) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     // Completed by an earlier attempt whose answer was lost.
                     return match fs::metadata(&target) {
                         Ok(m) if m.len() == total => Ok(()),
-                        _ => Err(upload_gone(&partial)),
+                        _ => Err(upload_gone(&partial.display().to_string())),
                     };
                 }
                 Err(e) => {
@@ -399,51 +356,11 @@ impl Backend for PathBackend {
                 Ok((f, end.saturating_sub(start)))
             })
             .await?;
-        let name = self.inner.name.clone();
-        let key = key.to_string();
-        let reader = Arc::new(std::sync::Mutex::new(file.take(len)));
-        let stream = futures::stream::unfold(reader, move |reader| {
-            let name = name.clone();
-            let key = key.clone();
-            async move {
-                let r = reader.clone();
-                let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                    let mut buf = vec![0u8; READ_CHUNK];
-                    let mut guard = r
-                        .lock()
-                        .map_err(|_| std::io::Error::other("reader poisoned"))?;
-                    let n = guard.read(&mut buf)?;
-                    buf.truncate(n);
-                    Ok(buf)
-                })
-                .await;
-                match chunk {
-                    Ok(Ok(buf)) if buf.is_empty() => None,
-                    Ok(Ok(buf)) => Some((Ok(Bytes::from(buf)), reader)),
-                    Ok(Err(e)) => Some((
-                        Err(Error::from_io("read failed", e)
-                            .with_destination(name)
-                            .with_key(key)),
-                        reader,
-                    )),
-                    Err(e) => Some((
-                        Err(
-                            Error::new(ErrorKind::Unexpected, format!("worker failed: {e}"))
-                                .with_destination(name)
-                                .with_key(key),
-                        ),
-                        reader,
-                    )),
-                }
-            }
-        });
-        // A read error ends the stream after it is reported.
-        let stream = stream.scan(false, |failed, item| {
-            let stop = *failed;
-            *failed = item.is_err();
-            futures::future::ready(if stop { None } else { Some(item) })
-        });
-        Ok(Box::pin(stream))
+        Ok(blocking_stream(
+            file.take(len),
+            self.inner.name.clone(),
+            key.to_string(),
+        ))
     }
 
     async fn list(&self, prefix: &str) -> Result<ListStream> {

@@ -1,0 +1,174 @@
+//! The conformance suite on the `sftp` backend against OpenSSH's sshd on
+//! loopback (started by `tests/servers/sshd.sh start`, as `make test` does),
+//! plus what only SFTP has: host keys, login methods, permissions.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use offsite_backends::conformance::{Fixture, pattern};
+use offsite_backends::sftp::{SftpAuth, SftpBackend, SftpOptions};
+use offsite_backends::{Backend, ErrorKind, Part, Secret, UploadId};
+
+/// The server's address, user and files, from `target/servers/sshd.env`.
+fn sshd_env() -> HashMap<String, String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/servers/sshd.env");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!("{path}: {e}; start the SFTP test server first: tests/servers/sshd.sh start (make test does)")
+    });
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn var(key: &str) -> String {
+    sshd_env()
+        .get(key)
+        .unwrap_or_else(|| panic!("sshd.env has no {key}"))
+        .clone()
+}
+
+fn options(auth: SftpAuth, known_hosts: &str) -> SftpOptions {
+    SftpOptions {
+        host: var("SFTP_HOST"),
+        port: var("SFTP_PORT").parse().expect("port"),
+        user: var("SFTP_USER"),
+        auth,
+        known_hosts: PathBuf::from(var(known_hosts)),
+        root: var("SFTP_ROOT"),
+        timeout: Duration::from_secs(20),
+    }
+}
+
+fn key_auth() -> SftpAuth {
+    SftpAuth::KeyFile {
+        path: PathBuf::from(var("SFTP_KEY_FILE")),
+        passphrase_env: None,
+    }
+}
+
+fn backend() -> SftpBackend {
+    SftpBackend::new("sftp", options(key_auth(), "SFTP_KNOWN_HOSTS"))
+}
+
+fn unique(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("conformance/{test}-{}-{nanos}", std::process::id())
+}
+
+fn fixture(test: &str) -> Fixture {
+    Fixture {
+        connect: Box::new(|| Arc::new(backend()) as Arc<dyn Backend>),
+        prefix: unique(test),
+    }
+}
+
+offsite_backends::conformance_tests!(|test_name| fixture(test_name));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_and_an_rsa_key_log_in_too() {
+    let password = SftpAuth::Password(Secret::new(var("SFTP_PASSWORD")));
+    SftpBackend::new("sftp", options(password, "SFTP_KNOWN_HOSTS"))
+        .probe()
+        .await
+        .expect("password login");
+    let rsa = SftpAuth::KeyFile {
+        path: PathBuf::from(var("SFTP_RSA_KEY_FILE")),
+        passphrase_env: None,
+    };
+    SftpBackend::new("sftp", options(rsa, "SFTP_KNOWN_HOSTS"))
+        .probe()
+        .await
+        .expect("RSA key login");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_unauthenticated_and_never_printed() {
+    let secret = "wrong-password-do-not-print-42";
+    let b = SftpBackend::new(
+        "vault",
+        options(SftpAuth::Password(Secret::new(secret)), "SFTP_KNOWN_HOSTS"),
+    );
+    let err = b.probe().await.expect_err("refused");
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{text}");
+    assert!(text.contains("destination \"vault\""), "{text}");
+    assert!(text.contains(&var("SFTP_USER")), "{text}");
+    assert!(
+        !text.contains(secret) && !format!("{b:?}").contains(secret),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_or_changed_host_key_is_refused_showing_the_offered_fingerprint() {
+    let fp = var("SFTP_HOST_FINGERPRINT");
+    for (file, says) in [
+        ("SFTP_KNOWN_HOSTS_EMPTY", "is not in"),
+        ("SFTP_KNOWN_HOSTS_WRONG", "does NOT match"),
+    ] {
+        let b = SftpBackend::new("vault", options(key_auth(), file));
+        let err = b.probe().await.expect_err("refused");
+        let text = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{text}");
+        assert!(!err.is_temporary(), "{text}");
+        assert!(text.contains(says), "{text}");
+        assert!(text.contains(&fp), "the offered fingerprint {fp}: {text}");
+        assert!(text.contains("destination \"vault\""), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_the_user_may_not_write_is_permission_denied() {
+    // Made by root (the tests' user) inside the SFTP user's tree: read-only for it.
+    let name = unique("readonly").replace('/', "-");
+    let local = PathBuf::from(var("SFTP_ROOT")).join(&name);
+    std::fs::create_dir(&local).expect("mkdir as root");
+    let b = backend();
+    let err = b
+        .put(&format!("{name}/x"), Bytes::from_static(b"x"))
+        .await
+        .expect_err("denied");
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains(&name), "{err}");
+    std::fs::remove_dir(&local).expect("cleanup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_file_shorter_than_the_journal_restarts_the_upload() {
+    let b = backend();
+    let key = format!("{}/vol.tar.zst", unique("short"));
+    let id = b.create_upload(&key, 1000).await.expect("create");
+    let part = |index: u32| Part {
+        index,
+        offset: u64::from(index) * 1000,
+        body: Bytes::from(pattern(1000, u64::from(index))),
+    };
+    b.put_part(&key, &id, part(0)).await.expect("part 0");
+    // Someone truncates the partial file on the server.
+    let partial = find_partial(&key, &id);
+    std::fs::File::options()
+        .write(true)
+        .open(&partial)
+        .and_then(|f| f.set_len(10))
+        .expect("truncate");
+    let err = b.put_part(&key, &id, part(1)).await.expect_err("damaged");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
+fn find_partial(key: &str, id: &UploadId) -> PathBuf {
+    let path = PathBuf::from(var("SFTP_ROOT")).join(key);
+    let dir = path.parent().expect("parent");
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(&id.0))
+        .expect("the partial file")
+}

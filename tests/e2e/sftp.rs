@@ -1,0 +1,66 @@
+//! The SFTP destination end to end, against OpenSSH's sshd on loopback
+//! (`tests/servers/sshd.sh start`; `make test` starts it).
+
+use crate::remote::*;
+use crate::support::*;
+
+fn sshd() -> std::collections::HashMap<String, String> {
+    server_env("sshd.env", "sshd.sh")
+}
+
+/// A `[destination.sftp]` table; `auth` gives the login lines.
+fn sftp_table(sb: &Sandbox, auth: &str, known_hosts: &str) -> String {
+    let e = sshd();
+    format!(
+        "[destination.sftp]\nkind = \"sftp\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n{auth}\nknown_hosts = \"{}\"\npath = \"{}\"\nprefix = \"{}\"\n",
+        e["SFTP_HOST"],
+        e["SFTP_PORT"],
+        e["SFTP_USER"],
+        e[known_hosts],
+        e["SFTP_ROOT"],
+        unique_prefix(sb)
+    )
+}
+
+fn key_auth() -> String {
+    format!("key_file = \"{}\"", sshd()["SFTP_KEY_FILE"])
+}
+
+#[test]
+fn an_sftp_backup_killed_mid_upload_resumes_and_restores() {
+    let sb = Sandbox::new("an_sftp_backup_killed_mid_upload_resumes_and_restores");
+    let table = sftp_table(&sb, &key_auth(), "SFTP_KNOWN_HOSTS");
+    killed_backup_resumes_and_restores(&sb, "sftp", &table);
+}
+
+#[test]
+fn a_wrong_sftp_password_fails_its_destination_only() {
+    let sb = Sandbox::new("a_wrong_sftp_password_fails_its_destination_only");
+    let table = sftp_table(&sb, "password_env = \"VAULT_PW\"", "SFTP_KNOWN_HOSTS");
+    let secret = "wrong-sftp-password-0123456789";
+    a_refused_destination_fails_alone(
+        &sb,
+        "sftp",
+        &table,
+        &["offsite-sftp@127.0.0.1", "password"],
+        &[secret],
+        &[("VAULT_PW", secret)],
+    );
+}
+
+#[test]
+fn an_unknown_sftp_host_key_fails_its_destination_only_and_shows_the_fingerprint() {
+    let sb = Sandbox::new(
+        "an_unknown_sftp_host_key_fails_its_destination_only_and_shows_the_fingerprint",
+    );
+    let table = sftp_table(&sb, &key_auth(), "SFTP_KNOWN_HOSTS_EMPTY");
+    let fp = sshd()["SFTP_HOST_FINGERPRINT"].clone();
+    a_refused_destination_fails_alone(
+        &sb,
+        "sftp",
+        &table,
+        &["is not in", &fp, "ssh-keyscan"],
+        &[],
+        &[],
+    );
+}

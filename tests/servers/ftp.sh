@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# Two FTP servers on 127.0.0.1, for the FTP/FTPS tests:
+#   pyftpdlib (PyPI): explicit TLS required on control and data connections;
+#   pure-ftpd (Debian): plain FTP or explicit TLS, a virtual user in a chroot.
+#   tests/servers/ftp.sh start   # (re)start both; writes target/servers/ftp.env
+#   tests/servers/ftp.sh stop
+# Needs root (pure-ftpd chroots and switches to the user offsite-ftp, which
+# start creates if it is missing). See tests/servers/README.md.
+set -Eeuo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+DIR=$ROOT/target/servers
+FD=$DIR/ftp
+TLS=$FD/tls
+VENV=$DIR/ftp-venv
+ENVFILE=$DIR/ftp.env
+PY_PIDFILE=$DIR/pyftpd.pid
+PY_LOG=$DIR/pyftpd.log
+PY_ROOT=$FD/pyftpd-data
+PURE_PIDFILE=$DIR/pureftpd.pid
+PURE_LOG=$DIR/pureftpd.log
+PURE_ROOT=$FD/pureftpd-data
+PURE=/usr/sbin/pure-ftpd
+FTP_USER=offsite       # the login on both servers
+PURE_UID_USER=offsite-ftp # the system user that owns pure-ftpd's files
+PINS=('pyftpdlib==2.2.0' 'pyopenssl==26.4.0')
+# Passive ports: below Linux's ephemeral range (32768-60999), apart from each other.
+PY_PASV=31000-31999
+PURE_PASV=30000:30999
+
+die() { echo "ftp.sh: $*" >&2; exit 1; }
+
+# Field N (N >= 3) of /proc/PID/stat; the fields after the command name.
+stat_field() { # PID N
+  local s f
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  s=${s##*) }
+  read -ra f <<<"$s"
+  echo "${f[$(($2 - 3))]}"
+}
+
+# True if $1 is live, started at clock tick $2 (field 22 of its stat, kept
+# in the pid file), and its command line contains $3. pure-ftpd replaces its
+# command line with "pure-ftpd (SERVER)", so the start time is what guards
+# against PID reuse.
+is_ours() { # PID STARTTIME TEXT
+  kill -0 "$1" 2>/dev/null &&
+    [ "$(stat_field "$1" 22)" = "$2" ] &&
+    tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF -- "$3"
+}
+
+stop_one() { # NAME PIDFILE TEXT
+  local name=$1 pidfile=$2 text=$3 pid= st= target
+  [ -f "$pidfile" ] || return 0
+  read -r pid st <"$pidfile" || true
+  if [[ "$pid" =~ ^[0-9]+$ ]] && is_ours "$pid" "$st" "$text"; then
+    # Started by setsid, so it leads a process group. pure-ftpd's session
+    # processes are in it, and they outlive a TERM to the server alone.
+    target=$pid
+    [ "$(stat_field "$pid" 5)" = "$pid" ] && target=-$pid
+    kill -TERM -- "$target" 2>/dev/null || true
+    for _ in $(seq 50); do is_ours "$pid" "$st" "$text" || break; sleep 0.1; done
+    if is_ours "$pid" "$st" "$text"; then
+      echo "ftp.sh: $name pid $pid ignored TERM for 5 s, sending KILL" >&2
+      kill -KILL -- "$target" 2>/dev/null || true
+      for _ in $(seq 20); do is_ours "$pid" "$st" "$text" || break; sleep 0.1; done
+      is_ours "$pid" "$st" "$text" && die "$name pid $pid is still alive after KILL"
+    fi
+    echo "ftp.sh: stopped $name pid $pid" >&2
+  fi
+  rm -f "$pidfile"
+}
+
+stop() {
+  rm -f "$ENVFILE"
+  stop_one pyftpdlib "$PY_PIDFILE" "-d $PY_ROOT"
+  stop_one pure-ftpd "$PURE_PIDFILE" pure-ftpd
+}
+
+ensure_packages() {
+  [ -x "$PURE" ] && command -v pure-pw >/dev/null && command -v openssl >/dev/null && return 0
+  echo "ftp.sh: installing pure-ftpd openssl" >&2
+  apt-get update -qq || die "apt-get update failed"
+  # --no-remove: pure-ftpd conflicts with proftpd and vsftpd; never remove them silently.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-remove pure-ftpd openssl >/dev/null ||
+    die "apt-get install pure-ftpd openssl failed (is proftpd or vsftpd installed?)"
+}
+
+ensure_venv() {
+  [ "$(cat "$VENV/.installed" 2>/dev/null)" = "${PINS[*]}" ] && return 0
+  command -v python3 >/dev/null || die "python3 not found"
+  echo "ftp.sh: creating venv at $VENV and installing ${PINS[*]}" >&2
+  python3 -m venv --clear "$VENV" || die "python3 -m venv failed"
+  "$VENV/bin/pip" install -q "${PINS[@]}" || die "pip install failed"
+  echo "${PINS[*]}" >"$VENV/.installed"
+}
+
+# A private CA and a leaf for 127.0.0.1 signed by it (an end-entity
+# certificate: rustls refuses a CA certificate as a server's), and a second
+# CA that signed nothing. New at every start; ~0.1 s.
+make_certs() {
+  rm -rf "$TLS"
+  mkdir -p "$TLS"
+  cat >"$TLS/ext.cnf" <<'EOF'
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[leaf]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+EOF
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes) ca
+  for ca in ca other-ca; do
+    openssl req -x509 "${ec[@]}" -keyout "$TLS/$ca-key.pem" -out "$TLS/$ca.pem" \
+      -subj "/O=offsite tests/CN=offsite test $ca" -days 365 -config "$TLS/ext.cnf" -extensions ca 2>/dev/null
+  done
+  openssl req -new "${ec[@]}" -keyout "$TLS/leaf-key.pem" -out "$TLS/leaf.csr" -subj /CN=127.0.0.1 2>/dev/null
+  openssl x509 -req -in "$TLS/leaf.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca-key.pem" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 365 -extfile "$TLS/ext.cnf" -extensions leaf \
+    -out "$TLS/leaf.pem" 2>/dev/null
+  cat "$TLS/leaf.pem" "$TLS/leaf-key.pem" >"$TLS/leaf+key.pem" # pure-ftpd's -2 takes one file
+  chmod 0600 "$TLS"/*key*.pem
+  openssl verify -x509_strict -CAfile "$TLS/ca.pem" "$TLS/leaf.pem" >/dev/null || die "the new leaf does not verify"
+}
+
+random_password() {
+  local p
+  p=$(head -c 300 /dev/urandom | LC_ALL=C tr -dc 'A-Za-z0-9')
+  [ ${#p} -ge 24 ] || die "could not make a password"
+  echo "${p:0:24}"
+}
+
+# True once a server on 127.0.0.1:$1 greets with 220.
+greets() {
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r -t 2 line <&3 && [[ "$line" == 220* ]]
+  ) 2>/dev/null
+}
+
+wait_ready() { # NAME PID PORT LOG
+  local deadline=$((SECONDS + 15)) rc
+  until greets "$3"; do
+    if ! kill -0 "$2" 2>/dev/null; then
+      rc=0
+      wait "$2" || rc=$?
+      echo "ftp.sh: $1 exited during startup (status $rc); log tail:" >&2
+      tail -n 20 "$4" >&2
+      false
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || { echo "ftp.sh: $1 does not greet on port $3 after 15 s" >&2; false; }
+    sleep 0.1
+  done
+}
+
+start() {
+  [ "$(id -u)" -eq 0 ] || die "must run as root (pure-ftpd chroots and switches users)"
+  command -v python3 >/dev/null || die "python3 not found"
+  mkdir -p "$DIR" "$FD"
+  stop
+  ensure_packages
+  ensure_venv
+  make_certs
+
+  getent passwd "$PURE_UID_USER" >/dev/null ||
+    useradd -r -M -d /nonexistent -s /usr/sbin/nologin "$PURE_UID_USER" || die "useradd $PURE_UID_USER failed"
+  local uid gid py_pass pure_pass
+  uid=$(id -u "$PURE_UID_USER")
+  gid=$(id -g "$PURE_UID_USER")
+  py_pass=$(random_password)
+  pure_pass=$(random_password)
+
+  # Fresh, empty data roots at every start.
+  rm -rf "$PY_ROOT" "$PURE_ROOT"
+  install -d -m 0755 "$PY_ROOT"
+  install -d -m 0755 -o "$uid" -g "$gid" "$PURE_ROOT"
+
+  # pure-ftpd's virtual user. `pure-pw useradd` hashes so slowly that every
+  # login would cost ~3 s; a SHA-512-crypt line is what it accepts as well.
+  # "/./" marks the chroot.
+  (
+    umask 077
+    echo "$FTP_USER:$(openssl passwd -6 "$pure_pass"):$uid:$gid::$PURE_ROOT/./::::::::::::" >"$FD/pureftpd.passwd"
+  )
+  rm -f "$FD/pureftpd.pdb"
+  pure-pw mkdb "$FD/pureftpd.pdb" -f "$FD/pureftpd.passwd" >/dev/null || die "pure-pw mkdb failed"
+
+  local py_port pure_port ports
+  ports=$("$VENV/bin/python" -c '
+import socket
+a, b = socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
+print(a.getsockname()[1], b.getsockname()[1])')
+  read -r py_port pure_port <<<"$ports"
+
+  local py_pid pure_pid st
+  setsid "$VENV/bin/python" -m pyftpdlib -i 127.0.0.1 -p "$py_port" -w -d "$PY_ROOT" \
+    -u "$FTP_USER" -P "$py_pass" -r "$PY_PASV" \
+    --tls --certfile "$TLS/leaf.pem" --keyfile "$TLS/leaf-key.pem" \
+    --tls-control-required --tls-data-required </dev/null >"$PY_LOG" 2>&1 &
+  py_pid=$!
+  st=$(stat_field "$py_pid" 22) || st=0
+  echo "$py_pid $st" >"$PY_PIDFILE"
+  # In the foreground unless -B. It logs to syslog only (there is none here), so its log stays empty.
+  setsid "$PURE" -S "127.0.0.1,$pure_port" -l "puredb:$FD/pureftpd.pdb" -E -A -H \
+    -p "$PURE_PASV" -P 127.0.0.1 -Y 1 -2 "$TLS/leaf+key.pem" </dev/null >"$PURE_LOG" 2>&1 &
+  pure_pid=$!
+  st=$(stat_field "$pure_pid" 22) || st=0
+  echo "$pure_pid $st" >"$PURE_PIDFILE"
+  # From here on, a failure stops both servers again.
+  trap 'echo "ftp.sh: start failed" >&2; stop' ERR
+
+  wait_ready pyftpdlib "$py_pid" "$py_port" "$PY_LOG"
+  wait_ready pure-ftpd "$pure_pid" "$pure_port" "$PURE_LOG"
+
+  local tmp
+  tmp=$(mktemp "$DIR/.ftp.env.XXXXXX")
+  cat >"$tmp" <<EOF
+FTP_HOST=127.0.0.1
+PYFTPD_PORT=$py_port
+PYFTPD_USER=$FTP_USER
+PYFTPD_PASSWORD=$py_pass
+PYFTPD_ROOT=$PY_ROOT
+PUREFTPD_PORT=$pure_port
+PUREFTPD_USER=$FTP_USER
+PUREFTPD_PASSWORD=$pure_pass
+PUREFTPD_ROOT=$PURE_ROOT
+FTP_CA_FILE=$TLS/ca.pem
+FTP_OTHER_CA_FILE=$TLS/other-ca.pem
+EOF
+  mv -f "$tmp" "$ENVFILE"
+  trap - ERR
+  echo "ftp.sh: pyftpdlib pid $py_pid on 127.0.0.1:$py_port (TLS required)," \
+    "pure-ftpd pid $pure_pid on 127.0.0.1:$pure_port (TLS optional); settings in $ENVFILE" >&2
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  *) die "usage: $0 start|stop" ;;
+esac
