@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use offsite_backends::ftp::{FtpOptions, FtpPassword, FtpTls};
 use offsite_backends::s3::{self, RESTORE_TIERS, S3Options};
 use offsite_backends::sftp::{SftpAuth, SftpOptions};
 use serde::Deserialize;
@@ -170,6 +171,25 @@ struct RawSftpDestination {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawFtpDestination {
+    host: String,
+    port: Option<u16>,
+    user: String,
+    password_env: String,
+    path: String,
+    tls: Option<String>,
+    ca_file: Option<PathBuf>,
+    timeout: Option<HumanDuration>,
+    #[serde(default)]
+    prefix: String,
+    bwlimit: Option<ByteSize>,
+    part_size: Option<ByteSize>,
+    concurrency: Option<usize>,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawS3Destination {
     bucket: String,
     #[serde(default)]
@@ -283,6 +303,8 @@ pub enum DestinationKind {
     S3(S3Options),
     /// The settings as the SFTP backend takes them (secrets read when connecting).
     Sftp(SftpOptions),
+    /// The settings as the FTP backend takes them (the password read when connecting).
+    Ftp(FtpOptions),
 }
 
 impl Job {
@@ -786,13 +808,84 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     },
                 )
             }
+            "ftp" => {
+                let RawFtpDestination {
+                    host,
+                    port,
+                    user,
+                    password_env,
+                    path,
+                    tls,
+                    ca_file,
+                    timeout,
+                    prefix,
+                    bwlimit,
+                    part_size,
+                    concurrency,
+                    retention,
+                } = read(ctx, &here, rest)?;
+                if host.trim().is_empty() || host.contains(['\0', '/', ' ']) {
+                    return Err(ctx.err(&key("host"), format!("invalid host {host:?}: write a name or an address, like \"backup.example.net\"")));
+                }
+                if user.trim().is_empty() || user.contains(['\0', '\r', '\n']) {
+                    return Err(
+                        ctx.err(&key("user"), "the user cannot be empty or hold line breaks")
+                    );
+                }
+                if path.contains(['\0', '\r', '\n']) {
+                    return Err(ctx.err(&key("path"), "the path cannot hold NUL or line breaks"));
+                }
+                if password_env.trim().is_empty() {
+                    return Err(ctx.err(
+                        &key("password_env"),
+                        "name the environment variable that holds the password",
+                    ));
+                }
+                let tls = match tls.as_deref().unwrap_or("explicit") {
+                    "none" => FtpTls::None,
+                    "explicit" => FtpTls::Explicit,
+                    "implicit" => FtpTls::Implicit,
+                    other => {
+                        return Err(ctx.err(
+                            &key("tls"),
+                            format!("unknown tls mode {other:?}; use \"explicit\" (AUTH TLS, the default), \"implicit\" (port 990) or \"none\""),
+                        ));
+                    }
+                };
+                if tls == FtpTls::None && ca_file.is_some() {
+                    return Err(ctx.err(
+                        &key("ca_file"),
+                        "ca_file needs tls = \"explicit\" or \"implicit\"",
+                    ));
+                }
+                (
+                    DestinationKind::Ftp(FtpOptions {
+                        host,
+                        port: port.unwrap_or(if tls == FtpTls::Implicit { 990 } else { 21 }),
+                        user,
+                        password: FtpPassword::Env(password_env),
+                        root: path,
+                        tls,
+                        ca_file: ca_file.map(|f| ctx.resolve_path(&f)),
+                        timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
+                        force_list: false,
+                    }),
+                    Common {
+                        prefix,
+                        bwlimit,
+                        part_size,
+                        concurrency,
+                        retention,
+                    },
+                )
+            }
             other => {
                 let mut p = here.to_vec();
                 p.push(k("kind"));
                 return Err(ctx.err(
                     &p,
                     format!(
-                        "unknown destination kind {other:?}; this version supports: path, s3, sftp"
+                        "unknown destination kind {other:?}; this version supports: path, s3, sftp, ftp"
                     ),
                 ));
             }

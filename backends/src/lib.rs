@@ -17,6 +17,8 @@
 pub mod conformance;
 mod error;
 mod files;
+#[cfg(feature = "ftp")]
+pub mod ftp;
 #[cfg(feature = "path")]
 pub mod path;
 mod retry;

@@ -5,6 +5,7 @@ mod backup_restore;
 mod config_errors;
 mod daemon;
 mod destinations;
+mod ftp;
 mod incremental;
 mod prune;
 mod remote;

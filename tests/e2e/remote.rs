@@ -38,7 +38,23 @@ pub fn unique_prefix(sb: &Sandbox) -> String {
 /// the run once a part is journaled, resumes with `upload`, and restores:
 /// the resumed upload sends only what the journal lacks, and the restore is
 /// byte-identical.
-pub fn killed_backup_resumes_and_restores(sb: &Sandbox, dest: &str, table: &str) {
+/// `env` is set for every run (secrets the table names).
+pub fn killed_backup_resumes_and_restores(
+    sb: &Sandbox,
+    dest: &str,
+    table: &str,
+    env: &[(&str, &str)],
+) {
+    let run = |args: &[&str]| {
+        let mut c = sb.command(args);
+        c.envs(env.iter().copied());
+        let out = c.output().expect("run offsite");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
     write(&sb.path("src/chunk-000000.000000"), &noise(6 << 20, 17));
     write(&sb.path("src/index/a.idx"), &noise(100_000, 18));
     write(&sb.path("src/writer.chk"), b"0000000000000042");
@@ -46,6 +62,7 @@ pub fn killed_backup_resumes_and_restores(sb: &Sandbox, dest: &str, table: &str)
     sb.config_dir_job("volume_size = \"2MiB\"", &[dest], &paced);
     let mut child = sb
         .command(&["--json", "backup"])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -58,13 +75,13 @@ pub fn killed_backup_resumes_and_restores(sb: &Sandbox, dest: &str, table: &str)
     let (_, journaled_bytes) = journaled(sb, dest);
 
     sb.config_dir_job("volume_size = \"2MiB\"", &[dest], table);
-    let r = sb.offsite(&["--json", "upload"]);
+    let r = run(&["--json", "upload"]);
     assert_eq!(r.code, 0, "{r:?}");
     let d = &r.json()["runs"][0]["destinations"][0];
     assert_eq!(d["status"], "ok", "{r:?}");
     assert_eq!(d["bytes_resumed"].as_u64(), Some(journaled_bytes), "{r:?}");
 
-    let r = sb.offsite(&["--json", "verify"]);
+    let r = run(&["--json", "verify"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.json()["verified"][0]["volumes"]
@@ -73,7 +90,7 @@ pub fn killed_backup_resumes_and_restores(sb: &Sandbox, dest: &str, table: &str)
         "a multi-volume backup: {r:?}"
     );
     let to = sb.path("restored");
-    let r = sb.offsite(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
+    let r = run(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_same_tree(&sb.path("src"), &to);
 }
@@ -93,9 +110,7 @@ pub fn a_refused_destination_fails_alone(
     let tables = format!("{table}\n[destination.nas]\nkind = \"path\"\npath = \"dest\"\n");
     sb.config_dir_job("", &["nas", dest], &tables);
     let mut c = sb.command(&["--json", "backup"]);
-    for (k, v) in env {
-        c.env(k, v);
-    }
+    c.envs(env.iter().copied());
     let out = c.output().expect("run");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -30,7 +30,7 @@ fn key_auth() -> String {
 fn an_sftp_backup_killed_mid_upload_resumes_and_restores() {
     let sb = Sandbox::new("an_sftp_backup_killed_mid_upload_resumes_and_restores");
     let table = sftp_table(&sb, &key_auth(), "SFTP_KNOWN_HOSTS");
-    killed_backup_resumes_and_restores(&sb, "sftp", &table);
+    killed_backup_resumes_and_restores(&sb, "sftp", &table, &[]);
 }
 
 #[test]

@@ -1,0 +1,892 @@
+//! `kind = "ftp"`: a folder on an FTP or FTPS server, on `suppaftp` (sync,
+//! over rustls: no OpenSSL).
+//!
+//! Guarantees:
+//! - **TLS** (`tls = "explicit"`: AUTH TLS, PBSZ 0, PROT P; `"implicit"`:
+//!   TLS from the first byte, usually port 990) verifies the server's
+//!   certificate against `ca_file` when given (a private CA, or a
+//!   self-signed certificate that is not itself marked as a CA), else
+//!   against the Mozilla roots (webpki-roots). There is no "accept any
+//!   certificate" switch. Data connections are protected too.
+//! - Binary transfers (TYPE I) only; passive mode, using the control
+//!   connection's address when the server announces another (NAT).
+//! - The root folder (`path`) must exist: the session changes into it
+//!   once, and every key is a path below it. Missing folders below are
+//!   created.
+//! - Uploads grow a hidden partial file (`.<name>.<upload>.partial`) one part
+//!   after the other (`parts_out_of_order = false`). Each part is sent with
+//!   REST <offset> + STOR after SIZE has shown that every earlier byte is
+//!   there; a partial file shorter than the journal says restarts the
+//!   volume. Completion renames into place (RNFR/RNTO) and checks the final
+//!   size. FTP has no fsync: a part counts as stored once the server
+//!   confirms the transfer (226).
+//! - `list` uses MLSD where the server announces it (FEAT `MLST`) and LIST
+//!   where it does not (vsftpd); `.` and `..` are skipped.
+//! - FTP answers 550 both for "no such file" and "not allowed": where it
+//!   matters (delete, read), the backend asks SIZE to tell them apart.
+//!
+//! Each call runs on tokio's blocking pool on a connection from a small
+//! pool; a connection that failed is dropped. Reads use their own
+//! connection, closed when the stream ends.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use suppaftp::list::File as ListEntry;
+use suppaftp::types::FileType;
+use suppaftp::{FtpError, RustlsConnector, RustlsFtpStream};
+
+use crate::files::{
+    blocking_stream, contiguous_size, is_hidden_work_file, partial_name, temp_name, unique_id,
+    upload_gone,
+};
+use crate::{
+    Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
+    Readiness, Result, Secret, UploadId, validate_key,
+};
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FtpTls {
+    None,
+    Explicit,
+    Implicit,
+}
+
+/// Where the password comes from.
+#[derive(Clone)]
+pub enum FtpPassword {
+    /// Read from this environment variable when connecting.
+    Env(String),
+    /// Given directly (tests and embedders).
+    Value(Secret),
+}
+
+impl fmt::Debug for FtpPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FtpPassword::Env(v) => f.debug_tuple("Env").field(v).finish(),
+            FtpPassword::Value(_) => f.write_str("Value(***)"),
+        }
+    }
+}
+
+/// An FTP destination's settings.
+#[derive(Debug, Clone)]
+pub struct FtpOptions {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: FtpPassword,
+    /// The root folder on the server (absolute, or relative to the login folder).
+    pub root: String,
+    pub tls: FtpTls,
+    /// PEM certificates to trust instead of the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
+    /// Connect and per-read/write timeout.
+    pub timeout: Duration,
+    /// List with LIST even where the server has MLSD (to test the fallback).
+    pub force_list: bool,
+}
+
+/// Idle connections kept for reuse.
+const POOL_SIZE: usize = 2;
+const WRITE_SLICE: usize = 1 << 20;
+
+struct Conn {
+    ftp: RustlsFtpStream,
+    mlsd: bool,
+}
+
+#[derive(Clone)]
+pub struct FtpBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    options: FtpOptions,
+    pool: Mutex<Vec<Conn>>,
+}
+
+impl fmt::Debug for FtpBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FtpBackend")
+            .field("name", &self.inner.name)
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+/// The reply code of an FTP error, if the server answered.
+fn code(e: &FtpError) -> Option<u32> {
+    match e {
+        FtpError::UnexpectedResponse(r) => Some(r.status.code()),
+        _ => None,
+    }
+}
+
+fn reply_text(e: &FtpError) -> String {
+    match e {
+        FtpError::UnexpectedResponse(r) => format!(
+            "{} {}",
+            r.status.code(),
+            String::from_utf8_lossy(&r.body).trim()
+        ),
+        other => other.to_string(),
+    }
+}
+
+const UNTRUSTED_HINT: &str = "the server's certificate is not trusted: set ca_file to the CA that signed it (or to the server's own self-signed certificate); offsite never accepts an unverified certificate";
+
+/// Whether rustls refused the server's certificate (it reports that as an I/O error).
+fn untrusted_certificate(io: &std::io::Error) -> bool {
+    match io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_)) => true,
+        Some(_) => false,
+        None => io.to_string().contains("invalid peer certificate"),
+    }
+}
+
+/// Maps an FTP error; `what` says what was being done, to what.
+fn ftp_error(what: impl Into<String>, e: FtpError) -> Error {
+    let what = what.into();
+    match e {
+        FtpError::ConnectionError(io) if untrusted_certificate(&io) => Error::new(
+            ErrorKind::ConfigInvalid,
+            format!("{what}: TLS failed: {io}"),
+        )
+        .with_hint(UNTRUSTED_HINT),
+        FtpError::ConnectionError(io) => Error::from_io(what, io).temporary(),
+        FtpError::SecureError(s) => {
+            let untrusted = s.contains("certificate") || s.contains("Certificate");
+            let err = Error::new(ErrorKind::ConfigInvalid, format!("{what}: TLS failed: {s}"));
+            if untrusted {
+                err.with_hint(UNTRUSTED_HINT)
+            } else {
+                err
+            }
+        }
+        ref other => {
+            let message = format!("{what}: {}", reply_text(other));
+            let (kind, temporary, hint) = match code(other) {
+                Some(530) => (
+                    ErrorKind::Unauthenticated,
+                    false,
+                    Some(
+                        "check the user name and the password (the password itself is never printed)",
+                    ),
+                ),
+                Some(550) => (ErrorKind::NotFound, false, None),
+                Some(553) => (
+                    ErrorKind::PermissionDenied,
+                    false,
+                    Some("the server refuses that file name there"),
+                ),
+                Some(452 | 552) => (
+                    ErrorKind::Unexpected,
+                    false,
+                    Some("the server's disk or quota is full: free space there"),
+                ),
+                Some(421 | 425 | 426 | 450 | 451) => (ErrorKind::Unexpected, true, None),
+                Some(502 | 504) => (ErrorKind::Unsupported, false, None),
+                None => (ErrorKind::Unexpected, true, None),
+                Some(_) => (ErrorKind::Unexpected, false, None),
+            };
+            let mut err = Error::new(kind, message);
+            if temporary {
+                err = err.temporary();
+            }
+            match hint {
+                Some(h) => err.with_hint(h),
+                None => err,
+            }
+        }
+    }
+}
+
+fn is_550(e: &FtpError) -> bool {
+    code(e) == Some(550)
+}
+
+impl FtpBackend {
+    pub fn new(name: impl Into<String>, options: FtpOptions) -> FtpBackend {
+        FtpBackend {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                options,
+                pool: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    async fn blocking<T, F>(&self, key: &str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, &mut Conn) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let key_owned = key.to_string();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut conn = inner.take()?;
+            let out = f(&inner, &mut conn);
+            if !matches!(&out, Err(e) if e.is_temporary()) {
+                inner.give_back(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("worker failed: {e}")))?;
+        out.map_err(|e| {
+            let e = e.or_destination(&self.inner.name);
+            if e.key().is_none() && !key_owned.is_empty() {
+                e.with_key(key_owned)
+            } else {
+                e
+            }
+        })
+    }
+}
+
+impl Inner {
+    fn take(&self) -> Result<Conn> {
+        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
+        match pooled {
+            // A pooled connection may have been closed by the server's idle timeout.
+            Some(mut c) => match c.ftp.noop() {
+                Ok(()) => Ok(c),
+                Err(_) => self.connect(),
+            },
+            None => self.connect(),
+        }
+    }
+
+    fn give_back(&self, conn: Conn) {
+        if let Ok(mut p) = self.pool.lock()
+            && p.len() < POOL_SIZE
+        {
+            p.push(conn);
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!(
+            "{}@{}:{}",
+            self.options.user, self.options.host, self.options.port
+        )
+    }
+
+    fn tls_connector(&self) -> Result<RustlsConnector> {
+        let o = &self.options;
+        let mut roots = rustls::RootCertStore::empty();
+        match &o.ca_file {
+            Some(file) => {
+                let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+                    .and_then(|i| i.collect::<std::result::Result<Vec<_>, _>>())
+                    .map_err(|e| {
+                        Error::new(
+                            ErrorKind::ConfigInvalid,
+                            format!(
+                                "cannot read certificates from ca_file {}: {e}",
+                                file.display()
+                            ),
+                        )
+                        .with_hint(
+                            "ca_file must hold PEM certificates (-----BEGIN CERTIFICATE-----)",
+                        )
+                    })?;
+                if certs.is_empty() {
+                    return Err(Error::new(
+                        ErrorKind::ConfigInvalid,
+                        format!("ca_file {} holds no certificate", file.display()),
+                    ));
+                }
+                for c in certs {
+                    roots.add(c).map_err(|e| {
+                        Error::new(
+                            ErrorKind::ConfigInvalid,
+                            format!("ca_file {}: unusable certificate: {e}", file.display()),
+                        )
+                    })?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("TLS setup: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(RustlsConnector::from(Arc::new(config)))
+    }
+
+    fn connect(&self) -> Result<Conn> {
+        let o = &self.options;
+        let at = format!("{}:{}", o.host, o.port);
+        let addr: SocketAddr = (o.host.as_str(), o.port)
+            .to_socket_addrs()
+            .map_err(|e| {
+                Error::from_io(format!("cannot resolve {}", o.host), e)
+                    .temporary()
+                    .with_hint("check `host`, and the DNS of this machine")
+            })?
+            .next()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::ConfigInvalid,
+                    format!("{} has no address", o.host),
+                )
+            })?;
+        let timeout = o.timeout;
+        let unreachable = |e: std::io::Error| {
+            Error::from_io(format!("cannot connect to {at}"), e)
+                .temporary()
+                .with_hint("check `host` and `port`, and that the FTP server runs and is reachable")
+        };
+        let mut ftp = match o.tls {
+            FtpTls::Implicit => {
+                RustlsFtpStream::connect_secure_implicit(addr, self.tls_connector()?, &o.host)
+                    .map_err(|e| ftp_error(format!("cannot connect to {at} (implicit TLS)"), e))?
+            }
+            FtpTls::None | FtpTls::Explicit => {
+                let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(unreachable)?;
+                tcp.set_read_timeout(Some(timeout)).map_err(unreachable)?;
+                tcp.set_write_timeout(Some(timeout)).map_err(unreachable)?;
+                let ftp = RustlsFtpStream::connect_with_stream(tcp)
+                    .map_err(|e| ftp_error(format!("no FTP greeting from {at}"), e))?;
+                if o.tls == FtpTls::Explicit {
+                    ftp.into_secure(self.tls_connector()?, &o.host)
+                        .map_err(|e| ftp_error(format!("AUTH TLS with {at}"), e))?
+                } else {
+                    ftp
+                }
+            }
+        };
+        ftp = ftp.passive_stream_builder(move |addr| {
+            let s =
+                TcpStream::connect_timeout(&addr, timeout).map_err(FtpError::ConnectionError)?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(FtpError::ConnectionError)?;
+            s.set_write_timeout(Some(timeout))
+                .map_err(FtpError::ConnectionError)?;
+            Ok(s)
+        });
+        ftp.set_passive_nat_workaround(true);
+        let password = match &o.password {
+            FtpPassword::Value(s) => s.clone(),
+            FtpPassword::Env(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Secret::new(v),
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::Unauthenticated,
+                        format!("environment variable {var} (password_env) is not set"),
+                    )
+                    .with_hint(format!(
+                        "set {var} for offsite (cron passes almost no environment: set it in the crontab or the service unit's Environment=/EnvironmentFile=)"
+                    )));
+                }
+            },
+        };
+        ftp.login(o.user.as_str(), password.expose())
+            .map_err(|e| ftp_error(format!("login as {}", self.endpoint()), e))?;
+        ftp.transfer_type(FileType::Binary)
+            .map_err(|e| ftp_error("TYPE I", e))?;
+        if !o.root.is_empty() {
+            ftp.cwd(&o.root).map_err(|e| {
+                let err = ftp_error(format!("cannot enter {} on {}", o.root, self.endpoint()), e);
+                if err.kind() == ErrorKind::NotFound {
+                    Error::new(ErrorKind::ConfigInvalid, err.to_string()).with_hint(
+                        "create the folder on the server (offsite creates folders below `path`, never `path` itself)",
+                    )
+                } else {
+                    err
+                }
+            })?;
+        }
+        let mlsd = !o.force_list
+            && ftp
+                .feat()
+                .map(|f| f.keys().any(|k| k.eq_ignore_ascii_case("MLST")))
+                .unwrap_or(false);
+        Ok(Conn { ftp, mlsd })
+    }
+
+    /// The folder and file name of `key`, relative to the root.
+    fn split(key: &str) -> Result<(&str, &str)> {
+        validate_key(key)?;
+        Ok(key.rsplit_once('/').unwrap_or(("", key)))
+    }
+
+    fn partial_path(key: &str, upload: &UploadId) -> Result<String> {
+        let (dir, name) = Self::split(key)?;
+        let p = partial_name(name, upload)?;
+        Ok(if dir.is_empty() {
+            p
+        } else {
+            format!("{dir}/{p}")
+        })
+    }
+
+    /// Creates the folders of `key` below the root.
+    fn make_dirs(conn: &mut Conn, key: &str) -> Result<()> {
+        let parts: Vec<&str> = key.split('/').collect();
+        for depth in 1..parts.len() {
+            let dir = parts[..depth].join("/");
+            if let Err(e) = conn.ftp.mkdir(&dir) {
+                // 550/521 "exists" from most servers: fine if it is a folder now.
+                if !is_dir(conn, &dir) {
+                    return Err(ftp_error(format!("cannot create folder {dir}"), e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SIZE of `path`; None when it does not exist (550).
+    fn size(conn: &mut Conn, path: &str) -> Result<Option<u64>> {
+        match conn.ftp.size(path) {
+            Ok(n) => Ok(Some(n as u64)),
+            Err(e) if is_550(&e) => Ok(None),
+            Err(e) => Err(ftp_error(format!("SIZE {path}"), e)),
+        }
+    }
+
+    /// Stores `body` at `path` from `offset` (REST + STOR; plain STOR at 0).
+    fn store_at(conn: &mut Conn, path: &str, offset: u64, body: &[u8]) -> Result<()> {
+        if offset > 0 {
+            let at = usize::try_from(offset).map_err(|_| {
+                Error::new(
+                    ErrorKind::Unsupported,
+                    format!("offset {offset} is too large here"),
+                )
+            })?;
+            conn.ftp
+                .resume_transfer(at)
+                .map_err(|e| ftp_error(format!("REST {offset} for {path}"), e))?;
+        }
+        let mut stream = conn
+            .ftp
+            .put_with_stream(path)
+            .map_err(|e| ftp_error(format!("STOR {path}"), e))?;
+        for slice in body.chunks(WRITE_SLICE) {
+            stream
+                .write_all(slice)
+                .map_err(|e| Error::from_io(format!("cannot send {path}"), e).temporary())?;
+        }
+        stream
+            .finish()
+            .map_err(|e| ftp_error(format!("STOR {path} did not complete"), e))
+    }
+
+    /// RNFR/RNTO, replacing `to` if the server refuses to overwrite it.
+    fn rename_into_place(conn: &mut Conn, from: &str, to: &str) -> Result<()> {
+        match conn.ftp.rename(from, to) {
+            Ok(()) => Ok(()),
+            Err(first) => {
+                if Self::size(conn, to)?.is_some() {
+                    conn.ftp
+                        .rm(to)
+                        .map_err(|e| ftp_error(format!("cannot replace {to}"), e))?;
+                    conn.ftp
+                        .rename(from, to)
+                        .map_err(|e| ftp_error(format!("cannot rename {from} to {to}"), e))
+                } else {
+                    Err(ftp_error(format!("cannot rename {from} to {to}"), first))
+                }
+            }
+        }
+    }
+}
+
+/// Whether `dir` (relative to the root) is a folder, by trying to enter it.
+fn is_dir(conn: &mut Conn, dir: &str) -> bool {
+    let Ok(here) = conn.ftp.pwd() else {
+        return false;
+    };
+    let ok = conn.ftp.cwd(dir).is_ok();
+    if ok {
+        let _ = conn.ftp.cwd(&here);
+    }
+    ok
+}
+
+/// A file read over its own connection, closed when the reader is dropped.
+struct FtpReader {
+    // Field order is drop order: the transfer ends before its connection.
+    data: Box<dyn Read + Send>,
+    _conn: Conn,
+}
+
+impl Read for FtpReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.data.read(buf)
+    }
+}
+
+#[async_trait]
+impl Backend for FtpBackend {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            multipart: true,
+            parts_out_of_order: false,
+            offset_resume: true,
+            atomic_rename: true,
+            list: true,
+            delete: true,
+            read: true,
+            cold_storage: false,
+            min_part_size: 1,
+            max_part_size: 1 << 32,
+            max_parts: u32::MAX,
+            max_object_size: None,
+        }
+    }
+
+    async fn probe(&self) -> Result<()> {
+        self.blocking("", |_, conn| {
+            conn.ftp.noop().map_err(|e| ftp_error("NOOP", e))
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        let key_owned = key.to_string();
+        self.blocking(key, move |_, conn| {
+            let (dir, name) = Inner::split(&key_owned)?;
+            Inner::make_dirs(conn, &key_owned)?;
+            let tmp = if dir.is_empty() {
+                temp_name(name)
+            } else {
+                format!("{dir}/{}", temp_name(name))
+            };
+            let stored = Inner::store_at(conn, &tmp, 0, &body)
+                .and_then(|()| Inner::rename_into_place(conn, &tmp, &key_owned));
+            if let Err(e) = stored {
+                let _ = conn.ftp.rm(&tmp);
+                return Err(e);
+            }
+            match Inner::size(conn, &key_owned)? {
+                Some(n) if n == body.len() as u64 => Ok(()),
+                other => Err(Error::new(
+                    ErrorKind::Unexpected,
+                    format!(
+                        "{key_owned} is {other:?} bytes after upload, expected {}",
+                        body.len()
+                    ),
+                )
+                .temporary()),
+            }
+        })
+        .await
+    }
+
+    async fn create_upload(&self, key: &str, _part_size: u64) -> Result<UploadId> {
+        let key_owned = key.to_string();
+        self.blocking(key, move |_, conn| {
+            Inner::make_dirs(conn, &key_owned)?;
+            let id = UploadId(unique_id());
+            let partial = Inner::partial_path(&key_owned, &id)?;
+            Inner::store_at(conn, &partial, 0, &[])?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn put_part(&self, key: &str, upload: &UploadId, part: Part) -> Result<PartReceipt> {
+        let key_owned = key.to_string();
+        let upload = upload.clone();
+        self.blocking(key, move |_, conn| {
+            let partial = Inner::partial_path(&key_owned, &upload)?;
+            // Resume by SIZE: every byte before this part must be there.
+            let Some(size) = Inner::size(conn, &partial)? else {
+                return Err(upload_gone(&partial));
+            };
+            if size < part.offset {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "{partial} holds {size} bytes but part {} starts at {}: the unfinished upload was damaged",
+                        part.index, part.offset
+                    ),
+                )
+                .with_hint("the upload will be restarted from its first part"));
+            }
+            Inner::store_at(conn, &partial, part.offset, &part.body)?;
+            Ok(PartReceipt {
+                index: part.index,
+                offset: part.offset,
+                size: part.body.len() as u64,
+                tag: String::new(),
+            })
+        })
+        .await
+    }
+
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[PartReceipt],
+    ) -> Result<()> {
+        let key_owned = key.to_string();
+        let upload = upload.clone();
+        let parts = parts.to_vec();
+        self.blocking(key, move |_, conn| {
+            let partial = Inner::partial_path(&key_owned, &upload)?;
+            let total = contiguous_size(&parts)?;
+            match Inner::size(conn, &partial)? {
+                None => {
+                    // Completed by an earlier attempt whose answer was lost.
+                    return match Inner::size(conn, &key_owned)? {
+                        Some(n) if n == total => Ok(()),
+                        _ => Err(upload_gone(&partial)),
+                    };
+                }
+                Some(n) if n != total => {
+                    return Err(Error::new(
+                        ErrorKind::Precondition,
+                        format!("{partial} holds {n} bytes, the parts say {total}"),
+                    ));
+                }
+                Some(_) => {}
+            }
+            Inner::rename_into_place(conn, &partial, &key_owned)?;
+            match Inner::size(conn, &key_owned)? {
+                Some(n) if n == total => Ok(()),
+                other => Err(Error::new(
+                    ErrorKind::Unexpected,
+                    format!("{key_owned} is {other:?} bytes after the rename, expected {total}"),
+                )),
+            }
+        })
+        .await
+    }
+
+    async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<()> {
+        let key_owned = key.to_string();
+        let upload = upload.clone();
+        self.blocking(key, move |_, conn| {
+            let partial = Inner::partial_path(&key_owned, &upload)?;
+            match conn.ftp.rm(&partial) {
+                Ok(()) => Ok(()),
+                Err(e) if is_550(&e) && Inner::size(conn, &partial)?.is_none() => Ok(()),
+                Err(e) => Err(ftp_error(format!("cannot remove {partial}"), e)),
+            }
+        })
+        .await
+    }
+
+    async fn prepare_read(&self, key: &str) -> Result<Readiness> {
+        validate_key(key)?;
+        Ok(Readiness::Ready)
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
+        validate_key(key)?;
+        let key_owned = key.to_string();
+        let inner = self.inner.clone();
+        let reader = tokio::task::spawn_blocking(move || -> Result<FtpReader> {
+            let mut conn = inner.connect()?;
+            let Some(size) = Inner::size(&mut conn, &key_owned)? else {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("{key_owned} does not exist"),
+                ));
+            };
+            let (start, end) = match range {
+                Some(r) => (r.start.min(size), r.end.min(size)),
+                None => (0, size),
+            };
+            if start > 0 {
+                let at = usize::try_from(start).map_err(|_| {
+                    Error::new(
+                        ErrorKind::Unsupported,
+                        format!("offset {start} is too large here"),
+                    )
+                })?;
+                conn.ftp
+                    .resume_transfer(at)
+                    .map_err(|e| ftp_error(format!("REST {start} for {key_owned}"), e))?;
+            }
+            let data = conn
+                .ftp
+                .retr_as_stream(&key_owned)
+                .map_err(|e| ftp_error(format!("RETR {key_owned}"), e))?;
+            Ok(FtpReader {
+                data: Box::new(data.take(end.saturating_sub(start))),
+                _conn: conn,
+            })
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("worker failed: {e}")))?
+        .map_err(|e| e.or_destination(&self.inner.name).with_key(key))?;
+        Ok(blocking_stream(
+            reader,
+            self.inner.name.clone(),
+            key.to_string(),
+        ))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<ListStream> {
+        let prefix_owned = prefix.to_string();
+        let items = self
+            .blocking(prefix, move |_, conn| {
+                let dir = match prefix_owned.rfind('/') {
+                    Some(i) => &prefix_owned[..i],
+                    None => "",
+                };
+                if !dir.is_empty() {
+                    validate_key(dir)?;
+                }
+                let mut out = Vec::new();
+                walk(conn, dir, &prefix_owned, &mut out)?;
+                out.sort_by(|a, b| a.key.cmp(&b.key));
+                Ok(out)
+            })
+            .await?;
+        Ok(Box::pin(futures::stream::iter(items.into_iter().map(Ok))))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let key_owned = key.to_string();
+        self.blocking(key, move |_, conn| {
+            validate_key(&key_owned)?;
+            match conn.ftp.rm(&key_owned) {
+                Ok(()) => {}
+                // 550: gone already (fine), or not allowed (which SIZE tells apart).
+                Err(e) if is_550(&e) && Inner::size(conn, &key_owned)?.is_none() => return Ok(()),
+                Err(e) => {
+                    let err = ftp_error(format!("cannot delete {key_owned}"), e);
+                    return Err(if err.kind() == ErrorKind::NotFound {
+                        Error::new(ErrorKind::PermissionDenied, err.to_string())
+                            .with_hint("check the FTP user's permissions on that folder")
+                    } else {
+                        err
+                    });
+                }
+            }
+            // Tidy folders left empty, never the root; a folder still in use stays.
+            let parts: Vec<&str> = key_owned.split('/').collect();
+            for depth in (1..parts.len()).rev() {
+                if conn.ftp.rmdir(parts[..depth].join("/")).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// LIST of `dir` (relative to the current folder) from inside it.
+fn list_inside(conn: &mut Conn, dir: &str) -> std::result::Result<Vec<String>, FtpError> {
+    if dir.is_empty() {
+        return conn.ftp.list(None);
+    }
+    let here = conn.ftp.pwd()?;
+    conn.ftp.cwd(dir)?;
+    let lines = conn.ftp.list(None);
+    conn.ftp.cwd(&here)?;
+    lines
+}
+
+/// Lists the files under `dir` (relative to the root; "" for the root)
+/// whose keys start with `prefix`.
+fn walk(conn: &mut Conn, dir: &str, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+    let shown = if dir.is_empty() { "." } else { dir };
+    let lines = if conn.mlsd {
+        conn.ftp.mlsd(if dir.is_empty() { None } else { Some(dir) })
+    } else {
+        // LIST takes `ls`-style arguments (a name with spaces splits): list
+        // the current folder after entering it instead.
+        list_inside(conn, dir)
+    };
+    let lines = match lines {
+        Ok(l) => l,
+        // 550 from most servers, 501 from pyftpdlib: a folder that is not there lists nothing.
+        Err(e) if !dir.is_empty() && !is_dir(conn, dir) => {
+            let _ = e;
+            return Ok(());
+        }
+        Err(e) => return Err(ftp_error(format!("cannot list {shown}"), e)),
+    };
+    for line in lines {
+        let Ok(entry) = ListEntry::try_from(line.as_str()) else {
+            continue;
+        };
+        let name = entry.name().rsplit('/').next().unwrap_or("").to_string();
+        if name.is_empty() || name == "." || name == ".." {
+            continue;
+        }
+        let rel = if dir.is_empty() {
+            name.clone()
+        } else {
+            format!("{dir}/{name}")
+        };
+        if entry.is_directory() {
+            let as_dir = format!("{rel}/");
+            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                walk(conn, &rel, prefix, out)?;
+            }
+        } else if entry.is_file() && !is_hidden_work_file(&name) && rel.starts_with(prefix) {
+            out.push(ObjectMeta {
+                key: rel,
+                size: entry.size() as u64,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_files_sit_beside_their_target() {
+        let id = UploadId("abc123".into());
+        assert_eq!(
+            Inner::partial_path("job/x/vol.tar.zst", &id).expect("ok"),
+            "job/x/.vol.tar.zst.abc123.partial"
+        );
+        assert_eq!(
+            Inner::partial_path("a", &id).expect("ok"),
+            ".a.abc123.partial"
+        );
+        assert!(Inner::partial_path("../a", &id).is_err());
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug() {
+        let b = FtpBackend::new(
+            "ftp",
+            FtpOptions {
+                host: "h".into(),
+                port: 21,
+                user: "u".into(),
+                password: FtpPassword::Value(Secret::new("hunter2-do-not-print")),
+                root: "/".into(),
+                tls: FtpTls::Explicit,
+                ca_file: None,
+                timeout: Duration::from_secs(5),
+                force_list: false,
+            },
+        );
+        let text = format!("{b:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
