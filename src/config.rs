@@ -1248,6 +1248,66 @@ bwlimit = "20MiB"
             6,
             &["bwlimit"],
         ),
+        (
+            "sftp without a login",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"sftp\"\nhost = \"h\"\nuser = \"u\"\npath = \"/b\"\n",
+            3,
+            &["destination.d", "key_file", "password_env"],
+        ),
+        (
+            "sftp with both logins",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"sftp\"\nhost = \"h\"\nuser = \"u\"\npath = \"/b\"\nkey_file = \"/k\"\npassword_env = \"P\"\n",
+            9,
+            &["destination.d.password_env", "not both"],
+        ),
+        (
+            "sftp host with a slash",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"sftp\"\nhost = \"sftp://h\"\nuser = \"u\"\npath = \"/b\"\nkey_file = \"/k\"\n",
+            5,
+            &["destination.d.host", "sftp://h"],
+        ),
+        (
+            "sftp port out of range",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"sftp\"\nhost = \"h\"\nport = 70000\nuser = \"u\"\npath = \"/b\"\nkey_file = \"/k\"\n",
+            6,
+            &["destination.d.port"],
+        ),
+        (
+            "ftp unknown tls",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"ftp\"\nhost = \"h\"\nuser = \"u\"\npassword_env = \"P\"\npath = \"/\"\ntls = \"yes\"\n",
+            9,
+            &["destination.d.tls", "explicit", "implicit", "none"],
+        ),
+        (
+            "ftp ca_file without tls",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"ftp\"\nhost = \"h\"\nuser = \"u\"\npassword_env = \"P\"\npath = \"/\"\ntls = \"none\"\nca_file = \"/ca.pem\"\n",
+            10,
+            &["destination.d.ca_file"],
+        ),
+        (
+            "ftp inline password",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"ftp\"\nhost = \"h\"\nuser = \"u\"\npassword = \"hunter2\"\npath = \"/\"\n",
+            7,
+            &["destination.d.password", "unknown field"],
+        ),
+        (
+            "s3 unknown restore tier",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"s3\"\nbucket = \"b\"\nrestore_tier = \"Fast\"\n",
+            6,
+            &["destination.d.restore_tier", "Standard, Bulk, Expedited"],
+        ),
+        (
+            "s3 deep archive expedited",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"s3\"\nbucket = \"b\"\nstorage_class = \"DEEP_ARCHIVE\"\nrestore_tier = \"Expedited\"\n",
+            7,
+            &["destination.d.restore_tier", "DEEP_ARCHIVE"],
+        ),
+        (
+            "s3 restore days",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"s3\"\nbucket = \"b\"\nrestore_days = 0\n",
+            6,
+            &["destination.d.restore_days", "1 to 365"],
+        ),
     ];
 
     #[test]
