@@ -43,7 +43,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use suppaftp::list::File as ListEntry;
 use suppaftp::types::FileType;
-use suppaftp::{FtpError, RustlsConnector, RustlsFtpStream};
+use suppaftp::{FtpError, RustlsConnector, RustlsFtpStream, Status};
 
 use crate::files::{
     blocking_stream, contiguous_size, is_hidden_work_file, partial_name, temp_name, unique_id,
@@ -382,6 +382,14 @@ impl Inner {
             Ok(s)
         });
         ftp.set_passive_nat_workaround(true);
+        if o.tls == FtpTls::Implicit {
+            // suppaftp's implicit connect negotiates no data protection; ask
+            // for TLS on data connections as AUTH TLS does (RFC 4217).
+            for command in ["PBSZ 0", "PROT P"] {
+                ftp.custom_command(command, &[Status::CommandOk])
+                    .map_err(|e| ftp_error(format!("{command} on {at}"), e))?;
+            }
+        }
         let password = match &o.password {
             FtpPassword::Value(s) => s.clone(),
             FtpPassword::Env(var) => match std::env::var(var) {

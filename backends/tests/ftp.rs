@@ -68,6 +68,12 @@ mod pyftpdlib_ftps {
     offsite_backends::conformance_tests!(|t| fixture(t, options("PYFTPD", FtpTls::Explicit)));
 }
 
+/// pyftpdlib with implicit TLS (TLS from the first byte; data protected too).
+mod implicit_ftps {
+    use super::*;
+    offsite_backends::conformance_tests!(|t| fixture(t, options("IMPLICIT", FtpTls::Implicit)));
+}
+
 /// pure-ftpd, plain FTP, MLSD.
 mod pureftpd_plain {
     use super::*;

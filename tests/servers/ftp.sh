@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Two FTP servers on 127.0.0.1, for the FTP/FTPS tests:
+# Three FTP servers on 127.0.0.1, for the FTP/FTPS tests:
 #   pyftpdlib (PyPI): explicit TLS required on control and data connections;
-#   pure-ftpd (Debian): plain FTP or explicit TLS, a virtual user in a chroot.
-#   tests/servers/ftp.sh start   # (re)start both; writes target/servers/ftp.env
+#   pure-ftpd (Debian): plain FTP or explicit TLS, a virtual user in a chroot;
+#   ftps_implicit.py: pyftpdlib with implicit TLS (TLS from the first byte).
+#   tests/servers/ftp.sh start   # (re)start all; writes target/servers/ftp.env
 #   tests/servers/ftp.sh stop
 # Needs root (pure-ftpd chroots and switches to the user offsite-ftp, which
 # start creates if it is missing). See tests/servers/README.md.
@@ -28,6 +29,11 @@ PINS=('pyftpdlib==2.2.0' 'pyopenssl==26.4.0')
 # Passive ports: below Linux's ephemeral range (32768-60999), apart from each other.
 PY_PASV=31000-31999
 PURE_PASV=30000:30999
+# ftps_implicit.py: pyftpdlib with implicit TLS (pyftpdlib itself has only explicit).
+IMP_PIDFILE=$DIR/ftps-implicit.pid
+IMP_LOG=$DIR/ftps-implicit.log
+IMP_ROOT=$FD/implicit-data
+IMP_PASV=29000-29999
 
 die() { echo "ftp.sh: $*" >&2; exit 1; }
 
@@ -76,6 +82,7 @@ stop() {
   rm -f "$ENVFILE"
   stop_one pyftpdlib "$PY_PIDFILE" "-d $PY_ROOT"
   stop_one pure-ftpd "$PURE_PIDFILE" pure-ftpd
+  stop_one ftps-implicit "$IMP_PIDFILE" ftps_implicit.py
 }
 
 ensure_packages() {
@@ -136,16 +143,29 @@ random_password() {
   echo "${p:0:24}"
 }
 
-# True once a server on 127.0.0.1:$1 greets with 220.
+# True once a server on 127.0.0.1:$1 greets with 220 (over TLS from the
+# first byte when $2 is "implicit").
 greets() {
+  if [ "${2:-}" = implicit ]; then
+    "$VENV/bin/python" - "$1" <<'PY' 2>/dev/null
+import socket, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE  # a readiness probe only; the tests verify
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2) as raw:
+    with ctx.wrap_socket(raw) as s:
+        sys.exit(0 if s.recv(4).startswith(b"220") else 1)
+PY
+    return
+  fi
   (
     exec 3<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r -t 2 line <&3 && [[ "$line" == 220* ]]
   ) 2>/dev/null
 }
 
-wait_ready() { # NAME PID PORT LOG
+wait_ready() { # NAME PID PORT LOG [implicit]
   local deadline=$((SECONDS + 15)) rc
-  until greets "$3"; do
+  until greets "$3" "${5:-}"; do
     if ! kill -0 "$2" 2>/dev/null; then
       rc=0
       wait "$2" || rc=$?
@@ -176,8 +196,9 @@ start() {
   pure_pass=$(random_password)
 
   # Fresh, empty data roots at every start.
-  rm -rf "$PY_ROOT" "$PURE_ROOT"
+  rm -rf "$PY_ROOT" "$PURE_ROOT" "$IMP_ROOT"
   install -d -m 0755 "$PY_ROOT"
+  install -d -m 0755 "$IMP_ROOT"
   install -d -m 0755 -o "$uid" -g "$gid" "$PURE_ROOT"
 
   # pure-ftpd's virtual user. `pure-pw useradd` hashes so slowly that every
@@ -190,13 +211,13 @@ start() {
   rm -f "$FD/pureftpd.pdb"
   pure-pw mkdb "$FD/pureftpd.pdb" -f "$FD/pureftpd.passwd" >/dev/null || die "pure-pw mkdb failed"
 
-  local py_port pure_port ports
+  local py_port pure_port imp_port ports
   ports=$("$VENV/bin/python" -c '
 import socket
-a, b = socket.socket(), socket.socket()
-a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0))
-print(a.getsockname()[1], b.getsockname()[1])')
-  read -r py_port pure_port <<<"$ports"
+a, b, c = socket.socket(), socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0)); c.bind(("127.0.0.1", 0))
+print(a.getsockname()[1], b.getsockname()[1], c.getsockname()[1])')
+  read -r py_port pure_port imp_port <<<"$ports"
 
   local py_pid pure_pid st
   setsid "$VENV/bin/python" -m pyftpdlib -i 127.0.0.1 -p "$py_port" -w -d "$PY_ROOT" \
@@ -212,11 +233,18 @@ print(a.getsockname()[1], b.getsockname()[1])')
   pure_pid=$!
   st=$(stat_field "$pure_pid" 22) || st=0
   echo "$pure_pid $st" >"$PURE_PIDFILE"
-  # From here on, a failure stops both servers again.
+  local imp_pid
+  setsid "$VENV/bin/python" "$HERE/ftps_implicit.py" "$imp_port" "$IMP_ROOT" "$FTP_USER" "$py_pass" \
+    "$TLS/leaf.pem" "$TLS/leaf-key.pem" "$IMP_PASV" </dev/null >"$IMP_LOG" 2>&1 &
+  imp_pid=$!
+  st=$(stat_field "$imp_pid" 22) || st=0
+  echo "$imp_pid $st" >"$IMP_PIDFILE"
+  # From here on, a failure stops every server again.
   trap 'echo "ftp.sh: start failed" >&2; stop' ERR
 
   wait_ready pyftpdlib "$py_pid" "$py_port" "$PY_LOG"
   wait_ready pure-ftpd "$pure_pid" "$pure_port" "$PURE_LOG"
+  wait_ready ftps-implicit "$imp_pid" "$imp_port" "$IMP_LOG" implicit
 
   local tmp
   tmp=$(mktemp "$DIR/.ftp.env.XXXXXX")
@@ -230,13 +258,18 @@ PUREFTPD_PORT=$pure_port
 PUREFTPD_USER=$FTP_USER
 PUREFTPD_PASSWORD=$pure_pass
 PUREFTPD_ROOT=$PURE_ROOT
+IMPLICIT_PORT=$imp_port
+IMPLICIT_USER=$FTP_USER
+IMPLICIT_PASSWORD=$py_pass
+IMPLICIT_ROOT=$IMP_ROOT
 FTP_CA_FILE=$TLS/ca.pem
 FTP_OTHER_CA_FILE=$TLS/other-ca.pem
 EOF
   mv -f "$tmp" "$ENVFILE"
   trap - ERR
   echo "ftp.sh: pyftpdlib pid $py_pid on 127.0.0.1:$py_port (TLS required)," \
-    "pure-ftpd pid $pure_pid on 127.0.0.1:$pure_port (TLS optional); settings in $ENVFILE" >&2
+    "pure-ftpd pid $pure_pid on 127.0.0.1:$pure_port (TLS optional)," \
+    "implicit-TLS pyftpdlib pid $imp_pid on 127.0.0.1:$imp_port; settings in $ENVFILE" >&2
 }
 
 case "${1:-}" in
