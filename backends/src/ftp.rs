@@ -105,6 +105,21 @@ const WRITE_SLICE: usize = 1 << 20;
 struct Conn {
     ftp: RustlsFtpStream,
     mlsd: bool,
+    /// The root's absolute path on the server (PWD after entering it).
+    /// Every command names an absolute path, so nothing depends on the
+    /// session's current folder.
+    base: String,
+}
+
+impl Conn {
+    /// The absolute server path of `rel` (a key or key folder; "" for the root).
+    fn abs(&self, rel: &str) -> String {
+        match (rel.is_empty(), self.base.ends_with('/')) {
+            (true, _) => self.base.clone(),
+            (false, true) => format!("{}{rel}", self.base),
+            (false, false) => format!("{}/{rel}", self.base),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -355,8 +370,23 @@ impl Inner {
         };
         let mut ftp = match o.tls {
             FtpTls::Implicit => {
-                RustlsFtpStream::connect_secure_implicit(addr, self.tls_connector()?, &o.host)
-                    .map_err(|e| ftp_error(format!("cannot connect to {at} (implicit TLS)"), e))?
+                // suppaftp connects and greets without a timeout here; every
+                // read and write after that has one.
+                let ftp =
+                    RustlsFtpStream::connect_secure_implicit(addr, self.tls_connector()?, &o.host)
+                        .map_err(|e| {
+                            ftp_error(format!("cannot connect to {at} (implicit TLS)"), e)
+                        })?;
+                {
+                    let socket = ftp.get_ref();
+                    socket
+                        .set_read_timeout(Some(timeout))
+                        .map_err(unreachable)?;
+                    socket
+                        .set_write_timeout(Some(timeout))
+                        .map_err(unreachable)?;
+                }
+                ftp
             }
             FtpTls::None | FtpTls::Explicit => {
                 let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(unreachable)?;
@@ -421,12 +451,15 @@ impl Inner {
                 }
             })?;
         }
+        let base = ftp
+            .pwd()
+            .map_err(|e| ftp_error(format!("PWD on {}", self.endpoint()), e))?;
         let mlsd = !o.force_list
             && ftp
                 .feat()
                 .map(|f| f.keys().any(|k| k.eq_ignore_ascii_case("MLST")))
                 .unwrap_or(false);
-        Ok(Conn { ftp, mlsd })
+        Ok(Conn { ftp, mlsd, base })
     }
 
     /// The folder and file name of `key`, relative to the root.
@@ -450,7 +483,8 @@ impl Inner {
         let parts: Vec<&str> = key.split('/').collect();
         for depth in 1..parts.len() {
             let dir = parts[..depth].join("/");
-            if let Err(e) = conn.ftp.mkdir(&dir) {
+            let abs = conn.abs(&dir);
+            if let Err(e) = conn.ftp.mkdir(&abs) {
                 // 550/521 "exists" from most servers: fine if it is a folder now.
                 if !is_dir(conn, &dir) {
                     return Err(ftp_error(format!("cannot create folder {dir}"), e));
@@ -462,7 +496,8 @@ impl Inner {
 
     /// SIZE of `path`; None when it does not exist (550).
     fn size(conn: &mut Conn, path: &str) -> Result<Option<u64>> {
-        match conn.ftp.size(path) {
+        let abs = conn.abs(path);
+        match conn.ftp.size(&abs) {
             Ok(n) => Ok(Some(n as u64)),
             Err(e) if is_550(&e) => Ok(None),
             Err(e) => Err(ftp_error(format!("SIZE {path}"), e)),
@@ -482,9 +517,10 @@ impl Inner {
                 .resume_transfer(at)
                 .map_err(|e| ftp_error(format!("REST {offset} for {path}"), e))?;
         }
+        let abs = conn.abs(path);
         let mut stream = conn
             .ftp
-            .put_with_stream(path)
+            .put_with_stream(&abs)
             .map_err(|e| ftp_error(format!("STOR {path}"), e))?;
         for slice in body.chunks(WRITE_SLICE) {
             stream
@@ -498,15 +534,16 @@ impl Inner {
 
     /// RNFR/RNTO, replacing `to` if the server refuses to overwrite it.
     fn rename_into_place(conn: &mut Conn, from: &str, to: &str) -> Result<()> {
-        match conn.ftp.rename(from, to) {
+        let (from_abs, to_abs) = (conn.abs(from), conn.abs(to));
+        match conn.ftp.rename(&from_abs, &to_abs) {
             Ok(()) => Ok(()),
             Err(first) => {
                 if Self::size(conn, to)?.is_some() {
                     conn.ftp
-                        .rm(to)
+                        .rm(&to_abs)
                         .map_err(|e| ftp_error(format!("cannot replace {to}"), e))?;
                     conn.ftp
-                        .rename(from, to)
+                        .rename(&from_abs, &to_abs)
                         .map_err(|e| ftp_error(format!("cannot rename {from} to {to}"), e))
                 } else {
                     Err(ftp_error(format!("cannot rename {from} to {to}"), first))
@@ -518,14 +555,8 @@ impl Inner {
 
 /// Whether `dir` (relative to the root) is a folder, by trying to enter it.
 fn is_dir(conn: &mut Conn, dir: &str) -> bool {
-    let Ok(here) = conn.ftp.pwd() else {
-        return false;
-    };
-    let ok = conn.ftp.cwd(dir).is_ok();
-    if ok {
-        let _ = conn.ftp.cwd(&here);
-    }
-    ok
+    let abs = conn.abs(dir);
+    conn.ftp.cwd(&abs).is_ok()
 }
 
 /// A file read over its own connection, closed when the reader is dropped.
@@ -584,7 +615,8 @@ impl Backend for FtpBackend {
             let stored = Inner::store_at(conn, &tmp, 0, &body)
                 .and_then(|()| Inner::rename_into_place(conn, &tmp, &key_owned));
             if let Err(e) = stored {
-                let _ = conn.ftp.rm(&tmp);
+                let abs = conn.abs(&tmp);
+                let _ = conn.ftp.rm(&abs);
                 return Err(e);
             }
             match Inner::size(conn, &key_owned)? {
@@ -634,6 +666,23 @@ impl Backend for FtpBackend {
                 .with_hint("the upload will be restarted from its first part"));
             }
             Inner::store_at(conn, &partial, part.offset, &part.body)?;
+            // A server that ignored REST would have rewritten the file from 0.
+            let end = part.offset + part.body.len() as u64;
+            match Inner::size(conn, &partial)? {
+                Some(n) if n >= end => {}
+                other => {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "{partial} is {} bytes after writing part {} at {}..{end}: the server does not honour REST before STOR",
+                            other.map_or("missing".to_string(), |n| n.to_string()),
+                            part.index,
+                            part.offset
+                        ),
+                    )
+                    .with_hint("use a server that supports resuming uploads (REST + STOR), or send to another destination kind"));
+                }
+            }
             Ok(PartReceipt {
                 index: part.index,
                 offset: part.offset,
@@ -689,7 +738,8 @@ impl Backend for FtpBackend {
         let upload = upload.clone();
         self.blocking(key, move |_, conn| {
             let partial = Inner::partial_path(&key_owned, &upload)?;
-            match conn.ftp.rm(&partial) {
+            let abs = conn.abs(&partial);
+            match conn.ftp.rm(&abs) {
                 Ok(()) => Ok(()),
                 Err(e) if is_550(&e) && Inner::size(conn, &partial)?.is_none() => Ok(()),
                 Err(e) => Err(ftp_error(format!("cannot remove {partial}"), e)),
@@ -730,9 +780,10 @@ impl Backend for FtpBackend {
                     .resume_transfer(at)
                     .map_err(|e| ftp_error(format!("REST {start} for {key_owned}"), e))?;
             }
+            let abs = conn.abs(&key_owned);
             let data = conn
                 .ftp
-                .retr_as_stream(&key_owned)
+                .retr_as_stream(&abs)
                 .map_err(|e| ftp_error(format!("RETR {key_owned}"), e))?;
             Ok(FtpReader {
                 data: Box::new(data.take(end.saturating_sub(start))),
@@ -773,7 +824,8 @@ impl Backend for FtpBackend {
         let key_owned = key.to_string();
         self.blocking(key, move |_, conn| {
             validate_key(&key_owned)?;
-            match conn.ftp.rm(&key_owned) {
+            let abs = conn.abs(&key_owned);
+            match conn.ftp.rm(&abs) {
                 Ok(()) => {}
                 // 550: gone already (fine), or not allowed (which SIZE tells apart).
                 Err(e) if is_550(&e) && Inner::size(conn, &key_owned)?.is_none() => return Ok(()),
@@ -790,7 +842,8 @@ impl Backend for FtpBackend {
             // Tidy folders left empty, never the root; a folder still in use stays.
             let parts: Vec<&str> = key_owned.split('/').collect();
             for depth in (1..parts.len()).rev() {
-                if conn.ftp.rmdir(parts[..depth].join("/")).is_err() {
+                let dir = conn.abs(&parts[..depth].join("/"));
+                if conn.ftp.rmdir(&dir).is_err() {
                     break;
                 }
             }
@@ -800,16 +853,12 @@ impl Backend for FtpBackend {
     }
 }
 
-/// LIST of `dir` (relative to the current folder) from inside it.
+/// LIST of `dir` (relative to the root), from inside it: LIST takes
+/// `ls`-style arguments, so a name with spaces would split.
 fn list_inside(conn: &mut Conn, dir: &str) -> std::result::Result<Vec<String>, FtpError> {
-    if dir.is_empty() {
-        return conn.ftp.list(None);
-    }
-    let here = conn.ftp.pwd()?;
-    conn.ftp.cwd(dir)?;
-    let lines = conn.ftp.list(None);
-    conn.ftp.cwd(&here)?;
-    lines
+    let abs = conn.abs(dir);
+    conn.ftp.cwd(&abs)?;
+    conn.ftp.list(None)
 }
 
 /// Lists the files under `dir` (relative to the root; "" for the root)
@@ -817,10 +866,9 @@ fn list_inside(conn: &mut Conn, dir: &str) -> std::result::Result<Vec<String>, F
 fn walk(conn: &mut Conn, dir: &str, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
     let shown = if dir.is_empty() { "." } else { dir };
     let lines = if conn.mlsd {
-        conn.ftp.mlsd(if dir.is_empty() { None } else { Some(dir) })
+        let abs = conn.abs(dir);
+        conn.ftp.mlsd(Some(&abs))
     } else {
-        // LIST takes `ls`-style arguments (a name with spaces splits): list
-        // the current folder after entering it instead.
         list_inside(conn, dir)
     };
     let lines = match lines {

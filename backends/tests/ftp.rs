@@ -92,6 +92,35 @@ mod pureftpd_ftps_list {
     ));
 }
 
+/// pure-ftpd over LIST, with a relative root whose name has a space: every
+/// path must be built on the root's absolute path, whatever folder LIST
+/// left the session in.
+mod pureftpd_list_nested_root {
+    use super::*;
+    offsite_backends::conformance_tests!(|t| fixture(t, nested_root()));
+}
+
+fn nested_root() -> FtpOptions {
+    use std::os::unix::fs::MetadataExt;
+    let top = PathBuf::from(var("PUREFTPD_ROOT"));
+    let owner = std::fs::metadata(&top).expect("pure-ftpd root");
+    let mut dir = top;
+    for part in ["nested root", "deeper"] {
+        dir = dir.join(part);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid()))
+                .expect("chown to the FTP user"),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => panic!("{}: {e}", dir.display()),
+        }
+    }
+    FtpOptions {
+        root: "nested root/deeper".into(),
+        force_list: true,
+        ..options("PUREFTPD", FtpTls::None)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_is_refused() {
     let b = FtpBackend::new(
