@@ -8,12 +8,105 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::StreamExt;
 
-use crate::{ByteStream, Error, ErrorKind, Result, UploadId};
+use crate::{ByteStream, Capabilities, Error, ErrorKind, Part, PartReceipt, Result, UploadId};
 
 pub(crate) const PARTIAL_SUFFIX: &str = ".partial";
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 /// How much one blocking read asks for.
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
+
+/// What a file-tree backend can do: parts written at their offset into a
+/// partial file renamed into place, list, read, delete. Network protocols
+/// that write one stream at a time take parts in order only.
+pub(crate) fn file_tree_capabilities(parts_out_of_order: bool) -> Capabilities {
+    Capabilities {
+        multipart: true,
+        parts_out_of_order,
+        offset_resume: true,
+        atomic_rename: true,
+        list: true,
+        delete: true,
+        read: true,
+        cold_storage: false,
+        min_part_size: 1,
+        max_part_size: 1 << 32,
+        max_parts: u32::MAX,
+        max_object_size: None,
+    }
+}
+
+/// Runs `f` on tokio's blocking pool. Its error names `destination`, and
+/// `key` when it names no key of its own.
+pub(crate) async fn on_blocking_pool<T, F>(destination: &str, key: &str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    let out = tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("worker failed: {e}")));
+    out.and_then(|r| r).map_err(|e| {
+        let e = e.or_destination(destination);
+        if e.key().is_none() && !key.is_empty() {
+            e.with_key(key)
+        } else {
+            e
+        }
+    })
+}
+
+/// Idle network connections kept for reuse (blocking clients: SFTP, FTP).
+pub(crate) struct Pool<C> {
+    idle: Mutex<Vec<C>>,
+    max: usize,
+}
+
+impl<C> Pool<C> {
+    pub(crate) fn new(max: usize) -> Pool<C> {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+            max,
+        }
+    }
+
+    /// Runs `f` on an idle connection that `alive` accepts, else on a new one
+    /// from `connect`. The connection goes back to the pool unless `f`
+    /// failed with a temporary error: it may be half-closed.
+    pub(crate) fn with<T>(
+        &self,
+        connect: impl FnOnce() -> Result<C>,
+        alive: impl Fn(&mut C) -> bool,
+        f: impl FnOnce(&mut C) -> Result<T>,
+    ) -> Result<T> {
+        let idle = self.idle.lock().ok().and_then(|mut p| p.pop());
+        let mut conn = match idle {
+            Some(mut c) => {
+                if alive(&mut c) {
+                    c
+                } else {
+                    connect()?
+                }
+            }
+            None => connect()?,
+        };
+        let out = f(&mut conn);
+        if !matches!(&out, Err(e) if e.is_temporary())
+            && let Ok(mut p) = self.idle.lock()
+            && p.len() < self.max
+        {
+            p.push(conn);
+        }
+        out
+    }
+}
+
+/// `range` of an object of `size` bytes, clamped to it; the whole object without one.
+pub(crate) fn clamp_range(range: Option<std::ops::Range<u64>>, size: u64) -> (u64, u64) {
+    match range {
+        Some(r) => (r.start.min(size), r.end.min(size).max(r.start.min(size))),
+        None => (0, size),
+    }
+}
 
 /// A fresh id for an upload or a temp file: hex, unique per process and time.
 pub(crate) fn unique_id() -> String {
@@ -61,8 +154,19 @@ pub(crate) fn upload_gone(partial: &str) -> Error {
     .with_hint("the upload will be restarted from its first part")
 }
 
+/// The receipt for `part` written into a partial file: its place is all
+/// the completion needs (no server tag).
+pub(crate) fn receipt_for(part: &Part) -> PartReceipt {
+    PartReceipt {
+        index: part.index,
+        offset: part.offset,
+        size: part.body.len() as u64,
+        tag: String::new(),
+    }
+}
+
 /// Checks that `parts` follow each other from offset 0; their total size.
-pub(crate) fn contiguous_size(parts: &[crate::PartReceipt]) -> Result<u64> {
+pub(crate) fn contiguous_size(parts: &[PartReceipt]) -> Result<u64> {
     let mut expected = 0u64;
     for (i, p) in parts.iter().enumerate() {
         if p.index as usize != i || p.offset != expected {

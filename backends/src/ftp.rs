@@ -34,7 +34,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,7 +46,8 @@ use suppaftp::types::FileType;
 use suppaftp::{FtpError, RustlsConnector, RustlsFtpStream, Status};
 
 use crate::files::{
-    blocking_stream, contiguous_size, is_hidden_work_file, partial_name, temp_name, unique_id,
+    Pool, blocking_stream, clamp_range, contiguous_size, file_tree_capabilities,
+    is_hidden_work_file, on_blocking_pool, partial_name, receipt_for, temp_name, unique_id,
     upload_gone,
 };
 use crate::{
@@ -130,7 +131,7 @@ pub struct FtpBackend {
 struct Inner {
     name: String,
     options: FtpOptions,
-    pool: Mutex<Vec<Conn>>,
+    pool: Pool<Conn>,
 }
 
 impl fmt::Debug for FtpBackend {
@@ -239,7 +240,7 @@ impl FtpBackend {
             inner: Arc::new(Inner {
                 name: name.into(),
                 options,
-                pool: Mutex::new(Vec::new()),
+                pool: Pool::new(POOL_SIZE),
             }),
         }
     }
@@ -250,49 +251,19 @@ impl FtpBackend {
         F: FnOnce(&Inner, &mut Conn) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        let key_owned = key.to_string();
-        let out = tokio::task::spawn_blocking(move || {
-            let mut conn = inner.take()?;
-            let out = f(&inner, &mut conn);
-            if !matches!(&out, Err(e) if e.is_temporary()) {
-                inner.give_back(conn);
-            }
-            out
+        on_blocking_pool(&self.inner.name, key, move || {
+            inner.pool.with(
+                || inner.connect(),
+                // The server may have closed an idle connection.
+                |c| c.ftp.noop().is_ok(),
+                |conn| f(&inner, conn),
+            )
         })
         .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("worker failed: {e}")))?;
-        out.map_err(|e| {
-            let e = e.or_destination(&self.inner.name);
-            if e.key().is_none() && !key_owned.is_empty() {
-                e.with_key(key_owned)
-            } else {
-                e
-            }
-        })
     }
 }
 
 impl Inner {
-    fn take(&self) -> Result<Conn> {
-        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
-        match pooled {
-            // A pooled connection may have been closed by the server's idle timeout.
-            Some(mut c) => match c.ftp.noop() {
-                Ok(()) => Ok(c),
-                Err(_) => self.connect(),
-            },
-            None => self.connect(),
-        }
-    }
-
-    fn give_back(&self, conn: Conn) {
-        if let Ok(mut p) = self.pool.lock()
-            && p.len() < POOL_SIZE
-        {
-            p.push(conn);
-        }
-    }
-
     fn endpoint(&self) -> String {
         format!(
             "{}@{}:{}",
@@ -579,20 +550,7 @@ impl Backend for FtpBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            multipart: true,
-            parts_out_of_order: false,
-            offset_resume: true,
-            atomic_rename: true,
-            list: true,
-            delete: true,
-            read: true,
-            cold_storage: false,
-            min_part_size: 1,
-            max_part_size: 1 << 32,
-            max_parts: u32::MAX,
-            max_object_size: None,
-        }
+        file_tree_capabilities(false)
     }
 
     async fn probe(&self) -> Result<()> {
@@ -683,12 +641,7 @@ impl Backend for FtpBackend {
                     .with_hint("use a server that supports resuming uploads (REST + STOR), or send to another destination kind"));
                 }
             }
-            Ok(PartReceipt {
-                index: part.index,
-                offset: part.offset,
-                size: part.body.len() as u64,
-                tag: String::new(),
-            })
+            Ok(receipt_for(&part))
         })
         .await
     }
@@ -757,7 +710,7 @@ impl Backend for FtpBackend {
         validate_key(key)?;
         let key_owned = key.to_string();
         let inner = self.inner.clone();
-        let reader = tokio::task::spawn_blocking(move || -> Result<FtpReader> {
+        let reader = on_blocking_pool(&self.inner.name, key, move || {
             let mut conn = inner.connect()?;
             let Some(size) = Inner::size(&mut conn, &key_owned)? else {
                 return Err(Error::new(
@@ -765,10 +718,7 @@ impl Backend for FtpBackend {
                     format!("{key_owned} does not exist"),
                 ));
             };
-            let (start, end) = match range {
-                Some(r) => (r.start.min(size), r.end.min(size)),
-                None => (0, size),
-            };
+            let (start, end) = clamp_range(range, size);
             if start > 0 {
                 let at = usize::try_from(start).map_err(|_| {
                     Error::new(
@@ -790,9 +740,7 @@ impl Backend for FtpBackend {
                 _conn: conn,
             })
         })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("worker failed: {e}")))?
-        .map_err(|e| e.or_destination(&self.inner.name).with_key(key))?;
+        .await?;
         Ok(blocking_stream(
             reader,
             self.inner.name.clone(),

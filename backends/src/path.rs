@@ -27,8 +27,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::files::{
-    blocking_stream, contiguous_size, is_hidden_work_file, partial_name, temp_name, unique_id,
-    upload_gone,
+    blocking_stream, clamp_range, contiguous_size, file_tree_capabilities, is_hidden_work_file,
+    on_blocking_pool, partial_name, receipt_for, temp_name, unique_id, upload_gone,
 };
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
@@ -67,19 +67,7 @@ impl PathBackend {
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        let name = inner.name.clone();
-        let key_owned = key.to_string();
-        let out = tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("worker failed: {e}")))?;
-        out.map_err(|e| {
-            let e = e.or_destination(&name);
-            if e.key().is_none() && !key_owned.is_empty() {
-                e.with_key(key_owned)
-            } else {
-                e
-            }
-        })
+        on_blocking_pool(&self.inner.name, key, move || f(&inner)).await
     }
 }
 
@@ -150,20 +138,7 @@ impl Backend for PathBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            multipart: true,
-            parts_out_of_order: true,
-            offset_resume: true,
-            atomic_rename: true,
-            list: true,
-            delete: true,
-            read: true,
-            cold_storage: false,
-            min_part_size: 1,
-            max_part_size: 1 << 32,
-            max_parts: u32::MAX,
-            max_object_size: None,
-        }
+        file_tree_capabilities(true)
     }
 
     async fn probe(&self) -> Result<()> {
@@ -249,12 +224,7 @@ impl Backend for PathBackend {
             f.write_all_at(&part.body, part.offset)
                 .and_then(|_| f.sync_data())
                 .map_err(|e| Error::from_io(format!("cannot write {}", partial.display()), e))?;
-            Ok(PartReceipt {
-                index: part.index,
-                offset: part.offset,
-                size: part.body.len() as u64,
-                tag: String::new(),
-            })
+            Ok(receipt_for(&part))
         })
         .await
     }
@@ -347,10 +317,7 @@ impl Backend for PathBackend {
                     .metadata()
                     .map_err(|e| Error::from_io(format!("cannot stat {}", path.display()), e))?
                     .len();
-                let (start, end) = match range {
-                    Some(r) => (r.start.min(size), r.end.min(size)),
-                    None => (0, size),
-                };
+                let (start, end) = clamp_range(range, size);
                 f.seek(SeekFrom::Start(start))
                     .map_err(|e| Error::from_io(format!("cannot seek {}", path.display()), e))?;
                 Ok((f, end.saturating_sub(start)))

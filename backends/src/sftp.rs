@@ -39,7 +39,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,7 +51,8 @@ use ssh2::{
 };
 
 use crate::files::{
-    blocking_stream, contiguous_size, is_hidden_work_file, partial_name, temp_name, unique_id,
+    Pool, blocking_stream, clamp_range, contiguous_size, file_tree_capabilities,
+    is_hidden_work_file, on_blocking_pool, partial_name, receipt_for, temp_name, unique_id,
     upload_gone,
 };
 use crate::{
@@ -142,7 +143,7 @@ pub struct SftpBackend {
 struct Inner {
     name: String,
     options: SftpOptions,
-    pool: Mutex<Vec<Conn>>,
+    pool: Pool<Conn>,
 }
 
 impl fmt::Debug for SftpBackend {
@@ -160,7 +161,7 @@ impl SftpBackend {
             inner: Arc::new(Inner {
                 name: name.into(),
                 options,
-                pool: Mutex::new(Vec::new()),
+                pool: Pool::new(POOL_SIZE),
             }),
         }
     }
@@ -173,26 +174,12 @@ impl SftpBackend {
         F: FnOnce(&Inner, &Sftp) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        let key_owned = key.to_string();
-        let out = tokio::task::spawn_blocking(move || {
-            let conn = inner.take()?;
-            let out = f(&inner, &conn.sftp);
-            // A connection that failed mid-call may be half-closed: never reuse it.
-            if !matches!(&out, Err(e) if e.is_temporary()) {
-                inner.give_back(conn);
-            }
-            out
+        on_blocking_pool(&self.inner.name, key, move || {
+            inner
+                .pool
+                .with(|| inner.connect(), |_| true, |conn| f(&inner, &conn.sftp))
         })
         .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("worker failed: {e}")))?;
-        out.map_err(|e| {
-            let e = e.or_destination(&self.inner.name);
-            if e.key().is_none() && !key_owned.is_empty() {
-                e.with_key(key_owned)
-            } else {
-                e
-            }
-        })
     }
 }
 
@@ -256,22 +243,6 @@ fn is_sftp(e: &ssh2::Error, codes: &[i32]) -> bool {
 }
 
 impl Inner {
-    fn take(&self) -> Result<Conn> {
-        let pooled = self.pool.lock().ok().and_then(|mut p| p.pop());
-        match pooled {
-            Some(c) => Ok(c),
-            None => self.connect(),
-        }
-    }
-
-    fn give_back(&self, conn: Conn) {
-        if let Ok(mut p) = self.pool.lock()
-            && p.len() < POOL_SIZE
-        {
-            p.push(conn);
-        }
-    }
-
     fn endpoint(&self) -> String {
         format!(
             "{}@{}:{}",
@@ -591,20 +562,7 @@ impl Backend for SftpBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            multipart: true,
-            parts_out_of_order: false,
-            offset_resume: true,
-            atomic_rename: true,
-            list: true,
-            delete: true,
-            read: true,
-            cold_storage: false,
-            min_part_size: 1,
-            max_part_size: 1 << 32,
-            max_parts: u32::MAX,
-            max_object_size: None,
-        }
+        file_tree_capabilities(false)
     }
 
     async fn probe(&self) -> Result<()> {
@@ -690,12 +648,7 @@ impl Backend for SftpBackend {
             write_slices(&mut f, &part.body)
                 .map_err(|e| io_error(format!("cannot write {partial}"), e))?;
             fsync(&mut f, &partial)?;
-            Ok(PartReceipt {
-                index: part.index,
-                offset: part.offset,
-                size: part.body.len() as u64,
-                tag: String::new(),
-            })
+            Ok(receipt_for(&part))
         })
         .await
     }
@@ -770,7 +723,7 @@ impl Backend for SftpBackend {
         let key_owned = key.to_string();
         // The stream owns its connection (not pooled): it lives as long as the reader.
         let inner = self.inner.clone();
-        let reader = tokio::task::spawn_blocking(move || -> Result<_> {
+        let reader = on_blocking_pool(&self.inner.name, key, move || {
             let path = inner.path_of(&key_owned)?;
             let conn = inner.connect()?;
             let mut f = conn.sftp.open(Path::new(&path)).map_err(|e| {
@@ -785,10 +738,7 @@ impl Backend for SftpBackend {
                 .map_err(|e| ssh_error(format!("cannot stat {path}"), e))?
                 .size
                 .unwrap_or(0);
-            let (start, end) = match range {
-                Some(r) => (r.start.min(size), r.end.min(size)),
-                None => (0, size),
-            };
+            let (start, end) = clamp_range(range, size);
             f.seek(SeekFrom::Start(start))
                 .map_err(|e| io_error(format!("cannot seek {path}"), e))?;
             Ok(ConnReader {
@@ -796,9 +746,7 @@ impl Backend for SftpBackend {
                 _conn: conn,
             })
         })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("worker failed: {e}")))?
-        .map_err(|e| e.or_destination(&self.inner.name).with_key(key))?;
+        .await?;
         Ok(blocking_stream(
             reader,
             self.inner.name.clone(),

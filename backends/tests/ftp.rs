@@ -3,6 +3,8 @@
 //! pyftpdlib with TLS required (explicit FTPS) and pure-ftpd (plain FTP, and
 //! its LIST fallback), plus certificates and logins.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,14 +15,7 @@ use offsite_backends::ftp::{FtpBackend, FtpOptions, FtpPassword, FtpTls};
 use offsite_backends::{Backend, ErrorKind, Secret};
 
 fn ftp_env() -> HashMap<String, String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/servers/ftp.env");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!("{path}: {e}; start the FTP test servers first: tests/servers/ftp.sh start (make test does)")
-    });
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+    common::server_env("ftp.env", "ftp.sh")
 }
 
 fn var(key: &str) -> String {
@@ -45,20 +40,12 @@ fn options(server: &str, tls: FtpTls) -> FtpOptions {
     }
 }
 
-fn unique(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("conformance/{test}-{}-{nanos}", std::process::id())
-}
-
 fn fixture(test: &str, options: FtpOptions) -> Fixture {
     Fixture {
         connect: Box::new(move || {
             Arc::new(FtpBackend::new("ftp", options.clone())) as Arc<dyn Backend>
         }),
-        prefix: unique(test),
+        prefix: common::unique(test),
     }
 }
 

@@ -2,6 +2,8 @@
 //! IAM enforced (started by `tests/servers/moto.sh start`, as `make test`
 //! does), plus what only S3 has: put-only credentials.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,14 +14,7 @@ use offsite_backends::{Backend, ErrorKind, Part, Readiness, Secret};
 
 /// The server's address and the users' keys, from `target/servers/moto.env`.
 fn moto_env() -> HashMap<String, String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/servers/moto.env");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!("{path}: {e}; start the S3 test server first: tests/servers/moto.sh start (make test does)")
-    });
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+    common::server_env("moto.env", "moto.sh")
 }
 
 fn var(env: &HashMap<String, String>, key: &str) -> String {
@@ -82,18 +77,10 @@ async fn storage_class(key: &str) -> Option<String> {
     head.storage_class().map(|c| c.as_str().to_string())
 }
 
-fn unique(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("conformance/{test}-{}-{nanos}", std::process::id())
-}
-
 fn fixture(test: &str) -> Fixture {
     Fixture {
         connect: Box::new(|| Arc::new(backend("admin", false, None)) as Arc<dyn Backend>),
-        prefix: unique(test),
+        prefix: common::unique(test),
     }
 }
 
@@ -102,7 +89,7 @@ offsite_backends::conformance_tests!(|test_name| fixture(test_name));
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_only_credentials_upload_and_nothing_else() {
     let up = backend("uploader", true, Some("STANDARD_IA"));
-    let key = format!("{}/vol-000000.tar.zst", unique("put_only"));
+    let key = format!("{}/vol-000000.tar.zst", common::unique("put_only"));
     let caps = up.capabilities();
     assert!(!caps.list && !caps.read && !caps.delete);
     up.probe().await.expect("a put-only probe makes no call");
@@ -193,7 +180,7 @@ async fn a_wrong_secret_is_unauthenticated_and_never_printed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_glacier_object_is_read_only_after_restore_object() {
-    let key = format!("{}/vol-000000.tar.zst", unique("glacier"));
+    let key = format!("{}/vol-000000.tar.zst", common::unique("glacier"));
     let cold = backend("admin", false, Some("GLACIER"));
     let body = pattern(300_000, 9);
     let id = cold.create_upload(&key, 5 << 20).await.expect("create");

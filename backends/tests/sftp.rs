@@ -2,6 +2,8 @@
 //! loopback (started by `tests/servers/sshd.sh start`, as `make test` does),
 //! plus what only SFTP has: host keys, login methods, permissions.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,14 +16,7 @@ use offsite_backends::{Backend, ErrorKind, Part, Secret, UploadId};
 
 /// The server's address, user and files, from `target/servers/sshd.env`.
 fn sshd_env() -> HashMap<String, String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/servers/sshd.env");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!("{path}: {e}; start the SFTP test server first: tests/servers/sshd.sh start (make test does)")
-    });
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+    common::server_env("sshd.env", "sshd.sh")
 }
 
 fn var(key: &str) -> String {
@@ -54,18 +49,10 @@ fn backend() -> SftpBackend {
     SftpBackend::new("sftp", options(key_auth(), "SFTP_KNOWN_HOSTS"))
 }
 
-fn unique(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("conformance/{test}-{}-{nanos}", std::process::id())
-}
-
 fn fixture(test: &str) -> Fixture {
     Fixture {
         connect: Box::new(|| Arc::new(backend()) as Arc<dyn Backend>),
-        prefix: unique(test),
+        prefix: common::unique(test),
     }
 }
 
@@ -127,7 +114,7 @@ async fn an_unknown_or_changed_host_key_is_refused_showing_the_offered_fingerpri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_the_user_may_not_write_is_permission_denied() {
     // Made by root (the tests' user) inside the SFTP user's tree: read-only for it.
-    let name = unique("readonly").replace('/', "-");
+    let name = common::unique("readonly").replace('/', "-");
     let local = PathBuf::from(var("SFTP_ROOT")).join(&name);
     std::fs::create_dir(&local).expect("mkdir as root");
     let b = backend();
@@ -143,7 +130,7 @@ async fn a_folder_the_user_may_not_write_is_permission_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_file_shorter_than_the_journal_restarts_the_upload() {
     let b = backend();
-    let key = format!("{}/vol.tar.zst", unique("short"));
+    let key = format!("{}/vol.tar.zst", common::unique("short"));
     let id = b.create_upload(&key, 1000).await.expect("create");
     let part = |index: u32| Part {
         index,

@@ -49,11 +49,7 @@ pub fn killed_backup_resumes_and_restores(
         let mut c = sb.command(args);
         c.envs(env.iter().copied());
         let out = c.output().expect("run offsite");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(out)
     };
     write(&sb.path("src/chunk-000000.000000"), &noise(6 << 20, 17));
     write(&sb.path("src/index/a.idx"), &noise(100_000, 18));

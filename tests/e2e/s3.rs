@@ -12,14 +12,7 @@ use std::time::Duration;
 use crate::support::*;
 
 fn moto() -> HashMap<String, String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/servers/moto.env");
-    let text = fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!("{path}: {e}; start the S3 test server first: tests/servers/moto.sh start (make test does)")
-    });
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    crate::remote::server_env("moto.env", "moto.sh")
 }
 
 /// The AWS chain's variables for one of moto's users.
@@ -47,11 +40,7 @@ fn run_as(sb: &Sandbox, user: &str, args: &[&str]) -> Run {
     let out = as_user(sb.command(args), user)
         .output()
         .expect("run offsite");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 /// A `[destination.s3]` table on moto's bucket, under a prefix of this test's own.
@@ -490,11 +479,7 @@ fn the_printed_policies_are_enough_for_each_role_and_no_more() {
         let out = with_keys(sb.command(args), &keys.0, &keys.1)
             .output()
             .expect("run offsite");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(out)
     };
     let count = |r: &Run| r.json()["listings"][0]["backups"].as_array().map(Vec::len);
 
