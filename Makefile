@@ -6,7 +6,7 @@ RUN_DIR := target/run
 OFFSITE := target/debug/offsite
 RUN_CONFIG := fixtures/run/offsite.toml
 # The real servers the tests talk to (tests/servers/<name>.sh start|stop).
-SERVERS := moto sshd ftp
+SERVERS := moto sshd ftp azurite
 
 .PHONY: run test deps build lint fmt clean-run
 

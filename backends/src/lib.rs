@@ -14,6 +14,8 @@
 //! Keys are relative, `/`-separated strings (`db/orders/20261122T021500Z-full/manifest.json`);
 //! a backend refuses keys with empty, `.` or `..` components.
 
+#[cfg(feature = "azure")]
+pub mod azure;
 pub mod conformance;
 mod error;
 mod files;
