@@ -11,6 +11,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use offsite_backends::azure::{
+    self, AzureCredential, AzureOptions, REHYDRATE_PRIORITIES, SecretSource,
+};
 use offsite_backends::ftp::{FtpOptions, FtpPassword, FtpTls};
 use offsite_backends::s3::{self, RESTORE_TIERS, S3Options};
 use offsite_backends::sftp::{SftpAuth, SftpOptions};
@@ -208,6 +211,27 @@ struct RawS3Destination {
     retention: Option<RawRetention>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAzureDestination {
+    account: String,
+    container: String,
+    endpoint: Option<String>,
+    access_key_env: Option<String>,
+    sas_token_env: Option<String>,
+    access_tier: Option<String>,
+    rehydrate_priority: Option<String>,
+    #[serde(default)]
+    put_only: bool,
+    timeout: Option<HumanDuration>,
+    #[serde(default)]
+    prefix: String,
+    bwlimit: Option<ByteSize>,
+    part_size: Option<ByteSize>,
+    concurrency: Option<usize>,
+    retention: Option<RawRetention>,
+}
+
 /// The keys every destination kind has, checked the same way for each.
 struct Common {
     prefix: String,
@@ -305,6 +329,8 @@ pub enum DestinationKind {
     Sftp(SftpOptions),
     /// The settings as the FTP backend takes them (the password read when connecting).
     Ftp(FtpOptions),
+    /// The settings as the Azure backend takes them (the key or SAS read when connecting).
+    Azure(AzureOptions),
 }
 
 impl Job {
@@ -879,13 +905,121 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     },
                 )
             }
+            "azure" => {
+                let RawAzureDestination {
+                    account,
+                    container,
+                    endpoint,
+                    access_key_env,
+                    sas_token_env,
+                    access_tier,
+                    rehydrate_priority,
+                    put_only,
+                    timeout,
+                    prefix,
+                    bwlimit,
+                    part_size,
+                    concurrency,
+                    retention,
+                } = read(ctx, &here, rest)?;
+                // Azure's rules: 3-24 lowercase letters and digits.
+                if !(3..=24).contains(&account.len())
+                    || !account
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                {
+                    return Err(ctx.err(
+                        &key("account"),
+                        format!("invalid storage account name {account:?}: 3 to 24 lowercase letters and digits"),
+                    ));
+                }
+                // 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit.
+                let container_ok = (3..=63).contains(&container.len())
+                    && container
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !container.starts_with('-')
+                    && !container.ends_with('-')
+                    && !container.contains("--");
+                if !container_ok {
+                    return Err(ctx.err(
+                        &key("container"),
+                        format!("invalid container name {container:?}: 3 to 63 lowercase letters, digits and single hyphens"),
+                    ));
+                }
+                if let Some(e) = &endpoint
+                    && !(e.starts_with("http://") || e.starts_with("https://"))
+                {
+                    return Err(ctx.err(
+                        &key("endpoint"),
+                        format!("invalid endpoint {e:?}: write a URL like \"https://{account}.blob.core.windows.net\" or \"http://127.0.0.1:10000/devstoreaccount1\""),
+                    ));
+                }
+                let credential = match (access_key_env, sas_token_env) {
+                    (Some(v), None) => AzureCredential::SharedKey(SecretSource::Env(v)),
+                    (None, Some(v)) => AzureCredential::Sas(SecretSource::Env(v)),
+                    (Some(_), Some(_)) => {
+                        return Err(ctx.err(
+                            &key("sas_token_env"),
+                            "give access_key_env or sas_token_env, not both",
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(ctx.err(
+                            &here,
+                            "an azure destination needs access_key_env (the name of an environment variable holding the account key) or sas_token_env (one holding a SAS token)",
+                        ));
+                    }
+                };
+                if let Some(t) = &access_tier
+                    && !azure::ACCESS_TIERS.contains(&t.as_str())
+                {
+                    return Err(ctx.err(
+                        &key("access_tier"),
+                        format!(
+                            "unknown access tier {t:?}; use one of {}",
+                            azure::ACCESS_TIERS.join(", ")
+                        ),
+                    ));
+                }
+                let rehydrate_priority =
+                    rehydrate_priority.unwrap_or_else(|| "Standard".to_string());
+                if !REHYDRATE_PRIORITIES.contains(&rehydrate_priority.as_str()) {
+                    return Err(ctx.err(
+                        &key("rehydrate_priority"),
+                        format!(
+                            "unknown rehydrate priority {rehydrate_priority:?}; use one of {}",
+                            REHYDRATE_PRIORITIES.join(", ")
+                        ),
+                    ));
+                }
+                (
+                    DestinationKind::Azure(AzureOptions {
+                        account,
+                        container,
+                        endpoint,
+                        credential,
+                        access_tier,
+                        rehydrate_priority,
+                        put_only,
+                        timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
+                    }),
+                    Common {
+                        prefix,
+                        bwlimit,
+                        part_size,
+                        concurrency,
+                        retention,
+                    },
+                )
+            }
             other => {
                 let mut p = here.to_vec();
                 p.push(k("kind"));
                 return Err(ctx.err(
                     &p,
                     format!(
-                        "unknown destination kind {other:?}; this version supports: path, s3, sftp, ftp"
+                        "unknown destination kind {other:?}; this version supports: path, s3, sftp, ftp, azure"
                     ),
                 ));
             }
@@ -1307,6 +1441,54 @@ bwlimit = "20MiB"
             "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"s3\"\nbucket = \"b\"\nrestore_days = 0\n",
             6,
             &["destination.d.restore_days", "1 to 365"],
+        ),
+        (
+            "azure without credentials",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"azure\"\naccount = \"acct1\"\ncontainer = \"dbs\"\n",
+            3,
+            &["destination.d", "access_key_env", "sas_token_env"],
+        ),
+        (
+            "azure with both credentials",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"azure\"\naccount = \"acct1\"\ncontainer = \"dbs\"\naccess_key_env = \"K\"\nsas_token_env = \"S\"\n",
+            8,
+            &["destination.d.sas_token_env", "not both"],
+        ),
+        (
+            "azure inline key",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"azure\"\naccount = \"acct1\"\ncontainer = \"dbs\"\naccess_key = \"c2VjcmV0\"\n",
+            7,
+            &["destination.d.access_key", "unknown field"],
+        ),
+        (
+            "azure account with capitals",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"azure\"\naccount = \"AcmeBackups\"\ncontainer = \"dbs\"\naccess_key_env = \"K\"\n",
+            5,
+            &["destination.d.account", "lowercase"],
+        ),
+        (
+            "azure container with a double hyphen",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"azure\"\naccount = \"acct1\"\ncontainer = \"db--x\"\naccess_key_env = \"K\"\n",
+            6,
+            &["destination.d.container", "single hyphens"],
+        ),
+        (
+            "azure unknown tier",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"azure\"\naccount = \"acct1\"\ncontainer = \"dbs\"\naccess_key_env = \"K\"\naccess_tier = \"Glacier\"\n",
+            8,
+            &["destination.d.access_tier", "Hot, Cool, Cold, Archive"],
+        ),
+        (
+            "azure unknown rehydrate priority",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"azure\"\naccount = \"acct1\"\ncontainer = \"dbs\"\naccess_key_env = \"K\"\nrehydrate_priority = \"Urgent\"\n",
+            8,
+            &["destination.d.rehydrate_priority", "Standard, High"],
+        ),
+        (
+            "azure endpoint without a scheme",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"azure\"\naccount = \"acct1\"\ncontainer = \"dbs\"\naccess_key_env = \"K\"\nendpoint = \"127.0.0.1:10000\"\n",
+            8,
+            &["destination.d.endpoint", "http://"],
         ),
     ];
 

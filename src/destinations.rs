@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use offsite_backends::azure::AzureBackend;
 use offsite_backends::ftp::FtpBackend;
 use offsite_backends::path::PathBackend;
 use offsite_backends::s3::S3Backend;
@@ -20,6 +21,7 @@ pub fn backend_for(d: &Destination) -> Arc<dyn Backend> {
         DestinationKind::S3(options) => Arc::new(S3Backend::new(&d.name, options.clone())),
         DestinationKind::Sftp(options) => Arc::new(SftpBackend::new(&d.name, options.clone())),
         DestinationKind::Ftp(options) => Arc::new(FtpBackend::new(&d.name, options.clone())),
+        DestinationKind::Azure(options) => Arc::new(AzureBackend::new(&d.name, options.clone())),
     };
     let paced: Arc<dyn Backend> = match d.bwlimit {
         Some(rate) => Arc::new(Throttled::new(raw, rate)),

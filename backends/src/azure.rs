@@ -55,7 +55,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use azure_core::http::headers::HeaderName;
 use azure_core::http::policies::{Policy, PolicyResult};
-use azure_core::http::{ClientOptions, Context, Request, RequestContent, RetryOptions, Transport, Url};
+use azure_core::http::{
+    ClientOptions, Context, Request, RequestContent, RetryOptions, Transport, Url,
+};
 use azure_core::time::{OffsetDateTime, to_rfc7231};
 use azure_storage_blob::models::{
     AccessTier, ArchiveStatus, BlobClientDeleteOptions, BlobClientDownloadOptions,
@@ -259,9 +261,8 @@ impl AzureBackend {
 
     async fn build_client(&self) -> Result<Client> {
         let o = &self.options;
-        let config_error = |msg: String| {
-            Error::new(ErrorKind::ConfigInvalid, msg).with_destination(&self.name)
-        };
+        let config_error =
+            |msg: String| Error::new(ErrorKind::ConfigInvalid, msg).with_destination(&self.name);
         let mut url = Url::parse(&format!("{}/", self.endpoint()))
             .map_err(|e| config_error(format!("invalid endpoint {:?}: {e}", self.endpoint())))?;
         url.path_segments_mut()
@@ -322,13 +323,14 @@ impl AzureBackend {
             client_options,
             ..Default::default()
         };
-        let container = BlobContainerClient::new(url.clone(), None, Some(options)).map_err(|e| {
-            config_error(format!(
-                "invalid endpoint {:?}: {}",
-                self.endpoint(),
-                scrub(&e.to_string(), sas.as_ref())
-            ))
-        })?;
+        let container =
+            BlobContainerClient::new(url.clone(), None, Some(options)).map_err(|e| {
+                config_error(format!(
+                    "invalid endpoint {:?}: {}",
+                    self.endpoint(),
+                    scrub(&e.to_string(), sas.as_ref())
+                ))
+            })?;
         Ok(Client {
             container,
             container_url: url,
@@ -364,9 +366,15 @@ impl AzureBackend {
         Err(e)
     }
 
-    fn err(&self, call: Call, key: Option<&str>, sas: Option<&Secret>, err: azure_core::Error) -> Error {
-        use azure_core::error::ErrorKind as Az;
+    fn err(
+        &self,
+        call: Call,
+        key: Option<&str>,
+        sas: Option<&Secret>,
+        err: azure_core::Error,
+    ) -> Error {
         use ErrorKind::*;
+        use azure_core::error::ErrorKind as Az;
         let container = &self.options.container;
         let (kind, temporary, detail) = match err.kind() {
             Az::HttpResponse {
@@ -389,7 +397,10 @@ impl AzureBackend {
         let detail = scrub(&detail, sas);
         let mut e = Error::new(
             kind,
-            format!("{} in container {container:?} failed ({detail})", call.name()),
+            format!(
+                "{} in container {container:?} failed ({detail})",
+                call.name()
+            ),
         )
         .with_destination(&self.name);
         if temporary {
@@ -447,11 +458,15 @@ impl AzureBackend {
             latest: Some(ids),
             ..Default::default()
         };
-        let body: RequestContent<BlockLookupList, _> = list.try_into().map_err(|e: azure_core::Error| {
-            Error::new(ErrorKind::Unexpected, format!("cannot encode the block list: {e}"))
+        let body: RequestContent<BlockLookupList, _> =
+            list.try_into().map_err(|e: azure_core::Error| {
+                Error::new(
+                    ErrorKind::Unexpected,
+                    format!("cannot encode the block list: {e}"),
+                )
                 .with_destination(&self.name)
                 .with_key(key)
-        })?;
+            })?;
         let options = BlockBlobClientCommitBlockListOptions {
             tier,
             if_none_match: only_if_absent.then(|| azure_core::http::Etag::from("*")),
@@ -497,7 +512,9 @@ fn classify(status: u16, code: &str) -> (ErrorKind, bool) {
         // Azurite answers AuthorizationFailure to a wrong key or an expired
         // SAS; Azure uses it for a host its network rules refuse.
         (
-            "AuthenticationFailed" | "AuthorizationFailure" | "InvalidAuthenticationInfo"
+            "AuthenticationFailed"
+            | "AuthorizationFailure"
+            | "InvalidAuthenticationInfo"
             | "NoAuthenticationInformation",
             _,
         ) => (Unauthenticated, false),
@@ -881,7 +898,10 @@ impl Backend for AzureBackend {
             chunk.map_err(|e| {
                 Error::new(
                     ErrorKind::Unexpected,
-                    format!("reading the blob failed: {}", scrub(&causes(&e), sas.as_ref())),
+                    format!(
+                        "reading the blob failed: {}",
+                        scrub(&causes(&e), sas.as_ref())
+                    ),
                 )
                 .temporary()
                 .with_destination(name.clone())
@@ -909,10 +929,7 @@ impl Backend for AzureBackend {
                 Ok(blob) => blob.name.map(|key| {
                     Ok(ObjectMeta {
                         key,
-                        size: blob
-                            .properties
-                            .and_then(|p| p.content_length)
-                            .unwrap_or(0),
+                        size: blob.properties.and_then(|p| p.content_length).unwrap_or(0),
                     })
                 }),
                 Err(e) => Some(Err(this.err(Call::ListBlobs, None, sas.as_ref(), e))),
@@ -984,16 +1001,31 @@ mod tests {
 
     #[test]
     fn errors_are_classified_by_code_before_status() {
-        assert_eq!(classify(409, "BlobArchived"), (ErrorKind::Unsupported, false));
-        assert_eq!(classify(400, "InvalidBlockList"), (ErrorKind::NotFound, false));
-        assert_eq!(classify(404, "ContainerNotFound"), (ErrorKind::ConfigInvalid, false));
+        assert_eq!(
+            classify(409, "BlobArchived"),
+            (ErrorKind::Unsupported, false)
+        );
+        assert_eq!(
+            classify(400, "InvalidBlockList"),
+            (ErrorKind::NotFound, false)
+        );
+        assert_eq!(
+            classify(404, "ContainerNotFound"),
+            (ErrorKind::ConfigInvalid, false)
+        );
         assert_eq!(classify(404, "BlobNotFound"), (ErrorKind::NotFound, false));
-        assert_eq!(classify(403, "AuthenticationFailed"), (ErrorKind::Unauthenticated, false));
+        assert_eq!(
+            classify(403, "AuthenticationFailed"),
+            (ErrorKind::Unauthenticated, false)
+        );
         assert_eq!(
             classify(403, "AuthorizationPermissionMismatch"),
             (ErrorKind::PermissionDenied, false)
         );
-        assert_eq!(classify(400, "Md5Mismatch"), (ErrorKind::Precondition, true));
+        assert_eq!(
+            classify(400, "Md5Mismatch"),
+            (ErrorKind::Precondition, true)
+        );
         assert_eq!(classify(503, "ServerBusy"), (ErrorKind::Unexpected, true));
         assert_eq!(classify(429, ""), (ErrorKind::RateLimited, true));
     }

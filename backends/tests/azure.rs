@@ -64,9 +64,9 @@ fn options(credential: AzureCredential) -> AzureOptions {
 }
 
 fn shared_key() -> AzureOptions {
-    options(AzureCredential::SharedKey(SecretSource::Value(Secret::new(
-        var("AZURE_KEY"),
-    ))))
+    options(AzureCredential::SharedKey(SecretSource::Value(
+        Secret::new(var("AZURE_KEY")),
+    )))
 }
 
 fn fixture(test: &str, options: AzureOptions) -> Fixture {
@@ -98,7 +98,10 @@ mod sas_token {
 }
 
 async fn upload(b: &AzureBackend, key: &str, body: &[u8], part_size: usize) {
-    let id = b.create_upload(key, part_size as u64).await.expect("create");
+    let id = b
+        .create_upload(key, part_size as u64)
+        .await
+        .expect("create");
     let mut receipts = Vec::new();
     for (index, chunk) in body.chunks(part_size).enumerate() {
         let part = Part {
@@ -161,9 +164,9 @@ async fn a_wrong_key_is_unauthenticated_and_never_printed() {
     let wrong = var("AZURE_WRONG_KEY");
     let b = AzureBackend::new(
         "blob",
-        options(AzureCredential::SharedKey(SecretSource::Value(Secret::new(
-            wrong.clone(),
-        )))),
+        options(AzureCredential::SharedKey(SecretSource::Value(
+            Secret::new(wrong.clone()),
+        ))),
     );
     for err in [
         b.probe().await.expect_err("probe refused"),
@@ -300,7 +303,9 @@ async fn an_archive_blob_is_read_after_rehydration() {
 
     // A manifest (put) is never archived.
     let manifest = format!("{key}.manifest");
-    b.put(&manifest, Bytes::from_static(b"{}")).await.expect("put");
+    b.put(&manifest, Bytes::from_static(b"{}"))
+        .await
+        .expect("put");
     assert!(admin(&["tier", CONFORMANCE, &manifest]).starts_with("Hot"));
     assert_eq!(
         b.prepare_read(&manifest).await.expect("ready"),

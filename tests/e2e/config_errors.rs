@@ -165,6 +165,26 @@ fn init_writes_an_example_that_parses_and_never_overwrites() {
     let text = fs::read_to_string(dir.join("offsite.toml")).expect("written");
     assert!(text.contains("[staging]") && text.contains("kind = \"path\""));
     offsite::config::parse(&dir.join("offsite.toml"), &text).expect("the example parses");
+    // The commented destinations parse too, once uncommented: every kind the
+    // example shows is written the way this version reads it.
+    let mut open = false;
+    let uncommented: String = text
+        .lines()
+        .map(|l| {
+            open |= l.starts_with("# [destination.");
+            match l.strip_prefix("# ") {
+                Some(rest) if open => rest.to_string(),
+                _ if open && l == "#" => String::new(),
+                _ => l.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let cfg = offsite::config::parse(&dir.join("offsite.toml"), &uncommented)
+        .expect("the commented destinations parse");
+    for kind in ["s3", "sftp", "ftp", "blob"] {
+        assert!(cfg.destinations.contains_key(kind), "{kind} in the example");
+    }
     let again = std::process::Command::new(bin())
         .arg("init")
         .arg(&dir)

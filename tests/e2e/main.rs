@@ -1,6 +1,7 @@
 //! End-to-end runs of the real `offsite` binary against real folders.
 //! One binary, a module per area.
 
+mod azure;
 mod backup_restore;
 mod config_errors;
 mod daemon;
