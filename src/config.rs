@@ -15,6 +15,8 @@ use offsite_backends::azure::{
     self, AzureCredential, AzureOptions, REHYDRATE_PRIORITIES, SecretSource,
 };
 use offsite_backends::ftp::{FtpOptions, FtpPassword, FtpTls};
+
+use crate::crypt::{self, Encryption};
 use offsite_backends::s3::{self, RESTORE_TIERS, S3Options};
 use offsite_backends::sftp::{SftpAuth, SftpOptions};
 use serde::Deserialize;
@@ -76,6 +78,17 @@ struct RawJob {
     on_change: Option<OnChange>,
     retention: Option<RawRetention>,
     schedule: Option<RawSchedule>,
+    encryption: Option<RawEncryption>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEncryption {
+    #[serde(default)]
+    recipients: Vec<String>,
+    recipients_file: Option<PathBuf>,
+    passphrase_env: Option<String>,
+    identity_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +300,8 @@ pub struct Job {
     pub retention: Option<Policy>,
     /// When `offsite daemon` runs the job; `None`: never.
     pub schedule: Option<JobSchedule>,
+    /// Client-side encryption of volumes and file lists; `None`: in clear.
+    pub encryption: Option<Encryption>,
 }
 
 #[derive(Debug, Clone)]
@@ -1216,6 +1231,44 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                 })
             }
         };
+        let encryption = match j.encryption {
+            None => None,
+            Some(e) => {
+                let ep = |key: &str| [k("job"), Seg::Index(i), k("encryption"), k(key)];
+                for (n, r) in e.recipients.iter().enumerate() {
+                    let mut p = ep("recipients").to_vec();
+                    p.push(Seg::Index(n));
+                    crypt::check_recipient(r).map_err(|m| ctx.err(&p, m))?;
+                }
+                let has_recipients = !e.recipients.is_empty() || e.recipients_file.is_some();
+                match (&e.passphrase_env, has_recipients) {
+                    (Some(_), true) => {
+                        return Err(ctx.err(
+                            &ep("passphrase_env"),
+                            "give recipients (public keys) or passphrase_env, not both",
+                        ));
+                    }
+                    (None, false) if e.identity_file.is_none() => {
+                        return Err(ctx.err(
+                            &here("encryption"),
+                            "encryption needs recipients = [\"age1…\"] (public keys; `offsite keygen` makes a pair), recipients_file, or passphrase_env",
+                        ));
+                    }
+                    _ => {}
+                }
+                if let Some(v) = &e.passphrase_env
+                    && v.trim().is_empty()
+                {
+                    return Err(ctx.err(&ep("passphrase_env"), "the variable name cannot be empty"));
+                }
+                Some(Encryption {
+                    recipients: e.recipients.iter().map(|r| r.trim().to_string()).collect(),
+                    recipients_file: e.recipients_file.map(|f| ctx.resolve_path(&f)),
+                    passphrase_env: e.passphrase_env,
+                    identity_file: e.identity_file.map(|f| ctx.resolve_path(&f)),
+                })
+            }
+        };
         jobs.push(Job {
             name: j.name,
             source,
@@ -1228,6 +1281,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
             on_change: j.on_change.unwrap_or(OnChange::Warn),
             retention,
             schedule,
+            encryption,
             workdir: workdir.clone(),
         });
     }
@@ -1441,6 +1495,34 @@ bwlimit = "20MiB"
             "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"s3\"\nbucket = \"b\"\nrestore_days = 0\n",
             6,
             &["destination.d.restore_days", "1 to 365"],
+        ),
+        (
+            "encryption with a bad recipient",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"j\"\nsource = { kind = \"dir\", path = \"/d\" }\ndestinations = [\"d\"]\nencryption = { recipients = [\"age1nope\"] }\n[destination.d]\nkind = \"path\"\npath = \"/b\"\n",
+            7,
+            &[
+                "job[0].encryption.recipients[0]",
+                "invalid age recipient",
+                "offsite keygen",
+            ],
+        ),
+        (
+            "encryption with recipients and a passphrase",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"j\"\nsource = { kind = \"dir\", path = \"/d\" }\ndestinations = [\"d\"]\nencryption = { recipients_file = \"r.txt\", passphrase_env = \"P\" }\n[destination.d]\nkind = \"path\"\npath = \"/b\"\n",
+            7,
+            &["job[0].encryption.passphrase_env", "not both"],
+        ),
+        (
+            "encryption with nothing to encrypt to",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"j\"\nsource = { kind = \"dir\", path = \"/d\" }\ndestinations = [\"d\"]\nencryption = {}\n[destination.d]\nkind = \"path\"\npath = \"/b\"\n",
+            7,
+            &["job[0].encryption", "recipients"],
+        ),
+        (
+            "encryption with an inline identity",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"j\"\nsource = { kind = \"dir\", path = \"/d\" }\ndestinations = [\"d\"]\nencryption = { identity = \"AGE-SECRET-KEY-1\" }\n[destination.d]\nkind = \"path\"\npath = \"/b\"\n",
+            7,
+            &["job[0].encryption.identity", "unknown field"],
         ),
         (
             "azure without credentials",

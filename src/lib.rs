@@ -8,6 +8,7 @@
 //! command line renders.
 
 pub mod config;
+pub mod crypt;
 pub mod daemon;
 pub mod error;
 pub mod size;

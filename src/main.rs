@@ -12,8 +12,9 @@ use clap::{Args, Parser, Subcommand};
 /// Exit codes: 0 everything asked for succeeded; 1 failed; 2 usage or
 /// configuration error; 3 partial: the backup is staged and some destinations
 /// succeeded, others failed (run `offsite upload` to resume them); 4 pending:
-/// restore or verify asked cold storage (S3 GLACIER/DEEP_ARCHIVE) for a
-/// retrieval that is not ready yet (run the same command again later).
+/// restore or verify asked cold storage (S3 GLACIER/DEEP_ARCHIVE, Azure
+/// Archive) for a retrieval that is not ready yet (run the same command
+/// again later).
 #[derive(Debug, Parser)]
 #[command(name = "offsite", version, about, long_about)]
 pub struct Cli {
@@ -37,6 +38,14 @@ pub struct Cli {
 pub enum Command {
     /// Write a commented example offsite.toml into DIR (default: the current folder)
     Init { dir: Option<PathBuf> },
+    /// Make an age key pair for encryption: writes the identity (private key)
+    /// to FILE, mode 0600, and prints the public key for the job's
+    /// `encryption = { recipients = [...] }`. Keep FILE on the restore host
+    /// and a copy offline: without it no encrypted backup can be read.
+    Keygen {
+        /// Where to write the identity; never overwritten
+        file: PathBuf,
+    },
     /// Validate the configuration and reach every destination with the calls a backup makes
     Check {
         /// Also write, read back and delete a small test object on every destination
@@ -79,6 +88,11 @@ pub enum Command {
         /// A backup id, or `latest` [default: every complete backup]
         #[arg(long, value_name = "ID")]
         backup: Option<String>,
+        /// age identity file for encrypted backups [default: the job's
+        /// encryption.identity_file]; without one, encrypted volumes are
+        /// checked as stored (sizes and SHA-256), not unpacked
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
     },
     /// Restore a backup into an empty folder, checking every hash
     Restore {
@@ -96,6 +110,10 @@ pub enum Command {
         /// Restore into a folder that is not empty, replacing files of the same name
         #[arg(long)]
         force: bool,
+        /// age identity file that opens an encrypted backup [default: the
+        /// job's encryption.identity_file]
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
     },
     /// Apply the retention policy: delete the backups it does not keep (manifest first)
     Prune {

@@ -25,6 +25,7 @@ use offsite_backends::{Backend, ByteStream, ErrorKind, Readiness};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::crypt::{self, Identities};
 use crate::error::{Error, Result};
 use crate::manifest::{self, EntryKind, FileEntry, Manifest, Volume};
 use crate::upload::{Target, remote_key};
@@ -38,6 +39,8 @@ pub struct VerifyReport {
     pub files: u64,
     pub bytes: u64,
     pub volumes: u64,
+    /// False when only the stored (encrypted) volumes were checked, without an identity.
+    pub contents_checked: bool,
     pub problems: Vec<String>,
 }
 
@@ -51,17 +54,18 @@ pub struct RestoreReport {
     pub bytes: u64,
 }
 
-/// The volumes of a backup read one after the other as a single stream.
+/// The volumes of a backup read one after the other as a single stream
+/// (decrypted volume by volume when the backup is encrypted).
 struct VolumeChain {
     rt: tokio::runtime::Handle,
     backend: Arc<dyn Backend>,
     volumes: Vec<(String, Volume)>,
     next: usize,
-    current: Option<OpenVolume>,
-    buf: Bytes,
+    current: Option<Box<dyn Read + Send>>,
     problems: Arc<Mutex<Vec<String>>>,
     /// The name of the volume being read, for messages.
     position: Arc<Mutex<String>>,
+    ids: Option<Arc<Identities>>,
 }
 
 /// ` (in volume X)`, for a problem found while reading volume X.
@@ -72,22 +76,26 @@ fn at(position: &Arc<Mutex<String>>) -> String {
     }
 }
 
-struct OpenVolume {
-    stream: ByteStream,
-    hasher: Sha256,
-    size: u64,
-    index: usize,
-}
-
-impl VolumeChain {
-    fn problem(&self, p: String) {
-        if let Ok(mut v) = self.problems.lock() {
-            v.push(p);
-        }
+fn note(problems: &Arc<Mutex<Vec<String>>>, p: String) {
+    if let Ok(mut v) = problems.lock() {
+        v.push(p);
     }
 }
 
-impl Read for VolumeChain {
+/// One volume's stored bytes as they stream in, hashed; at the end its size
+/// and SHA-256 are checked against the manifest.
+struct StoredVolume {
+    rt: tokio::runtime::Handle,
+    stream: ByteStream,
+    buf: Bytes,
+    hasher: Sha256,
+    size: u64,
+    volume: Volume,
+    problems: Arc<Mutex<Vec<String>>>,
+    ended: bool,
+}
+
+impl Read for StoredVolume {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         loop {
             if !self.buf.is_empty() {
@@ -96,33 +104,80 @@ impl Read for VolumeChain {
                 self.buf = self.buf.slice(n..);
                 return Ok(n);
             }
-            if let Some(cur) = self.current.as_mut() {
-                match self.rt.block_on(cur.stream.next()) {
-                    Some(Ok(chunk)) => {
-                        cur.hasher.update(&chunk);
-                        cur.size += chunk.len() as u64;
-                        self.buf = chunk;
-                    }
-                    Some(Err(e)) => return Err(io::Error::other(e.to_string())),
-                    None => {
-                        let Some(cur) = self.current.take() else {
-                            continue;
-                        };
-                        let (_, v) = &self.volumes[cur.index];
-                        let hash = hex::encode(cur.hasher.finalize());
-                        if cur.size != v.size {
-                            self.problem(format!(
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rt.block_on(self.stream.next()) {
+                Some(Ok(chunk)) => {
+                    self.hasher.update(&chunk);
+                    self.size += chunk.len() as u64;
+                    self.buf = chunk;
+                }
+                Some(Err(e)) => return Err(io::Error::other(e.to_string())),
+                None => {
+                    self.ended = true;
+                    let v = &self.volume;
+                    let hash = hex::encode(std::mem::take(&mut self.hasher).finalize());
+                    if self.size != v.size {
+                        note(
+                            &self.problems,
+                            format!(
                                 "volume {} is {} bytes, the manifest says {} (truncated or damaged)",
-                                v.name, cur.size, v.size
-                            ));
-                        } else if hash != v.sha256 {
-                            self.problem(format!(
+                                v.name, self.size, v.size
+                            ),
+                        );
+                    } else if hash != v.sha256 {
+                        note(
+                            &self.problems,
+                            format!(
                                 "volume {}: SHA-256 does not match the manifest (damaged)",
                                 v.name
-                            ));
-                        }
+                            ),
+                        );
                     }
                 }
+            }
+        }
+    }
+}
+
+impl VolumeChain {
+    /// Opens volume `index` as stored (no decryption).
+    fn open_stored(&self, index: usize) -> io::Result<StoredVolume> {
+        let (key, v) = &self.volumes[index];
+        if let Ok(mut p) = self.position.lock() {
+            *p = v.name.clone();
+        }
+        match self.rt.block_on(self.backend.get(key, None)) {
+            Ok(stream) => Ok(StoredVolume {
+                rt: self.rt.clone(),
+                stream,
+                buf: Bytes::new(),
+                hasher: Sha256::new(),
+                size: 0,
+                volume: v.clone(),
+                problems: self.problems.clone(),
+                ended: false,
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let msg = format!("volume {} is missing on the destination", v.name);
+                note(&self.problems, msg.clone());
+                Err(io::Error::other(msg))
+            }
+            Err(e) => Err(io::Error::other(e.to_string())),
+        }
+    }
+}
+
+impl Read for VolumeChain {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(cur) = self.current.as_mut() {
+                let n = cur.read(out)?;
+                if n > 0 || out.is_empty() {
+                    return Ok(n);
+                }
+                self.current = None;
                 continue;
             }
             if self.next >= self.volumes.len() {
@@ -130,26 +185,11 @@ impl Read for VolumeChain {
             }
             let index = self.next;
             self.next += 1;
-            let (key, v) = &self.volumes[index];
-            if let Ok(mut p) = self.position.lock() {
-                *p = v.name.clone();
-            }
-            match self.rt.block_on(self.backend.get(key, None)) {
-                Ok(stream) => {
-                    self.current = Some(OpenVolume {
-                        stream,
-                        hasher: Sha256::new(),
-                        size: 0,
-                        index,
-                    })
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    let msg = format!("volume {} is missing on the destination", v.name);
-                    self.problem(msg.clone());
-                    return Err(io::Error::other(msg));
-                }
-                Err(e) => return Err(io::Error::other(e.to_string())),
-            }
+            let stored = self.open_stored(index)?;
+            self.current = Some(match &self.ids {
+                None => Box::new(stored),
+                Some(ids) => Box::new(ids.decrypt(stored).map_err(io::Error::other)?),
+            });
         }
     }
 }
@@ -220,6 +260,7 @@ fn read_backup(
     rt: tokio::runtime::Handle,
     target: &Target,
     manifest: &Manifest,
+    ids: Option<Arc<Identities>>,
     wanted: &HashMap<String, FileEntry>,
     sink: &mut dyn EntrySink,
     stop_early: bool,
@@ -231,25 +272,17 @@ fn read_backup(
         bytes: 0,
         problems: Vec::new(),
     };
-    let volumes = manifest
-        .volumes
-        .iter()
-        .map(|v| {
-            (
-                remote_key(&target.config.prefix, &manifest.job, &manifest.id, &v.name),
-                v.clone(),
-            )
-        })
-        .collect();
+    let volumes = volume_keys(target, manifest);
+    let ids = ids.filter(|_| crypt::is_encrypted(manifest));
     let chain = VolumeChain {
         rt,
         backend: target.backend.clone(),
         volumes,
         next: 0,
         current: None,
-        buf: Bytes::new(),
         problems: problems.clone(),
         position: position.clone(),
+        ids,
     };
     let push = |p: String| {
         if let Ok(mut v) = problems.lock() {
@@ -503,15 +536,29 @@ fn human_wait(d: std::time::Duration) -> String {
     }
 }
 
-/// Downloads `manifest`'s backup from `target` and checks every hash.
-pub async fn verify(target: &Target, manifest: &Manifest) -> Result<VerifyReport> {
+/// Downloads `manifest`'s backup from `target` and checks every hash. An
+/// encrypted backup without `ids` is checked as stored: every volume's size
+/// and SHA-256 (of the ciphertext), not the files inside.
+pub async fn verify(
+    target: &Target,
+    manifest: &Manifest,
+    ids: Option<Arc<Identities>>,
+) -> Result<VerifyReport> {
     ensure_readable(target, &[manifest]).await?;
     let rt = tokio::runtime::Handle::current();
     let target2 = target.clone();
-    let m = manifest.clone();
+    let sealed = crypt::is_encrypted(manifest) && ids.is_none();
+    let m = if sealed {
+        manifest.clone()
+    } else {
+        crypt::open_manifest(manifest, ids.as_deref())?
+    };
     let outcome = tokio::task::spawn_blocking(move || {
+        if sealed {
+            return verify_stored(rt, &target2, &m);
+        }
         let own = own_entries(&m);
-        read_backup(rt, &target2, &m, &own, &mut HashOnly, false)
+        read_backup(rt, &target2, &m, ids, &own, &mut HashOnly, false)
     })
     .await
     .map_err(|e| Error::Failed(format!("verify task failed: {e}")))?;
@@ -523,8 +570,61 @@ pub async fn verify(target: &Target, manifest: &Manifest) -> Result<VerifyReport
         files: outcome.files,
         bytes: outcome.bytes,
         volumes: manifest.volumes.len() as u64,
+        contents_checked: !sealed,
         problems: outcome.problems,
     })
+}
+
+/// Reads every volume of `manifest` as stored and checks its size and
+/// SHA-256; nothing is decrypted or unpacked.
+fn verify_stored(rt: tokio::runtime::Handle, target: &Target, manifest: &Manifest) -> Outcome {
+    let problems = Arc::new(Mutex::new(Vec::new()));
+    let mut chain = VolumeChain {
+        rt,
+        backend: target.backend.clone(),
+        volumes: volume_keys(target, manifest),
+        next: 0,
+        current: None,
+        problems: problems.clone(),
+        position: Arc::new(Mutex::new(String::new())),
+        ids: None,
+    };
+    let mut bytes = 0;
+    loop {
+        match io::copy(&mut chain, &mut io::sink()) {
+            Ok(n) => {
+                bytes += n;
+                break;
+            }
+            // A missing volume is noted; go on with the next one.
+            Err(e) => {
+                let text = e.to_string();
+                if !problems.lock().map(|v| v.contains(&text)).unwrap_or(true) {
+                    note(&problems, format!("{text}{}", at(&chain.position)));
+                }
+                chain.current = None;
+            }
+        }
+    }
+    Outcome {
+        files: 0,
+        bytes,
+        problems: problems.lock().map(|v| v.clone()).unwrap_or_default(),
+    }
+}
+
+/// Each volume of `manifest` with its key on `target`.
+fn volume_keys(target: &Target, manifest: &Manifest) -> Vec<(String, Volume)> {
+    manifest
+        .volumes
+        .iter()
+        .map(|v| {
+            (
+                remote_key(&target.config.prefix, &manifest.job, &manifest.id, &v.name),
+                v.clone(),
+            )
+        })
+        .collect()
 }
 
 /// Writes entries under `root`, refusing any path through a symlink.
@@ -690,6 +790,7 @@ fn chain_of(
     target: &Target,
     manifest: &Manifest,
     others: &[Manifest],
+    ids: Option<&Identities>,
 ) -> Result<Vec<(Manifest, HashMap<String, FileEntry>)>> {
     let mut by_holder: std::collections::BTreeMap<&str, HashMap<String, FileEntry>> =
         Default::default();
@@ -705,12 +806,13 @@ fn chain_of(
         let m = if holder == manifest.id {
             manifest.clone()
         } else {
-            others.iter().find(|m| m.id == holder).cloned().ok_or_else(|| {
+            let found = others.iter().find(|m| m.id == holder).ok_or_else(|| {
                 Error::Failed(format!(
                     "destination \"{}\": backup {} needs the files held by {holder}, which is not complete there; restore another backup, or from another destination",
                     target.config.name, manifest.id
                 ))
-            })?
+            })?;
+            crypt::open_manifest(found, ids)?
         };
         out.push((m, wanted));
     }
@@ -728,8 +830,11 @@ pub async fn restore(
     others: &[Manifest],
     to: &Path,
     force: bool,
+    ids: Option<Arc<Identities>>,
 ) -> Result<RestoreReport> {
-    let chain = chain_of(target, manifest, others)?;
+    // An encrypted backup is opened (or refused) before anything is asked or written.
+    let manifest = &crypt::open_manifest(manifest, ids.as_deref())?;
+    let chain = chain_of(target, manifest, others, ids.as_deref())?;
     let parts: Vec<&Manifest> = chain.iter().map(|(m, _)| m).collect();
     ensure_readable(target, &parts).await?;
     match fs::read_dir(to) {
@@ -766,7 +871,15 @@ pub async fn restore(
             problems: Vec::new(),
         };
         for (archive, wanted) in &chain {
-            let o = read_backup(rt.clone(), &target2, archive, wanted, &mut writer, true);
+            let o = read_backup(
+                rt.clone(),
+                &target2,
+                archive,
+                ids.clone(),
+                wanted,
+                &mut writer,
+                true,
+            );
             outcome.files += o.files;
             outcome.bytes += o.bytes;
             outcome.problems.extend(o.problems.into_iter().map(|p| {

@@ -21,11 +21,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Job, OnChange, Source};
+use crate::crypt::{self, Key};
 use crate::error::{Error, Result};
 use crate::manifest::{
     self, BackupKind, Compression, EntryKind, FileEntry, MANIFEST_NAME, Manifest, SourceInfo,
@@ -422,6 +424,12 @@ pub fn stage(
         BackupKind::Full
     };
 
+    // Read before anything runs: a missing passphrase or recipients file stops here.
+    let key = match &job.encryption {
+        Some(e) => Some(Arc::new(Key::for_backup(e, &job.name)?)),
+        None => None,
+    };
+
     let started = Instant::now();
     let mut now = time::OffsetDateTime::now_utc();
     let mut id = new_backup_id(kind, now);
@@ -471,6 +479,7 @@ pub fn stage(
                 id: &id,
                 created: now,
                 parent: parent.as_ref(),
+                key: key.as_ref(),
             };
             pack_source(config, job, &new, &work, &env, progress, stop)
         })();
@@ -495,6 +504,11 @@ pub fn stage(
         staged.manifest.stats.seconds = started.elapsed().as_secs_f64();
         notes.append(&mut staged.notes);
         staged.notes = notes;
+        // What ships is sealed (no file names); the local copy stays in clear.
+        let plain = staged.manifest.clone();
+        if let Some(k) = &key {
+            staged.manifest = crypt::seal_manifest(&plain, k)?;
+        }
         write_manifest(&work, &staged.manifest)?;
         let dir = staging.backup_dir(&id);
         fs::rename(&work, &dir)
@@ -503,7 +517,7 @@ pub fn stage(
         staged.dir = dir;
         // The parent of the next incremental is read here, never from a destination
         // (a put-only host cannot read its bucket).
-        staging.keep_local_manifest(&staged.manifest)?;
+        staging.keep_local_manifest(&plain)?;
         Ok(staged)
     })();
     if result.is_err() {
@@ -552,6 +566,8 @@ struct NewBackup<'a> {
     created: time::OffsetDateTime,
     /// The backup an incremental builds on.
     parent: Option<&'a Manifest>,
+    /// Encrypts the volumes (the job's `encryption`).
+    key: Option<&'a Arc<Key>>,
 }
 
 fn pack_source(
@@ -567,6 +583,7 @@ fn pack_source(
         id,
         created: now,
         parent,
+        key,
     } = *new;
     let (root, order, exclude, description, kind) = match &job.source {
         Source::Dir {
@@ -612,7 +629,7 @@ fn pack_source(
     check_free_space(work, total_bytes, config.staging.min_free)?;
 
     progress.stage_started(&job.name, total_files, total_bytes);
-    let packed = pack(&plan, work, id, job, parent, progress, stop);
+    let packed = pack(&plan, work, id, job, parent, key.cloned(), progress, stop);
     progress.stage_finished(&job.name);
     let packed = packed?;
     if kind == "command" {
@@ -749,12 +766,14 @@ fn same_state(a: &fs::Metadata, b: &fs::Metadata) -> bool {
     a.len() == b.len() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn pack(
     plan: &[PlannedEntry],
     work: &Path,
     id: &str,
     job: &Job,
     parent: Option<&Manifest>,
+    key: Option<Arc<Key>>,
     progress: &dyn Progress,
     stop: &Stop,
 ) -> Result<Packed> {
@@ -763,7 +782,7 @@ fn pack(
         .unwrap_or_default();
     let mut packed_files = 0u64;
     let mut unchanged = 0u64;
-    let writer = VolumeWriter::new(work, job.compression_level, job.volume_size)?;
+    let writer = VolumeWriter::new(work, job.compression_level, job.volume_size, key)?;
     let mut tar = tar::Builder::new(writer);
     let mut files = Vec::with_capacity(plan.len());
     let mut changed = Vec::new();
@@ -1001,16 +1020,66 @@ impl Write for HashingCounter {
     }
 }
 
+/// Where a volume's compressed bytes go: into the file (through its hash),
+/// in clear or through age.
+enum VolumeSink {
+    Clear(HashingCounter),
+    Sealed {
+        writer: age::stream::StreamWriter<HashingCounter>,
+        /// Compressed bytes given to age (the file holds a little more).
+        count: u64,
+    },
+}
+
+impl VolumeSink {
+    /// About how many bytes the volume file holds so far.
+    fn written(&self) -> u64 {
+        match self {
+            VolumeSink::Clear(c) => c.count,
+            VolumeSink::Sealed { count, .. } => *count,
+        }
+    }
+
+    fn finish(self) -> io::Result<HashingCounter> {
+        match self {
+            VolumeSink::Clear(c) => Ok(c),
+            VolumeSink::Sealed { writer, .. } => writer.finish(),
+        }
+    }
+}
+
+impl Write for VolumeSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            VolumeSink::Clear(c) => c.write(buf),
+            VolumeSink::Sealed { writer, count } => {
+                let n = writer.write(buf)?;
+                *count += n as u64;
+                Ok(n)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            VolumeSink::Clear(c) => c.flush(),
+            VolumeSink::Sealed { writer, .. } => writer.flush(),
+        }
+    }
+}
+
 struct OpenVolume {
     index: u32,
     tmp: PathBuf,
-    encoder: zstd::stream::write::Encoder<'static, HashingCounter>,
+    encoder: zstd::stream::write::Encoder<'static, VolumeSink>,
 }
 
 /// The sink of the tar stream: compresses it into volumes of about
 /// `volume_size` bytes, each one or more complete zstd frames.
 pub struct VolumeWriter {
     dir: PathBuf,
+    /// Encrypts each volume as its own age file.
+    key: Option<Arc<Key>>,
     level: i32,
     workers: u32,
     volume_size: u64,
@@ -1025,12 +1094,13 @@ pub struct VolumeWriter {
     pending_rotate: bool,
 }
 
-pub fn volume_name(index: u32) -> String {
-    format!("vol-{index:06}.tar.zst")
+pub fn volume_name(index: u32, encrypted: bool) -> String {
+    let suffix = if encrypted { crypt::VOLUME_SUFFIX } else { "" };
+    format!("vol-{index:06}.tar.zst{suffix}")
 }
 
 impl VolumeWriter {
-    pub fn new(dir: &Path, level: i32, volume_size: u64) -> Result<Self> {
+    pub fn new(dir: &Path, level: i32, volume_size: u64, key: Option<Arc<Key>>) -> Result<Self> {
         // Multithreaded zstd holds several MiB per worker before it writes, which
         // would overshoot small volumes; use it only where that is noise.
         let workers = if volume_size >= 64 << 20 {
@@ -1042,6 +1112,7 @@ impl VolumeWriter {
         };
         Ok(VolumeWriter {
             dir: dir.to_path_buf(),
+            key,
             level,
             workers,
             volume_size,
@@ -1083,11 +1154,11 @@ impl VolumeWriter {
         };
         let estimate = estimate.min(limit);
         // The encoder holds back up to a block of output; that much is uncertain.
-        if v.encoder.get_ref().count + self.raw_pending + estimate > limit {
+        if v.encoder.get_ref().written() + self.raw_pending + estimate > limit {
             // Near the limit: flush so the decision is made on exact bytes.
             v.encoder.flush()?;
             self.raw_pending = 0;
-            let used = v.encoder.get_ref().count;
+            let used = v.encoder.get_ref().written();
             if used > 0 && used + estimate > limit {
                 self.pending_rotate = true;
             }
@@ -1097,16 +1168,23 @@ impl VolumeWriter {
 
     fn open(&mut self) -> io::Result<()> {
         let index = self.finished.len() as u32;
-        let tmp = self.dir.join(format!(".{}.tmp", volume_name(index)));
+        let tmp = self
+            .dir
+            .join(format!(".{}.tmp", volume_name(index, self.key.is_some())));
         let file = File::create(&tmp)?;
-        let mut encoder = zstd::stream::write::Encoder::new(
-            HashingCounter {
-                file,
-                hasher: Sha256::new(),
+        let counter = HashingCounter {
+            file,
+            hasher: Sha256::new(),
+            count: 0,
+        };
+        let sink = match &self.key {
+            None => VolumeSink::Clear(counter),
+            Some(k) => VolumeSink::Sealed {
+                writer: k.wrap(counter).map_err(io::Error::other)?,
                 count: 0,
             },
-            self.level,
-        )?;
+        };
+        let mut encoder = zstd::stream::write::Encoder::new(sink, self.level)?;
         encoder.include_checksum(true)?;
         if self.workers > 1 {
             encoder.multithread(self.workers)?;
@@ -1123,9 +1201,9 @@ impl VolumeWriter {
         let Some(v) = self.current.take() else {
             return Ok(());
         };
-        let counter = v.encoder.finish()?;
+        let counter = v.encoder.finish()?.finish()?;
         counter.file.sync_all()?;
-        let name = volume_name(v.index);
+        let name = volume_name(v.index, self.key.is_some());
         fs::rename(&v.tmp, self.dir.join(&name))?;
         self.compressed_out += counter.count;
         self.raw_in_finished = self.raw_in;
@@ -1168,7 +1246,7 @@ impl Write for VolumeWriter {
         let n = v.encoder.write(buf)?;
         self.raw_in += n as u64;
         self.raw_pending += n as u64;
-        if v.encoder.get_ref().count >= self.volume_size {
+        if v.encoder.get_ref().written() >= self.volume_size {
             // A file larger than what is left: cut it here, it goes on in the next volume.
             self.close_current()?;
         }
@@ -1207,6 +1285,7 @@ mod tests {
             workdir: PathBuf::from("/"),
             retention: None,
             schedule: None,
+            encryption: None,
         }
     }
 
@@ -1227,6 +1306,7 @@ mod tests {
             out.path(),
             "id",
             &job(volume_size),
+            None,
             None,
             &Silent,
             &Stop::new(),

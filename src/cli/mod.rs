@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use offsite::catalog::{self, Listing};
 use offsite::config::{self, Config};
+use offsite::crypt::Identities;
 use offsite::destinations;
 use offsite::error::Error;
 use offsite::manifest::BackupKind;
@@ -69,12 +70,13 @@ pub async fn run(cli: Cli) -> i32 {
     let progress = Arc::new(TermProgress::new(cli.quiet));
     let result = match cli.command {
         Command::Init { dir } => init(&out, dir.as_deref()),
+        Command::Keygen { file } => keygen(&out, &file),
         command => {
             let file = config::config_path(cli.config.as_deref());
             match config::load(&file) {
                 Err(e) => Err(e),
                 Ok(cfg) => match command {
-                    Command::Init { .. } => Ok(0),
+                    Command::Init { .. } | Command::Keygen { .. } => Ok(0),
                     Command::Check { write_test } => check(&out, &cfg, write_test).await,
                     Command::Backup {
                         job,
@@ -105,6 +107,7 @@ pub async fn run(cli: Cli) -> i32 {
                         job,
                         destination,
                         backup,
+                        identity,
                     } => {
                         verify(
                             &out,
@@ -112,6 +115,7 @@ pub async fn run(cli: Cli) -> i32 {
                             job.job.as_deref(),
                             destination.destination.as_deref(),
                             backup.as_deref(),
+                            identity.as_deref(),
                         )
                         .await
                     }
@@ -121,6 +125,7 @@ pub async fn run(cli: Cli) -> i32 {
                         backup,
                         to,
                         force,
+                        identity,
                     } => {
                         restore_cmd(
                             &out,
@@ -130,6 +135,7 @@ pub async fn run(cli: Cli) -> i32 {
                             &backup,
                             &to,
                             force,
+                            identity.as_deref(),
                         )
                         .await
                     }
@@ -208,6 +214,21 @@ fn stop_on_signals() -> Stop {
     stop
 }
 
+/// `keygen FILE`: a new age identity in FILE; the public key on stdout.
+fn keygen(out: &Out, file: &Path) -> Result<i32, Error> {
+    let public = offsite::crypt::keygen(file)?;
+    if out.json {
+        out.doc(&json!({"status": "ok", "identity_file": file, "recipient": public}));
+    } else {
+        println!("{public}");
+        eprintln!(
+            "wrote the identity to {} (mode 0600). Put the public key above in the job's encryption = {{ recipients = [...] }} on the database host; keep the identity file on the restore host and a copy offline: without it no backup encrypted to this key can be read.",
+            file.display()
+        );
+    }
+    Ok(0)
+}
+
 fn init(out: &Out, dir: Option<&Path>) -> Result<i32, Error> {
     let dir = dir.unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)
@@ -254,6 +275,22 @@ async fn check(out: &Out, cfg: &Config, write_test: bool) -> Result<i32, Error> 
                 path.display()
             ))),
             _ => Ok(()),
+        });
+        // What encryption reads at backup (and restore) time, read now.
+        let res = res.and_then(|_| match &job.encryption {
+            None => Ok(()),
+            Some(e) => {
+                if !e.recipients.is_empty()
+                    || e.recipients_file.is_some()
+                    || e.passphrase_env.is_some()
+                {
+                    offsite::crypt::Key::for_backup(e, &job.name)?;
+                }
+                if let Some(f) = &e.identity_file {
+                    Identities::from_file(f)?;
+                }
+                Ok(())
+            }
         });
         if let Err(e @ Error::Config(_)) = &res {
             config_error.get_or_insert(e.to_string());
@@ -594,11 +631,13 @@ async fn verify(
     job: Option<&str>,
     destination: Option<&str>,
     backup: Option<&str>,
+    identity: Option<&Path>,
 ) -> Result<i32, Error> {
     let mut reports = Vec::new();
     let mut errors = Vec::new();
     let mut pending = Vec::new();
     for j in cfg.select_jobs(job)? {
+        let ids = Identities::find(identity, j.encryption.as_ref(), &j.name)?.map(Arc::new);
         for t in destinations::job_targets(cfg, j, destination)? {
             let listing = match catalog::list_job(&t, &j.name).await {
                 Ok(l) => l,
@@ -621,7 +660,7 @@ async fn verify(
                 None => listing.backups.iter().collect(),
             };
             for b in chosen {
-                match restore::verify(&t, &b.manifest).await {
+                match restore::verify(&t, &b.manifest, ids.clone()).await {
                     Ok(r) => reports.push(r),
                     Err(e @ Error::Pending(_)) => pending.push(e.to_string()),
                     Err(e) => errors.push(e.to_string()),
@@ -641,7 +680,16 @@ async fn verify(
         );
     } else {
         for r in &reports {
-            if r.ok {
+            if r.ok && !r.contents_checked {
+                println!(
+                    "job {} on {}: backup {} ok as stored: {} encrypted volume(s), {} checked (sizes and SHA-256; give --identity to check the files inside)",
+                    r.job,
+                    r.destination,
+                    r.backup,
+                    r.volumes,
+                    human_bytes(r.bytes)
+                );
+            } else if r.ok {
                 println!(
                     "job {} on {}: backup {} ok: {} volume(s), {} files, {} checked",
                     r.job,
@@ -687,6 +735,7 @@ async fn verify(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn restore_cmd(
     out: &Out,
     cfg: &Config,
@@ -695,8 +744,10 @@ async fn restore_cmd(
     backup: &str,
     to: &Path,
     force: bool,
+    identity: Option<&Path>,
 ) -> Result<i32, Error> {
     let j = cfg.job(job)?;
+    let ids = Identities::find(identity, j.encryption.as_ref(), &j.name)?.map(Arc::new);
     let mut targets = destinations::job_targets(cfg, j, destination)?;
     // Destinations that can be read at once first: a backup also on a NAS
     // is restored from there, without waiting for (or paying) a retrieval.
@@ -721,7 +772,7 @@ async fn restore_cmd(
             }
         };
         let others: Vec<_> = listing.backups.iter().map(|b| b.manifest.clone()).collect();
-        let r = match restore::restore(t, &chosen.manifest, &others, to, force).await {
+        let r = match restore::restore(t, &chosen.manifest, &others, to, force, ids.clone()).await {
             Ok(r) => r,
             // Another destination may have it readable now; this one's
             // retrieval is requested either way.

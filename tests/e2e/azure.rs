@@ -18,7 +18,7 @@ fn azurite() -> HashMap<String, String> {
 /// A `[destination.blob]` table on Azurite's e2e container, under a prefix
 /// of this test's own, with the account key from `$AZ_KEY` unless `extra`
 /// names another credential.
-fn blob_table(sb: &Sandbox, extra: &str) -> String {
+pub(crate) fn blob_table(sb: &Sandbox, extra: &str) -> String {
     let e = azurite();
     let credential = if extra.contains("_env = ") {
         String::new()
@@ -33,7 +33,7 @@ fn blob_table(sb: &Sandbox, extra: &str) -> String {
     )
 }
 
-fn key() -> String {
+pub(crate) fn key() -> String {
     azurite()["AZURE_KEY"].clone()
 }
 

@@ -4,13 +4,13 @@
 use crate::remote::*;
 use crate::support::*;
 
-fn ftp() -> std::collections::HashMap<String, String> {
+pub(crate) fn ftp() -> std::collections::HashMap<String, String> {
     server_env("ftp.env", "ftp.sh")
 }
 
 /// A `[destination.ftp]` table on `server` (PYFTPD or PUREFTPD); the
 /// password comes from FTP_PW, which the tests set.
-fn ftp_table(sb: &Sandbox, server: &str, tls: &str, ca: &str) -> String {
+pub(crate) fn ftp_table(sb: &Sandbox, server: &str, tls: &str, ca: &str) -> String {
     let e = ftp();
     let ca = if ca.is_empty() {
         String::new()

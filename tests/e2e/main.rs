@@ -6,6 +6,7 @@ mod backup_restore;
 mod config_errors;
 mod daemon;
 mod destinations;
+mod encryption;
 mod ftp;
 mod incremental;
 mod prune;

@@ -542,3 +542,66 @@ fn the_printed_policies_are_enough_for_each_role_and_no_more() {
         "{stored}"
     );
 }
+
+/// Encryption with put-only keys: the database host holds only the public
+/// key and may only put; what lands in the bucket names no file and holds no
+/// row; the restorer restores with the identity.
+#[test]
+fn an_encrypted_put_only_backup_is_restored_by_the_restorer_with_the_identity() {
+    let sb =
+        Sandbox::new("an_encrypted_put_only_backup_is_restored_by_the_restorer_with_the_identity");
+    let rows: String = (0..3000)
+        .map(|i| format!("{i:06} account=bob.private@example.org balance=1000\n"))
+        .collect();
+    write(&sb.path("src/ledger-secret.db"), rows.as_bytes());
+    write(&sb.path("src/chunk-000000.000000"), &noise(1 << 20, 51));
+    let key = sb.path("restore.key");
+    let r = Run::from(
+        Command::new(bin())
+            .arg("keygen")
+            .arg(&key)
+            .output()
+            .expect("keygen"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let public = r.stdout.trim().to_string();
+    let table = s3_table(&sb, "put_only = true");
+    let job = format!("encryption = {{ recipients = [\"{public}\"] }}");
+    sb.config_dir_job(&job, &["s3"], &table);
+    let r = run_as(&sb, "uploader", &["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // Every object in the prefix, read with the admin key: no name, no row.
+    let prefix = table
+        .lines()
+        .find_map(|l| l.strip_prefix("prefix = "))
+        .map(|p| p.trim_matches('"').to_string())
+        .expect("prefix");
+    let admin = admin_backend();
+    let objects = block_on(offsite_backends::list_all(&admin, &prefix)).expect("list");
+    assert!(objects.len() >= 2, "{objects:?}");
+    for o in &objects {
+        let body = block_on(offsite_backends::get_bytes(&admin, &o.key)).expect("get");
+        let text = String::from_utf8_lossy(&body);
+        for secret in ["ledger-secret", "bob.private", "chunk-000000"] {
+            assert!(
+                !text.contains(secret) && !o.key.contains(secret),
+                "{secret} in {}",
+                o.key
+            );
+        }
+    }
+
+    // The restore host: the restorer's key and the identity.
+    let readable = table.replace("put_only = true\n", "");
+    let job = format!("encryption = {{ identity_file = \"{}\" }}", key.display());
+    sb.config_dir_job(&job, &["s3"], &readable);
+    let to = sb.path("restored");
+    let r = run_as(
+        &sb,
+        "restorer",
+        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src"), &to);
+}

@@ -9,7 +9,7 @@ fn sshd() -> std::collections::HashMap<String, String> {
 }
 
 /// A `[destination.sftp]` table; `auth` gives the login lines.
-fn sftp_table(sb: &Sandbox, auth: &str, known_hosts: &str) -> String {
+pub(crate) fn sftp_table(sb: &Sandbox, auth: &str, known_hosts: &str) -> String {
     let e = sshd();
     format!(
         "[destination.sftp]\nkind = \"sftp\"\nhost = \"{}\"\nport = {}\nuser = \"{}\"\n{auth}\nknown_hosts = \"{}\"\npath = \"{}\"\nprefix = \"{}\"\n",
@@ -22,7 +22,7 @@ fn sftp_table(sb: &Sandbox, auth: &str, known_hosts: &str) -> String {
     )
 }
 
-fn key_auth() -> String {
+pub(crate) fn key_auth() -> String {
     format!("key_file = \"{}\"", sshd()["SFTP_KEY_FILE"])
 }
 
