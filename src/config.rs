@@ -607,6 +607,53 @@ fn parse_compression(text: &str) -> Result<i32, String> {
     Ok(level)
 }
 
+/// `value` must be one of `allowed`, as the configuration writes them.
+fn check_choice(
+    ctx: &Ctx,
+    at: &[Seg],
+    what: &str,
+    value: &str,
+    allowed: &[&str],
+) -> Result<(), Error> {
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    Err(ctx.err(
+        at,
+        format!(
+            "unknown {what} {value:?}; use one of {}",
+            allowed.join(", ")
+        ),
+    ))
+}
+
+/// Which of two alternative keys a table gives.
+enum OneOf<A, B> {
+    First(A),
+    Second(B),
+}
+
+/// Exactly one of two alternative keys of the table at `table`: both is an
+/// error at the second, neither is `missing` at the table.
+fn one_of<A, B>(
+    ctx: &Ctx,
+    table: &[Seg],
+    (first, a): (&str, Option<A>),
+    (second, b): (&str, Option<B>),
+    missing: &str,
+) -> Result<OneOf<A, B>, Error> {
+    match (a, b) {
+        (Some(a), None) => Ok(OneOf::First(a)),
+        (None, Some(b)) => Ok(OneOf::Second(b)),
+        (Some(_), Some(_)) => {
+            let mut at = table.to_vec();
+            at.push(k(second));
+            Err(ctx.err(&at, format!("give {first} or {second}, not both")))
+        }
+        (None, None) => Err(ctx.err(table, missing)),
+    }
+}
+
 fn check_globs(ctx: &Ctx, path: &[Seg], globs: &[String]) -> Result<(), Error> {
     for (i, g) in globs.iter().enumerate() {
         let mut p = path.to_vec();
@@ -700,27 +747,23 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                         format!("invalid endpoint {e:?}: write a URL like \"https://s3.example.net\" or \"http://127.0.0.1:9000\""),
                     ));
                 }
-                if let Some(c) = &storage_class
-                    && !s3::STORAGE_CLASSES.contains(&c.as_str())
-                {
-                    return Err(ctx.err(
+                if let Some(c) = &storage_class {
+                    check_choice(
+                        ctx,
                         &key("storage_class"),
-                        format!(
-                            "unknown storage class {c:?}; use one of {}",
-                            s3::STORAGE_CLASSES.join(", ")
-                        ),
-                    ));
+                        "storage class",
+                        c,
+                        s3::STORAGE_CLASSES,
+                    )?;
                 }
                 let restore_tier = restore_tier.unwrap_or_else(|| "Standard".to_string());
-                if !RESTORE_TIERS.contains(&restore_tier.as_str()) {
-                    return Err(ctx.err(
-                        &key("restore_tier"),
-                        format!(
-                            "unknown restore tier {restore_tier:?}; use one of {}",
-                            RESTORE_TIERS.join(", ")
-                        ),
-                    ));
-                }
+                check_choice(
+                    ctx,
+                    &key("restore_tier"),
+                    "restore tier",
+                    &restore_tier,
+                    RESTORE_TIERS,
+                )?;
                 if let Some(c) = &storage_class
                     && s3::needs_restore(c)
                     && s3::retrieval_time(c, &restore_tier).is_none()
@@ -789,32 +832,24 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                 if path.contains('\0') {
                     return Err(ctx.err(&key("path"), "the path cannot contain a NUL byte"));
                 }
-                let auth = match (key_file, password_env) {
-                    (Some(file), None) => SftpAuth::KeyFile {
+                if key_file.is_none() && password_env.is_some() && key_passphrase_env.is_some() {
+                    return Err(ctx.err(
+                        &key("key_passphrase_env"),
+                        "key_passphrase_env goes with key_file, not password_env",
+                    ));
+                }
+                let auth = match one_of(
+                    ctx,
+                    &here,
+                    ("key_file", key_file),
+                    ("password_env", password_env),
+                    "an sftp destination needs key_file (a private key) or password_env (the name of an environment variable holding the password)",
+                )? {
+                    OneOf::First(file) => SftpAuth::KeyFile {
                         path: ctx.resolve_path(&file),
                         passphrase_env: key_passphrase_env,
                     },
-                    (None, Some(env)) if key_passphrase_env.is_none() => {
-                        SftpAuth::PasswordEnv { env }
-                    }
-                    (None, Some(_)) => {
-                        return Err(ctx.err(
-                            &key("key_passphrase_env"),
-                            "key_passphrase_env goes with key_file, not password_env",
-                        ));
-                    }
-                    (Some(_), Some(_)) => {
-                        return Err(ctx.err(
-                            &key("password_env"),
-                            "give key_file or password_env, not both",
-                        ));
-                    }
-                    (None, None) => {
-                        return Err(ctx.err(
-                            &here,
-                            "an sftp destination needs key_file (a private key) or password_env (the name of an environment variable holding the password)",
-                        ));
-                    }
+                    OneOf::Second(env) => SftpAuth::PasswordEnv { env },
                 };
                 let known_hosts = match known_hosts {
                     Some(f) => ctx.resolve_path(&f),
@@ -970,44 +1005,34 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                         format!("invalid endpoint {e:?}: write a URL like \"https://{account}.blob.core.windows.net\" or \"http://127.0.0.1:10000/devstoreaccount1\""),
                     ));
                 }
-                let credential = match (access_key_env, sas_token_env) {
-                    (Some(v), None) => AzureCredential::SharedKey(SecretSource::Env(v)),
-                    (None, Some(v)) => AzureCredential::Sas(SecretSource::Env(v)),
-                    (Some(_), Some(_)) => {
-                        return Err(ctx.err(
-                            &key("sas_token_env"),
-                            "give access_key_env or sas_token_env, not both",
-                        ));
-                    }
-                    (None, None) => {
-                        return Err(ctx.err(
-                            &here,
-                            "an azure destination needs access_key_env (the name of an environment variable holding the account key) or sas_token_env (one holding a SAS token)",
-                        ));
-                    }
+                let credential = match one_of(
+                    ctx,
+                    &here,
+                    ("access_key_env", access_key_env),
+                    ("sas_token_env", sas_token_env),
+                    "an azure destination needs access_key_env (the name of an environment variable holding the account key) or sas_token_env (one holding a SAS token)",
+                )? {
+                    OneOf::First(v) => AzureCredential::SharedKey(SecretSource::Env(v)),
+                    OneOf::Second(v) => AzureCredential::Sas(SecretSource::Env(v)),
                 };
-                if let Some(t) = &access_tier
-                    && !azure::ACCESS_TIERS.contains(&t.as_str())
-                {
-                    return Err(ctx.err(
+                if let Some(t) = &access_tier {
+                    check_choice(
+                        ctx,
                         &key("access_tier"),
-                        format!(
-                            "unknown access tier {t:?}; use one of {}",
-                            azure::ACCESS_TIERS.join(", ")
-                        ),
-                    ));
+                        "access tier",
+                        t,
+                        azure::ACCESS_TIERS,
+                    )?;
                 }
                 let rehydrate_priority =
                     rehydrate_priority.unwrap_or_else(|| "Standard".to_string());
-                if !REHYDRATE_PRIORITIES.contains(&rehydrate_priority.as_str()) {
-                    return Err(ctx.err(
-                        &key("rehydrate_priority"),
-                        format!(
-                            "unknown rehydrate priority {rehydrate_priority:?}; use one of {}",
-                            REHYDRATE_PRIORITIES.join(", ")
-                        ),
-                    ));
-                }
+                check_choice(
+                    ctx,
+                    &key("rehydrate_priority"),
+                    "rehydrate priority",
+                    &rehydrate_priority,
+                    REHYDRATE_PRIORITIES,
+                )?;
                 (
                     DestinationKind::Azure(AzureOptions {
                         account,

@@ -75,6 +75,7 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use tokio::sync::OnceCell;
 
+use crate::error::causes;
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
     Readiness, Result, Secret, UploadId, validate_key,
@@ -241,17 +242,11 @@ impl AzureBackend {
     fn read_secret(&self, source: &SecretSource, what: &str) -> Result<Secret> {
         match source {
             SecretSource::Value(s) => Ok(s.clone()),
-            SecretSource::Env(var) => match std::env::var(var) {
-                Ok(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
-                _ => Err(Error::new(
-                    ErrorKind::Unauthenticated,
-                    format!("environment variable {var} ({what}) is not set"),
-                )
-                .with_destination(&self.name)
-                .with_hint(format!(
-                    "set {var} for offsite (cron passes almost no environment: set it in the crontab or the service unit's Environment=/EnvironmentFile=)"
-                ))),
-            },
+            // Keys and SAS tokens have no spaces: a trailing newline (from
+            // a file) is dropped.
+            SecretSource::Env(var) => crate::secret::from_env(var, what)
+                .map(|s| Secret::new(s.expose().trim()))
+                .map_err(|e| e.with_destination(&self.name)),
         }
     }
 
@@ -563,20 +558,6 @@ fn block_id(nonce: &str, index: u32) -> Result<Vec<u8>> {
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// The error and its sources, each said once.
-fn causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
 }
 
 /// `text` without the SAS token or any `sig=` value in it (transport errors

@@ -194,6 +194,21 @@ impl std::error::Error for Error {
     }
 }
 
+/// The error and its sources, each said once: "dispatch failure: io error:
+/// Connection refused" rather than the SDK's debug dump.
+pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -393,18 +393,7 @@ impl Inner {
         }
         let password = match &o.password {
             FtpPassword::Value(s) => s.clone(),
-            FtpPassword::Env(var) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Secret::new(v),
-                _ => {
-                    return Err(Error::new(
-                        ErrorKind::Unauthenticated,
-                        format!("environment variable {var} (password_env) is not set"),
-                    )
-                    .with_hint(format!(
-                        "set {var} for offsite (cron passes almost no environment: set it in the crontab or the service unit's Environment=/EnvironmentFile=)"
-                    )));
-                }
-            },
+            FtpPassword::Env(var) => crate::secret::from_env(var, "password_env")?,
         };
         ftp.login(o.user.as_str(), password.expose())
             .map_err(|e| ftp_error(format!("login as {}", self.endpoint()), e))?;

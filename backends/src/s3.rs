@@ -51,6 +51,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
+use crate::error::causes;
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
     Readiness, Result, Secret, UploadId, validate_key,
@@ -322,21 +323,6 @@ impl S3Backend {
             _ => e,
         }
     }
-}
-
-/// The error and its sources, each said once: "dispatch failure: io error:
-/// Connection refused" rather than the SDK's debug dump.
-fn causes(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
 }
 
 /// Why the credentials could not be loaded, when that is what failed.

@@ -18,6 +18,23 @@ impl Secret {
     }
 }
 
+/// The secret in environment variable `var` (`what` names it in the error):
+/// read when connecting, so a missing variable shows as an Unauthenticated
+/// error naming it, with the cron hint, never as a panic at start.
+pub(crate) fn from_env(var: &str, what: &str) -> crate::Result<Secret> {
+    match std::env::var(var) {
+        // As given: a password may end in a space.
+        Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
+        _ => Err(crate::Error::new(
+            crate::ErrorKind::Unauthenticated,
+            format!("environment variable {var} ({what}) is not set"),
+        )
+        .with_hint(format!(
+            "set {var} for offsite (cron passes almost no environment: set it in the crontab or the service unit's Environment=/EnvironmentFile=)"
+        ))),
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")

@@ -372,18 +372,7 @@ impl Inner {
 
     fn authenticate(&self, session: &Session) -> Result<()> {
         let o = &self.options;
-        let env = |var: &str, what: &str| -> Result<Secret> {
-            match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Ok(Secret::new(v)),
-                _ => Err(Error::new(
-                    ErrorKind::Unauthenticated,
-                    format!("environment variable {var} ({what}) is not set"),
-                )
-                .with_hint(format!(
-                    "set {var} for offsite (cron passes almost no environment: set it in the crontab or the service unit's Environment=/EnvironmentFile=)"
-                ))),
-            }
-        };
+        let env = crate::secret::from_env;
         let result = match &o.auth {
             SftpAuth::KeyFile {
                 path,

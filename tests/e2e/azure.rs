@@ -66,15 +66,6 @@ fn admin(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The destination's prefix, as the table wrote it.
-fn prefix_of(table: &str) -> String {
-    table
-        .lines()
-        .find_map(|l| l.strip_prefix("prefix = "))
-        .map(|p| p.trim_matches('"').to_string())
-        .expect("prefix")
-}
-
 #[test]
 fn an_azure_backup_killed_mid_upload_resumes_and_restores() {
     let sb = Sandbox::new("an_azure_backup_killed_mid_upload_resumes_and_restores");
@@ -136,13 +127,7 @@ fn a_put_only_sas_backs_up_and_a_reader_with_the_key_restores() {
     sb.config_dir_job("volume_size = \"1MiB\"", &["blob"], &reader);
     let r = run(&sb, &["--json", "verify"]);
     assert_eq!(r.code, 0, "{r:?}");
-    let to = sb.path("restored");
-    let r = run(
-        &sb,
-        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&sb.path("src"), &to);
+    restores_the_source(&sb, |args| run(&sb, args));
 }
 
 /// Uncommitted blocks expire after seven days: a resume that finds them gone
@@ -205,13 +190,7 @@ fn blocks_gone_from_the_server_restart_that_volume() {
         r.stderr.contains("again"),
         "the volume is sent again: {r:?}"
     );
-    let to = sb.path("restored");
-    let r = run(
-        &sb,
-        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&sb.path("src"), &to);
+    restores_the_source(&sb, |args| run(&sb, args));
 }
 
 /// Volumes in the Archive tier: verify and restore ask for every volume's

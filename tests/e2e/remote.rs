@@ -33,6 +33,25 @@ pub fn unique_prefix(sb: &Sandbox) -> String {
     format!("e2e/{test}-{nonce}")
 }
 
+/// Restores job db's latest backup into `restored/` with `run` (offsite
+/// with the arguments given, and whatever credentials it sets) and checks
+/// it equals `src/`.
+pub fn restores_the_source(sb: &Sandbox, run: impl Fn(&[&str]) -> Run) {
+    let to = sb.path("restored");
+    let r = run(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src"), &to);
+}
+
+/// The `prefix = "..."` a destination table sets.
+pub fn prefix_of(table: &str) -> String {
+    table
+        .lines()
+        .find_map(|l| l.strip_prefix("prefix = "))
+        .map(|p| p.trim_matches('"').to_string())
+        .expect("the table sets a prefix")
+}
+
 /// Backs up 6 MiB in three volumes to destination `dest` (its TOML table is
 /// `table`; the bandwidth limit set here keeps the upload slow), SIGKILLs
 /// the run once a part is journaled, resumes with `upload`, and restores:
@@ -85,10 +104,7 @@ pub fn killed_backup_resumes_and_restores(
             .is_some_and(|v| v >= 3),
         "a multi-volume backup: {r:?}"
     );
-    let to = sb.path("restored");
-    let r = run(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&sb.path("src"), &to);
+    restores_the_source(sb, run);
 }
 
 /// A backup to a path destination and to `dest` (`table`, which the server

@@ -162,14 +162,7 @@ fn restore_config(sb: &Sandbox, table: &str) {
 
 /// Restores the latest backup with the restorer's key; it must equal `src/`.
 fn restore_as_restorer(sb: &Sandbox) {
-    let to = sb.path("restored");
-    let r = run_as(
-        sb,
-        "restorer",
-        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&sb.path("src"), &to);
+    crate::remote::restores_the_source(sb, |args| run_as(sb, "restorer", args));
 }
 
 #[test]
@@ -333,11 +326,7 @@ fn a_restore_from_glacier_requests_the_retrieval_exits_4_and_completes_later() {
     assert_eq!(r.code, 0, "{r:?}");
 
     // The volumes really are cold: a plain GetObject is refused.
-    let prefix = table
-        .lines()
-        .find_map(|l| l.strip_prefix("prefix = "))
-        .map(|p| p.trim_matches('"').to_string())
-        .expect("prefix");
+    let prefix = crate::remote::prefix_of(&table);
     let admin = admin_backend();
     let keys: Vec<String> = block_on(offsite_backends::list_all(&admin, &prefix))
         .expect("list")
@@ -572,11 +561,7 @@ fn an_encrypted_put_only_backup_is_restored_by_the_restorer_with_the_identity() 
     assert_eq!(r.code, 0, "{r:?}");
 
     // Every object in the prefix, read with the admin key: no name, no row.
-    let prefix = table
-        .lines()
-        .find_map(|l| l.strip_prefix("prefix = "))
-        .map(|p| p.trim_matches('"').to_string())
-        .expect("prefix");
+    let prefix = crate::remote::prefix_of(&table);
     let admin = admin_backend();
     let objects = block_on(offsite_backends::list_all(&admin, &prefix)).expect("list");
     assert!(objects.len() >= 2, "{objects:?}");
@@ -596,12 +581,5 @@ fn an_encrypted_put_only_backup_is_restored_by_the_restorer_with_the_identity() 
     let readable = table.replace("put_only = true\n", "");
     let job = format!("encryption = {{ identity_file = \"{}\" }}", key.display());
     sb.config_dir_job(&job, &["s3"], &readable);
-    let to = sb.path("restored");
-    let r = run_as(
-        &sb,
-        "restorer",
-        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_same_tree(&sb.path("src"), &to);
+    crate::remote::restores_the_source(&sb, |args| run_as(&sb, "restorer", args));
 }
