@@ -8,7 +8,7 @@ RUN_CONFIG := fixtures/run/offsite.toml
 # The real servers the tests talk to (tests/servers/<name>.sh start|stop).
 SERVERS := moto sshd ftp azurite
 
-.PHONY: run test deps build lint fmt clean-run
+.PHONY: run test fuzz deps build lint fmt clean-run
 
 deps:
 	@bash fixtures/install-deps.sh
@@ -36,6 +36,16 @@ test: deps lint
 	for s in $(SERVERS); do tests/servers/$$s.sh start || { rc=1; break; }; done; \
 	if [ $$rc -eq 0 ]; then $(CARGO) test --workspace --all-targets; rc=$$?; fi; \
 	for s in $(SERVERS); do tests/servers/$$s.sh stop; done; \
+	exit $$rc
+
+# The parsers' fuzzing at length: FUZZ_CASES inputs per property (4
+# properties: random text and mutations, for the config and the manifest).
+# `make test` runs 2,000 per property.
+FUZZ_CASES ?= 250000
+fuzz:
+	@start=$$(date +%s); \
+	OFFSITE_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --test fuzz_parsers -- --nocapture; rc=$$?; \
+	echo "fuzz: $(FUZZ_CASES) inputs per property, 4 properties, $$(( $$(date +%s) - start )) s (build included), exit $$rc"; \
 	exit $$rc
 
 lint:

@@ -102,6 +102,24 @@ pub async fn list_job(target: &Target, job: &str) -> Result<Listing> {
 }
 
 /// Picks `wanted` (an id, or `latest`) from a listing.
+/// Refuses a `--backup` value that can be no backup's id: `latest`, or an
+/// id as offsite writes them (`20261122T021500Z-full`, `...-incr`).
+pub fn check_backup_arg(wanted: &str) -> Result<()> {
+    let b = wanted.as_bytes();
+    let shaped = b.len() > 17
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && &b[15..17] == b"Z-"
+        && crate::manifest::safe_id(wanted);
+    if wanted == "latest" || shaped {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "--backup {wanted:?} is not a backup id: give `latest` or an id as `offsite list` shows it (like 20261122T021500Z-full)"
+    )))
+}
+
 pub fn select<'a>(listing: &'a Listing, job: &str, wanted: &str) -> Result<&'a RemoteBackup> {
     let damaged = |id: &str| {
         Error::Failed(format!(

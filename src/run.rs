@@ -155,7 +155,9 @@ pub async fn backup(
     };
     let staged = match staged {
         Ok(s) => s,
-        Err(e @ Error::Config(_)) => return Err(e),
+        // A configuration or usage problem (a missing passphrase) is not a
+        // failed run: it exits 2 before anything is staged.
+        Err(e) if e.exit_code() == 2 => return Err(e),
         Err(e) => {
             let mut report = RunReport::failed(&job.name, &e);
             if let Err(e) = record_status(&staging, job, "backup", &report, Some(&started)) {

@@ -633,6 +633,9 @@ async fn verify(
     backup: Option<&str>,
     identity: Option<&Path>,
 ) -> Result<i32, Error> {
+    if let Some(b) = backup {
+        catalog::check_backup_arg(b)?;
+    }
     let mut reports = Vec::new();
     let mut errors = Vec::new();
     let mut pending = Vec::new();
@@ -746,6 +749,7 @@ async fn restore_cmd(
     force: bool,
     identity: Option<&Path>,
 ) -> Result<i32, Error> {
+    catalog::check_backup_arg(backup)?;
     let j = cfg.job(job)?;
     let ids = Identities::find(identity, j.encryption.as_ref(), &j.name)?.map(Arc::new);
     let mut targets = destinations::job_targets(cfg, j, destination)?;
