@@ -72,8 +72,30 @@ const MANIFEST: &str = r#"{
 
 /// Tokens that make mutations land on syntax rather than only in strings.
 const TOKENS: &[&str] = &[
-    "\"", "'", "[", "]", "{", "}", "=", ",", "\n", "#", ".", "-1", "0", "1e309", "true",
-    "null", "\"../\"", "\"/\"", "\\u0000", "ü", "[[job]]", "kind", "\"s3\"", "18446744073709551616",
+    "\"",
+    "'",
+    "[",
+    "]",
+    "{",
+    "}",
+    "=",
+    ",",
+    "\n",
+    "#",
+    ".",
+    "-1",
+    "0",
+    "1e309",
+    "true",
+    "null",
+    "\"../\"",
+    "\"/\"",
+    "\\u0000",
+    "ü",
+    "[[job]]",
+    "kind",
+    "\"s3\"",
+    "18446744073709551616",
 ];
 
 /// An edit of a text: at a position (a fraction of its length), delete some

@@ -49,7 +49,7 @@ fn run(sb: &Sandbox, args: &[&str]) -> Run {
 
 /// `tests/servers/azure_admin.py` with the account key: what the tests see
 /// of the container outside offsite.
-fn admin(args: &[&str]) -> String {
+pub(crate) fn admin(args: &[&str]) -> String {
     let e = azurite();
     let out = Command::new(&e["AZURE_ADMIN"])
         .args(args)

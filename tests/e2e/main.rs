@@ -13,6 +13,7 @@ mod prune;
 mod remote;
 mod resume;
 mod s3;
+mod secrets;
 mod sftp;
 mod sources;
 mod support;

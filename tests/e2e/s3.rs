@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn moto() -> HashMap<String, String> {
+pub(crate) fn moto() -> HashMap<String, String> {
     crate::remote::server_env("moto.env", "moto.sh")
 }
 
@@ -44,7 +44,7 @@ fn run_as(sb: &Sandbox, user: &str, args: &[&str]) -> Run {
 }
 
 /// A `[destination.s3]` table on moto's bucket, under a prefix of this test's own.
-fn s3_table(sb: &Sandbox, extra: &str) -> String {
+pub(crate) fn s3_table(sb: &Sandbox, extra: &str) -> String {
     let m = moto();
     let test = sb.root.file_name().and_then(|n| n.to_str()).unwrap_or("t");
     let nonce = std::time::SystemTime::now()
