@@ -291,3 +291,185 @@ fn too_little_free_space_is_refused_before_staging() {
     );
     assert_eq!(fs::read_dir(sb.path("dest")).expect("dest").count(), 0);
 }
+
+/// Rewrites the only volume of backup `dir` (a path destination's folder)
+/// with python's tarfile and the zstd tool, as an attacker who can write to
+/// the destination would, and fixes the manifest's size and SHA-256 so the
+/// volume looks intact: `mode` is `extra` (an entry the manifest does not
+/// list), `dotdot` (an entry named ../escape.txt) or `link-out` (the symlink
+/// pointing outside the tree).
+fn forge_volume(dir: &std::path::Path, mode: &str) {
+    let script = r#"
+import hashlib, io, json, subprocess, sys, tarfile
+d, mode = sys.argv[1], sys.argv[2]
+vol = d + "/vol-000000.tar.zst"
+raw = subprocess.run(["zstd", "-dc", vol], check=True, capture_output=True).stdout
+src = tarfile.open(fileobj=io.BytesIO(raw))
+out = io.BytesIO()
+with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+    for m in src.getmembers():
+        if mode == "link-out" and m.issym():
+            m.linkname = "../../../../escape-target"
+        t.addfile(m, src.extractfile(m) if m.isfile() else None)
+    if mode in ("extra", "dotdot"):
+        name = "evil.txt" if mode == "extra" else "../escape.txt"
+        ti = tarfile.TarInfo(name); ti.size = 4
+        t.addfile(ti, io.BytesIO(b"evil"))
+packed = subprocess.run(["zstd", "-c", "-q"], input=out.getvalue(), check=True, capture_output=True).stdout
+open(vol, "wb").write(packed)
+man = json.load(open(d + "/manifest.json"))
+man["volumes"][0]["size"] = len(packed)
+man["volumes"][0]["sha256"] = hashlib.sha256(packed).hexdigest()
+json.dump(man, open(d + "/manifest.json", "w"))
+"#;
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .arg(mode)
+        .status()
+        .expect("python3");
+    assert!(status.success(), "forging {mode}");
+}
+
+/// Damaged and hostile remote data, one case per sandbox: `verify` names
+/// what is wrong (exit 1), `restore` refuses (exit 1) and writes nothing
+/// outside `--to`.
+#[test]
+fn damaged_and_hostile_backups_are_named_and_refused() {
+    type Damage = fn(&std::path::Path);
+    let cases: &[(&str, Damage, &str)] = &[
+        (
+            "a truncated volume",
+            |d| {
+                let v = d.join("vol-000000.tar.zst");
+                let len = fs::metadata(&v).expect("volume").len();
+                let f = fs::OpenOptions::new().write(true).open(&v).expect("open");
+                f.set_len(len / 2).expect("truncate");
+            },
+            "truncated",
+        ),
+        (
+            "a manifest that is not JSON",
+            |d| fs::write(d.join("manifest.json"), b"{\"format\": 1, \"files\": [").expect("write"),
+            "manifest",
+        ),
+        (
+            "an absolute path in the manifest",
+            |d| {
+                let p = d.join("manifest.json");
+                let mut m: serde_json::Value =
+                    serde_json::from_slice(&fs::read(&p).expect("read")).expect("json");
+                m["files"][0]["path"] = "/etc/offsite-escape".into();
+                fs::write(&p, serde_json::to_vec(&m).expect("ser")).expect("write");
+            },
+            "unsafe path",
+        ),
+        (
+            "an archive entry the manifest does not list",
+            |d| forge_volume(d, "extra"),
+            "\\\"evil.txt\\\" is not in the manifest",
+        ),
+        (
+            "an archive entry named ../",
+            |d| forge_volume(d, "dotdot"),
+            "unsafe path",
+        ),
+        (
+            "a symlink pointing outside",
+            |d| forge_volume(d, "link-out"),
+            "points elsewhere",
+        ),
+    ];
+    for (i, (what, damage, says)) in cases.iter().enumerate() {
+        let sb = Sandbox::new(&format!("damaged_and_hostile_backups_{i}"));
+        write(&sb.path("src/a.txt"), b"the real data\n");
+        write(&sb.path("src/chunk-000000.000000"), &noise(50_000, 7));
+        std::os::unix::fs::symlink("a.txt", sb.path("src/current")).expect("symlink");
+        sb.config_dir_job("", &["nas"], NAS);
+        let r = sb.offsite(&["--json", "backup"]);
+        assert_eq!(r.code, 0, "{what}: {r:?}");
+        let id = r.json()["backup"].as_str().expect("id").to_string();
+        damage(&sb.path("dest/backups/db").join(&id));
+
+        let v = sb.offsite(&["--json", "verify"]);
+        assert_eq!(v.code, 1, "{what}: {v:?}");
+        assert!(
+            v.stdout.contains(says),
+            "{what}: verify should say {says:?}: {v:?}"
+        );
+        let to = sb.path("restored");
+        let r = sb.offsite(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
+        assert_eq!(r.code, 1, "{what}: {r:?}");
+        for escaped in ["escape.txt", "escape-target", "evil.txt"] {
+            assert!(
+                !sb.path(escaped).exists(),
+                "{what}: {escaped} written outside --to"
+            );
+            assert!(!to.join(escaped).exists(), "{what}: {escaped} restored");
+        }
+        assert!(
+            !std::path::Path::new("/etc/offsite-escape").exists(),
+            "{what}"
+        );
+        let link = to.join("current");
+        assert!(
+            fs::read_link(&link).map_or(true, |t| t == std::path::Path::new("a.txt")),
+            "{what}: a symlink leaving the tree was created"
+        );
+    }
+}
+
+/// A small tmpfs mounted for the time of a test (make test runs as root,
+/// as its sshd and FTP servers need); unmounted on drop, even on a panic.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: std::path::PathBuf, size: &str) -> SmallDisk {
+        fs::create_dir_all(&at).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .expect("mount (make test runs as root)");
+        assert!(status.success(), "mount a {size} tmpfs at {}", at.display());
+        SmallDisk(at)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The disk fills while staging (a dump bigger than the space left, which
+/// no estimate could know): a clear error, nothing shipped, and the
+/// half-written backup removed from staging.
+#[test]
+fn a_full_disk_while_staging_fails_cleanly_and_ships_nothing() {
+    let sb = Sandbox::new("a_full_disk_while_staging_fails_cleanly_and_ships_nothing");
+    let _disk = SmallDisk::mount(sb.path("staging"), "2m");
+    sb.write_config(&format!(
+        "[staging]\ndir = \"staging\"\nmin_free = \"0\"\n\n[[job]]\nname = \"db\"\nsource = {{ kind = \"command\", run = \"head -c 6000000 /dev/urandom\", output = \"dump.bin\" }}\ndestinations = [\"nas\"]\n\n{NAS}"
+    ));
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let err = r.json()["error"].as_str().expect("error").to_string();
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(
+        fs::read_dir(sb.path("dest")).expect("dest").count(),
+        0,
+        "nothing shipped"
+    );
+    let left: Vec<_> = walkdir::WalkDir::new(sb.path("staging/db"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file() && e.path().to_string_lossy().contains("dump"))
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the half-written dump is removed: {left:?}"
+    );
+}
