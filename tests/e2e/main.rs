@@ -3,6 +3,7 @@
 
 mod azure;
 mod backup_restore;
+mod chaos;
 mod config_errors;
 mod daemon;
 mod destinations;
