@@ -8,6 +8,7 @@ mod config_errors;
 mod daemon;
 mod destinations;
 mod encryption;
+mod faults;
 mod ftp;
 mod incremental;
 mod prune;

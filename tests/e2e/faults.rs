@@ -1,0 +1,255 @@
+//! Network faults between offsite and a real server: a TCP proxy in the test
+//! cuts connections after some bytes, or stalls them. Uploads retry and
+//! complete; a stalled connection times out instead of hanging; a
+//! destination that stays unreachable fails alone (exit 3).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// What the proxy does to the connections it accepts.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// Forward everything.
+    Pass,
+    /// Cut each of the next `times` connections once it has sent `after`
+    /// bytes towards the server.
+    Cut { after: u64, times: usize },
+    /// Stop forwarding (in both directions) once `after` bytes went towards
+    /// the server, keeping the connection open.
+    Stall { after: u64 },
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream`, for the test's lifetime.
+struct Proxy {
+    port: u16,
+    fault: Arc<Mutex<Fault>>,
+    /// Connections cut so far.
+    cuts: Arc<AtomicUsize>,
+    done: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstream: String, fault: Fault) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let fault = Arc::new(Mutex::new(fault));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let (f, c, d) = (fault.clone(), cuts.clone(), done.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if d.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                // This connection's fault, decided when it opens.
+                let mine = {
+                    let mut g = f.lock().expect("fault");
+                    let mine = *g;
+                    if let Fault::Cut { after, times } = *g {
+                        *g = if times > 1 {
+                            Fault::Cut {
+                                after,
+                                times: times - 1,
+                            }
+                        } else {
+                            Fault::Pass
+                        };
+                        Fault::Cut { after, times: 1 }
+                    } else {
+                        mine
+                    }
+                };
+                pump_pair(client, server, mine, c.clone(), d.clone());
+            }
+        });
+        Proxy {
+            port,
+            fault,
+            cuts,
+            done,
+        }
+    }
+
+    fn set(&self, fault: Fault) {
+        *self.fault.lock().expect("fault") = fault;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees `done`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn pump_pair(
+    client: TcpStream,
+    server: TcpStream,
+    fault: Fault,
+    cuts: Arc<AtomicUsize>,
+    done: Arc<AtomicBool>,
+) {
+    let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let up_bytes = Arc::new(AtomicUsize::new(0));
+    let stalled = Arc::new(AtomicBool::new(false));
+    let (ub, st) = (up_bytes.clone(), stalled.clone());
+    // Towards the server: where the faults are applied.
+    std::thread::spawn(move || {
+        let (mut from, mut to) = (client, server);
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let sent = ub.fetch_add(n, Ordering::SeqCst) + n;
+            match fault {
+                Fault::Cut { after, .. } if sent as u64 >= after => {
+                    cuts.fetch_add(1, Ordering::SeqCst);
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                    break;
+                }
+                Fault::Stall { after } if sent as u64 >= after => {
+                    st.store(true, Ordering::SeqCst);
+                    // Hold the connection open, forwarding nothing, until the
+                    // client gives up (or the test ends).
+                    while !done.load(Ordering::SeqCst) {
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Both);
+                    break;
+                }
+                _ => {}
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+    // Towards the client.
+    std::thread::spawn(move || {
+        let (mut from, mut to) = (s2, c2);
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if stalled.load(Ordering::SeqCst) {
+                continue;
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+/// Azure's table with the endpoint through the proxy on `port`.
+fn blob_via(sb: &Sandbox, port: u16, extra: &str) -> String {
+    let e = crate::remote::server_env("azurite.env", "azurite.sh");
+    let endpoint = &e["AZURE_ENDPOINT"];
+    crate::azure::blob_table(sb, extra).replace(
+        &format!("endpoint = \"{endpoint}\""),
+        &format!(
+            "endpoint = \"http://127.0.0.1:{port}/{}\"",
+            e["AZURE_ACCOUNT"]
+        ),
+    )
+}
+
+fn upstream_of_azurite() -> String {
+    let e = crate::remote::server_env("azurite.env", "azurite.sh");
+    e["AZURE_ENDPOINT"]
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .expect("host:port")
+        .to_string()
+}
+
+const NAS: &str = "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n";
+
+fn source(sb: &Sandbox) {
+    write(&sb.path("src/chunk-000000.000000"), &noise(3 << 20, 81));
+    write(&sb.path("src/writer.chk"), b"0000000000000081");
+}
+
+#[test]
+fn connections_cut_mid_upload_are_retried_and_the_backup_completes() {
+    let sb = Sandbox::new("connections_cut_mid_upload_are_retried_and_the_backup_completes");
+    source(&sb);
+    // Each of the first three connections dies after 600 KB towards the server.
+    let proxy = Proxy::start(
+        upstream_of_azurite(),
+        Fault::Cut {
+            after: 600_000,
+            times: 3,
+        },
+    );
+    let table = blob_via(&sb, proxy.port, "part_size = \"1MiB\"\nconcurrency = 1");
+    sb.config_dir_job("volume_size = \"1MiB\"", &["blob"], &table);
+    let key = crate::azure::key();
+    let run =
+        |args: &[&str]| Run::from(sb.command(args).env("AZ_KEY", &key).output().expect("run"));
+    let r = run(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        proxy.cuts.load(Ordering::SeqCst),
+        3,
+        "three connections were cut"
+    );
+    proxy.set(Fault::Pass);
+    crate::remote::restores_the_source(&sb, run);
+}
+
+#[test]
+fn a_stalled_connection_times_out_and_its_destination_fails_alone() {
+    let sb = Sandbox::new("a_stalled_connection_times_out_and_its_destination_fails_alone");
+    source(&sb);
+    let proxy = Proxy::start(upstream_of_azurite(), Fault::Stall { after: 300_000 });
+    let table = blob_via(&sb, proxy.port, "timeout = \"2s\"");
+    sb.config_dir_job("", &["nas", "blob"], &format!("{NAS}\n{table}"));
+    let started = Instant::now();
+    let r = Run::from(
+        sb.command(&["--json", "backup"])
+            .env("AZ_KEY", crate::azure::key())
+            .output()
+            .expect("run"),
+    );
+    let took = started.elapsed();
+    assert_eq!(r.code, 3, "{r:?}");
+    let j = r.json();
+    let dests = j["destinations"].as_array().expect("destinations");
+    let nas = dests.iter().find(|d| d["name"] == "nas").expect("nas");
+    let blob = dests.iter().find(|d| d["name"] == "blob").expect("blob");
+    assert_eq!(nas["status"], "ok", "{r:?}");
+    assert_eq!(blob["status"], "failed", "{r:?}");
+    let err = blob["error"].as_str().unwrap_or("");
+    assert!(
+        err.contains("timed out"),
+        "the error says it timed out: {err}"
+    );
+    assert!(
+        took < Duration::from_secs(90),
+        "a stalled server must not hang the backup: {took:?}"
+    );
+}
