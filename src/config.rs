@@ -218,6 +218,7 @@ struct RawS3Destination {
     profile: Option<String>,
     restore_tier: Option<String>,
     restore_days: Option<i64>,
+    timeout: Option<HumanDuration>,
     bwlimit: Option<ByteSize>,
     part_size: Option<ByteSize>,
     concurrency: Option<usize>,
@@ -731,6 +732,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     profile,
                     restore_tier,
                     restore_days,
+                    timeout,
                     bwlimit,
                     part_size,
                     concurrency,
@@ -796,6 +798,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                         credentials: None,
                         restore_tier,
                         restore_days,
+                        timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
                     }),
                     Common {
                         prefix,

@@ -90,6 +90,8 @@ pub struct S3Options {
     pub restore_tier: String,
     /// How many days a retrieved copy stays readable (and billed as STANDARD).
     pub restore_days: i32,
+    /// Connect timeout, and the longest wait for the next bytes of an answer.
+    pub timeout: std::time::Duration,
 }
 
 /// The retrieval tiers RestoreObject takes, as written in the configuration.
@@ -171,8 +173,15 @@ impl S3Backend {
                     ));
                 }
                 let shared = loader.load().await;
+                // A stalled server fails the attempt (and the caller retries)
+                // instead of hanging the backup.
+                let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(o.timeout)
+                    .read_timeout(o.timeout)
+                    .build();
                 let mut b = aws_sdk_s3::config::Builder::from(&shared)
-                    .retry_config(RetryConfig::disabled());
+                    .retry_config(RetryConfig::disabled())
+                    .timeout_config(timeouts);
                 if let Some(ep) = &o.endpoint {
                     b = b
                         .endpoint_url(ep.trim_end_matches('/'))
@@ -735,6 +744,7 @@ mod tests {
                     credentials: None,
                     restore_tier: "Standard".into(),
                     restore_days: 1,
+                    timeout: std::time::Duration::from_secs(60),
                 },
             )
         };

@@ -38,6 +38,7 @@ pub fn backend(user: &str, put_only: bool, storage_class: Option<&str>) -> S3Bac
             profile: None,
             restore_tier: "Standard".into(),
             restore_days: 1,
+            timeout: std::time::Duration::from_secs(30),
             credentials: Some(StaticCredentials {
                 access_key_id: var(&env, &format!("MOTO_{upper}_ACCESS_KEY_ID")),
                 secret_access_key: Secret::new(var(
@@ -161,6 +162,7 @@ async fn a_wrong_secret_is_unauthenticated_and_never_printed() {
             profile: None,
             restore_tier: "Standard".into(),
             restore_days: 1,
+            timeout: std::time::Duration::from_secs(30),
             credentials: Some(StaticCredentials {
                 access_key_id: var(&env, "MOTO_ADMIN_ACCESS_KEY_ID"),
                 secret_access_key: Secret::new(secret),

@@ -253,3 +253,37 @@ fn a_stalled_connection_times_out_and_its_destination_fails_alone() {
         "a stalled server must not hang the backup: {took:?}"
     );
 }
+
+#[test]
+fn a_stalled_s3_server_times_out_and_its_destination_fails_alone() {
+    let sb = Sandbox::new("a_stalled_s3_server_times_out_and_its_destination_fails_alone");
+    source(&sb);
+    let m = crate::s3::moto();
+    let endpoint = m["MOTO_ENDPOINT"].clone();
+    let upstream = endpoint.trim_start_matches("http://").to_string();
+    let proxy = Proxy::start(upstream, Fault::Stall { after: 300_000 });
+    let table = crate::s3::s3_table(&sb, "timeout = \"2s\"").replace(
+        &format!("endpoint = \"{endpoint}\""),
+        &format!("endpoint = \"http://127.0.0.1:{}\"", proxy.port),
+    );
+    sb.config_dir_job("", &["nas", "s3"], &format!("{NAS}\n{table}"));
+    let started = Instant::now();
+    let r = Run::from(
+        sb.command(&["--json", "backup"])
+            .env("AWS_ACCESS_KEY_ID", &m["MOTO_ADMIN_ACCESS_KEY_ID"])
+            .env("AWS_SECRET_ACCESS_KEY", &m["MOTO_ADMIN_SECRET_ACCESS_KEY"])
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("run"),
+    );
+    let took = started.elapsed();
+    assert_eq!(r.code, 3, "{r:?}");
+    let j = r.json();
+    let dests = j["destinations"].as_array().expect("destinations");
+    let s3 = dests.iter().find(|d| d["name"] == "s3").expect("s3");
+    assert_eq!(s3["status"], "failed", "{r:?}");
+    assert!(
+        took < Duration::from_secs(90),
+        "a stalled server must not hang the backup: {took:?}"
+    );
+}

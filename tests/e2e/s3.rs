@@ -71,6 +71,7 @@ fn admin_backend() -> offsite_backends::s3::S3Backend {
             profile: None,
             restore_tier: "Standard".into(),
             restore_days: 1,
+            timeout: std::time::Duration::from_secs(30),
             credentials: Some(offsite_backends::s3::StaticCredentials {
                 access_key_id: m["MOTO_ADMIN_ACCESS_KEY_ID"].clone(),
                 secret_access_key: offsite_backends::Secret::new(
