@@ -287,3 +287,53 @@ fn a_stalled_s3_server_times_out_and_its_destination_fails_alone() {
         "a stalled server must not hang the backup: {took:?}"
     );
 }
+
+/// SFTP through the proxy: connections cut in the middle of a part. The
+/// upload reconnects, checks the partial file's size against the journal
+/// and goes on; the restore is byte-identical.
+#[test]
+fn sftp_connections_cut_mid_upload_reconnect_and_complete() {
+    let sb = Sandbox::new("sftp_connections_cut_mid_upload_reconnect_and_complete");
+    source(&sb);
+    let e = crate::remote::server_env("sshd.env", "sshd.sh");
+    let upstream = format!("{}:{}", e["SFTP_HOST"], e["SFTP_PORT"]);
+    let proxy = Proxy::start(
+        upstream,
+        Fault::Cut {
+            after: 1_500_000,
+            times: 2,
+        },
+    );
+    // The server's host key, pinned for the proxy's port.
+    let pinned = std::fs::read_to_string(&e["SFTP_KNOWN_HOSTS"])
+        .expect("known_hosts")
+        .replace(
+            &format!("]:{} ", e["SFTP_PORT"]),
+            &format!("]:{} ", proxy.port),
+        );
+    let known = sb.path("known_hosts");
+    std::fs::write(&known, pinned).expect("write known_hosts");
+    let table = crate::sftp::sftp_table(&sb, &crate::sftp::key_auth(), "SFTP_KNOWN_HOSTS")
+        .replace(
+            &format!("port = {}\n", e["SFTP_PORT"]),
+            &format!("port = {}\n", proxy.port),
+        )
+        .replace(
+            &format!("known_hosts = \"{}\"", e["SFTP_KNOWN_HOSTS"]),
+            &format!("known_hosts = \"{}\"", known.display()),
+        );
+    sb.config_dir_job(
+        "volume_size = \"2MiB\"",
+        &["sftp"],
+        &format!("{table}part_size = \"1MiB\"\n"),
+    );
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        proxy.cuts.load(Ordering::SeqCst),
+        2,
+        "two connections were cut"
+    );
+    proxy.set(Fault::Pass);
+    crate::remote::restores_the_source(&sb, |args| sb.offsite(args));
+}
