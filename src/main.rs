@@ -38,10 +38,12 @@ pub struct Cli {
 pub enum Command {
     /// Write a commented example offsite.toml into DIR (default: the current folder)
     Init { dir: Option<PathBuf> },
-    /// Make an age key pair for encryption: writes the identity (private key)
-    /// to FILE, mode 0600, and prints the public key for the job's
-    /// `encryption = { recipients = [...] }`. Keep FILE on the restore host
-    /// and a copy offline: without it no encrypted backup can be read.
+    /// Make an age key pair for encryption (prints the public key)
+    ///
+    /// Writes the identity (the private key) to FILE, mode 0600, and prints
+    /// the public key for the job's `encryption = { recipients = [...] }`.
+    /// Keep FILE on the restore host and a copy offline: without it no
+    /// backup encrypted to this key can be read.
     Keygen {
         /// Where to write the identity; never overwritten
         file: PathBuf,

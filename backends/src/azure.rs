@@ -373,10 +373,23 @@ impl AzureBackend {
         let container = &self.options.container;
         let (kind, temporary, detail) = match err.kind() {
             Az::HttpResponse {
-                status, error_code, ..
+                status,
+                error_code,
+                raw_response,
             } => {
                 let status = u16::from(*status);
-                let code = error_code.clone().unwrap_or_default();
+                let mut code = error_code.clone().unwrap_or_default();
+                // Azurite reports a Content-MD5 mismatch as a generic
+                // InvalidOperation; its message says what it is.
+                if code == "InvalidOperation"
+                    && raw_response.as_ref().is_some_and(|r| {
+                        String::from_utf8_lossy(r.body().as_ref())
+                            .to_ascii_lowercase()
+                            .contains("md5")
+                    })
+                {
+                    code = "Md5Mismatch".into();
+                }
                 let (kind, temporary) = classify(status, &code);
                 let detail = if code.is_empty() {
                     format!("HTTP {status}")

@@ -126,18 +126,5 @@ fn kills_at_random_moments_never_show_a_partial_backup_as_complete() {
     assert_eq!(r.code, 0, "{r:?}");
     let r = run(&["--json", "verify"]);
     assert_eq!(r.code, 0, "{r:?}");
-    for dest in ["nas", "sftp", "s3"] {
-        let to = sb.path(&format!("restored-{dest}"));
-        let r = run(&[
-            "restore",
-            "--job",
-            "db",
-            "--destination",
-            dest,
-            "--to",
-            to.to_str().expect("utf8"),
-        ]);
-        assert_eq!(r.code, 0, "{dest}: {r:?}");
-        assert_same_tree(&sb.path("src"), &to);
-    }
+    crate::remote::restores_from_each(&sb, &run, &["nas", "sftp", "s3"]);
 }

@@ -311,18 +311,5 @@ fn an_encrypted_backup_restores_from_every_destination_kind() {
     };
     let r = run(&["--json", "backup"]);
     assert_eq!(r.code, 0, "{r:?}");
-    for dest in ["nas", "sftp", "ftp", "blob"] {
-        let to = sb.path(&format!("restored-{dest}"));
-        let r = run(&[
-            "restore",
-            "--job",
-            "db",
-            "--destination",
-            dest,
-            "--to",
-            to.to_str().expect("utf8"),
-        ]);
-        assert_eq!(r.code, 0, "{dest}: {r:?}");
-        assert_same_tree(&sb.path("src"), &to);
-    }
+    crate::remote::restores_from_each(&sb, &run, &["nas", "sftp", "ftp", "blob"]);
 }

@@ -43,6 +43,26 @@ pub fn restores_the_source(sb: &Sandbox, run: impl Fn(&[&str]) -> Run) {
     assert_same_tree(&sb.path("src"), &to);
 }
 
+/// Restores job db's latest backup from each of `dests` (into
+/// `restored-<dest>/`) with `run`, each equal to `src/`.
+pub fn restores_from_each(sb: &Sandbox, run: &dyn Fn(&[&str]) -> Run, dests: &[&str]) {
+    for dest in dests {
+        let to = sb.path(&format!("restored-{dest}"));
+        let to_s = to.to_str().expect("utf8");
+        let r = run(&[
+            "restore",
+            "--job",
+            "db",
+            "--destination",
+            dest,
+            "--to",
+            to_s,
+        ]);
+        assert_eq!(r.code, 0, "{dest}: {r:?}");
+        assert_same_tree(&sb.path("src"), &to);
+    }
+}
+
 /// The `prefix = "..."` a destination table sets.
 pub fn prefix_of(table: &str) -> String {
     table
