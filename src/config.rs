@@ -38,6 +38,11 @@ pub const EXAMPLE: &str = include_str!("../fixtures/offsite.example.toml");
 const DEFAULT_VOLUME_SIZE: u64 = 1 << 30;
 const DEFAULT_PART_SIZE: u64 = 16 << 20;
 const DEFAULT_CONCURRENCY: usize = 4;
+/// Retries of a failed request before its destination fails: with the
+/// backoff (0.5 s doubling to 30 s, half of it random) they wait 31 to 62 s
+/// in all, enough for a server or a link to come back from a restart.
+const DEFAULT_RETRIES: u32 = 7;
+const MAX_RETRIES: u32 = 20;
 const DEFAULT_MIN_FREE: u64 = 256 << 20;
 const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
@@ -157,12 +162,6 @@ struct RawCommandSource {
 #[serde(deny_unknown_fields)]
 struct RawPathDestination {
     path: PathBuf,
-    #[serde(default)]
-    prefix: String,
-    bwlimit: Option<ByteSize>,
-    part_size: Option<ByteSize>,
-    concurrency: Option<usize>,
-    retention: Option<RawRetention>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,12 +176,6 @@ struct RawSftpDestination {
     known_hosts: Option<PathBuf>,
     path: String,
     timeout: Option<HumanDuration>,
-    #[serde(default)]
-    prefix: String,
-    bwlimit: Option<ByteSize>,
-    part_size: Option<ByteSize>,
-    concurrency: Option<usize>,
-    retention: Option<RawRetention>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,20 +189,12 @@ struct RawFtpDestination {
     tls: Option<String>,
     ca_file: Option<PathBuf>,
     timeout: Option<HumanDuration>,
-    #[serde(default)]
-    prefix: String,
-    bwlimit: Option<ByteSize>,
-    part_size: Option<ByteSize>,
-    concurrency: Option<usize>,
-    retention: Option<RawRetention>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawS3Destination {
     bucket: String,
-    #[serde(default)]
-    prefix: String,
     region: Option<String>,
     endpoint: Option<String>,
     storage_class: Option<String>,
@@ -219,10 +204,6 @@ struct RawS3Destination {
     restore_tier: Option<String>,
     restore_days: Option<i64>,
     timeout: Option<HumanDuration>,
-    bwlimit: Option<ByteSize>,
-    part_size: Option<ByteSize>,
-    concurrency: Option<usize>,
-    retention: Option<RawRetention>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,22 +219,31 @@ struct RawAzureDestination {
     #[serde(default)]
     put_only: bool,
     timeout: Option<HumanDuration>,
+}
+
+/// The keys every destination kind has, split off its table before the
+/// kind's own keys are read, and checked the same way for each.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Common {
     #[serde(default)]
     prefix: String,
     bwlimit: Option<ByteSize>,
     part_size: Option<ByteSize>,
     concurrency: Option<usize>,
+    retries: Option<u32>,
     retention: Option<RawRetention>,
 }
 
-/// The keys every destination kind has, checked the same way for each.
-struct Common {
-    prefix: String,
-    bwlimit: Option<ByteSize>,
-    part_size: Option<ByteSize>,
-    concurrency: Option<usize>,
-    retention: Option<RawRetention>,
-}
+/// The keys of [`Common`], as they are written in a destination's table.
+const COMMON_KEYS: [&str; 6] = [
+    "prefix",
+    "bwlimit",
+    "part_size",
+    "concurrency",
+    "retries",
+    "retention",
+];
 
 // ---------------------------------------------------------------------------
 // The resolved settings.
@@ -329,6 +319,8 @@ pub struct Destination {
     pub bwlimit: Option<u64>,
     pub part_size: u64,
     pub concurrency: usize,
+    /// Retries of a request that failed for a temporary reason.
+    pub retries: u32,
     /// Replaces the job's retention policy on this destination.
     pub retention: Option<Policy>,
 }
@@ -572,10 +564,36 @@ fn read<T: serde::de::DeserializeOwned>(
     path: &[Seg],
     table: toml::Table,
 ) -> Result<T, Error> {
+    read_also(ctx, path, table, &[])
+}
+
+/// `read` for a destination kind's own keys (the [`Common`] ones already
+/// split off): an unknown key's message lists the common keys too.
+fn read_kind<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx,
+    path: &[Seg],
+    table: toml::Table,
+) -> Result<T, Error> {
+    read_also(ctx, path, table, &COMMON_KEYS)
+}
+
+/// `read`, naming `also` as further known keys when a key is unknown.
+fn read_also<T: serde::de::DeserializeOwned>(
+    ctx: &Ctx,
+    path: &[Seg],
+    table: toml::Table,
+    also: &[&str],
+) -> Result<T, Error> {
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let mut p = path.to_vec();
         p.extend(e.path().iter().filter_map(Seg::from_serde));
-        ctx.err(&p, e.inner().message())
+        let mut message = e.inner().message().to_string();
+        if message.starts_with("unknown field") && !also.is_empty() {
+            let keys: Vec<String> = also.iter().map(|k| format!("`{k}`")).collect();
+            message.push_str(", or a key every destination has: ");
+            message.push_str(&keys.join(", "));
+        }
+        ctx.err(&p, message)
     })
 }
 
@@ -693,38 +711,26 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                 format!("invalid destination name {name:?}: use letters, digits, '-', '_' and '.'"),
             ));
         }
-        let (kind, rest) = kind_of(ctx, &here, &d)?;
+        let (kind, mut rest) = kind_of(ctx, &here, &d)?;
         let key = |key: &str| [here[0].clone(), here[1].clone(), k(key)];
-        let (dest_kind, common) = match kind {
+        let common: toml::Table = COMMON_KEYS
+            .iter()
+            .filter_map(|c| rest.remove_entry(*c))
+            .collect();
+        let common: Common = read(ctx, &here, common)?;
+        let dest_kind = match kind {
             "path" => {
-                let RawPathDestination {
-                    path,
-                    prefix,
-                    bwlimit,
-                    part_size,
-                    concurrency,
-                    retention,
-                } = read(ctx, &here, rest)?;
+                let RawPathDestination { path } = read_kind(ctx, &here, rest)?;
                 if path.as_os_str().is_empty() {
                     return Err(ctx.err(&key("path"), "the path cannot be empty"));
                 }
-                (
-                    DestinationKind::Path {
-                        path: ctx.resolve_path(&path),
-                    },
-                    Common {
-                        prefix,
-                        bwlimit,
-                        part_size,
-                        concurrency,
-                        retention,
-                    },
-                )
+                DestinationKind::Path {
+                    path: ctx.resolve_path(&path),
+                }
             }
             "s3" => {
                 let RawS3Destination {
                     bucket,
-                    prefix,
                     region,
                     endpoint,
                     storage_class,
@@ -733,11 +739,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     restore_tier,
                     restore_days,
                     timeout,
-                    bwlimit,
-                    part_size,
-                    concurrency,
-                    retention,
-                } = read(ctx, &here, rest)?;
+                } = read_kind(ctx, &here, rest)?;
                 if bucket.trim().is_empty() {
                     return Err(ctx.err(&key("bucket"), "the bucket cannot be empty"));
                 }
@@ -787,27 +789,18 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                         ));
                     }
                 };
-                (
-                    DestinationKind::S3(S3Options {
-                        bucket,
-                        region: region.unwrap_or_else(|| "us-east-1".to_string()),
-                        endpoint,
-                        storage_class,
-                        put_only,
-                        profile,
-                        credentials: None,
-                        restore_tier,
-                        restore_days,
-                        timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
-                    }),
-                    Common {
-                        prefix,
-                        bwlimit,
-                        part_size,
-                        concurrency,
-                        retention,
-                    },
-                )
+                DestinationKind::S3(S3Options {
+                    bucket,
+                    region: region.unwrap_or_else(|| "us-east-1".to_string()),
+                    endpoint,
+                    storage_class,
+                    put_only,
+                    profile,
+                    credentials: None,
+                    restore_tier,
+                    restore_days,
+                    timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
+                })
             }
             "sftp" => {
                 let RawSftpDestination {
@@ -820,12 +813,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     known_hosts,
                     path,
                     timeout,
-                    prefix,
-                    bwlimit,
-                    part_size,
-                    concurrency,
-                    retention,
-                } = read(ctx, &here, rest)?;
+                } = read_kind(ctx, &here, rest)?;
                 if host.trim().is_empty() || host.contains(['\0', '/', ' ']) {
                     return Err(ctx.err(&key("host"), format!("invalid host {host:?}: write a name or an address, like \"vault.example.net\"")));
                 }
@@ -868,24 +856,15 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                         }
                     },
                 };
-                (
-                    DestinationKind::Sftp(SftpOptions {
-                        host,
-                        port: port.unwrap_or(22),
-                        user,
-                        auth,
-                        known_hosts,
-                        root: path,
-                        timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
-                    }),
-                    Common {
-                        prefix,
-                        bwlimit,
-                        part_size,
-                        concurrency,
-                        retention,
-                    },
-                )
+                DestinationKind::Sftp(SftpOptions {
+                    host,
+                    port: port.unwrap_or(22),
+                    user,
+                    auth,
+                    known_hosts,
+                    root: path,
+                    timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
+                })
             }
             "ftp" => {
                 let RawFtpDestination {
@@ -897,12 +876,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     tls,
                     ca_file,
                     timeout,
-                    prefix,
-                    bwlimit,
-                    part_size,
-                    concurrency,
-                    retention,
-                } = read(ctx, &here, rest)?;
+                } = read_kind(ctx, &here, rest)?;
                 if host.trim().is_empty() || host.contains(['\0', '/', ' ']) {
                     return Err(ctx.err(&key("host"), format!("invalid host {host:?}: write a name or an address, like \"backup.example.net\"")));
                 }
@@ -937,26 +911,17 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                         "ca_file needs tls = \"explicit\" or \"implicit\"",
                     ));
                 }
-                (
-                    DestinationKind::Ftp(FtpOptions {
-                        host,
-                        port: port.unwrap_or(if tls == FtpTls::Implicit { 990 } else { 21 }),
-                        user,
-                        password: FtpPassword::Env(password_env),
-                        root: path,
-                        tls,
-                        ca_file: ca_file.map(|f| ctx.resolve_path(&f)),
-                        timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
-                        force_list: false,
-                    }),
-                    Common {
-                        prefix,
-                        bwlimit,
-                        part_size,
-                        concurrency,
-                        retention,
-                    },
-                )
+                DestinationKind::Ftp(FtpOptions {
+                    host,
+                    port: port.unwrap_or(if tls == FtpTls::Implicit { 990 } else { 21 }),
+                    user,
+                    password: FtpPassword::Env(password_env),
+                    root: path,
+                    tls,
+                    ca_file: ca_file.map(|f| ctx.resolve_path(&f)),
+                    timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
+                    force_list: false,
+                })
             }
             "azure" => {
                 let RawAzureDestination {
@@ -969,12 +934,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     rehydrate_priority,
                     put_only,
                     timeout,
-                    prefix,
-                    bwlimit,
-                    part_size,
-                    concurrency,
-                    retention,
-                } = read(ctx, &here, rest)?;
+                } = read_kind(ctx, &here, rest)?;
                 // Azure's rules: 3-24 lowercase letters and digits.
                 if !(3..=24).contains(&account.len())
                     || !account
@@ -1036,25 +996,16 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     &rehydrate_priority,
                     REHYDRATE_PRIORITIES,
                 )?;
-                (
-                    DestinationKind::Azure(AzureOptions {
-                        account,
-                        container,
-                        endpoint,
-                        credential,
-                        access_tier,
-                        rehydrate_priority,
-                        put_only,
-                        timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
-                    }),
-                    Common {
-                        prefix,
-                        bwlimit,
-                        part_size,
-                        concurrency,
-                        retention,
-                    },
-                )
+                DestinationKind::Azure(AzureOptions {
+                    account,
+                    container,
+                    endpoint,
+                    credential,
+                    access_tier,
+                    rehydrate_priority,
+                    put_only,
+                    timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
+                })
             }
             other => {
                 let mut p = here.to_vec();
@@ -1072,6 +1023,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
             bwlimit,
             part_size,
             concurrency,
+            retries,
             retention,
         } = common;
         let prefix = prefix.trim_matches('/').to_string();
@@ -1093,6 +1045,12 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
         if concurrency == Some(0) {
             return Err(ctx.err(&key("concurrency"), "concurrency must be at least 1"));
         }
+        if retries.is_some_and(|r| r > MAX_RETRIES) {
+            return Err(ctx.err(
+                &key("retries"),
+                format!("retries must be 0 to {MAX_RETRIES} (each waits up to twice as long as the one before, at most 30 s)"),
+            ));
+        }
         let dest = Destination {
             name: name.clone(),
             kind: dest_kind,
@@ -1100,6 +1058,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
             bwlimit: bwlimit.map(|b| b.0),
             part_size: part_size.map(|p| p.0).unwrap_or(DEFAULT_PART_SIZE),
             concurrency: concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+            retries: retries.unwrap_or(DEFAULT_RETRIES),
             retention: retention.as_ref().map(RawRetention::resolve),
         };
         destinations.insert(name, dest);
@@ -1367,6 +1326,11 @@ bwlimit = "20MiB"
         assert_eq!(c.jobs[0].compression_level, 5);
         assert_eq!(c.destinations["nas"].bwlimit, Some(20 << 20));
         assert_eq!(c.destinations["nas"].part_size, DEFAULT_PART_SIZE);
+        assert_eq!(c.destinations["nas"].retries, DEFAULT_RETRIES);
+        let text = GOOD.replace("bwlimit = \"20MiB\"", "retries = 0\nprefix = \"/db/\"");
+        let c = parse(Path::new("/etc/offsite.toml"), &text).expect("parse");
+        assert_eq!(c.destinations["nas"].retries, 0);
+        assert_eq!(c.destinations["nas"].prefix, "db");
     }
 
     #[test]

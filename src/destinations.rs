@@ -27,7 +27,11 @@ pub fn backend_for(d: &Destination) -> Arc<dyn Backend> {
         Some(rate) => Arc::new(Throttled::new(raw, rate)),
         None => raw,
     };
-    Arc::new(Retrying::new(paced, RetryPolicy::default()))
+    let policy = RetryPolicy {
+        attempts: d.retries + 1,
+        ..RetryPolicy::default()
+    };
+    Arc::new(Retrying::new(paced, policy))
 }
 
 pub fn target(config: &Config, name: &str) -> Result<Target> {

@@ -27,7 +27,7 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            attempts: 5,
+            attempts: 8,
             initial_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(30),
         }

@@ -236,6 +236,24 @@ fn bad_inputs_exit_2_with_one_message() {
             "concurrency",
         ),
         (
+            "too many retries",
+            &good.replace("path = \"dest\"", "path = \"dest\"\nretries = 21"),
+            &["list"],
+            "retries must be 0 to 20",
+        ),
+        (
+            "retries as text",
+            &good.replace("path = \"dest\"", "path = \"dest\"\nretries = \"many\""),
+            &["list"],
+            "destination.nas.retries",
+        ),
+        (
+            "unknown destination key, with the common keys named",
+            &good.replace("path = \"dest\"", "path = \"dest\"\nretry = 3"),
+            &["list"],
+            "unknown field `retry`, expected `path`, or a key every destination has: `prefix`, `bwlimit`, `part_size`, `concurrency`, `retries`, `retention`",
+        ),
+        (
             "s3 without a bucket",
             &good.replace("kind = \"path\"\npath = \"dest\"", "kind = \"s3\"\nbucket = \" \""),
             &["list"],
