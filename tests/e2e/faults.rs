@@ -197,6 +197,10 @@ fn blob_via(sb: &Sandbox, port: u16, extra: &str) -> String {
     )
 }
 
+/// The stall tests' settings: a short timeout, and few retries to keep the
+/// test short (the default waits half a minute before giving up).
+const STALLED: &str = "timeout = \"2s\"\nretries = 2";
+
 fn upstream_of_azurite() -> String {
     let e = crate::remote::server_env("azurite.env", "azurite.sh");
     e["AZURE_ENDPOINT"]
@@ -305,7 +309,7 @@ fn a_stalled_connection_times_out_and_its_destination_fails_alone() {
     let sb = Sandbox::new("a_stalled_connection_times_out_and_its_destination_fails_alone");
     source(&sb);
     let proxy = Proxy::start(upstream_of_azurite(), Fault::Stall { after: 300_000 });
-    let table = blob_via(&sb, proxy.port, "timeout = \"2s\"");
+    let table = blob_via(&sb, proxy.port, STALLED);
     let key = crate::azure::key();
     a_stalled_destination_fails_alone(&sb, "blob", &table, &[("AZ_KEY", &key)]);
 }
@@ -318,7 +322,7 @@ fn a_stalled_s3_server_times_out_and_its_destination_fails_alone() {
     let endpoint = m["MOTO_ENDPOINT"].clone();
     let upstream = endpoint.trim_start_matches("http://").to_string();
     let proxy = Proxy::start(upstream, Fault::Stall { after: 300_000 });
-    let table = crate::s3::s3_table(&sb, "timeout = \"2s\"").replace(
+    let table = crate::s3::s3_table(&sb, STALLED).replace(
         &format!("endpoint = \"{endpoint}\""),
         &format!("endpoint = \"http://127.0.0.1:{}\"", proxy.port),
     );
@@ -349,24 +353,11 @@ fn sftp_connections_cut_mid_upload_reconnect_and_complete() {
             times: 2,
         },
     );
-    // The server's host key, pinned for the proxy's port.
-    let pinned = std::fs::read_to_string(&e["SFTP_KNOWN_HOSTS"])
-        .expect("known_hosts")
-        .replace(
-            &format!("]:{} ", e["SFTP_PORT"]),
-            &format!("]:{} ", proxy.port),
-        );
-    let known = sb.path("known_hosts");
-    std::fs::write(&known, pinned).expect("write known_hosts");
-    let table = crate::sftp::sftp_table(&sb, &crate::sftp::key_auth(), "SFTP_KNOWN_HOSTS")
-        .replace(
-            &format!("port = {}\n", e["SFTP_PORT"]),
-            &format!("port = {}\n", proxy.port),
-        )
-        .replace(
-            &format!("known_hosts = \"{}\"", e["SFTP_KNOWN_HOSTS"]),
-            &format!("known_hosts = \"{}\"", known.display()),
-        );
+    let table = crate::sftp::via_port(
+        &sb,
+        &crate::sftp::sftp_table(&sb, &crate::sftp::key_auth(), "SFTP_KNOWN_HOSTS"),
+        proxy.port,
+    );
     sb.config_dir_job(
         "volume_size = \"2MiB\"",
         &["sftp"],

@@ -13,6 +13,7 @@ mod ftp;
 mod incremental;
 mod prune;
 mod remote;
+mod restarts;
 mod resume;
 mod s3;
 mod secrets;

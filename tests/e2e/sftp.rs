@@ -22,6 +22,27 @@ pub(crate) fn sftp_table(sb: &Sandbox, auth: &str, known_hosts: &str) -> String 
     )
 }
 
+/// An SFTP `table` made for the shared sshd, pointed at `port` instead (a
+/// proxy in front of it, or a server of the test's own with the same host
+/// key), with that key pinned for `port` in a known_hosts in the sandbox.
+pub(crate) fn via_port(sb: &Sandbox, table: &str, port: u16) -> String {
+    let e = sshd();
+    let pinned = std::fs::read_to_string(&e["SFTP_KNOWN_HOSTS"])
+        .expect("known_hosts")
+        .replace(&format!("]:{} ", e["SFTP_PORT"]), &format!("]:{port} "));
+    let known = sb.path(&format!("known_hosts-{port}"));
+    std::fs::write(&known, pinned).expect("write known_hosts");
+    table
+        .replace(
+            &format!("port = {}\n", e["SFTP_PORT"]),
+            &format!("port = {port}\n"),
+        )
+        .replace(
+            &format!("known_hosts = \"{}\"", e["SFTP_KNOWN_HOSTS"]),
+            &format!("known_hosts = \"{}\"", known.display()),
+        )
+}
+
 pub(crate) fn key_auth() -> String {
     format!("key_file = \"{}\"", sshd()["SFTP_KEY_FILE"])
 }

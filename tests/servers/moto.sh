@@ -72,6 +72,8 @@ start() {
   done
 
   "$VENV/bin/python" "$HERE/moto_setup.py" "$url" "$ENVFILE"
+  # For tests that run a server of their own (moto_run.py --state).
+  printf 'MOTO_PYTHON=%s\nMOTO_RUN=%s\n' "$VENV/bin/python" "$HERE/moto_run.py" >>"$ENVFILE"
   curl -fsS -o /dev/null -X POST -H 'Content-Type: text/plain' --data-binary 0 "$url/moto-api/reset-auth"
   trap - ERR
   echo "moto.sh: moto pid $pid on $url, IAM enforced; credentials in $ENVFILE" >&2
