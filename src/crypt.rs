@@ -443,7 +443,8 @@ mod tests {
             volumes: vec![Volume {
                 name: "vol-000000.tar.zst.age".into(),
                 size: 10,
-                sha256: "00".repeat(32),
+                sha256: Some("00".repeat(32)),
+                blake3: None,
             }],
             files: vec![FileEntry {
                 path: "customers/credit-cards.db".into(),
@@ -455,6 +456,7 @@ mod tests {
                 uid: 0,
                 gid: 0,
                 sha256: Some("ab".repeat(32)),
+                blake3: None,
                 target: None,
                 volume: 0,
                 backup: "20261122T021500Z-full".into(),

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod crypt;
 pub mod daemon;
+pub mod digest;
 pub mod error;
 pub mod size;
 

@@ -12,6 +12,7 @@ use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 pub const FORMAT: u32 = 1;
@@ -78,7 +79,28 @@ pub struct Compression {
 pub struct Volume {
     pub name: String,
     pub size: u64,
-    pub sha256: String,
+    /// The hash of the volume as stored: one of the two (see [`crate::digest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+}
+
+impl Volume {
+    pub fn new(name: String, size: u64, digest: Digest) -> Volume {
+        let (sha256, blake3) = Digest::into_fields(Some(digest));
+        Volume {
+            name,
+            size,
+            sha256,
+            blake3,
+        }
+    }
+
+    /// The recorded hash (`validate` makes sure there is exactly one).
+    pub fn digest(&self) -> Option<Digest> {
+        Digest::from_fields(&self.sha256, &self.blake3)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,9 +126,11 @@ pub struct FileEntry {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    /// SHA-256 of the content (files only).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The hash of the content (files only): one of the two (see [`crate::digest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
     /// Symlink target (symlinks only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -114,6 +138,17 @@ pub struct FileEntry {
     pub volume: u32,
     /// The backup that holds the bytes (this one, for a full backup).
     pub backup: String,
+}
+
+impl FileEntry {
+    /// The recorded content hash (files only; `validate` checks it).
+    pub fn digest(&self) -> Option<Digest> {
+        Digest::from_fields(&self.sha256, &self.blake3)
+    }
+
+    pub fn set_digest(&mut self, digest: Option<Digest>) {
+        (self.sha256, self.blake3) = Digest::into_fields(digest);
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -211,6 +246,12 @@ impl Manifest {
             if !names.insert(&v.name) {
                 return bad(format!("volume {:?} is listed twice", v.name));
             }
+            if v.digest().is_none() {
+                return bad(format!(
+                    "volume {:?} needs one hash (sha256 or blake3)",
+                    v.name
+                ));
+            }
         }
         let mut paths = HashSet::new();
         for f in &self.files {
@@ -243,8 +284,11 @@ impl Manifest {
                 ));
             }
             match f.kind {
-                EntryKind::File if f.sha256.is_none() => {
-                    return bad(format!("file {:?} has no hash", f.path));
+                EntryKind::File if f.digest().is_none() => {
+                    return bad(format!(
+                        "file {:?} needs one hash (sha256 or blake3)",
+                        f.path
+                    ));
                 }
                 EntryKind::Symlink => match &f.target {
                     Some(t) if symlink_stays_inside(&f.path, t) => {}
@@ -306,7 +350,8 @@ mod validation_tests {
             volumes: vec![Volume {
                 name: "vol-000000.tar.zst".into(),
                 size: 1,
-                sha256: "00".into(),
+                sha256: Some("00".into()),
+                blake3: None,
             }],
             files,
             deleted: Vec::new(),
@@ -326,6 +371,7 @@ mod validation_tests {
             uid: 0,
             gid: 0,
             sha256: Some("00".into()),
+            blake3: None,
             target: None,
             volume,
             backup: backup.into(),

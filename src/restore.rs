@@ -19,11 +19,11 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::digest::{Algorithm, Digest, Hasher};
 use bytes::Bytes;
 use futures::StreamExt;
 use offsite_backends::{Backend, ByteStream, ErrorKind, Readiness};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::crypt::{self, Identities};
 use crate::error::{Error, Result};
@@ -88,7 +88,8 @@ struct StoredVolume {
     rt: tokio::runtime::Handle,
     stream: ByteStream,
     buf: Bytes,
-    hasher: Sha256,
+    /// Of the volume's recorded algorithm; taken when the volume ends.
+    hasher: Option<Hasher>,
     size: u64,
     volume: Volume,
     problems: Arc<Mutex<Vec<String>>>,
@@ -109,7 +110,9 @@ impl Read for StoredVolume {
             }
             match self.rt.block_on(self.stream.next()) {
                 Some(Ok(chunk)) => {
-                    self.hasher.update(&chunk);
+                    if let Some(h) = self.hasher.as_mut() {
+                        h.update(&chunk);
+                    }
                     self.size += chunk.len() as u64;
                     self.buf = chunk;
                 }
@@ -117,7 +120,7 @@ impl Read for StoredVolume {
                 None => {
                     self.ended = true;
                     let v = &self.volume;
-                    let hash = hex::encode(std::mem::take(&mut self.hasher).finalize());
+                    let hash = self.hasher.take().map(Hasher::finish);
                     if self.size != v.size {
                         note(
                             &self.problems,
@@ -126,12 +129,15 @@ impl Read for StoredVolume {
                                 v.name, self.size, v.size
                             ),
                         );
-                    } else if hash != v.sha256 {
+                    } else if let Some(want) = v.digest()
+                        && hash.as_ref() != Some(&want)
+                    {
                         note(
                             &self.problems,
                             format!(
-                                "volume {}: SHA-256 does not match the manifest (damaged)",
-                                v.name
+                                "volume {}: {} does not match the manifest (damaged)",
+                                v.name,
+                                want.algorithm.label()
                             ),
                         );
                     }
@@ -153,7 +159,7 @@ impl VolumeChain {
                 rt: self.rt.clone(),
                 stream,
                 buf: Bytes::new(),
-                hasher: Sha256::new(),
+                hasher: v.digest().map(|d| Hasher::new(d.algorithm)),
                 size: 0,
                 volume: v.clone(),
                 problems: self.problems.clone(),
@@ -196,16 +202,24 @@ impl Read for VolumeChain {
 
 /// What to do with each entry as it streams by.
 trait EntrySink {
-    /// Called for each file with its content; returns (size, sha256 hex).
-    fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, String)>;
+    /// Called for each file with its content; returns its size and its
+    /// hash, in the algorithm the manifest recorded for it.
+    fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, Digest)>;
     fn dir(&mut self, entry: &FileEntry) -> Result<()>;
     fn symlink(&mut self, entry: &FileEntry) -> Result<()>;
 }
 
 struct HashOnly;
 
-fn hash_stream(content: &mut dyn Read, mut out: Option<&mut File>) -> io::Result<(u64, String)> {
-    let mut hasher = Sha256::new();
+/// Reads `content` to its end (copying it to `out`), hashed as `entry`'s
+/// recorded hash is.
+fn hash_stream(
+    entry: &FileEntry,
+    content: &mut dyn Read,
+    mut out: Option<&mut File>,
+) -> io::Result<(u64, Digest)> {
+    let algorithm = entry.digest().map_or(Algorithm::CURRENT, |d| d.algorithm);
+    let mut hasher = Hasher::new(algorithm);
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -219,12 +233,13 @@ fn hash_stream(content: &mut dyn Read, mut out: Option<&mut File>) -> io::Result
         }
         total += n as u64;
     }
-    Ok((total, hex::encode(hasher.finalize())))
+    Ok((total, hasher.finish()))
 }
 
 impl EntrySink for HashOnly {
-    fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, String)> {
-        hash_stream(content, None).map_err(|e| Error::io(format!("reading {}", entry.path), e))
+    fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, Digest)> {
+        hash_stream(entry, content, None)
+            .map_err(|e| Error::io(format!("reading {}", entry.path), e))
     }
     fn dir(&mut self, _: &FileEntry) -> Result<()> {
         Ok(())
@@ -384,9 +399,10 @@ fn read_backup(
                                     "file {name:?} is {size} bytes, the manifest says {}",
                                     fe.size
                                 ));
-                            } else if Some(&hash) != fe.sha256.as_ref() {
+                            } else if Some(&hash) != fe.digest().as_ref() {
                                 push(format!(
-                                    "file {name:?}: SHA-256 does not match the manifest (damaged)"
+                                    "file {name:?}: {} does not match the manifest (damaged)",
+                                    hash.algorithm.label()
                                 ));
                             } else {
                                 out.files += 1;
@@ -731,7 +747,7 @@ impl TreeWriter {
 }
 
 impl EntrySink for TreeWriter {
-    fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, String)> {
+    fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, Digest)> {
         let (dir, name) = Self::split(&entry.path);
         let parent = self.ensure_dir(dir)?;
         let tmp = parent.join(format!(".{name}.offsite-restore.tmp"));
@@ -743,7 +759,7 @@ impl EntrySink for TreeWriter {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
-        let res = hash_stream(content, Some(&mut f));
+        let res = hash_stream(entry, content, Some(&mut f));
         let (size, hash) = match res {
             Ok(r) => r,
             Err(e) => {
@@ -751,7 +767,7 @@ impl EntrySink for TreeWriter {
                 return Err(Error::io(format!("restoring {}", entry.path), e));
             }
         };
-        if size != entry.size || Some(&hash) != entry.sha256.as_ref() {
+        if size != entry.size || Some(&hash) != entry.digest().as_ref() {
             let _ = fs::remove_file(&tmp);
             return Ok((size, hash));
         }

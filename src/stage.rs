@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
+use crate::digest::{Algorithm, Hasher};
 
 use crate::config::{Config, Job, OnChange, Source};
 use crate::crypt::{self, Key};
@@ -745,7 +745,11 @@ fn unchanged_in_parent<'p>(
         return Ok(Some(p));
     }
     // Touched but maybe not changed: compare the content.
-    let mut hasher = Sha256::new();
+    // Hashed with the parent's algorithm, which may be an older one.
+    let Some(recorded) = p.digest() else {
+        return Ok(None);
+    };
+    let mut hasher = Hasher::new(recorded.algorithm);
     let mut buf = vec![0u8; READ_BUF];
     loop {
         let n = file.read(&mut buf)?;
@@ -755,7 +759,7 @@ fn unchanged_in_parent<'p>(
         hasher.update(&buf[..n]);
     }
     file.seek(io::SeekFrom::Start(0))?;
-    Ok((Some(hex::encode(hasher.finalize())) == p.sha256).then_some(p))
+    Ok((hasher.finish() == recorded).then_some(p))
 }
 
 fn mtime_secs(md: &fs::Metadata) -> i64 {
@@ -822,6 +826,7 @@ fn pack(
             uid: md.uid(),
             gid: md.gid(),
             sha256: None,
+            blake3: None,
             target: None,
             volume: 0,
             backup: id.to_string(),
@@ -892,7 +897,7 @@ fn pack(
                 if let Some(p) = same {
                     // The bytes stay where they are in the chain; only the metadata is new.
                     record.size = p.size;
-                    record.sha256 = p.sha256.clone();
+                    record.set_digest(p.digest());
                     record.volume = p.volume;
                     record.backup = p.backup.clone();
                     unchanged += 1;
@@ -927,7 +932,7 @@ fn pack(
                     changed.push(entry.rel.clone());
                 }
                 record.size = size;
-                record.sha256 = Some(hex::encode(reader.hasher.finalize()));
+                record.set_digest(Some(reader.hasher.finish()));
                 bytes += size;
                 packed_files += 1;
                 progress.stage_advanced(1, size);
@@ -955,7 +960,7 @@ fn pack(
 struct HashingReader {
     file: File,
     remaining: u64,
-    hasher: Sha256,
+    hasher: Hasher,
     short: bool,
     /// Checked on every read, so a stop does not wait for a large file's end.
     stop: Stop,
@@ -966,7 +971,7 @@ impl HashingReader {
         HashingReader {
             file,
             remaining: size,
-            hasher: Sha256::new(),
+            hasher: Hasher::new(Algorithm::CURRENT),
             short: false,
             stop,
         }
@@ -1003,7 +1008,7 @@ impl Read for HashingReader {
 /// Counts and hashes what is written through it.
 struct HashingCounter {
     file: File,
-    hasher: Sha256,
+    hasher: Hasher,
     count: u64,
 }
 
@@ -1174,7 +1179,7 @@ impl VolumeWriter {
         let file = File::create(&tmp)?;
         let counter = HashingCounter {
             file,
-            hasher: Sha256::new(),
+            hasher: Hasher::new(Algorithm::CURRENT),
             count: 0,
         };
         let sink = match &self.key {
@@ -1207,11 +1212,8 @@ impl VolumeWriter {
         fs::rename(&v.tmp, self.dir.join(&name))?;
         self.compressed_out += counter.count;
         self.raw_in_finished = self.raw_in;
-        self.finished.push(Volume {
-            name,
-            size: counter.count,
-            sha256: hex::encode(counter.hasher.finalize()),
-        });
+        self.finished
+            .push(Volume::new(name, counter.count, counter.hasher.finish()));
         Ok(())
     }
 
@@ -1351,7 +1353,9 @@ mod tests {
         for v in &volumes {
             let bytes = fs::read(dir.path().join(&v.name)).expect("volume");
             assert_eq!(bytes.len() as u64, v.size);
-            assert_eq!(hex::encode(Sha256::digest(&bytes)), v.sha256);
+            let mut h = Hasher::new(Algorithm::CURRENT);
+            h.update(&bytes);
+            assert_eq!(Some(h.finish()), v.digest());
         }
     }
 

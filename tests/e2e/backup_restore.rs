@@ -108,6 +108,109 @@ fn volumes_are_one_tar_zstd_stream_readable_without_offsite() {
         .expect("sh (zstd and tar are installed by make test)");
     assert!(status.success());
     assert_same_tree(&sb.path("src"), &out);
+
+    // The recorded hashes are plain BLAKE3, as the reference tool b3sum
+    // computes them: of every volume, and of every file's content.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("manifest.json")).expect("manifest"))
+            .expect("json");
+    let b3sum = |path: &std::path::Path| {
+        let out = Command::new("b3sum")
+            .arg("--no-names")
+            .arg(path)
+            .output()
+            .expect("b3sum (installed by make test)");
+        assert!(out.status.success(), "b3sum {}", path.display());
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let volumes = manifest["volumes"].as_array().expect("volumes");
+    assert!(volumes.len() > 1, "{manifest}");
+    for v in volumes {
+        let name = v["name"].as_str().expect("name");
+        assert_eq!(
+            v["blake3"].as_str(),
+            Some(b3sum(&dir.join(name)).as_str()),
+            "{name}"
+        );
+    }
+    let mut files = 0;
+    for f in manifest["files"].as_array().expect("files") {
+        if f["kind"] == "file" {
+            let path = f["path"].as_str().expect("path");
+            assert_eq!(
+                f["blake3"].as_str(),
+                Some(b3sum(&out.join(path)).as_str()),
+                "{path}"
+            );
+            files += 1;
+        }
+    }
+    assert_eq!(files, 6, "{manifest}");
+}
+
+/// Rewrites the manifest in `dir` as earlier versions wrote it: SHA-256 of
+/// every volume and of every file (read from `src`) instead of BLAKE3.
+fn rehash_with_sha256(dir: &std::path::Path, src: &std::path::Path) {
+    let script = r#"
+import hashlib, json, sys
+d, src = sys.argv[1], sys.argv[2]
+sha = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+man = json.load(open(d + "/manifest.json"))
+for v in man["volumes"]:
+    del v["blake3"]
+    v["sha256"] = sha(d + "/" + v["name"])
+for f in man["files"]:
+    if f.pop("blake3", None) is not None:
+        f["sha256"] = sha(src + "/" + f["path"])
+json.dump(man, open(d + "/manifest.json", "w"), separators=(",", ":"))
+"#;
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .arg(src)
+        .status()
+        .expect("python3");
+    assert!(status.success(), "rehashing {}", dir.display());
+}
+
+/// Backups written before BLAKE3 carry SHA-256: they still verify and
+/// restore, and a wrong SHA-256 is still found.
+#[test]
+fn a_backup_hashed_with_sha256_by_an_earlier_version_verifies_and_restores() {
+    let sb =
+        Sandbox::new("a_backup_hashed_with_sha256_by_an_earlier_version_verifies_and_restores");
+    let id = backed_up_awkward(&sb);
+    let dir = sb.path(&format!("dest/backups/db/{id}"));
+    let before = fs::read_to_string(dir.join("manifest.json")).expect("manifest");
+    assert!(before.contains("\"blake3\""), "this version writes BLAKE3");
+    rehash_with_sha256(&dir, &sb.path("src"));
+    let after = fs::read_to_string(dir.join("manifest.json")).expect("manifest");
+    assert!(
+        !after.contains("blake3") && after.contains("\"sha256\""),
+        "{after}"
+    );
+
+    let r = sb.offsite(&["verify"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let to = sb.path("restored");
+    let r = sb.offsite(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src"), &to);
+
+    // One file's recorded SHA-256 made wrong (files come after volumes):
+    // verify names it.
+    let field = "\"sha256\":\"";
+    let at = after.find("\"files\"").expect("files");
+    let at = at + after[at..].find(field).expect("a file hash") + field.len();
+    let wrong = format!("{}{}{}", &after[..at], "0".repeat(64), &after[at + 64..]);
+    fs::write(dir.join("manifest.json"), &wrong).expect("write");
+    let r = sb.offsite(&["verify"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        format!("{}{}", r.stdout, r.stderr).contains("SHA-256 does not match the manifest"),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -319,6 +422,8 @@ packed = subprocess.run(["zstd", "-c", "-q"], input=out.getvalue(), check=True, 
 open(vol, "wb").write(packed)
 man = json.load(open(d + "/manifest.json"))
 man["volumes"][0]["size"] = len(packed)
+# The correct hash, in SHA-256 as earlier versions wrote it (still checked).
+man["volumes"][0].pop("blake3", None)
 man["volumes"][0]["sha256"] = hashlib.sha256(packed).hexdigest()
 json.dump(man, open(d + "/manifest.json", "w"))
 "#;
