@@ -200,7 +200,25 @@ pub struct DestinationArg {
     destination: Option<String>,
 }
 
+/// Makes glibc give large buffers back to the system when they are freed.
+///
+/// Uploads read each part into a buffer of `part_size` (16 MiB by default).
+/// glibc serves such a buffer with mmap, but after the first one is freed it
+/// raises its mmap threshold above it, and later parts come from the heaps
+/// of whichever threads touch them, where freed memory stays: peak memory
+/// then crept past part_size × concurrency run after run. A fixed threshold
+/// keeps every buffer of 1 MiB or more in its own mapping, unmapped on free.
+fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt(3) only changes a malloc tunable; called first thing,
+    // before any other thread exists. A failure leaves the default in place.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() {
+    return_large_buffers_to_the_system();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

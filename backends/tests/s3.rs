@@ -50,9 +50,8 @@ pub fn backend(user: &str, put_only: bool, storage_class: Option<&str>) -> S3Bac
     )
 }
 
-/// The storage class S3 reports for `key` (HeadObject with the admin key,
-/// through the SDK itself: the Backend trait has no such call).
-async fn storage_class(key: &str) -> Option<String> {
+/// An SDK client with the admin key, to look behind the backend's back.
+fn admin_client() -> aws_sdk_s3::Client {
     let env = moto_env();
     let creds = aws_sdk_s3::config::Credentials::new(
         var(&env, "MOTO_ADMIN_ACCESS_KEY_ID"),
@@ -68,7 +67,14 @@ async fn storage_class(key: &str) -> Option<String> {
         .force_path_style(true)
         .credentials_provider(creds)
         .build();
-    let head = aws_sdk_s3::Client::from_conf(conf)
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// The storage class S3 reports for `key` (HeadObject: the Backend trait
+/// has no such call).
+async fn storage_class(key: &str) -> Option<String> {
+    let env = moto_env();
+    let head = admin_client()
         .head_object()
         .bucket(var(&env, "MOTO_BUCKET"))
         .key(key)
@@ -86,6 +92,78 @@ fn fixture(test: &str) -> Fixture {
 }
 
 offsite_backends::conformance_tests!(|test_name| fixture(test_name));
+
+/// The checksum a part's receipt carries (`"<etag> <base64>"`).
+fn receipt_checksum(tag: &str) -> &str {
+    tag.rsplit_once(' ').map(|(_, sum)| sum).unwrap_or("")
+}
+
+/// New uploads use CRC32C part checksums and say so in their upload id; an
+/// upload an earlier version started with SHA-256 (its journaled id has no
+/// mark) gets SHA-256 for its remaining parts and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_uploads_use_crc32c_and_an_earlier_sha256_upload_still_completes() {
+    let env = moto_env();
+    let b = backend("admin", false, None);
+    let prefix = common::unique("checksums");
+    let body = Bytes::from(pattern(6 << 20, 7));
+    let parts = |b: &Bytes| {
+        vec![
+            Part {
+                index: 0,
+                offset: 0,
+                body: b.slice(..5 << 20),
+            },
+            Part {
+                index: 1,
+                offset: 5 << 20,
+                body: b.slice(5 << 20..),
+            },
+        ]
+    };
+
+    let new_key = format!("{prefix}/new");
+    let upload = b.create_upload(&new_key, 5 << 20).await.expect("create");
+    assert!(upload.0.starts_with("crc32c:"), "{upload:?}");
+    let mut receipts = Vec::new();
+    for p in parts(&body) {
+        receipts.push(b.put_part(&new_key, &upload, p).await.expect("put_part"));
+    }
+    // A CRC32C is 4 bytes: 8 characters of base64.
+    for r in &receipts {
+        assert_eq!(receipt_checksum(&r.tag).len(), 8, "{r:?}");
+    }
+    b.complete_upload(&new_key, &upload, &receipts)
+        .await
+        .expect("complete");
+
+    let old_key = format!("{prefix}/old");
+    let created = admin_client()
+        .create_multipart_upload()
+        .bucket(var(&env, "MOTO_BUCKET"))
+        .key(&old_key)
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+        .send()
+        .await
+        .expect("CreateMultipartUpload with SHA-256, as earlier versions did");
+    let upload = offsite_backends::UploadId(created.upload_id().expect("id").to_string());
+    let mut receipts = Vec::new();
+    for p in parts(&body) {
+        receipts.push(b.put_part(&old_key, &upload, p).await.expect("put_part"));
+    }
+    // A SHA-256 is 32 bytes: 44 characters of base64.
+    for r in &receipts {
+        assert_eq!(receipt_checksum(&r.tag).len(), 44, "{r:?}");
+    }
+    b.complete_upload(&old_key, &upload, &receipts)
+        .await
+        .expect("complete");
+
+    for key in [&new_key, &old_key] {
+        let got = offsite_backends::get_bytes(&b, key).await.expect("get");
+        assert!(got == body, "{key} reads back as written");
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_only_credentials_upload_and_nothing_else() {
