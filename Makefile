@@ -8,7 +8,7 @@ RUN_CONFIG := fixtures/run/offsite.toml
 # The real servers the tests talk to (tests/servers/<name>.sh start|stop).
 SERVERS := moto sshd ftp azurite
 
-.PHONY: run test fuzz deps build lint fmt clean-run
+.PHONY: run test bench fuzz deps build lint fmt clean-run
 
 deps:
 	@bash fixtures/install-deps.sh
@@ -36,6 +36,27 @@ test: deps lint
 	for s in $(SERVERS); do tests/servers/$$s.sh start || { rc=1; break; }; done; \
 	if [ $$rc -eq 0 ]; then $(CARGO) test --workspace --all-targets; rc=$$?; fi; \
 	for s in $(SERVERS); do tests/servers/$$s.sh stop; done; \
+	exit $$rc
+
+# offsite against the tools people use instead, on a generated EventStoreDB-like
+# data directory of about 800 MiB (target/bench/): staging against tar | zstd
+# and restic, uploads to SFTP against rclone and OpenSSH's sftp, to S3 against
+# rclone; then offsite alone at 4x the data, for its memory. Prints a table and
+# the targets; writes target/bench/results.json. BENCH_ARGS passes flags
+# (--quick, --runs N, --no-scale). sshd and moto are started here and stopped
+# by their scripts whatever the result.
+BENCH_SERVERS := sshd moto
+BENCH_ARGS ?=
+# The peers, from Debian: rclone (SFTP and S3 uploads), restic (staging into
+# a local repository), OpenSSH's sftp (the SFTP reference).
+BENCH_PEERS := rclone:rclone restic:restic sftp:openssh-client
+bench:
+	@bash fixtures/install-deps.sh $(BENCH_PEERS)
+	$(CARGO) build --release --bin offsite
+	@rc=0; \
+	for s in $(BENCH_SERVERS); do tests/servers/$$s.sh start || { rc=1; break; }; done; \
+	if [ $$rc -eq 0 ]; then python3 tests/bench/bench.py $(BENCH_ARGS); rc=$$?; fi; \
+	for s in $(BENCH_SERVERS); do tests/servers/$$s.sh stop; done; \
 	exit $$rc
 
 # The parsers' fuzzing at length: FUZZ_CASES inputs per property (4

@@ -1,0 +1,855 @@
+#!/usr/bin/env python3
+"""offsite's benchmark: staging and uploads, against the tools people use instead.
+
+    python3 tests/bench/bench.py [--runs N] [--quick] [--scale N] [--no-scale | --scale-only]
+
+Run by `make bench`, which installs the tools, builds the release binary and
+starts the SFTP (tests/servers/sshd.sh) and S3 (tests/servers/moto.sh)
+servers this script reads from target/servers/*.env.
+
+What it measures, each as a subprocess (wall time with time.monotonic(),
+peak RSS with os.wait4(); a pipeline's peaks are added), --runs times,
+reporting the median time and the largest peak RSS:
+
+  staging  offsite backup --no-upload | tar -cf - | zstd -T0 -3 | restic backup
+  SFTP     offsite upload | rclone copy | OpenSSH sftp -b (mkdir + put)
+  S3       offsite upload | rclone copy (16 MiB parts, 4 at a time)
+
+on a generated, seeded data directory shaped like EventStoreDB's (chunk files,
+index/, *.chk) under target/bench/data-<N>x, read once before timing so every
+tool finds it in the page cache. Then offsite alone on a dataset 4 times
+larger, to see that its memory does not grow with the data. Prints a table
+and the targets on stdout, progress on stderr, and writes everything to
+target/bench/results.json (results-quick.json for --quick,
+results-scale-only.json for --scale-only). Exits 0 when the bench ran (a
+missed target does not fail it), 1 when a tool failed (its stderr tail is
+printed), 2 on usage or setup errors.
+
+Python standard library only.
+"""
+
+import argparse
+import json
+import os
+import platform
+import pwd
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "target" / "bench"
+RUNS = BENCH / "runs"
+LOGS = BENCH / "logs"
+SERVERS = ROOT / "target" / "servers"
+
+KiB = 1 << 10
+MiB = 1 << 20
+BLOCK = MiB  # the generator writes in blocks of this size
+
+SEED = 20261122
+DATASET_FORMAT = 1  # bump when the generator changes: datasets are rebuilt
+# offsite's upload defaults (README "Configuration"): the memory target.
+PART_SIZE = 16 * MiB
+CONCURRENCY = 4
+RSS_HEADROOM = 64 * MiB
+RSS_LIMIT = PART_SIZE * CONCURRENCY + RSS_HEADROOM
+JOB = "bench"
+RESTIC_PASSWORD = "offsite-bench-not-a-secret"
+TIMEOUT = 3600  # seconds for any one command before it is killed
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class ToolFailed(Exception):
+    """A measured or setup command failed: its label, exit codes and stderr tail."""
+
+
+# --------------------------------------------------------------------------
+# The dataset
+
+
+def dataset_params(scale, quick):
+    if quick:
+        # About 64 MiB: 6 chunks of 8 MiB, 20 index files of 0.75 MiB.
+        p = {"chunk_size": 8 * MiB, "chunks": 6 * scale, "index_files": 20, "index_size": 768 * KiB}
+    else:
+        # About 800 MiB: 6 chunks of 128 MiB, 20 index files of 1.5 MiB.
+        p = {"chunk_size": 128 * MiB, "chunks": 6 * scale, "index_files": 20, "index_size": 1536 * KiB}
+    p.update(format=DATASET_FORMAT, seed=SEED, scale=scale, quick=quick, checkpoints=4, checkpoint_size=8)
+    return p
+
+
+def dataset_name(scale, quick):
+    return f"data-{'quick-' if quick else ''}{scale}x"
+
+
+def compressible(rng, first, size):
+    """`size` bytes of event-like JSON lines, numbered from `first`: zstd -3 packs them about 8:1."""
+    types = (b"OrderPlaced", b"OrderPaid", b"OrderShipped", b"ItemAdded", b"ItemRemoved")
+    lines = []
+    n = 0
+    total = 0
+    base = rng.randrange(1 << 20)
+    while total < size:
+        i = first + n
+        line = b'{"stream":"order-%07d","type":"%s","version":%d,"data":{"sku":"SKU-%05d","qty":%d,"price":%d.%02d}}\n' % (
+            base + i // 7, types[i % 5], i % 7, (i * 7919) % 100000, i % 9 + 1, i % 500, i % 100)
+        lines.append(line)
+        total += len(line)
+        n += 1
+    return b"".join(lines)[:size], n
+
+
+def write_chunk(path, rng, size):
+    """Blocks of half random bytes and half event lines: zstd -3 gives about 2:1."""
+    half = BLOCK // 2
+    record = 0
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            text, n = compressible(rng, record, half)
+            record += n
+            block = rng.randbytes(half) + text
+            f.write(block[:left])
+            left -= len(block)
+
+
+def write_index(path, rng, size):
+    """Mostly random (a ptable of hashes): 7/8 random, 1/8 zeros per block."""
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(BLOCK, left)
+            r = n - n // 8
+            f.write(rng.randbytes(r) + bytes(n - r))
+            left -= n
+
+
+def dataset_files(p):
+    """(relative path, size) of every file the parameters describe."""
+    files = [(f"{name}.chk", p["checkpoint_size"]) for name in ("chaser", "epoch", "truncate", "writer")][: p["checkpoints"]]
+    rng = random.Random(f"{p['seed']}:index-names")
+    files += [(f"index/{uuid.UUID(int=rng.getrandbits(128), version=4)}", p["index_size"]) for _ in range(p["index_files"])]
+    files += [(f"chunk-{i:06d}.000000", p["chunk_size"]) for i in range(p["chunks"])]
+    return files
+
+
+def ensure_dataset(scale, quick):
+    """Builds target/bench/data-<N>x unless its marker says it is already there with these parameters."""
+    p = dataset_params(scale, quick)
+    name = dataset_name(scale, quick)
+    data = BENCH / name
+    marker = BENCH / f"{name}.params.json"
+    files = dataset_files(p)
+    total = sum(s for _, s in files)
+    if marker.exists():
+        try:
+            same = json.loads(marker.read_text()) == p
+        except ValueError:
+            same = False
+        if same and all((data / rel).is_file() and (data / rel).stat().st_size == s for rel, s in files):
+            log(f"dataset {name}: {total / MiB:.0f} MiB in {len(files)} files, already there ({marker.name})")
+            return data, total, len(files)
+    log(f"dataset {name}: generating {total / MiB:.0f} MiB in {len(files)} files (seed {SEED})")
+    marker.unlink(missing_ok=True)
+    shutil.rmtree(data, ignore_errors=True)
+    (data / "index").mkdir(parents=True)
+    t0 = time.monotonic()
+    for rel, size in files:
+        rng = random.Random(f"{p['seed']}:{rel}")
+        path = data / rel
+        if rel.endswith(".chk"):
+            path.write_bytes(rng.randrange(1 << 40).to_bytes(size, "little"))
+        elif rel.startswith("index/"):
+            write_index(path, rng, size)
+        else:
+            write_chunk(path, rng, size)
+    os.sync()
+    marker.write_text(json.dumps(p, indent=1) + "\n")
+    log(f"dataset {name}: generated in {time.monotonic() - t0:.1f} s")
+    return data, total, len(files)
+
+
+def warm(data):
+    """Reads every file once (cat to /dev/null) so every tool starts from a warm page cache."""
+    files = sorted(str(p) for p in data.rglob("*") if p.is_file())
+    t0 = time.monotonic()
+    subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
+    log(f"page cache: read {data.name} once (cat to /dev/null) in {time.monotonic() - t0:.1f} s; every tool starts warm")
+
+
+# --------------------------------------------------------------------------
+# Running and measuring
+
+
+def tail(path, lines=20):
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+def measure(label, cmds, env=None, cwd=None):
+    """Runs a pipeline of commands (argv lists, each one's stdout into the next's stdin).
+
+    Returns {"seconds", "rss_kib", "stdout"}: the wall time from the first
+    start to the last exit, the sum of the processes' peak RSS (each one's
+    ru_maxrss from wait4, which also covers the children it waited for), and
+    the last command's stdout. Raises ToolFailed if any exits non-zero.
+    """
+    LOGS.mkdir(parents=True, exist_ok=True)
+    out_path = LOGS / f"{label}.out"
+    err_paths = [LOGS / (f"{label}.err" if len(cmds) == 1 else f"{label}.{i}.err") for i in range(len(cmds))]
+    os.sync()  # the previous run's writes are not flushed on this one's time
+    procs = []
+    timer = None
+    killed = []
+
+    def kill_all():
+        killed.append(True)
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    try:
+        with open(out_path, "wb") as out:
+            t0 = time.monotonic()
+            prev = None
+            for i, argv in enumerate(cmds):
+                with open(err_paths[i], "wb") as err:
+                    p = subprocess.Popen(
+                        argv,
+                        stdin=prev.stdout if prev else subprocess.DEVNULL,
+                        stdout=out if i == len(cmds) - 1 else subprocess.PIPE,
+                        stderr=err,
+                        env=env,
+                        cwd=cwd,
+                        start_new_session=True,
+                    )
+                if prev:
+                    prev.stdout.close()
+                procs.append(p)
+                prev = p
+            timer = threading.Timer(TIMEOUT, kill_all)
+            timer.daemon = True
+            timer.start()
+            rss = 0
+            codes = []
+            for p in procs:
+                _, status, usage = os.wait4(p.pid, 0)
+                p.returncode = os.waitstatus_to_exitcode(status)
+                codes.append(p.returncode)
+                rss += usage.ru_maxrss
+            seconds = time.monotonic() - t0
+    finally:
+        if timer:
+            timer.cancel()
+        for p in procs:
+            if p.returncode is None:
+                kill_all()
+                p.wait()
+    stdout = out_path.read_text(errors="replace")
+    if any(codes) or killed:
+        why = f"killed after {TIMEOUT} s" if killed else f"exit {codes}"
+        msg = [f"{label}: {' | '.join(' '.join(map(str, c)) for c in cmds)}: {why}"]
+        for i, e in enumerate(err_paths):
+            t = tail(e)
+            if t:
+                msg.append(f"--- stderr{'' if len(cmds) == 1 else f' of command {i + 1}'} ({e}):\n{t}")
+        if stdout.strip():
+            msg.append(f"--- stdout ({out_path}):\n{tail(out_path)}")
+        raise ToolFailed("\n".join(msg))
+    return {"seconds": seconds, "rss_kib": rss, "stdout": stdout}
+
+
+def run(argv, env=None, what=None, check=True):
+    """An untimed helper command; its output is returned, a failure raises ToolFailed."""
+    r = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise ToolFailed(f"{what or argv[0]}: {' '.join(map(str, argv))}: exit {r.returncode}\n{r.stderr[-3000:]}{r.stdout[-2000:]}")
+    return r
+
+
+def version(argv):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unavailable ({e})"
+    text = (r.stdout + r.stderr).strip()
+    return text.splitlines()[0] if text else f"exit {r.returncode}"
+
+
+def read_env(path):
+    if not path.exists():
+        raise SystemExit(f"bench: {path} is missing: start the server first (tests/servers/{path.stem}.sh start)")
+    env = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            env[k.strip()] = v.strip()
+    return env
+
+
+def fresh(path):
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def link_copy(src, dst):
+    """A copy of the folder src whose large files are hard links (no data copied).
+
+    Files under 1 MiB (manifests, status and lock files) are real copies, so
+    whatever offsite rewrites in place never reaches the original.
+    """
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for f in filenames:
+            s = Path(dirpath) / f
+            if s.stat().st_size >= MiB:
+                os.link(s, dst / rel / f)
+            else:
+                shutil.copy2(s, dst / rel / f)
+
+
+def tree_bytes(path):
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------
+# The benchmark
+
+
+def toml_str(s):
+    return json.dumps(str(s))  # a JSON string is a valid TOML basic string
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.offsite = Path(args.offsite).resolve()
+        self.sftp = read_env(SERVERS / "sshd.env")
+        self.moto = read_env(SERVERS / "moto.env")
+        self.results = []  # one row per (task, tool, dataset)
+        self.notes = []
+        self.cleanups = []
+        # offsite's S3 credentials: moto's admin user, from the standard env vars.
+        self.offsite_env = dict(os.environ)
+        self.offsite_env.update(
+            AWS_ACCESS_KEY_ID=self.moto["MOTO_ADMIN_ACCESS_KEY_ID"],
+            AWS_SECRET_ACCESS_KEY=self.moto["MOTO_ADMIN_SECRET_ACCESS_KEY"],
+            AWS_EC2_METADATA_DISABLED="true",
+        )
+        for k in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            self.offsite_env.pop(k, None)
+        # rclone 1.60 refuses to make an S3 client at all when AWS_CA_BUNDLE is
+        # set and its transport is its own ("LoadCustomCABundleError: unable to
+        # load custom CA bundle, HTTPClient's transport unsupported type").
+        # The endpoint is plain http anyway. The other CA variables
+        # (SSL_CERT_FILE, ...) do not stop it. RCLONE_CONFIG: no config file.
+        self.rclone_env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE" and not k.startswith("RCLONE_")}
+        self.rclone_env["RCLONE_CONFIG"] = "/dev/null"
+
+    # -- configs
+
+    def config(self, path, staging, dataset, dests, prefix=None):
+        """Writes an offsite config: one job `bench` over `dataset`, with these destinations."""
+        s, m = self.sftp, self.moto
+        lines = [
+            "# Written by tests/bench/bench.py.",
+            "[staging]",
+            f"dir = {toml_str(staging)}",
+            "",
+            "[[job]]",
+            f'name = "{JOB}"',
+            f'source = {{ kind = "dir", path = {toml_str(dataset)}, order = ["*.chk", "index/**", "**"] }}',
+            'compression = "zstd:3"',
+            f"destinations = [{', '.join(toml_str(d) for d in dests)}]",
+            "",
+        ]
+        if "sftp" in dests:
+            lines += [
+                "[destination.sftp]",
+                'kind = "sftp"',
+                f"host = {toml_str(s['SFTP_HOST'])}",
+                f"port = {int(s['SFTP_PORT'])}",
+                f"user = {toml_str(s['SFTP_USER'])}",
+                f"key_file = {toml_str(s['SFTP_KEY_FILE'])}",
+                f"known_hosts = {toml_str(s['SFTP_KNOWN_HOSTS'])}",
+                f"path = {toml_str(s['SFTP_ROOT'])}",
+            ]
+            lines += [f"prefix = {toml_str(prefix)}"] if prefix else []
+            lines += [""]
+        if "s3" in dests:
+            lines += [
+                "[destination.s3]",
+                'kind = "s3"',
+                f"bucket = {toml_str(m['MOTO_BUCKET'])}",
+                f"endpoint = {toml_str(m['MOTO_ENDPOINT'])}",
+            ]
+            lines += [f"prefix = {toml_str(prefix)}"] if prefix else []
+            lines += [""]
+        path.write_text("\n".join(lines))
+        return path
+
+    def rclone_s3(self):
+        m = self.moto
+        return ["--s3-provider", "Other", "--s3-endpoint", m["MOTO_ENDPOINT"], "--s3-region", "us-east-1",
+                "--s3-access-key-id", m["MOTO_ADMIN_ACCESS_KEY_ID"],
+                "--s3-secret-access-key", m["MOTO_ADMIN_SECRET_ACCESS_KEY"]]
+
+    def rclone_sftp(self):
+        s = self.sftp
+        return ["--sftp-host", s["SFTP_HOST"], "--sftp-port", s["SFTP_PORT"], "--sftp-user", s["SFTP_USER"],
+                "--sftp-key-file", s["SFTP_KEY_FILE"], "--sftp-known-hosts-file", s["SFTP_KNOWN_HOSTS"]]
+
+    def s3_remote(self, prefix):
+        return f":s3:{self.moto['MOTO_BUCKET']}/{prefix}"
+
+    def s3_purge(self, prefix):
+        run(["rclone", "purge", self.s3_remote(prefix), *self.rclone_s3()], env=self.rclone_env, what="rclone purge", check=False)
+
+    def s3_bytes(self, prefix):
+        r = run(["rclone", "size", "--json", self.s3_remote(prefix), *self.rclone_s3()], env=self.rclone_env, what="rclone size")
+        return json.loads(r.stdout)["bytes"]
+
+    def sftp_dir(self, name):
+        return Path(self.sftp["SFTP_ROOT"]) / "bench" / name
+
+    # -- rows
+
+    def record(self, task, tool, size, runs, dataset, reference=None, extra=None):
+        row = {
+            "task": task, "tool": tool, "dataset": dataset, "bytes": size, "reference": reference,
+            "runs": [{"seconds": round(r["seconds"], 3), "peak_rss_kib": r["rss_kib"]} for r in runs],
+            "median_seconds": statistics.median(r["seconds"] for r in runs),
+            "peak_rss_kib": max(r["rss_kib"] for r in runs),
+        }
+        row["mb_per_s"] = size / row["median_seconds"] / 1e6
+        row.update(extra or {})
+        self.results.append(row)
+        return row
+
+    def find(self, task, tool, dataset):
+        for r in self.results:
+            if (r["task"], r["tool"], r["dataset"]) == (task, tool, dataset):
+                return r
+        return None
+
+    def progress(self, task, tool, i, n, m):
+        log(f"{task} {tool} run {i}/{n}: {m['seconds']:.2f} s, peak RSS {m['rss_kib'] / KiB:.1f} MiB")
+
+    # -- staging
+
+    def stage_offsite(self, data, size, dataset, runs, keep_last):
+        """offsite backup --no-upload into a fresh staging folder per run; the last one is kept (pristine)."""
+        out = []
+        for i in range(1, runs + 1):
+            d = fresh(RUNS / f"stage-offsite-{dataset}-{i}")
+            cfg = self.config(d / "offsite.toml", d / "staging", data, ["sftp", "s3"])
+            (d / "staging").mkdir()
+            m = measure(f"{dataset}-staging-offsite-{i}", [[self.offsite, "--config", cfg, "--json", "backup", "--no-upload"]],
+                        env=self.offsite_env)
+            doc = json.loads(m["stdout"])
+            if doc.get("status") not in ("ok", "staged"):
+                raise ToolFailed(f"offsite backup --no-upload: status {doc.get('status')!r}: {m['stdout'][-2000:]}")
+            m["doc"] = doc
+            self.progress("staging", "offsite", i, runs, m)
+            out.append(m)
+            if not (keep_last and i == runs):
+                shutil.rmtree(d)
+        doc = out[-1]["doc"]
+        staged = doc["staged"]
+        self.record("staging", "offsite", size, out, dataset, reference="tar | zstd",
+                    extra={"staged_bytes": staged["bytes"], "stored_bytes": staged["stored_bytes"],
+                           "compression_ratio": staged["bytes"] / max(1, staged["stored_bytes"])})
+        return (RUNS / f"stage-offsite-{dataset}-{runs}") if keep_last else None, doc
+
+    def stage_tar_zstd(self, data, size, dataset, runs, fsync=False):
+        """tar | zstd -T0 -3 into a fresh file; with `fsync`, the file is
+        fsync'd at the end, as offsite does its volumes: the same durability,
+        for a fair second reference."""
+        tool = "tar | zstd, fsync" if fsync else "tar | zstd"
+        slug = "tar-zstd-fsync" if fsync else "tar-zstd"
+        out = []
+        for i in range(1, runs + 1):
+            d = fresh(RUNS / f"stage-{slug}-{i}")
+            f = d / "data.tar.zst"
+            if fsync:
+                cmds = [["sh", "-c", 'tar -cf - -C "$1" . | zstd -T0 -3 -q -o "$2" && sync "$2"', "sh",
+                         str(data), str(f)]]
+            else:
+                cmds = [["tar", "-cf", "-", "-C", data, "."], ["zstd", "-T0", "-3", "-q", "-o", f]]
+            m = measure(f"{dataset}-staging-{slug}-{i}", cmds)
+            m["stored"] = f.stat().st_size
+            self.progress("staging", tool, i, runs, m)
+            out.append(m)
+            shutil.rmtree(d)
+        self.record("staging", tool, size, out, dataset, reference="tar | zstd",
+                    extra={"stored_bytes": out[-1]["stored"]})
+
+    def stage_restic(self, data, size, dataset, runs):
+        out = []
+        for i in range(1, runs + 1):
+            d = fresh(RUNS / f"stage-restic-{i}")
+            env = dict(os.environ, RESTIC_REPOSITORY=str(d / "repo"), RESTIC_PASSWORD=RESTIC_PASSWORD,
+                       RESTIC_CACHE_DIR=str(d / "cache"))
+            run(["restic", "init", "--repository-version", "2"], env=env, what="restic init")
+            m = measure(f"{dataset}-staging-restic-{i}", [["restic", "backup", data]], env=env)
+            m["stored"] = tree_bytes(d / "repo")
+            self.progress("staging", "restic", i, runs, m)
+            out.append(m)
+            shutil.rmtree(d)
+        self.record("staging", "restic", size, out, dataset, reference="tar | zstd",
+                    extra={"stored_bytes": out[-1]["stored"]})
+
+    # -- uploads
+
+    def upload_offsite(self, pristine, data, dataset, dest, runs):
+        """offsite upload of a hard-linked copy of the pristine staging folder, to one destination."""
+        out = []
+        for i in range(1, runs + 1):
+            name = f"offsite-{dataset}-{i}"
+            d = fresh(RUNS / f"upload-{dest}-{name}")
+            link_copy(pristine / "staging", d / "staging")
+            prefix = f"bench/{name}"
+            cfg = self.config(d / "offsite.toml", d / "staging", data, [dest], prefix=prefix)
+            if dest == "s3":
+                self.s3_purge(prefix)
+            m = measure(f"{dataset}-upload-{dest}-offsite-{i}", [[self.offsite, "--config", cfg, "--json", "upload"]],
+                        env=self.offsite_env)
+            doc = json.loads(m["stdout"])
+            runs_ = doc.get("runs") or []
+            dests = [x for r in runs_ for x in r.get("destinations", [])]
+            if doc.get("status") != "ok" or len(runs_) != 1 or any(x.get("status") != "ok" for x in dests):
+                raise ToolFailed(f"offsite upload ({dest}): not ok: {m['stdout'][-3000:]}\n{tail(LOGS / f'{dataset}-upload-{dest}-offsite-{i}.err')}")
+            sent = sum(x.get("bytes_sent", 0) for x in dests)
+            resumed = sum(x.get("bytes_resumed", 0) for x in dests)
+            if resumed:
+                self.notes.append(f"offsite upload {dest} run {i}: bytes_resumed {resumed} (expected 0)")
+            m["sent"] = sent
+            self.check_remote(dest, prefix, self.uploaded_bytes, f"offsite {dest} run {i}")
+            self.progress(f"upload {dest}", "offsite", i, runs, m)
+            out.append(m)
+            shutil.rmtree(d)
+            self.drop_remote(dest, prefix)
+        return out
+
+    def check_remote(self, dest, prefix, expect, what):
+        """The bytes that arrived (read from the server's folder, or listed on S3) are the staged ones."""
+        if dest == "sftp":
+            got = tree_bytes(Path(self.sftp["SFTP_ROOT"]) / prefix)
+        else:
+            got = self.s3_bytes(prefix)
+        if got != expect:
+            raise ToolFailed(f"{what}: {got} bytes arrived under {prefix}, {expect} staged")
+
+    def drop_remote(self, dest, prefix):
+        if dest == "sftp":
+            shutil.rmtree(Path(self.sftp["SFTP_ROOT"]) / prefix, ignore_errors=True)
+        else:
+            self.s3_purge(prefix)
+
+    def upload_peers_sftp(self, backup_dir, dataset, runs):
+        s = self.sftp
+        files = sorted(p for p in backup_dir.iterdir() if p.is_file())
+        rows = {}
+        for tool in ("rclone", "OpenSSH sftp"):
+            out = []
+            short = "rclone" if tool == "rclone" else "sftp"
+            for i in range(1, runs + 1):
+                prefix = f"bench/{short}-{dataset}-{i}"
+                remote = f"{s['SFTP_ROOT']}/{prefix}"
+                self.drop_remote("sftp", prefix)
+                if tool == "rclone":
+                    cmd = ["rclone", "copy", backup_dir, f":sftp:{remote}", "--exclude", "/.journal/**", *self.rclone_sftp()]
+                    m = measure(f"{dataset}-upload-sftp-rclone-{i}", [cmd], env=self.rclone_env)
+                else:
+                    batch = RUNS / f"sftp-batch-{i}"
+                    batch.write_text(f'mkdir "{remote}"\n' + "".join(f'put "{f}" "{remote}/{f.name}"\n' for f in files))
+                    cmd = ["sftp", "-b", batch, "-i", s["SFTP_KEY_FILE"], "-o", f"UserKnownHostsFile={s['SFTP_KNOWN_HOSTS']}",
+                           "-o", "BatchMode=yes", "-P", s["SFTP_PORT"], f"{s['SFTP_USER']}@{s['SFTP_HOST']}"]
+                    m = measure(f"{dataset}-upload-sftp-openssh-{i}", [cmd])
+                self.check_remote("sftp", prefix, self.uploaded_bytes, f"{tool} sftp run {i}")
+                self.progress("upload sftp", tool, i, runs, m)
+                out.append(m)
+                self.drop_remote("sftp", prefix)
+            rows[tool] = out
+        return rows
+
+    def upload_peers_s3(self, backup_dir, dataset, runs):
+        out = []
+        for i in range(1, runs + 1):
+            prefix = f"bench/rclone-{dataset}-{i}"
+            self.s3_purge(prefix)
+            cmd = ["rclone", "copy", backup_dir, self.s3_remote(prefix), "--exclude", "/.journal/**", *self.rclone_s3(),
+                   "--s3-chunk-size", "16M", "--s3-upload-concurrency", "4"]
+            m = measure(f"{dataset}-upload-s3-rclone-{i}", [cmd], env=self.rclone_env)
+            self.check_remote("s3", prefix, self.uploaded_bytes, f"rclone s3 run {i}")
+            self.progress("upload s3", "rclone", i, runs, m)
+            out.append(m)
+            self.s3_purge(prefix)
+        return out
+
+    # -- one dataset
+
+    def bench_dataset(self, scale, runs, peers):
+        data, size, nfiles = ensure_dataset(scale, self.args.quick)
+        dataset = dataset_name(scale, self.args.quick)
+        self.datasets[dataset] = {"path": str(data), "bytes": size, "files": nfiles,
+                                  "params": dataset_params(scale, self.args.quick)}
+        warm(data)
+        shutil.rmtree(RUNS, ignore_errors=True)
+        RUNS.mkdir(parents=True)
+
+        # Staging.
+        log(f"{dataset}: staging, {runs} run(s) per tool")
+        if peers:
+            self.stage_tar_zstd(data, size, dataset, runs)
+            self.stage_tar_zstd(data, size, dataset, runs, fsync=True)
+        pristine, doc = self.stage_offsite(data, size, dataset, runs, keep_last=True)
+        if peers:
+            self.stage_restic(data, size, dataset, runs)
+        jobdir = pristine / "staging" / JOB
+        backup_dir = jobdir / doc["backup"]
+        if not backup_dir.is_dir():
+            raise ToolFailed(f"offsite staged {doc['backup']} but {backup_dir} is not there")
+        if (backup_dir / ".journal").exists() and any((backup_dir / ".journal").iterdir()):
+            raise ToolFailed(f"{backup_dir}/.journal is not empty before any upload")
+        self.uploaded_bytes = sum(p.stat().st_size for p in backup_dir.iterdir() if p.is_file())
+        self.datasets[dataset].update(staged_backup=doc["backup"], staged_bytes=doc["staged"]["bytes"],
+                                      stored_bytes=doc["staged"]["stored_bytes"], uploaded_bytes=self.uploaded_bytes,
+                                      files_uploaded=sorted(p.name for p in backup_dir.iterdir() if p.is_file()))
+        warm(backup_dir)
+
+        # SFTP.
+        sftp_bench = self.sftp_dir("")
+        sftp_bench.mkdir(parents=True, exist_ok=True)
+        u = pwd.getpwnam(self.sftp["SFTP_USER"])
+        os.chown(sftp_bench, u.pw_uid, u.pw_gid)
+        log(f"{dataset}: upload of {self.uploaded_bytes / MiB:.0f} MiB to sftp, {runs} run(s) per tool")
+        peer = self.upload_peers_sftp(backup_dir, dataset, runs) if peers else {}
+        for tool, out in peer.items():
+            self.record("upload sftp", tool, self.uploaded_bytes, out, dataset, reference="OpenSSH sftp")
+        out = self.upload_offsite(pristine, data, dataset, "sftp", runs)
+        self.record("upload sftp", "offsite", self.uploaded_bytes, out, dataset, reference="OpenSSH sftp")
+
+        # S3.
+        log(f"{dataset}: upload of {self.uploaded_bytes / MiB:.0f} MiB to s3, {runs} run(s) per tool")
+        if peers:
+            out = self.upload_peers_s3(backup_dir, dataset, runs)
+            self.record("upload s3", "rclone", self.uploaded_bytes, out, dataset, reference="rclone")
+        out = self.upload_offsite(pristine, data, dataset, "s3", runs)
+        self.record("upload s3", "offsite", self.uploaded_bytes, out, dataset, reference="rclone")
+
+        shutil.rmtree(RUNS, ignore_errors=True)
+        return dataset
+
+    # -- all of it
+
+    def main(self):
+        a = self.args
+        self.datasets = {}
+        self.started = time.time()
+        shutil.rmtree(LOGS, ignore_errors=True)
+        self.machine = machine_facts(self.offsite)
+        for k, v in self.machine.items():
+            log(f"machine: {k}: {v}")
+        try:
+            base = self.bench_dataset(a.scale, a.runs, peers=not a.scale_only)
+            big = None
+            if not a.no_scale:
+                log(f"scale check: offsite alone on a dataset {4}x larger, 1 run each")
+                big = self.bench_dataset(a.scale * 4, 1, peers=False)
+        finally:
+            self.cleanup()
+        self.report(base, big)
+
+    def cleanup(self):
+        shutil.rmtree(RUNS, ignore_errors=True)
+        shutil.rmtree(self.sftp_dir(""), ignore_errors=True)
+        self.s3_purge("bench")
+
+    # -- report
+
+    def ratios(self):
+        for r in self.results:
+            ref = self.find(r["task"], r["reference"], r["dataset"]) if r["reference"] else None
+            r["ratio"] = r["median_seconds"] / ref["median_seconds"] if ref else None
+
+    def targets(self, base, big):
+        t = []
+
+        def add(name, value, limit, met, detail):
+            t.append({"target": name, "value": value, "limit": limit, "met": met, "detail": detail})
+
+        def time_target(task, ref, limit, label):
+            o, r = self.find(task, "offsite", base), self.find(task, ref, base)
+            if o and r:
+                ratio = o["median_seconds"] / r["median_seconds"]
+                add(label, round(ratio, 3), limit, ratio <= limit,
+                    f"offsite {o['median_seconds']:.2f} s / {ref} {r['median_seconds']:.2f} s = {ratio:.2f}x (limit {limit}x)")
+            else:
+                add(label, None, limit, None, f"not measured ({ref} skipped)")
+
+        time_target("staging", "tar | zstd", 1.15, "staging time <= 1.15 x tar | zstd -T0 -3")
+        time_target("upload sftp", "OpenSSH sftp", 1.2, "SFTP upload time <= 1.2 x OpenSSH sftp")
+        time_target("upload s3", "rclone", 1.0, "S3 upload time <= rclone's")
+        for task in ("upload sftp", "upload s3"):
+            rows = [r for r in self.results if r["task"] == task and r["tool"] == "offsite"]
+            peak = max(r["peak_rss_kib"] for r in rows) * KiB
+            add(f"offsite {task} peak RSS <= part_size x concurrency + 64 MiB",
+                round(peak / MiB, 1), RSS_LIMIT // MiB, peak <= RSS_LIMIT,
+                f"{peak / MiB:.1f} MiB (largest of {', '.join(r['dataset'] for r in rows)}) vs "
+                f"{PART_SIZE // MiB} MiB x {CONCURRENCY} + {RSS_HEADROOM // MiB} MiB = {RSS_LIMIT // MiB} MiB")
+        o = self.find("staging", "offsite", base)
+        add("offsite staging peak RSS (reported only)", round(o["peak_rss_kib"] / KiB, 1), None, None,
+            f"{o['peak_rss_kib'] / KiB:.1f} MiB")
+        if big:
+            for task in ("staging", "upload sftp", "upload s3"):
+                a, b = self.find(task, "offsite", base), self.find(task, "offsite", big)
+                change = b["peak_rss_kib"] / a["peak_rss_kib"] - 1
+                spread = sorted(r["peak_rss_kib"] / KiB for r in a["runs"])
+                add(f"offsite {task} peak RSS at {big.split('-')[-1]} within 10% of {base.split('-')[-1]}",
+                    round(change * 100, 1), 10, abs(change) <= 0.10,
+                    f"{a['peak_rss_kib'] / KiB:.1f} MiB -> {b['peak_rss_kib'] / KiB:.1f} MiB ({change * 100:+.1f}%; "
+                    f"{base.split('-')[-1]}'s runs: {', '.join(f'{x:.1f}' for x in spread)} MiB)")
+        else:
+            add("offsite peak RSS at 4x within 10% of 1x", None, 10, None, "not measured (--no-scale)")
+        return t
+
+    def report(self, base, big):
+        self.ratios()
+        targets = self.targets(base, big)
+        d = self.datasets[base]
+        print(f"offsite benchmark: dataset {base}: {d['bytes'] / MiB:.0f} MiB in {d['files']} files "
+              f"(EventStoreDB-like, seed {SEED}); offsite staged {d['stored_bytes'] / MiB:.0f} MiB "
+              f"(zstd:3, {d['staged_bytes'] / max(1, d['stored_bytes']):.2f}:1) in "
+              f"{sum(f.startswith('vol-') for f in d['files_uploaded'])} volume(s) + manifest; "
+              f"runs: {self.args.runs}; page cache warm (dataset read once before timing)")
+        print(f"machine: {self.machine['nproc']} cores, {self.machine['cpu']}, kernel {self.machine['kernel']}, "
+              f"{self.machine['memory']}")
+        print()
+        head = ("task", "tool", "dataset", "median s", "MB/s", "peak RSS MiB", "ratio")
+        rows = [head]
+        for r in self.results:
+            rows.append((r["task"], r["tool"], r["dataset"], f"{r['median_seconds']:.2f}", f"{r['mb_per_s']:.1f}",
+                         f"{r['peak_rss_kib'] / KiB:.1f}",
+                         f"{r['ratio']:.2f}x {r['reference']}" if r["ratio"] is not None else "-"))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        for n, row in enumerate(rows):
+            print("  ".join(c.ljust(w) if i < 3 or i == 6 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+            if n == 0:
+                print("  ".join("-" * w for w in widths))
+        print()
+        print("MB/s: staging of the dataset's bytes, uploads of the staged bytes (10^6 bytes/s); ratio: median time "
+              "over the reference tool's. A pipeline's peak RSS is the sum of its processes'.")
+        print("offsite fsyncs each staged volume, and on SFTP each part on the server (fsync@openssh.com); "
+              "tar | zstd, OpenSSH sftp and rclone do not (restic fsyncs its repository files).")
+        print()
+        print("targets:")
+        for t in targets:
+            state = "met" if t["met"] else ("n/a" if t["met"] is None else "MISSED")
+            print(f"  [{state:>6}] {t['target']}: {t['detail']}")
+        for n in self.notes:
+            print(f"note: {n}")
+        doc = {
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "seconds": round(time.time() - self.started, 1),
+            "args": vars(self.args),
+            "machine": self.machine,
+            "datasets": self.datasets,
+            "page_cache": "warm: each dataset, and the staged backup, read once (cat to /dev/null) before timing",
+            "offsite_upload_settings": {"part_size": PART_SIZE, "concurrency": CONCURRENCY},
+            "results": self.results,
+            "targets": targets,
+            "notes": self.notes,
+        }
+        # A trial run (--quick, --scale-only) never replaces a full run's results.
+        suffix = "".join(f"-{k}" for k, on in (("quick", self.args.quick), ("scale-only", self.args.scale_only)) if on)
+        path = BENCH / f"results{suffix}.json"
+        path.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        print(f"\nresults: {path}")
+
+
+def machine_facts(offsite):
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
+        memory = f"{int(mem.split()[1]) / MiB:.1f} GiB RAM"
+    except (OSError, StopIteration):
+        memory = "?"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory": memory,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "versions": {
+            "offsite": version([str(offsite), "--version"]),
+            "rclone": version(["rclone", "version"]),
+            "restic": version(["restic", "version"]),
+            "zstd": version(["zstd", "--version"]),
+            "tar": version(["tar", "--version"]),
+            "ssh": version(["ssh", "-V"]),
+        },
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=None, help="runs per measurement (default 3, or $BENCH_RUNS; --quick: 1)")
+    ap.add_argument("--scale", type=int, default=1, help="the dataset's chunk bytes times N (data-Nx; default 1)")
+    ap.add_argument("--quick", action="store_true", help="a small dataset (about 64 MiB) and 1 run: to try the harness")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--no-scale", action="store_true", help="skip the scale check (offsite alone at 4x the dataset)")
+    g.add_argument("--scale-only", action="store_true", help="offsite alone: at the dataset's size, then at 4x (no peers)")
+    ap.add_argument("--offsite", default=str(ROOT / "target" / "release" / "offsite"), help="the binary (default target/release/offsite)")
+    a = ap.parse_args()
+    if a.runs is None:
+        a.runs = int(os.environ.get("BENCH_RUNS") or (1 if a.quick else 3))
+    if a.runs < 1 or a.scale < 1:
+        ap.error("--runs and --scale must be at least 1")
+    if not os.access(a.offsite, os.X_OK):
+        print(f"bench: {a.offsite} is not there: build it with `cargo build --release --bin offsite`", file=sys.stderr)
+        return 2
+    missing = [t for t in ("rclone", "restic", "zstd", "tar", "sftp", "ssh", "cat") if not shutil.which(t)]
+    if missing:
+        print(f"bench: missing {', '.join(missing)}: run `make bench` (it installs them)", file=sys.stderr)
+        return 2
+    BENCH.mkdir(parents=True, exist_ok=True)
+    try:
+        b = Bench(a)
+    except SystemExit as e:
+        print(e, file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    try:
+        b.main()
+    except ToolFailed as e:
+        print(f"bench: a tool failed:\n{e}", file=sys.stderr)
+        return 1
+    log(f"done in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
