@@ -16,6 +16,16 @@ use crate::error::{Error, Result};
 use crate::upload::Target;
 
 pub fn backend_for(d: &Destination) -> Arc<dyn Backend> {
+    backend_with_retries(d, d.retries)
+}
+
+/// How often `check` retries: once, for a blip. A person is waiting, and a
+/// wrong host or port should fail in a second, not after the half minute a
+/// backup's retries give a restarting server.
+pub const CHECK_RETRIES: u32 = 1;
+
+/// [`backend_for`], with `retries` instead of the destination's own.
+pub fn backend_with_retries(d: &Destination, retries: u32) -> Arc<dyn Backend> {
     let raw: Arc<dyn Backend> = match &d.kind {
         DestinationKind::Path { path } => Arc::new(PathBackend::new(&d.name, path)),
         DestinationKind::S3(options) => Arc::new(S3Backend::new(&d.name, options.clone())),
@@ -28,7 +38,7 @@ pub fn backend_for(d: &Destination) -> Arc<dyn Backend> {
         None => raw,
     };
     let policy = RetryPolicy {
-        attempts: d.retries + 1,
+        attempts: retries + 1,
         ..RetryPolicy::default()
     };
     Arc::new(Retrying::new(paced, policy))

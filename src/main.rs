@@ -49,6 +49,9 @@ pub enum Command {
         file: PathBuf,
     },
     /// Validate the configuration and reach every destination with the calls a backup makes
+    ///
+    /// A destination that does not answer is retried once (a backup retries
+    /// `retries` times, 7 by default), so a wrong host or port fails at once.
     Check {
         /// Also write, read back and delete a small test object on every destination
         #[arg(long)]

@@ -301,7 +301,8 @@ async fn check(out: &Out, cfg: &Config, write_test: bool) -> Result<i32, Error> 
         );
     }
     for (name, d) in &cfg.destinations {
-        let backend = destinations::backend_for(d);
+        let retries = d.retries.min(destinations::CHECK_RETRIES);
+        let backend = destinations::backend_with_retries(d, retries);
         let mut res: Result<(), Error> = backend.probe().await.map_err(Error::from);
         if res.is_ok() && write_test {
             res = write_probe(backend.as_ref(), &d.prefix).await;

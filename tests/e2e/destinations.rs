@@ -122,3 +122,39 @@ fn a_discard_killed_halfway_is_never_uploaded_and_is_tidied() {
     assert!(!leftover.exists(), "the next run removes it");
     assert!(staging_dirs(&sb).is_empty(), "{:?}", staging_dirs(&sb));
 }
+
+/// `check` retries an unreachable destination once, not the half minute a
+/// backup gives a restarting server (whose first retries alone wait 31 s):
+/// a wrong port is named at once.
+#[test]
+fn check_fails_fast_on_a_destination_nobody_answers() {
+    let sb = Sandbox::new("check_fails_fast_on_a_destination_nobody_answers");
+    write(&sb.path("src/a.dat"), b"a");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let table = format!(
+        "[destination.s3]\nkind = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:{closed}\"\n"
+    );
+    sb.config_dir_job("", &["s3"], &table);
+    let started = std::time::Instant::now();
+    let r = Run::from(
+        sb.command(&["check"])
+            .env("AWS_ACCESS_KEY_ID", "k")
+            .env("AWS_SECRET_ACCESS_KEY", "s")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("run offsite"),
+    );
+    let took = started.elapsed();
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("destination \"s3\"") && r.stdout.contains("Connection refused"),
+        "{r:?}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "check gave up after one retry, not a backup's seven: {took:?}"
+    );
+}
