@@ -30,6 +30,8 @@ mod secret;
 #[cfg(feature = "sftp")]
 pub mod sftp;
 mod throttle;
+#[cfg(feature = "glacier")]
+pub mod treehash;
 
 use std::fmt::Debug;
 use std::ops::Range;

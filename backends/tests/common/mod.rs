@@ -18,6 +18,7 @@ pub fn server_env(file: &str, script: &str) -> HashMap<String, String> {
 }
 
 /// A prefix unique to this test and run.
+#[allow(dead_code)] // not every test file that includes this module needs it
 pub fn unique(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
