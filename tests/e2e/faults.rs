@@ -218,18 +218,13 @@ fn source(sb: &Sandbox) {
     write(&sb.path("src/writer.chk"), b"0000000000000081");
 }
 
-#[test]
-fn connections_cut_mid_upload_are_retried_and_the_backup_completes() {
-    let sb = Sandbox::new("connections_cut_mid_upload_are_retried_and_the_backup_completes");
+/// Backs up to Azurite through a proxy doing `fault`, one block at a time:
+/// the backup completes with the fault seen `times` times, and restores
+/// byte-identical.
+fn azure_backup_survives(test: &str, fault: Fault, times: usize, what: &str) {
+    let sb = Sandbox::new(test);
     source(&sb);
-    // Each of the first three connections dies after 600 KB towards the server.
-    let proxy = Proxy::start(
-        upstream_of_azurite(),
-        Fault::Cut {
-            after: 600_000,
-            times: 3,
-        },
-    );
+    let proxy = Proxy::start(upstream_of_azurite(), fault);
     let table = blob_via(&sb, proxy.port, "part_size = \"1MiB\"\nconcurrency = 1");
     sb.config_dir_job("volume_size = \"1MiB\"", &["blob"], &table);
     let key = crate::azure::key();
@@ -237,13 +232,23 @@ fn connections_cut_mid_upload_are_retried_and_the_backup_completes() {
         |args: &[&str]| Run::from(sb.command(args).env("AZ_KEY", &key).output().expect("run"));
     let r = run(&["--json", "backup"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(
-        proxy.cuts.load(Ordering::SeqCst),
-        3,
-        "three connections were cut"
-    );
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), times, "{what}");
     proxy.set(Fault::Pass);
     crate::remote::restores_the_source(&sb, run);
+}
+
+/// Each of the first three connections dies after 600 KB towards the server.
+#[test]
+fn connections_cut_mid_upload_are_retried_and_the_backup_completes() {
+    azure_backup_survives(
+        "connections_cut_mid_upload_are_retried_and_the_backup_completes",
+        Fault::Cut {
+            after: 600_000,
+            times: 3,
+        },
+        3,
+        "three connections were cut",
+    );
 }
 
 /// A block damaged in transit: Azure (and Azurite) check the Content-MD5
@@ -252,25 +257,15 @@ fn connections_cut_mid_upload_are_retried_and_the_backup_completes() {
 /// block would be stored, and the restore's hash check would fail.
 #[test]
 fn a_block_damaged_in_transit_is_refused_by_its_md5_and_sent_again() {
-    let sb = Sandbox::new("a_block_damaged_in_transit_is_refused_by_its_md5_and_sent_again");
-    source(&sb);
-    let proxy = Proxy::start(
-        upstream_of_azurite(),
+    azure_backup_survives(
+        "a_block_damaged_in_transit_is_refused_by_its_md5_and_sent_again",
         Fault::Corrupt {
             after: 700_000,
             times: 1,
         },
+        1,
+        "a block was damaged",
     );
-    let table = blob_via(&sb, proxy.port, "part_size = \"1MiB\"\nconcurrency = 1");
-    sb.config_dir_job("volume_size = \"1MiB\"", &["blob"], &table);
-    let key = crate::azure::key();
-    let run =
-        |args: &[&str]| Run::from(sb.command(args).env("AZ_KEY", &key).output().expect("run"));
-    let r = run(&["--json", "backup"]);
-    assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1, "a block was damaged");
-    proxy.set(Fault::Pass);
-    crate::remote::restores_the_source(&sb, run);
 }
 
 /// Backs up to a folder and to `dest` (its `table` points at a stalling

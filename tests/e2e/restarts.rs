@@ -15,7 +15,7 @@
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -73,20 +73,29 @@ fn wait_listening(what: &str, port: u16, child: &mut Child) {
     });
 }
 
-fn log_file(sb: &Sandbox, name: &str) -> fs::File {
-    fs::OpenOptions::new()
+/// Starts `cmd` (a server called `what`) with its output appended to
+/// `log`, and waits until it listens on `port`.
+fn spawn_logged(mut cmd: Command, log: &Path, what: &str, port: u16) -> Child {
+    let out = fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(sb.path(name))
-        .expect("open a server log")
+        .open(log)
+        .expect("open a server log");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    wait_listening(what, port, &mut child);
+    child
 }
 
 /// sshd with the shared server's configuration (user, keys, host key) on a
 /// port of its own.
 struct OwnSshd {
     config: PathBuf,
-    log: fs::File,
-    log_path: PathBuf,
+    log: PathBuf,
     port: u16,
     child: Option<Child>,
 }
@@ -113,8 +122,7 @@ impl OwnSshd {
         fs::write(&path, config).expect("write sshd_config");
         let mut s = OwnSshd {
             config: path,
-            log: log_file(sb, "sshd.log"),
-            log_path: sb.path("sshd.log"),
+            log: sb.path("sshd.log"),
             port,
             child: None,
         };
@@ -125,18 +133,9 @@ impl OwnSshd {
 
 impl OwnServer for OwnSshd {
     fn start(&mut self) {
-        let mut child = Command::new("/usr/sbin/sshd")
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(self.log.try_clone().expect("log"))
-            .stderr(self.log.try_clone().expect("log"))
-            .spawn()
-            .expect("start sshd");
-        wait_listening("sshd", self.port, &mut child);
-        self.child = Some(child);
+        let mut cmd = Command::new("/usr/sbin/sshd");
+        cmd.arg("-D").arg("-e").arg("-f").arg(&self.config);
+        self.child = Some(spawn_logged(cmd, &self.log, "sshd", self.port));
     }
 
     /// Stops the listener and every session it started, as a crash or a
@@ -161,7 +160,7 @@ impl OwnServer for OwnSshd {
     }
 
     fn log(&self) -> (PathBuf, &'static str) {
-        (self.log_path.clone(), "Accepted publickey")
+        (self.log.clone(), "Accepted publickey")
     }
 }
 
@@ -176,8 +175,7 @@ struct OwnMoto {
     python: String,
     run: String,
     state: PathBuf,
-    log: fs::File,
-    log_path: PathBuf,
+    log: PathBuf,
     port: u16,
     child: Option<Child>,
 }
@@ -191,8 +189,7 @@ impl OwnMoto {
             python: m["MOTO_PYTHON"].clone(),
             run: m["MOTO_RUN"].clone(),
             state: sb.path("moto.state"),
-            log: log_file(sb, "moto.log"),
-            log_path: sb.path("moto.log"),
+            log: sb.path("moto.log"),
             port: free_port(),
             child: None,
         };
@@ -217,18 +214,14 @@ impl OwnMoto {
 
 impl OwnServer for OwnMoto {
     fn start(&mut self) {
-        let mut child = Command::new(&self.python)
-            .arg(&self.run)
-            .arg("--state")
-            .arg(&self.state)
-            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(self.log.try_clone().expect("log"))
-            .stderr(self.log.try_clone().expect("log"))
-            .spawn()
-            .expect("start moto");
-        wait_listening("moto", self.port, &mut child);
-        self.child = Some(child);
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(&self.run).arg("--state").arg(&self.state).args([
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+        ]);
+        self.child = Some(spawn_logged(cmd, &self.log, "moto", self.port));
     }
 
     /// SIGTERM: moto saves its state and exits; connections are cut.
@@ -245,7 +238,7 @@ impl OwnServer for OwnMoto {
     }
 
     fn log(&self) -> (PathBuf, &'static str) {
-        (self.log_path.clone(), "\"PUT /")
+        (self.log.clone(), "\"PUT /")
     }
 }
 
@@ -287,6 +280,21 @@ fn an_upload_survives_its_server_restarting(
         c.envs(env.iter().copied());
         Run::from(c.output().expect("run offsite"))
     };
+    let start_backup = || {
+        sb.command(&["--json", "backup"])
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start backup")
+    };
+    let complete = || {
+        let r = run(&["--json", "list", "--destination", dest]);
+        assert_eq!(r.code, 0, "{r:?}");
+        r.json()["listings"][0]["backups"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
     // 16 MiB that does not compress, in a 12 MiB volume of 5 MiB parts and
     // a 4 MiB one, sent at 5 MiB/s: about 3 s of upload.
     write(&sb.path("src/chunk-000000.000000"), &noise(16 << 20, 31));
@@ -297,13 +305,7 @@ fn an_upload_survives_its_server_restarting(
     sb.config_dir_job("volume_size = \"12MiB\"", &[dest], &paced(7));
 
     // 1. Restarted while the run waits in its retries.
-    let child = sb
-        .command(&["--json", "backup"])
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start backup");
+    let child = start_backup();
     wait_for("a part to be journaled", Duration::from_secs(60), || {
         journaled(sb, dest).0 >= 1
     });
@@ -335,13 +337,7 @@ fn an_upload_survives_its_server_restarting(
     write(&sb.path("src/chunk-000000.000000"), &noise(16 << 20, 32));
     sb.config_dir_job("volume_size = \"12MiB\"", &[dest], &paced(1));
     let (before, bytes_before) = journaled(sb, dest);
-    let child = sb
-        .command(&["--json", "backup"])
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start backup");
+    let child = start_backup();
     wait_for("a part to be journaled", Duration::from_secs(60), || {
         journaled(sb, dest).0 > before
     });
@@ -356,8 +352,14 @@ fn an_upload_survives_its_server_restarting(
     assert_eq!(d["status"], "failed", "{r:?}");
     let sent = journaled(sb, dest).1 - bytes_before;
     server.start();
+    assert_eq!(
+        complete(),
+        1,
+        "the interrupted backup is not listed as complete"
+    );
     let r = run(&["--json", "upload"]);
     assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(complete(), 2, "both backups are complete");
     let d = &r.json()["runs"][0]["destinations"][0];
     assert_eq!(d["status"], "ok", "{r:?}");
     assert!(
