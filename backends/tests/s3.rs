@@ -107,36 +107,35 @@ async fn new_uploads_use_crc32c_and_an_earlier_sha256_upload_still_completes() {
     let b = backend("admin", false, None);
     let prefix = common::unique("checksums");
     let body = Bytes::from(pattern(6 << 20, 7));
-    let parts = |b: &Bytes| {
-        vec![
-            Part {
-                index: 0,
-                offset: 0,
-                body: b.slice(..5 << 20),
-            },
-            Part {
-                index: 1,
-                offset: 5 << 20,
-                body: b.slice(5 << 20..),
-            },
-        ]
+    // Sends `body` to `upload` of `key` in a 5 MiB and a 1 MiB part and
+    // completes it; each receipt's checksum is `len` base64 characters.
+    let send = |key: String, upload: offsite_backends::UploadId, len: usize| {
+        let (b, body) = (&b, body.clone());
+        async move {
+            let mut receipts = Vec::new();
+            for (index, range) in [(0u32, 0..5 << 20), (1, 5 << 20..6 << 20)] {
+                let part = Part {
+                    index,
+                    offset: range.start as u64,
+                    body: body.slice(range),
+                };
+                let r = b.put_part(&key, &upload, part).await.expect("put_part");
+                assert_eq!(receipt_checksum(&r.tag).len(), len, "{r:?}");
+                receipts.push(r);
+            }
+            b.complete_upload(&key, &upload, &receipts)
+                .await
+                .expect("complete");
+        }
     };
 
+    // A CRC32C is 4 bytes: 8 characters of base64.
     let new_key = format!("{prefix}/new");
     let upload = b.create_upload(&new_key, 5 << 20).await.expect("create");
     assert!(upload.0.starts_with("crc32c:"), "{upload:?}");
-    let mut receipts = Vec::new();
-    for p in parts(&body) {
-        receipts.push(b.put_part(&new_key, &upload, p).await.expect("put_part"));
-    }
-    // A CRC32C is 4 bytes: 8 characters of base64.
-    for r in &receipts {
-        assert_eq!(receipt_checksum(&r.tag).len(), 8, "{r:?}");
-    }
-    b.complete_upload(&new_key, &upload, &receipts)
-        .await
-        .expect("complete");
+    send(new_key.clone(), upload, 8).await;
 
+    // A SHA-256 is 32 bytes: 44 characters of base64.
     let old_key = format!("{prefix}/old");
     let created = admin_client()
         .create_multipart_upload()
@@ -147,17 +146,7 @@ async fn new_uploads_use_crc32c_and_an_earlier_sha256_upload_still_completes() {
         .await
         .expect("CreateMultipartUpload with SHA-256, as earlier versions did");
     let upload = offsite_backends::UploadId(created.upload_id().expect("id").to_string());
-    let mut receipts = Vec::new();
-    for p in parts(&body) {
-        receipts.push(b.put_part(&old_key, &upload, p).await.expect("put_part"));
-    }
-    // A SHA-256 is 32 bytes: 44 characters of base64.
-    for r in &receipts {
-        assert_eq!(receipt_checksum(&r.tag).len(), 44, "{r:?}");
-    }
-    b.complete_upload(&old_key, &upload, &receipts)
-        .await
-        .expect("complete");
+    send(old_key.clone(), upload, 44).await;
 
     for key in [&new_key, &old_key] {
         let got = offsite_backends::get_bytes(&b, key).await.expect("get");
