@@ -14,6 +14,8 @@
 //! Keys are relative, `/`-separated strings (`db/orders/20261122T021500Z-full/manifest.json`);
 //! a backend refuses keys with empty, `.` or `..` components.
 
+#[cfg(any(feature = "s3", feature = "glacier"))]
+pub mod aws;
 #[cfg(feature = "azure")]
 pub mod azure;
 pub mod conformance;
@@ -21,6 +23,8 @@ mod error;
 mod files;
 #[cfg(feature = "ftp")]
 pub mod ftp;
+#[cfg(feature = "glacier")]
+pub mod glacier;
 #[cfg(feature = "path")]
 pub mod path;
 mod retry;
@@ -35,7 +39,9 @@ pub mod treehash;
 
 use std::fmt::Debug;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -112,6 +118,93 @@ pub struct PartReceipt {
     pub tag: String,
 }
 
+/// A staged file stored as one object by [`Backend::put_file`], for
+/// backends without multipart uploads (the Glacier vault). The backend reads
+/// it as often as it needs (a hash pass, then the upload), never whole into
+/// memory; [`Throttled`] attaches its rate limiter here.
+#[derive(Debug, Clone)]
+pub struct FileBody {
+    pub path: PathBuf,
+    pub size: u64,
+    pace: Option<Arc<RateLimiter>>,
+}
+
+impl FileBody {
+    pub fn new(path: impl Into<PathBuf>, size: u64) -> FileBody {
+        FileBody {
+            path: path.into(),
+            size,
+            pace: None,
+        }
+    }
+
+    /// The same file, its reads held to `limiter`'s rate.
+    pub fn paced(mut self, limiter: Arc<RateLimiter>) -> FileBody {
+        self.pace = Some(limiter);
+        self
+    }
+
+    /// The file's bytes in blocks of `block` bytes, paced when a limiter is
+    /// attached. Fails if the file is not `size` bytes long: a staged file
+    /// that changed is never sent.
+    pub fn stream(&self, block: usize) -> ByteStream {
+        stream_file(self.clone(), block.max(1))
+    }
+}
+
+fn stream_file(body: FileBody, block: usize) -> ByteStream {
+    use tokio::io::AsyncReadExt;
+    struct State {
+        file: Option<tokio::fs::File>,
+        body: FileBody,
+        sent: u64,
+    }
+    let state = State {
+        file: None,
+        body,
+        sent: 0,
+    };
+    Box::pin(futures::stream::try_unfold(
+        state,
+        move |mut st| async move {
+            let path = st.body.path.display().to_string();
+            if st.file.is_none() {
+                let f = tokio::fs::File::open(&st.body.path)
+                    .await
+                    .map_err(|e| Error::from_io(format!("cannot open staged {path}"), e))?;
+                st.file = Some(f);
+            }
+            let left = st.body.size - st.sent;
+            let mut buf = vec![0u8; block.min(left.max(1) as usize)];
+            let Some(file) = st.file.as_mut() else {
+                return Ok(None);
+            };
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::from_io(format!("cannot read staged {path}"), e))?;
+            if n == 0 || left == 0 {
+                if n != 0 || st.sent != st.body.size {
+                    return Err(Error::new(
+                        ErrorKind::Precondition,
+                        format!(
+                            "staged {path} is no longer {} bytes long: it changed after staging; stage the backup again",
+                            st.body.size
+                        ),
+                    ));
+                }
+                return Ok(None);
+            }
+            buf.truncate(n);
+            if let Some(p) = &st.body.pace {
+                p.acquire(n as u64).await;
+            }
+            st.sent += n as u64;
+            Ok(Some((Bytes::from(buf), st)))
+        },
+    ))
+}
+
 /// Whether an object can be read now; see [`Backend::prepare_read`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
@@ -170,6 +263,27 @@ pub trait Backend: Send + Sync + Debug {
 
     /// Drops an unfinished upload; a missing upload is not an error.
     async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<()>;
+
+    /// Stores a staged file as `key` in one request, streamed; atomic like
+    /// `put`. Only backends without multipart (`capabilities().multipart`
+    /// false) implement it: the upload engine calls it for them instead of
+    /// the upload calls, and the others refuse it.
+    async fn put_file(&self, key: &str, file: FileBody) -> Result<()> {
+        let _ = file;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("{} stores large objects in parts; put_file is for backends without multipart uploads", self.name()),
+        )
+        .with_destination(self.name())
+        .with_key(key))
+    }
+
+    /// Writes what the backend keeps beside the objects (the Glacier vault's
+    /// catalog) to the destination. Called once a run's puts or deletes are
+    /// done; backends that keep nothing beside the objects do nothing.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Makes `key` readable. Cold storage (S3 Glacier classes, Azure
     /// Archive, Glacier vaults) asks for a retrieval when none is under way

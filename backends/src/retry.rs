@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    Backend, ByteStream, Capabilities, ListStream, Part, PartReceipt, Readiness, Result, UploadId,
+    Backend, ByteStream, Capabilities, FileBody, ListStream, Part, PartReceipt, Readiness, Result,
+    UploadId,
 };
 
 /// How often and how patiently to retry.
@@ -128,6 +129,14 @@ impl Backend for Retrying {
 
     async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<()> {
         with_retries(&self.policy, || self.inner.abort_upload(key, upload)).await
+    }
+
+    async fn put_file(&self, key: &str, file: FileBody) -> Result<()> {
+        with_retries(&self.policy, || self.inner.put_file(key, file.clone())).await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        with_retries(&self.policy, || self.inner.flush()).await
     }
 
     async fn prepare_read(&self, key: &str) -> Result<Readiness> {

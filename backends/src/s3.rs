@@ -45,11 +45,9 @@ use std::fmt;
 use std::ops::Range;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{
@@ -61,27 +59,13 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
+pub use crate::aws::StaticCredentials;
+use crate::aws::{credentials_failure, load_config, no_credentials};
 use crate::error::causes;
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
-    Readiness, Result, Secret, UploadId, validate_key,
+    Readiness, Result, UploadId, validate_key,
 };
-
-/// Static credentials, for callers that do not use the AWS chain.
-#[derive(Clone)]
-pub struct StaticCredentials {
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
-}
-
-impl fmt::Debug for StaticCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StaticCredentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &self.secret_access_key)
-            .finish()
-    }
-}
 
 /// An S3 destination's settings.
 #[derive(Debug, Clone)]
@@ -168,21 +152,8 @@ impl S3Backend {
         self.client
             .get_or_init(|| async {
                 let o = &self.options;
-                let mut loader = aws_config::defaults(BehaviorVersion::latest())
-                    .region(Region::new(o.region.clone()));
-                if let Some(p) = &o.profile {
-                    loader = loader.profile_name(p);
-                }
-                if let Some(c) = &o.credentials {
-                    loader = loader.credentials_provider(Credentials::new(
-                        c.access_key_id.clone(),
-                        c.secret_access_key.expose().to_string(),
-                        None,
-                        None,
-                        "offsite",
-                    ));
-                }
-                let shared = loader.load().await;
+                let shared =
+                    load_config(&o.region, o.profile.as_deref(), o.credentials.as_ref()).await;
                 // A stalled server fails the attempt (and the caller retries)
                 // instead of hanging the backup.
                 let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
@@ -254,19 +225,8 @@ impl S3Backend {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         if let Some(why) = credentials_failure(&err) {
-            // Cron's near-empty environment: the commonest 2 a.m. failure. Not worth retrying.
-            let mut e = Error::new(
-                ErrorKind::Unauthenticated,
-                format!("{call}: no usable AWS credentials ({why})"),
-            )
-            .with_destination(&self.name)
-            .with_hint(
-                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (cron passes almost no environment: set them in the crontab or the service unit), or `profile` / AWS_PROFILE, or give the host an instance role",
-            );
-            if let Some(k) = key {
-                e = e.with_key(k);
-            }
-            return e;
+            // Cron's near-empty environment: the commonest 2 a.m. failure.
+            return no_credentials(call, &why, &self.name, key);
         }
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().map(str::to_string);
@@ -351,19 +311,6 @@ impl S3Backend {
             _ => e,
         }
     }
-}
-
-/// Why the credentials could not be loaded, when that is what failed.
-fn credentials_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(c) = e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
-        {
-            return Some(causes(c));
-        }
-        next = e.source();
-    }
-    None
 }
 
 fn sha256_b64(body: &[u8]) -> String {

@@ -17,7 +17,8 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::{
-    Backend, ByteStream, Capabilities, ListStream, Part, PartReceipt, Readiness, Result, UploadId,
+    Backend, ByteStream, Capabilities, FileBody, ListStream, Part, PartReceipt, Readiness, Result,
+    UploadId,
 };
 
 #[derive(Debug)]
@@ -52,7 +53,7 @@ impl RateLimiter {
     }
 }
 
-/// A backend whose uploads (`put`, `put_part`) are held to a byte rate.
+/// A backend whose uploads (`put`, `put_part`, `put_file`) are held to a byte rate.
 #[derive(Debug, Clone)]
 pub struct Throttled {
     inner: Arc<dyn Backend>,
@@ -107,6 +108,17 @@ impl Backend for Throttled {
 
     async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<()> {
         self.inner.abort_upload(key, upload).await
+    }
+
+    async fn put_file(&self, key: &str, file: FileBody) -> Result<()> {
+        // Paced block by block as the backend reads it.
+        self.inner
+            .put_file(key, file.paced(self.limiter.clone()))
+            .await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.inner.flush().await
     }
 
     async fn prepare_read(&self, key: &str) -> Result<Readiness> {

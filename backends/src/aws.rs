@@ -1,0 +1,80 @@
+//! What the AWS backends (S3 and the Glacier vault) share: static
+//! credentials, loading the standard credential chain, and the message for
+//! the commonest 2 a.m. failure, no credentials at all.
+
+use std::fmt;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+
+use crate::error::causes;
+use crate::{Error, ErrorKind, Secret};
+
+/// Static credentials, for callers that do not use the AWS chain.
+#[derive(Clone)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+}
+
+impl fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key)
+            .finish()
+    }
+}
+
+/// The shared SDK configuration: `region`, and the credentials from
+/// `credentials`, else `profile`, else the default chain.
+pub(crate) async fn load_config(
+    region: &str,
+    profile: Option<&str>,
+    credentials: Option<&StaticCredentials>,
+) -> SdkConfig {
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_string()));
+    if let Some(p) = profile {
+        loader = loader.profile_name(p);
+    }
+    if let Some(c) = credentials {
+        loader = loader.credentials_provider(Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.expose().to_string(),
+            None,
+            None,
+            "offsite",
+        ));
+    }
+    loader.load().await
+}
+
+/// Why the credentials could not be loaded, when that is what failed.
+pub(crate) fn credentials_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(c) = e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+        {
+            return Some(causes(c));
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The error for a call that found no usable credentials. Not worth retrying.
+pub(crate) fn no_credentials(call: &str, why: &str, destination: &str, key: Option<&str>) -> Error {
+    let mut e = Error::new(
+        ErrorKind::Unauthenticated,
+        format!("{call}: no usable AWS credentials ({why})"),
+    )
+    .with_destination(destination)
+    .with_hint(
+        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (cron passes almost no environment: set them in the crontab or the service unit), or `profile` / AWS_PROFILE, or give the host an instance role",
+    );
+    if let Some(k) = key {
+        e = e.with_key(k);
+    }
+    e
+}
