@@ -17,6 +17,7 @@ use offsite_backends::azure::{
 use offsite_backends::ftp::{FtpOptions, FtpPassword, FtpTls};
 
 use crate::crypt::{self, Encryption};
+use offsite_backends::glacier::{self, GlacierOptions};
 use offsite_backends::s3::{self, RESTORE_TIERS, S3Options};
 use offsite_backends::sftp::{SftpAuth, SftpOptions};
 use serde::Deserialize;
@@ -208,6 +209,17 @@ struct RawS3Destination {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawGlacierDestination {
+    vault: String,
+    region: Option<String>,
+    endpoint: Option<String>,
+    profile: Option<String>,
+    retrieval_tier: Option<String>,
+    timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawAzureDestination {
     account: String,
     container: String,
@@ -339,6 +351,8 @@ pub enum DestinationKind {
     Ftp(FtpOptions),
     /// The settings as the Azure backend takes them (the key or SAS read when connecting).
     Azure(AzureOptions),
+    /// An Amazon Glacier vault (the legacy API); its catalog is kept in the staging folder.
+    Glacier(GlacierOptions),
 }
 
 impl Job {
@@ -1007,13 +1021,75 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
                 })
             }
+            "glacier" => {
+                let RawGlacierDestination {
+                    vault,
+                    region,
+                    endpoint,
+                    profile,
+                    retrieval_tier,
+                    timeout,
+                } = read_kind(ctx, &here, rest)?;
+                // Glacier's rule: 1 to 255 of a-z, A-Z, 0-9, '_', '-' and '.'.
+                if vault.is_empty()
+                    || vault.len() > 255
+                    || !vault
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+                {
+                    return Err(ctx.err(
+                        &key("vault"),
+                        format!("invalid vault name {vault:?}: 1 to 255 letters, digits, '_', '-' and '.'"),
+                    ));
+                }
+                if let Some(e) = &endpoint
+                    && !(e.starts_with("http://") || e.starts_with("https://"))
+                {
+                    return Err(ctx.err(
+                        &key("endpoint"),
+                        format!(
+                            "invalid endpoint {e:?}: write a URL like \"http://127.0.0.1:5000\""
+                        ),
+                    ));
+                }
+                let region = region.unwrap_or_else(|| "us-east-1".to_string());
+                if region.is_empty()
+                    || !region
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    return Err(ctx.err(
+                        &key("region"),
+                        format!("invalid region {region:?}: write one like \"eu-west-1\""),
+                    ));
+                }
+                let retrieval_tier = retrieval_tier.unwrap_or_else(|| "Standard".to_string());
+                check_choice(
+                    ctx,
+                    &key("retrieval_tier"),
+                    "retrieval tier",
+                    &retrieval_tier,
+                    glacier::RETRIEVAL_TIERS,
+                )?;
+                let catalog_dir = staging.dir.join(".glacier").join(&region).join(&vault);
+                DestinationKind::Glacier(GlacierOptions {
+                    vault,
+                    region,
+                    endpoint,
+                    profile,
+                    credentials: None,
+                    retrieval_tier,
+                    catalog_dir,
+                    timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
+                })
+            }
             other => {
                 let mut p = here.to_vec();
                 p.push(k("kind"));
                 return Err(ctx.err(
                     &p,
                     format!(
-                        "unknown destination kind {other:?}; this version supports: path, s3, sftp, ftp, azure"
+                        "unknown destination kind {other:?}; this version supports: path, s3, sftp, ftp, azure, glacier"
                     ),
                 ));
             }
@@ -1174,6 +1250,20 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
         let volume_size = j.volume_size.map(|v| v.0).unwrap_or(DEFAULT_VOLUME_SIZE);
         if volume_size < 4096 {
             return Err(ctx.err(&here("volume_size"), "volume_size must be at least 4KiB"));
+        }
+        // A Glacier vault takes each volume as one archive of at most 4 GiB.
+        let vault = j.destinations.iter().find(|d| {
+            destinations
+                .get(*d)
+                .is_some_and(|d| matches!(d.kind, DestinationKind::Glacier(_)))
+        });
+        if let Some(v) = vault
+            && volume_size > glacier::MAX_ARCHIVE
+        {
+            return Err(ctx.err(
+                &here("volume_size"),
+                format!("volume_size is over 4GiB, the largest archive the Glacier vault destination {v:?} takes; set volume_size = \"4GiB\" or less"),
+            ));
         }
         let compression_level = match &j.compression {
             Some(c) => parse_compression(c).map_err(|m| ctx.err(&here("compression"), m))?,

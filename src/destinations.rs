@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use offsite_backends::azure::AzureBackend;
 use offsite_backends::ftp::FtpBackend;
+use offsite_backends::glacier::GlacierBackend;
 use offsite_backends::path::PathBackend;
 use offsite_backends::s3::S3Backend;
 use offsite_backends::sftp::SftpBackend;
@@ -32,6 +33,9 @@ pub fn backend_with_retries(d: &Destination, retries: u32) -> Arc<dyn Backend> {
         DestinationKind::Sftp(options) => Arc::new(SftpBackend::new(&d.name, options.clone())),
         DestinationKind::Ftp(options) => Arc::new(FtpBackend::new(&d.name, options.clone())),
         DestinationKind::Azure(options) => Arc::new(AzureBackend::new(&d.name, options.clone())),
+        DestinationKind::Glacier(options) => {
+            Arc::new(GlacierBackend::new(&d.name, options.clone()))
+        }
     };
     let paced: Arc<dyn Backend> = match d.bwlimit {
         Some(rate) => Arc::new(Throttled::new(raw, rate)),

@@ -150,6 +150,29 @@ pub enum Command {
     /// Print least-privilege IAM policies or a lifecycle rule for a destination (JSON)
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Glacier vault destinations: rebuild the local catalog from the vault
+    #[command(subcommand)]
+    Glacier(GlacierCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GlacierCommand {
+    /// Rebuild a vault's catalog (archive id to key) when the local one is lost
+    ///
+    /// A vault names its archives itself and lists them only through an
+    /// inventory job, which takes hours on AWS. So this runs in steps: the
+    /// first run starts an inventory job and exits 4; a run after it has
+    /// finished rebuilds the catalog from it (each archive's description
+    /// holds its key) and starts retrieval jobs for the manifests, exiting 4;
+    /// the run after those finish keeps the manifests and exits 0. Run it
+    /// again (by hand or from cron) until it exits 0. Archives offsite did not
+    /// write are counted and left alone. Once done, another run starts over
+    /// with a new inventory.
+    Inventory {
+        /// The Glacier destination, as named in the configuration
+        #[arg(long, value_name = "D")]
+        destination: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

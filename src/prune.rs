@@ -139,6 +139,15 @@ pub async fn prune_destination(
         Ok::<(), Error>(())
     }
     .await;
+    // The Glacier vault ships its catalog after deletes, even when a later delete failed.
+    let result = match (result, report.deleted.is_empty()) {
+        (Ok(()), false) => target.backend.flush().await.map_err(Error::from),
+        (Err(e), false) => {
+            let _ = target.backend.flush().await;
+            Err(e)
+        }
+        (r, true) => r,
+    };
     if let Err(e) = result {
         report.status = "failed";
         report.error = Some(e.to_string());

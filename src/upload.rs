@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use offsite_backends::{Backend, Capabilities, ErrorKind, Part, PartReceipt};
+use offsite_backends::{Backend, Capabilities, ErrorKind, FileBody, Part, PartReceipt};
 use serde::Serialize;
 
 use crate::config::Destination;
@@ -177,6 +177,8 @@ async fn upload_to(
     journal.set_manifest_done(&manifest_key)?;
     counters.sent += len;
     progress.upload_advanced(name, len);
+    // The Glacier vault ships its catalog now; the other kinds keep nothing beside the objects.
+    target.backend.flush().await?;
     Ok(())
 }
 
@@ -226,6 +228,9 @@ async fn upload_volume(
     let backend = target.backend.as_ref();
     let name = target.config.name.as_str();
     let caps = backend.capabilities();
+    if !caps.multipart {
+        return upload_whole(target, journal, volume, key, path, size, progress, counters).await;
+    }
     let mut restarted = false;
     loop {
         let state = journal.volume(volume);
@@ -319,6 +324,33 @@ async fn upload_volume(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Sends a volume as one object, for backends without multipart uploads
+/// (the Glacier vault): the volume is the unit of resume.
+#[allow(clippy::too_many_arguments)]
+async fn upload_whole(
+    target: &Target,
+    journal: &UploadJournal,
+    volume: &str,
+    key: &str,
+    path: &Path,
+    size: u64,
+    progress: &dyn Progress,
+    counters: &mut Counters,
+) -> Result<()> {
+    if journal.volume(volume).done_at(key) {
+        counters.resumed += size;
+        return Ok(());
+    }
+    target
+        .backend
+        .put_file(key, FileBody::new(path, size))
+        .await?;
+    journal.volume_done(volume, key)?;
+    counters.sent += size;
+    progress.upload_advanced(&target.config.name, size);
+    Ok(())
 }
 
 /// An error once a stop is requested.

@@ -163,6 +163,9 @@ pub async fn run(cli: Cli) -> i32 {
                         expire_after,
                         abort_after,
                     }) => policy_s3(&out, &cfg, &destination, role, expire_after, abort_after),
+                    Command::Glacier(crate::GlacierCommand::Inventory { destination }) => {
+                        glacier_inventory(&out, &cfg, &destination).await
+                    }
                 },
             }
         }
@@ -805,6 +808,76 @@ async fn restore_cmd(
     Err(pending.or(last_err).unwrap_or_else(|| {
         Error::Failed(format!("job {job:?} has no destination to restore from"))
     }))
+}
+
+/// `glacier inventory`: one step of rebuilding a vault's catalog; exit 4
+/// while a job is under way, 0 once the catalog is whole.
+async fn glacier_inventory(out: &Out, cfg: &Config, destination: &str) -> Result<i32, Error> {
+    use offsite_backends::glacier::{GlacierBackend, Rebuild};
+    let target = destinations::target(cfg, destination)?;
+    let config::DestinationKind::Glacier(options) = &target.config.kind else {
+        return Err(Error::Usage(format!(
+            "destination {destination:?} is not a Glacier vault; `offsite glacier inventory` is for kind = \"glacier\" only"
+        )));
+    };
+    let vault = GlacierBackend::new(destination, options.clone());
+    let step = vault.rebuild_catalog().await?;
+    let catalog = vault.catalog_dir().join("catalog.json");
+    let (status, text, count) = match &step {
+        Rebuild::InventoryPending { job, requested } => (
+            "pending",
+            format!(
+                "{} an inventory job on vault {:?} (job {job}); AWS takes about 3 to 5 hours: run this command again later",
+                if *requested {
+                    "started"
+                } else {
+                    "still waiting for"
+                },
+                options.vault
+            ),
+            None,
+        ),
+        Rebuild::ManifestsPending {
+            count,
+            waiting,
+            requested,
+        } => (
+            "pending",
+            format!(
+                "catalog rebuilt in {}: {} keys in {} archives ({} not written by offsite, left alone); waiting for {waiting} manifest retrieval jobs ({requested} started now, {} tier): run this command again later",
+                catalog.display(),
+                count.keys,
+                count.archives,
+                count.foreign,
+                options.retrieval_tier
+            ),
+            Some(count),
+        ),
+        Rebuild::Done { count } => (
+            "ok",
+            format!(
+                "catalog of vault {:?} is whole in {}: {} keys in {} archives ({} not written by offsite, left alone); `offsite list` reads it",
+                options.vault,
+                catalog.display(),
+                count.keys,
+                count.archives,
+                count.foreign
+            ),
+            Some(count),
+        ),
+    };
+    if out.json {
+        out.doc(&json!({
+            "destination": destination,
+            "status": status,
+            "catalog": catalog,
+            "count": count,
+            "message": text,
+        }));
+    } else {
+        println!("{destination}: {text}");
+    }
+    Ok(if status == "ok" { 0 } else { 4 })
 }
 
 /// `policy s3`: prints the IAM policy or lifecycle configuration as JSON

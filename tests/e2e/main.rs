@@ -10,6 +10,7 @@ mod destinations;
 mod encryption;
 mod faults;
 mod ftp;
+mod glacier;
 mod incremental;
 mod prune;
 mod remote;
