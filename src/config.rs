@@ -1561,6 +1561,24 @@ bwlimit = "20MiB"
             &["destination.d.password", "unknown field"],
         ),
         (
+            "glacier vault name",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"glacier\"\nvault = \"db archive\"\n",
+            5,
+            &["destination.d.vault", "db archive"],
+        ),
+        (
+            "glacier retrieval tier",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"glacier\"\nvault = \"v\"\nretrieval_tier = \"Fast\"\n",
+            6,
+            &["destination.d.retrieval_tier", "Standard, Bulk, Expedited"],
+        ),
+        (
+            "glacier volume size",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"command\", run = \"x\" }\ndestinations = [\"d\"]\nvolume_size = \"8GiB\"\n[destination.d]\nkind = \"glacier\"\nvault = \"v\"\n",
+            7,
+            &["job[0].volume_size", "4GiB", "\"d\""],
+        ),
+        (
             "s3 unknown restore tier",
             "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"s3\"\nbucket = \"b\"\nrestore_tier = \"Fast\"\n",
             6,
