@@ -145,6 +145,8 @@ async fn upload_to(
     progress.upload_started(name, total, already);
     if journal.manifest_done(&manifest_key) {
         counters.resumed = total;
+        // A catalog copy an earlier run could not ship goes now (nothing to do elsewhere).
+        target.backend.flush().await?;
         return Ok(());
     }
     for volume in &manifest.volumes {
@@ -228,16 +230,17 @@ async fn upload_volume(
     let backend = target.backend.as_ref();
     let name = target.config.name.as_str();
     let caps = backend.capabilities();
+    if journal.volume(volume).done_at(key) {
+        counters.resumed += size;
+        return Ok(());
+    }
+    stopped(target, stop)?;
     if !caps.multipart {
         return upload_whole(target, journal, volume, key, path, size, progress, counters).await;
     }
     let mut restarted = false;
     loop {
         let state = journal.volume(volume);
-        if state.done_at(key) {
-            counters.resumed += size;
-            return Ok(());
-        }
         // An upload journaled under another key (the prefix changed) cannot be reused.
         stopped(target, stop)?;
         let open = state.upload.filter(|u| u.key == key);
@@ -326,8 +329,8 @@ async fn upload_volume(
     }
 }
 
-/// Sends a volume as one object, for backends without multipart uploads
-/// (the Glacier vault): the volume is the unit of resume.
+/// Sends a volume not yet sent as one object, for backends without
+/// multipart uploads (the Glacier vault): the volume is the unit of resume.
 #[allow(clippy::too_many_arguments)]
 async fn upload_whole(
     target: &Target,
@@ -339,10 +342,6 @@ async fn upload_whole(
     progress: &dyn Progress,
     counters: &mut Counters,
 ) -> Result<()> {
-    if journal.volume(volume).done_at(key) {
-        counters.resumed += size;
-        return Ok(());
-    }
     target
         .backend
         .put_file(key, FileBody::new(path, size))
