@@ -47,7 +47,6 @@ use std::ops::Range;
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{
@@ -60,7 +59,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 pub use crate::aws::StaticCredentials;
-use crate::aws::{credentials_failure, load_config, no_credentials};
+use crate::aws::{Failure, failure, load_config, no_retries};
 use crate::error::causes;
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
@@ -154,14 +153,9 @@ impl S3Backend {
                 let o = &self.options;
                 let shared =
                     load_config(&o.region, o.profile.as_deref(), o.credentials.as_ref()).await;
-                // A stalled server fails the attempt (and the caller retries)
-                // instead of hanging the backup.
-                let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(o.timeout)
-                    .read_timeout(o.timeout)
-                    .build();
+                let (retries, timeouts) = no_retries(o.timeout);
                 let mut b = aws_sdk_s3::config::Builder::from(&shared)
-                    .retry_config(RetryConfig::disabled())
+                    .retry_config(retries)
                     .timeout_config(timeouts);
                 if let Some(ep) = &o.endpoint {
                     b = b
@@ -224,16 +218,15 @@ impl S3Backend {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        if let Some(why) = credentials_failure(&err) {
-            // Cron's near-empty environment: the commonest 2 a.m. failure.
-            return no_credentials(call, &why, &self.name, key);
-        }
-        let status = err.raw_response().map(|r| r.status().as_u16());
-        let code = err.code().map(str::to_string);
-        let transport = matches!(
-            err,
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
-        );
+        let Failure {
+            status,
+            code,
+            detail,
+            transport,
+        } = match failure(&err, call, &self.name, key) {
+            Ok(f) => f,
+            Err(no_credentials) => return no_credentials,
+        };
         use ErrorKind::*;
         let (kind, temporary) = match (code.as_deref(), status) {
             _ if transport => (Unexpected, true),
@@ -272,14 +265,6 @@ impl S3Backend {
                 _,
             ) => (Precondition, false),
             _ => (Unexpected, false),
-        };
-        let detail = match (&code, err.message()) {
-            (Some(c), Some(m)) => format!("{c}: {m}"),
-            (Some(c), None) => c.clone(),
-            _ => match status {
-                Some(s) => format!("HTTP {s}"),
-                None => causes(&err),
-            },
         };
         let mut e = Error::new(
             kind,
