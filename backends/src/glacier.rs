@@ -49,7 +49,6 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_glacier::Client;
 use aws_sdk_glacier::config::http::HttpResponse;
-use aws_sdk_glacier::config::retry::RetryConfig;
 use aws_sdk_glacier::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_glacier::types::{JobParameters, StatusCode};
 use bytes::Bytes;
@@ -58,7 +57,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use self::catalog::{Archive, Catalog, Described, Inventory, Job, RebuildCount, Store};
-use crate::aws::{StaticCredentials, credentials_failure, load_config, no_credentials};
+use crate::aws::{StaticCredentials, failure, load_config, no_credentials, no_retries};
 use crate::error::causes;
 use crate::treehash::TreeHasher;
 use crate::{
@@ -162,12 +161,9 @@ impl GlacierBackend {
                 let o = &self.options;
                 let config =
                     load_config(&o.region, o.profile.as_deref(), o.credentials.as_ref()).await;
-                let timeouts = aws_sdk_glacier::config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(o.timeout)
-                    .read_timeout(o.timeout)
-                    .build();
+                let (retries, timeouts) = no_retries(o.timeout);
                 let mut b = aws_sdk_glacier::config::Builder::from(&config)
-                    .retry_config(RetryConfig::disabled())
+                    .retry_config(retries)
                     .timeout_config(timeouts);
                 if let Some(ep) = &o.endpoint {
                     b = b.endpoint_url(ep.trim_end_matches('/'));
@@ -292,24 +288,18 @@ impl GlacierBackend {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        if let Some(why) = credentials_failure(&err) {
-            return no_credentials(call, &why, &self.name, key);
-        }
-        let status = err.raw_response().map(|r| r.status().as_u16());
-        let transport = matches!(
-            err,
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
-        );
-        let code = err.code().map(str::to_string);
-        let detail = match (&code, err.message()) {
-            (Some(c), Some(m)) => format!("{c}: {m}"),
-            (Some(c), None) => c.clone(),
-            _ => match status {
-                Some(s) => format!("HTTP {s}"),
-                None => causes(&err),
-            },
+        let f = match failure(&err, call, &self.name, key) {
+            Ok(f) => f,
+            Err(no_credentials) => return no_credentials,
         };
-        self.classify(call, key, code.as_deref(), status, detail, transport)
+        self.classify(
+            call,
+            key,
+            f.code.as_deref(),
+            f.status,
+            f.detail,
+            f.transport,
+        )
     }
 
     fn not_in_catalog(&self, key: &str) -> Error {
@@ -327,26 +317,38 @@ impl GlacierBackend {
         )
     }
 
-    /// Runs `f` on the catalog off the async threads (it locks a file).
+    /// Runs `f` off the async threads (file I/O, a file lock, hashing).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        tokio::task::spawn_blocking(f).await.map_err(|e| {
+            self.error(
+                ErrorKind::Unexpected,
+                format!("a worker task failed: {e}"),
+                None,
+            )
+        })?
+    }
+
+    /// Runs `f` on the catalog under its lock.
     async fn catalog<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Catalog) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let store = self.store.clone();
-        let name = self.name.clone();
-        tokio::task::spawn_blocking(move || store.update(f))
-            .await
-            .map_err(|e| {
-                Error::new(ErrorKind::Unexpected, format!("catalog task failed: {e}"))
-                    .with_destination(name)
-            })?
+        self.blocking(move || store.update(f)).await
     }
 
     async fn read_catalog(&self) -> Result<Option<Catalog>> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.read())
-            .await
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("catalog task failed: {e}")))?
+        self.blocking(move || store.read()).await
+    }
+
+    /// Keeps the copy of small archive `id` beside the catalog.
+    async fn keep_object(&self, id: &str, body: Bytes) -> Result<()> {
+        let (store, id) = (self.store.clone(), id.to_string());
+        self.blocking(move || store.keep_object(&id, &body)).await
     }
 
     async fn entry(&self, key: &str) -> Result<Archive> {
@@ -514,13 +516,7 @@ impl GlacierBackend {
             created: catalog::now(),
             small: true,
         };
-        let (store, id, name) = (self.store.clone(), archive.id.clone(), self.name.clone());
-        tokio::task::spawn_blocking(move || store.keep_object(&id, &body))
-            .await
-            .map_err(|e| {
-                Error::new(ErrorKind::Unexpected, format!("task failed: {e}"))
-                    .with_destination(name)
-            })??;
+        self.keep_object(&archive.id, body).await?;
         Ok(archive)
     }
 
@@ -538,16 +534,22 @@ impl GlacierBackend {
             })
             .await?;
         for old in older.iter().filter(|a| a.id != newest) {
-            if self.delete_archive(&key, &old.id).await.is_ok() {
-                let id = old.id.clone();
-                self.catalog(move |c| {
-                    c.remove(&id);
-                    Ok(())
-                })
-                .await?;
-                self.forget_object(&old.id).await;
-            }
+            // One that cannot go now stays in the catalog and goes with the key's `delete`.
+            let _ = self.drop_archive(&key, &old.id).await;
         }
+        Ok(())
+    }
+
+    /// Deletes archive `id` from the vault, then from the catalog, with its kept copy.
+    async fn drop_archive(&self, key: &str, id: &str) -> Result<()> {
+        self.delete_archive(key, id).await?;
+        let owned = id.to_string();
+        self.catalog(move |c| {
+            c.remove(&owned, &catalog::now());
+            Ok(())
+        })
+        .await?;
+        self.forget_object(id).await;
         Ok(())
     }
 
@@ -771,10 +773,12 @@ impl GlacierBackend {
         self.start_inventory().await
     }
 
+    /// The small archives (manifests) holding their key whose copy is not kept here.
     fn missing_objects(&self, c: &Catalog) -> Vec<Archive> {
         c.archives
             .iter()
             .filter(|a| a.small && !self.store.object(&a.id).exists())
+            .filter(|a| c.newest(&a.key).is_some_and(|n| n.id == a.id))
             .cloned()
             .collect()
     }
@@ -857,7 +861,22 @@ impl GlacierBackend {
         let mut waiting = 0;
         let mut requested = 0;
         for a in self.missing_objects(&catalog) {
-            match self.ready(&a.key, &a).await? {
+            let readiness = match self.ready(&a.key, &a).await {
+                Ok(r) => r,
+                // AWS's inventory is up to a day old: it can list an archive
+                // deleted since. The vault says it is gone: so is its entry.
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    let id = a.id.clone();
+                    self.catalog(move |c| {
+                        c.remove(&id, &catalog::now());
+                        Ok(())
+                    })
+                    .await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match readiness {
                 Readiness::Ready => {
                     // `get` keeps the copy once its tree hash is checked.
                     crate::get_bytes(self, &a.key).await?;
@@ -992,20 +1011,20 @@ impl Backend for GlacierBackend {
         })
         .map_err(|e| e.with_destination(&self.name))?;
         let (path, size) = (file.path.clone(), file.size);
-        let (tree_hash, sha) = tokio::task::spawn_blocking(move || hash_file(&path, size))
-            .await
-            .map_err(|e| {
-                self.error(
-                    ErrorKind::Unexpected,
-                    format!("hash task failed: {e}"),
-                    Some(key),
-                )
-            })?
-            .map_err(|e| {
-                Error::from_io(format!("cannot hash staged {}", file.path.display()), e)
-                    .with_destination(&self.name)
-                    .with_key(key)
-            })?;
+        let (shown, name, key_owned) = (
+            file.path.display().to_string(),
+            self.name.clone(),
+            key.to_string(),
+        );
+        let (tree_hash, sha) = self
+            .blocking(move || {
+                hash_file(&path, size).map_err(|e| {
+                    Error::from_io(format!("cannot hash staged {shown}"), e)
+                        .with_destination(name)
+                        .with_key(key_owned)
+                })
+            })
+            .await?;
         let body = reqwest::Body::wrap_stream(file.stream(BLOCK));
         let id = self
             .upload_archive(key, &description, size, &tree_hash, &sha, body)
@@ -1139,14 +1158,7 @@ impl Backend for GlacierBackend {
             .map(|c| c.all_of(key))
             .unwrap_or_default();
         for a in all {
-            self.delete_archive(key, &a.id).await?;
-            let id = a.id.clone();
-            self.catalog(move |c| {
-                c.remove(&id);
-                Ok(())
-            })
-            .await?;
-            self.forget_object(&a.id).await;
+            self.drop_archive(key, &a.id).await?;
         }
         Ok(())
     }
@@ -1192,16 +1204,7 @@ impl GlacierBackend {
                 }
                 let body = Bytes::from(all);
                 self.check_tree_hash(archive, crate::treehash::tree_hash_hex(&body))?;
-                let (store, id, keep) = (self.store.clone(), archive.id.clone(), body.clone());
-                tokio::task::spawn_blocking(move || store.keep_object(&id, &keep))
-                    .await
-                    .map_err(|e| {
-                        self.error(
-                            ErrorKind::Unexpected,
-                            format!("task failed: {e}"),
-                            Some(key),
-                        )
-                    })??;
+                self.keep_object(&archive.id, body.clone()).await?;
                 Ok(body)
             }
             Err(e) => Err(Error::from_io(format!("cannot read {}", path.display()), e)

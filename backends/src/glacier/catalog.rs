@@ -155,6 +155,10 @@ pub struct Catalog {
     /// Archives the last inventory showed that offsite did not write.
     #[serde(default)]
     pub foreign: usize,
+    /// Archives deleted lately, by id, with the time: an inventory taken
+    /// before a deletion still lists the archive (local state, never shipped).
+    #[serde(default)]
+    pub deleted: BTreeMap<String, String>,
 }
 
 /// An inventory as Glacier's inventory job writes it (JSON format).
@@ -200,6 +204,7 @@ impl Catalog {
             retrievals: BTreeMap::new(),
             inventory_job: None,
             foreign: 0,
+            deleted: BTreeMap::new(),
         }
     }
 
@@ -238,12 +243,14 @@ impl Catalog {
         self.generation += 1;
     }
 
-    pub fn remove(&mut self, id: &str) {
+    /// Forgets archive `id`, deleted from the vault at `when` (RFC 3339).
+    pub fn remove(&mut self, id: &str, when: &str) {
         let before = self.archives.len();
         self.archives.retain(|a| a.id != id);
         self.retrievals.remove(id);
         if self.archives.len() != before {
             self.generation += 1;
+            self.deleted.insert(id.to_string(), when.to_string());
         }
     }
 
@@ -274,6 +281,7 @@ impl Catalog {
     pub fn to_copy(&self) -> Vec<u8> {
         let copy = Catalog {
             retrievals: BTreeMap::new(),
+            deleted: BTreeMap::new(),
             inventory_job: None,
             copies: Vec::new(),
             ..self.clone()
@@ -298,6 +306,9 @@ impl Catalog {
                 created: normalize_time(&a.creation_date),
                 small,
             };
+            if self.deleted.contains_key(&a.archive_id) {
+                continue; // deleted after the inventory was taken
+            }
             match parse_description(&a.archive_description) {
                 Some(Described::Object { key, small }) => {
                     out.archives.push(archive(key, small));
@@ -326,6 +337,13 @@ impl Catalog {
         out.copies.sort_by(|a, b| a.created.cmp(&b.created));
         out.retrievals = self.retrievals.clone();
         out.foreign = count.foreign;
+        // Deletions before the inventory was taken are in it already.
+        out.deleted = self
+            .deleted
+            .iter()
+            .filter(|(_, when)| when.as_str() > taken.as_str())
+            .map(|(id, when)| (id.clone(), when.clone()))
+            .collect();
         count.keys = out.list("").len();
         // The vault's newest copy predates this rebuild: ship a new one.
         out.generation = 1;
@@ -546,11 +564,11 @@ mod tests {
         assert_eq!(listed[1].size, 2, "the newest archive's size");
         assert!(c.dirty());
         c.shipped = c.generation;
-        c.remove("a1");
+        c.remove("a1", "2026-11-22T00:00:00Z");
         assert!(c.dirty());
         assert_eq!(c.all_of("j/1/vol-0").len(), 1);
         let g = c.generation;
-        c.remove("nope");
+        c.remove("nope", "2026-11-22T00:00:00Z");
         assert_eq!(c.generation, g, "removing nothing changes nothing");
     }
 
@@ -573,6 +591,11 @@ mod tests {
         let inv = Inventory {
             inventory_date: "2026-11-21T06:00:00Z".into(),
             archive_list: vec![
+                inv_archive(
+                    "v0",
+                    desc("j/0/manifest.json", true),
+                    "2026-11-19T02:01:00Z",
+                ),
                 inv_archive("v1", desc("j/1/vol-0", false), "2026-11-20T02:00:00Z"),
                 inv_archive(
                     "m1",
@@ -590,6 +613,13 @@ mod tests {
         let mut local = Catalog::new("v");
         // Deleted before the inventory: must not come back.
         local.add(archive("gone", "j/0/vol-0", "2026-11-19T02:00:00Z"));
+        // Deleted after the inventory was taken, which still lists it: must not come back.
+        local.add(archive("v0", "j/0/manifest.json", "2026-11-19T02:01:00Z"));
+        local.remove("v0", "2026-11-21T09:00:00Z");
+        // An old deletion is no longer needed once an inventory is newer.
+        local
+            .deleted
+            .insert("older".into(), "2026-11-20T00:00:00Z".into());
         // Uploaded after the inventory was taken: must be kept.
         local.add(archive("v2", "j/2/vol-0", "2026-11-22T02:00:00Z"));
         local.retrievals.insert(
@@ -616,6 +646,7 @@ mod tests {
         assert!(c.newest("j/1/vol-0").is_some_and(|a| !a.small));
         assert_eq!(c.copies.len(), 1);
         assert!(c.retrievals.contains_key("v1"), "jobs under way are kept");
+        assert_eq!(c.deleted.keys().collect::<Vec<_>>(), ["v0"]);
         assert!(c.dirty(), "a rebuilt catalog is shipped again");
         assert!(c.origin.contains("2026-11-21T06:00:00Z"));
     }
