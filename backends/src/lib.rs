@@ -342,6 +342,37 @@ pub async fn list_all(backend: &dyn Backend, prefix: &str) -> Result<Vec<ObjectM
 mod tests {
     use super::*;
 
+    async fn read_all(body: &FileBody) -> Result<Vec<u8>> {
+        use futures::TryStreamExt;
+        let mut out = Vec::new();
+        let mut s = body.stream(1000);
+        while let Some(b) = s.try_next().await? {
+            out.extend_from_slice(&b);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_file_body_is_paced_and_refuses_a_changed_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vol");
+        std::fs::write(&path, vec![7u8; 3000]).expect("write");
+        let paced = FileBody::new(&path, 3000).paced(Arc::new(RateLimiter::new(1000)));
+        let start = tokio::time::Instant::now();
+        assert_eq!(read_all(&paced).await.expect("read"), vec![7u8; 3000]);
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(3),
+            "3000 bytes at 1000 B/s"
+        );
+        for size in [2000, 4000] {
+            let err = read_all(&FileBody::new(&path, size))
+                .await
+                .expect_err("another size than staged");
+            assert_eq!(err.kind(), ErrorKind::Precondition, "{size}: {err}");
+        }
+    }
+
     #[test]
     fn keys_that_could_escape_are_refused() {
         for bad in ["", "/abs", "a//b", "a/../b", "..", "./a", "a/", "a\\b"] {

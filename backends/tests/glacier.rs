@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use offsite_backends::aws::StaticCredentials;
 use offsite_backends::conformance::{Fixture, pattern};
 use offsite_backends::glacier::catalog::{Catalog, Described, describe};
@@ -140,6 +140,22 @@ async fn volumes_are_read_through_retrieval_jobs() {
         read(&b, key, Some(1_000_000..1_300_000)).await,
         &data[1_000_000..1_300_000]
     );
+    // A job output whose tree hash is not the recorded one fails at its end.
+    let file = dir.join("catalog.json");
+    let mut c: Catalog =
+        serde_json::from_slice(&std::fs::read(&file).expect("catalog")).expect("json");
+    c.archives[0].tree_hash = "00".repeat(32);
+    std::fs::write(&file, serde_json::to_vec(&c).expect("json")).expect("write");
+    let mut s = b.get(key, None).await.expect("get");
+    let mut last = Ok(());
+    while let Some(item) = s.next().await {
+        if let Err(e) = item {
+            last = Err(e);
+            break;
+        }
+    }
+    let err = last.expect_err("a wrong tree hash");
+    assert_eq!(err.kind(), ErrorKind::Precondition, "{err}");
 }
 
 /// A kept manifest copy that changed on disk is refused, not returned.

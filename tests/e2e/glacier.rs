@@ -58,14 +58,7 @@ fn until_done(sb: &Sandbox, args: &[&str], limit: Duration) -> usize {
 }
 
 fn list_ids(sb: &Sandbox) -> Vec<String> {
-    let r = run(sb, &["--json", "list", "--destination", "vault"]);
-    assert_eq!(r.code, 0, "{r:?}");
-    r.json()["listings"][0]["backups"]
-        .as_array()
-        .expect("backups")
-        .iter()
-        .map(|b| b["id"].as_str().expect("id").to_string())
-        .collect()
+    backup_ids(&run(sb, &["--json", "list", "--destination", "vault"]))
 }
 
 #[test]

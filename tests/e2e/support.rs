@@ -175,7 +175,11 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 
 /// The ids of the complete backups of job "db" on the sandbox destination named `dest`.
 pub fn complete_backups(sb: &Sandbox, dest: &str) -> Vec<String> {
-    let r = sb.offsite(&["--json", "list", "--destination", dest]);
+    backup_ids(&sb.offsite(&["--json", "list", "--destination", dest]))
+}
+
+/// The ids of the complete backups a successful `--json list` of one destination printed.
+pub fn backup_ids(r: &Run) -> Vec<String> {
     assert_eq!(r.code, 0, "{r:?}");
     r.json()["listings"][0]["backups"]
         .as_array()
