@@ -755,7 +755,8 @@ impl Backend for AzureBackend {
         let nonce = new_nonce();
         let id = block_id(&nonce, 0)?;
         self.stage(key, &id, body).await?;
-        self.commit(key, vec![id], Some(AccessTier::Hot), false)
+        // Create-only (If-None-Match: *): 409 BlobAlreadyExists when the blob exists.
+        self.commit(key, vec![id], Some(AccessTier::Hot), true)
             .await
     }
 
@@ -797,7 +798,8 @@ impl Backend for AzureBackend {
             }
             ids.push(id);
         }
-        self.commit(key, ids, self.tier_for_volumes(), false).await
+        // Create-only, as `put`: an existing blob is never replaced.
+        self.commit(key, ids, self.tier_for_volumes(), true).await
     }
 
     async fn abort_upload(&self, key: &str, _upload: &UploadId) -> Result<()> {

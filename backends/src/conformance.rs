@@ -166,17 +166,56 @@ pub async fn put_get_list_delete(f: &Fixture) {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
 
-/// A put replaces an existing object.
-pub async fn put_overwrites(f: &Fixture) {
+/// Writes are create-only: a `put`, a completed upload and a `put_file`
+/// onto a key that exists fail with `AlreadyExists`, and the object there
+/// keeps its bytes.
+pub async fn writes_never_overwrite(f: &Fixture) {
     let b = (f.connect)();
-    let key = f.key("twice");
+    let key = f.key("once");
     b.put(&key, Bytes::from_static(b"first version"))
         .await
         .expect("put 1");
-    b.put(&key, Bytes::from_static(b"second"))
+    let err = b
+        .put(&key, Bytes::from_static(b"second"))
         .await
-        .expect("put 2");
-    assert_eq!(get_bytes(b.as_ref(), &key).await.expect("get"), b"second");
+        .expect_err("a second put of the same key");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert!(
+        err.to_string().contains(&key) && err.to_string().contains(b.name()),
+        "the error names the destination and the key: {err}"
+    );
+    assert_eq!(
+        read_back(b.as_ref(), &key).await,
+        b"first version",
+        "the first object is intact"
+    );
+    let caps = b.capabilities();
+    let ps = part_size_for(&caps);
+    let data = pattern(ps + 10, 21);
+    if caps.multipart {
+        let id = b
+            .create_upload(&key, ps as u64)
+            .await
+            .expect("create_upload");
+        let receipts = upload_parts(b.as_ref(), &key, &id, &data, ps, &[0, 1]).await;
+        let err = b
+            .complete_upload(&key, &id, &receipts)
+            .await
+            .expect_err("completing onto an existing key");
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+        let _ = b.abort_upload(&key, &id).await;
+    } else {
+        let dir = tempfile_dir();
+        let path = dir.join("staged");
+        std::fs::write(&path, &data).expect("write");
+        let err = b
+            .put_file(&key, FileBody::new(&path, data.len() as u64))
+            .await
+            .expect_err("put_file onto an existing key");
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert_eq!(read_back(b.as_ref(), &key).await, b"first version");
 }
 
 /// Empty objects exist and read back empty.
@@ -445,7 +484,7 @@ pub async fn probe_succeeds(f: &Fixture) {
 macro_rules! conformance_tests {
     (|$name:ident| $fixture:expr) => {
         $crate::conformance_tests!(@each |$name| $fixture;
-            put_get_list_delete, put_overwrites, zero_length, large_multipart,
+            put_get_list_delete, writes_never_overwrite, zero_length, large_multipart,
             put_file_matches_capabilities,
             multipart_out_of_order, resume_after_drop, abort_discards, list_missing_prefix,
             list_is_recursive_and_bounded, delete_missing_key, get_missing_key, ranged_get,

@@ -59,6 +59,9 @@ pub struct Error {
     message: String,
     hint: Option<String>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// An earlier attempt of this create-only write failed without an
+    /// answer (it may have landed): see [`Error::after_lost_answer`].
+    after_lost_answer: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -74,6 +77,7 @@ impl Error {
             message: message.into(),
             hint: None,
             source: None,
+            after_lost_answer: false,
         }
     }
 
@@ -164,6 +168,19 @@ impl Error {
 
     pub fn hint(&self) -> Option<&str> {
         self.hint.as_deref()
+    }
+
+    /// Whether this answer to a create-only write (`put`, `complete_upload`,
+    /// `put_file`) came after an earlier attempt of the same write failed
+    /// without an answer: an `AlreadyExists` or `NotFound` may then be that
+    /// attempt's own doing ([`crate::Retrying`] sets it).
+    pub fn after_lost_answer(&self) -> bool {
+        self.after_lost_answer
+    }
+
+    pub(crate) fn set_after_lost_answer(mut self) -> Self {
+        self.after_lost_answer = true;
+        self
     }
 }
 

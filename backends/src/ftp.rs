@@ -492,24 +492,23 @@ impl Inner {
             .map_err(|e| ftp_error(format!("STOR {path} did not complete"), e))
     }
 
-    /// RNFR/RNTO, replacing `to` if the server refuses to overwrite it.
+    /// Moves `from` to `to` unless `to` exists. FTP has no rename that
+    /// refuses an existing target (RNTO replaces it on ProFTPD, pure-ftpd and
+    /// pyftpdlib alike), so this checks first: the best the protocol
+    /// allows. Two writers renaming onto one name within the same moment
+    /// can both pass the check; offsite's own keys never collide that way
+    /// (each host's backup ids carry its host id).
     fn rename_into_place(conn: &mut Conn, from: &str, to: &str) -> Result<()> {
-        let (from_abs, to_abs) = (conn.abs(from), conn.abs(to));
-        match conn.ftp.rename(&from_abs, &to_abs) {
-            Ok(()) => Ok(()),
-            Err(first) => {
-                if Self::size(conn, to)?.is_some() {
-                    conn.ftp
-                        .rm(&to_abs)
-                        .map_err(|e| ftp_error(format!("cannot replace {to}"), e))?;
-                    conn.ftp
-                        .rename(&from_abs, &to_abs)
-                        .map_err(|e| ftp_error(format!("cannot rename {from} to {to}"), e))
-                } else {
-                    Err(ftp_error(format!("cannot rename {from} to {to}"), first))
-                }
-            }
+        if Self::size(conn, to)?.is_some() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{to} already exists; it is never overwritten"),
+            ));
         }
+        let (from_abs, to_abs) = (conn.abs(from), conn.abs(to));
+        conn.ftp
+            .rename(&from_abs, &to_abs)
+            .map_err(|e| ftp_error(format!("cannot rename {from} to {to}"), e))
     }
 }
 
@@ -649,11 +648,8 @@ impl Backend for FtpBackend {
             let total = contiguous_size(&parts)?;
             match Inner::size(conn, &partial)? {
                 None => {
-                    // Completed by an earlier attempt whose answer was lost.
-                    return match Inner::size(conn, &key_owned)? {
-                        Some(n) if n == total => Ok(()),
-                        _ => Err(upload_gone(&partial)),
-                    };
+                    // Completed by an earlier attempt, or gone: the caller decides.
+                    return Err(upload_gone(&partial));
                 }
                 Some(n) if n != total => {
                     return Err(Error::new(

@@ -540,6 +540,27 @@ impl GlacierBackend {
         Ok(())
     }
 
+    /// Create-only writes: a key the catalog already holds is refused
+    /// ([`ErrorKind::AlreadyExists`]). The vault itself names archives by
+    /// ids it assigns, so two writers never collide there; a key is what
+    /// could be written twice.
+    async fn refuse_taken(&self, key: &str) -> Result<()> {
+        let owned = key.to_string();
+        let taken = self
+            .catalog(move |c| Ok(c.newest(&owned).is_some()))
+            .await?;
+        if taken {
+            return Err(self
+                .error(
+                    ErrorKind::AlreadyExists,
+                    "the catalog already holds an archive under this key".to_string(),
+                    Some(key),
+                )
+                .with_hint("it is never overwritten"));
+        }
+        Ok(())
+    }
+
     /// Deletes archive `id` from the vault, then from the catalog, with its kept copy.
     async fn drop_archive(&self, key: &str, id: &str) -> Result<()> {
         self.delete_archive(key, id).await?;
@@ -982,6 +1003,7 @@ impl Backend for GlacierBackend {
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         validate_key(key)?;
+        self.refuse_taken(key).await?;
         let what = Described::Object {
             key: key.to_string(),
             small: true,
@@ -992,6 +1014,7 @@ impl Backend for GlacierBackend {
 
     async fn put_file(&self, key: &str, file: FileBody) -> Result<()> {
         validate_key(key)?;
+        self.refuse_taken(key).await?;
         if file.size > MAX_ARCHIVE {
             return Err(self
                 .error(

@@ -11,6 +11,12 @@
 //!   renames into place, then fsyncs the folder: readers never see a
 //!   half-written object under its final name.
 //! - `put` writes a hidden temp file and renames it the same way.
+//! - Nothing is overwritten: completion and `put` move the file into place
+//!   with `renameat2(RENAME_NOREPLACE)`, which fails when the name is taken
+//!   ([`ErrorKind::AlreadyExists`]), atomically. A file system without it
+//!   (some network file systems) gets `link` then `unlink`, as atomic; one
+//!   without hard links either gets a check then a rename, which two
+//!   writers racing within the same moment can both pass.
 //! - `list` never shows partial or temp files.
 //!
 //! Every filesystem call runs on tokio's blocking pool, never on the async
@@ -125,6 +131,68 @@ impl Inner {
     }
 }
 
+/// Moves `from` to `to` unless `to` exists (then `AlreadyExists`), atomically
+/// where the file system can: `renameat2(RENAME_NOREPLACE)`, else a hard
+/// link and an unlink, else (no hard links) a check and a rename.
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::other("a path with a NUL byte"))
+    };
+    let (cf, ct) = (c(from)?, c(to)?);
+    // SAFETY: both paths are NUL-terminated and outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cf.as_ptr(),
+            libc::AT_FDCWD,
+            ct.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if !matches!(
+        err.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    ) {
+        return Err(err);
+    }
+    match fs::hard_link(from, to) {
+        Ok(()) => fs::remove_file(from),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS)
+            ) =>
+        {
+            if fs::symlink_metadata(to).is_ok() {
+                return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+            }
+            fs::rename(from, to)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The error of a create-only move into `target`.
+fn taken_or(e: std::io::Error, target: &Path) -> Error {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "{} already exists; it is never overwritten",
+                target.display()
+            ),
+        )
+    } else {
+        Error::from_io(format!("cannot rename into {}", target.display()), e)
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -174,9 +242,9 @@ impl Backend for PathBackend {
                 return Err(Error::from_io(format!("cannot write {}", tmp.display()), e));
             }
             let target = parent.join(&name);
-            fs::rename(&tmp, &target).map_err(|e| {
+            rename_no_replace(&tmp, &target).map_err(|e| {
                 let _ = fs::remove_file(&tmp);
-                Error::from_io(format!("cannot rename into {}", target.display()), e)
+                taken_or(e, &target)
             })?;
             sync_dir(&parent)
         })
@@ -246,11 +314,8 @@ impl Backend for PathBackend {
             let f = match OpenOptions::new().write(true).open(&partial) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    // Completed by an earlier attempt whose answer was lost.
-                    return match fs::metadata(&target) {
-                        Ok(m) if m.len() == total => Ok(()),
-                        _ => Err(upload_gone(&partial.display().to_string())),
-                    };
+                    // Completed by an earlier attempt, or gone: the caller decides.
+                    return Err(upload_gone(&partial.display().to_string()));
                 }
                 Err(e) => {
                     return Err(Error::from_io(
@@ -275,9 +340,7 @@ impl Backend for PathBackend {
             f.set_len(total)
                 .and_then(|_| f.sync_all())
                 .map_err(|e| Error::from_io(format!("cannot sync {}", partial.display()), e))?;
-            fs::rename(&partial, &target).map_err(|e| {
-                Error::from_io(format!("cannot rename into {}", target.display()), e)
-            })?;
+            rename_no_replace(&partial, &target).map_err(|e| taken_or(e, &target))?;
             sync_dir(target.parent().unwrap_or(&inner.root))
         })
         .await

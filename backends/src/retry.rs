@@ -73,6 +73,31 @@ where
     }
 }
 
+/// [`with_retries`] for a create-only write: once an attempt has failed
+/// without an answer (a temporary error: it may have landed), a later
+/// attempt's error is marked [`crate::Error::after_lost_answer`], so the
+/// caller can tell "the key was taken by my own lost attempt" from "the key
+/// was taken by someone else".
+pub async fn with_retries_create_only<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 1;
+    let mut lost = false;
+    loop {
+        match op().await {
+            Err(e) if e.is_temporary() && attempt < policy.attempts => {
+                lost = true;
+                tokio::time::sleep(policy.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) if lost => return Err(e.set_after_lost_answer()),
+            other => return other,
+        }
+    }
+}
+
 /// A backend whose calls are retried on temporary errors.
 #[derive(Debug, Clone)]
 pub struct Retrying {
@@ -101,7 +126,7 @@ impl Backend for Retrying {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
-        with_retries(&self.policy, || self.inner.put(key, body.clone())).await
+        with_retries_create_only(&self.policy, || self.inner.put(key, body.clone())).await
     }
 
     async fn create_upload(&self, key: &str, part_size: u64) -> Result<UploadId> {
@@ -121,7 +146,7 @@ impl Backend for Retrying {
         upload: &UploadId,
         parts: &[PartReceipt],
     ) -> Result<()> {
-        with_retries(&self.policy, || {
+        with_retries_create_only(&self.policy, || {
             self.inner.complete_upload(key, upload, parts)
         })
         .await
@@ -132,7 +157,7 @@ impl Backend for Retrying {
     }
 
     async fn put_file(&self, key: &str, file: FileBody) -> Result<()> {
-        with_retries(&self.policy, || self.inner.put_file(key, file.clone())).await
+        with_retries_create_only(&self.policy, || self.inner.put_file(key, file.clone())).await
     }
 
     async fn flush(&self) -> Result<()> {
@@ -207,6 +232,30 @@ mod tests {
         .await;
         assert!(out.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_create_only_write_says_when_an_attempt_before_was_lost() {
+        let calls = AtomicU32::new(0);
+        let out: Result<()> = with_retries_create_only(&fast(), || async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(Error::new(ErrorKind::Unexpected, "reset").temporary())
+            } else {
+                Err(Error::new(ErrorKind::AlreadyExists, "taken"))
+            }
+        })
+        .await;
+        let e = out.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+        assert!(e.after_lost_answer());
+        let first: Result<()> = with_retries_create_only(&fast(), || async {
+            Err(Error::new(ErrorKind::AlreadyExists, "taken"))
+        })
+        .await;
+        assert!(
+            !first.unwrap_err().after_lost_answer(),
+            "taken at the first attempt: someone else's"
+        );
     }
 
     #[test]

@@ -228,8 +228,16 @@ impl S3Backend {
             Err(no_credentials) => return no_credentials,
         };
         use ErrorKind::*;
+        // The two calls offsite makes create-only (`If-None-Match: *`).
+        let create_only = matches!(call, "PutObject" | "CompleteMultipartUpload");
         let (kind, temporary) = match (code.as_deref(), status) {
             _ if transport => (Unexpected, true),
+            (Some("PreconditionFailed"), _) | (None, Some(412)) if create_only => {
+                (AlreadyExists, false)
+            }
+            // Another conditional write to the key was in flight: try again.
+            (Some("ConditionalRequestConflict"), _) | (None, Some(409)) => (Unexpected, true),
+            (Some("NotImplemented"), _) | (_, Some(501)) => (Unsupported, false),
             // HTTP 403 too, but not a permission problem: the object is cold.
             (Some("InvalidObjectState"), _) => (Unsupported, false),
             (Some("NoSuchBucket"), _) => (ConfigInvalid, false),
@@ -290,6 +298,12 @@ impl S3Backend {
                 self.bucket(),
                 self.options.region
             )),
+            AlreadyExists => e.with_hint("it is never overwritten"),
+            Unsupported if status == Some(501) || code.as_deref() == Some("NotImplemented") => {
+                e.with_hint(
+                    "this S3-compatible store does not take conditional writes (If-None-Match), which offsite sends so that nothing is ever overwritten; use a store that does (AWS S3, MinIO, Ceph RGW recent versions)",
+                )
+            }
             Unsupported => e.with_hint(
                 "the object is in a cold storage class (GLACIER or DEEP_ARCHIVE) and must be retrieved first: `offsite restore` and `offsite verify` request the retrieval and exit 4 until it is readable",
             ),
@@ -386,6 +400,8 @@ impl Backend for S3Backend {
             .set_storage_class(self.class_for_put())
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .checksum_crc32_c(sum)
+            // Create-only: 412 when the key exists; needs no permission beyond s3:PutObject.
+            .if_none_match("*")
             .body(SdkStream::from(body))
             .customize();
         let op = if self.unsigned_payload() {
@@ -504,6 +520,8 @@ impl Backend for S3Backend {
             .bucket(self.bucket())
             .key(key)
             .upload_id(id)
+            // Create-only, as PutObject: 412 when the key exists.
+            .if_none_match("*")
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(done))

@@ -503,16 +503,21 @@ impl Inner {
     }
 
     /// Renames `from` to `to`, replacing `to` if it exists (see the module doc).
+    /// Moves `from` to `to`, never over an existing `to`: SFTP's own rename
+    /// (version 3, not the posix-rename extension) refuses an existing
+    /// target, and OpenSSH's server makes it a hard link then an unlink, so
+    /// two writers cannot both win.
     fn rename_into_place(&self, sftp: &Sftp, from: &str, to: &str) -> Result<()> {
         let (f, t) = (Path::new(from), Path::new(to));
-        match sftp.rename(f, t, None) {
+        // No flags: libssh2 sends a plain SSH_FXP_RENAME.
+        match sftp.rename(f, t, Some(ssh2::RenameFlags::empty())) {
             Ok(()) => Ok(()),
             Err(first) => {
-                if sftp.stat(t).is_ok() {
-                    sftp.unlink(t)
-                        .map_err(|e| ssh_error(format!("cannot replace {to}"), e))?;
-                    sftp.rename(f, t, None)
-                        .map_err(|e| ssh_error(format!("cannot rename {from} to {to}"), e))
+                if sftp.lstat(t).is_ok() {
+                    Err(Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("{to} already exists; it is never overwritten"),
+                    ))
                 } else {
                     Err(ssh_error(format!("cannot rename {from} to {to}"), first))
                 }
@@ -658,11 +663,8 @@ impl Backend for SftpBackend {
             let size = match sftp.stat(Path::new(&partial)) {
                 Ok(st) => st.size.unwrap_or(0),
                 Err(e) if is_sftp(&e, &[FX_NO_SUCH_FILE, FX_NO_SUCH_PATH]) => {
-                    // Completed by an earlier attempt whose answer was lost.
-                    return match sftp.stat(Path::new(&target)) {
-                        Ok(st) if st.size == Some(total) => Ok(()),
-                        _ => Err(upload_gone(&partial)),
-                    };
+                    // Completed by an earlier attempt, or gone: the caller decides.
+                    return Err(upload_gone(&partial));
                 }
                 Err(e) => return Err(ssh_error(format!("cannot stat {partial}"), e)),
             };

@@ -40,7 +40,7 @@ async fn absent_mount_point_is_an_error_and_never_created() {
 }
 
 #[tokio::test]
-async fn partial_files_are_hidden_and_completion_is_idempotent() {
+async fn partial_files_are_hidden_and_a_repeated_completion_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let b = PathBackend::new("nas", dir.path());
     let id = b.create_upload("j/v", 4).await.expect("create");
@@ -65,10 +65,13 @@ async fn partial_files_are_hidden_and_completion_is_idempotent() {
     b.complete_upload("j/v", &id, std::slice::from_ref(&r))
         .await
         .expect("complete");
-    // A lost answer to complete: doing it again must not fail nor change the object.
-    b.complete_upload("j/v", &id, &[r])
+    // A lost answer to complete: doing it again says the upload is gone (the
+    // caller then finds the object there is its own), and changes nothing.
+    let err = b
+        .complete_upload("j/v", &id, &[r])
         .await
-        .expect("complete again");
+        .expect_err("complete again");
+    assert_eq!(err.kind(), offsite_backends::ErrorKind::NotFound, "{err}");
     assert_eq!(
         std::fs::read(dir.path().join("j/v")).expect("read"),
         b"abcd"
