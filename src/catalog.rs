@@ -9,7 +9,7 @@ use offsite_backends::{get_bytes, list_all};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::manifest::{MANIFEST_NAME, Manifest};
+use crate::manifest::{MANIFEST_NAME, Manifest, host_of_id};
 use crate::upload::{Target, remote_key};
 
 #[derive(Debug, Clone)]
@@ -120,7 +120,27 @@ pub fn check_backup_arg(wanted: &str) -> Result<()> {
     )))
 }
 
-pub fn select<'a>(listing: &'a Listing, job: &str, wanted: &str) -> Result<&'a RemoteBackup> {
+/// Whose backup `b` is: the host its manifest records, else the host its id
+/// names; none for a backup made before backups recorded their host.
+pub fn origin(b: &RemoteBackup) -> Option<&str> {
+    b.manifest
+        .host
+        .as_deref()
+        .or_else(|| host_of_id(&b.manifest.id))
+}
+
+/// Picks `wanted` (an id, or `latest`) from a listing. `latest` is the
+/// newest backup of `only_host` when given; else the newest of this host
+/// (`host`, with the backups that record no host), else the newest when
+/// every backup there comes from one host; with several other hosts'
+/// backups and none of this one's, it asks which.
+pub fn select<'a>(
+    listing: &'a Listing,
+    job: &str,
+    wanted: &str,
+    host: &str,
+    only_host: Option<&str>,
+) -> Result<&'a RemoteBackup> {
     let damaged = |id: &str| {
         Error::Failed(format!(
             "destination \"{}\": job {job:?} backup {id:?} is damaged ({}); choose another with --backup ID (see `offsite list`)",
@@ -137,11 +157,37 @@ pub fn select<'a>(listing: &'a Listing, job: &str, wanted: &str) -> Result<&'a R
         return Err(damaged(&d.id));
     }
     let found = if wanted == "latest" {
-        let latest = listing.backups.last();
+        let mine = |o: Option<&str>| o.is_none_or(|h| h == host);
+        let chosen_host: Option<Option<String>> = match only_host {
+            Some(h) => Some(Some(h.to_string())),
+            None if listing.backups.iter().any(|b| mine(origin(b))) => None,
+            None => {
+                let hosts: std::collections::BTreeSet<&str> =
+                    listing.backups.iter().filter_map(origin).collect();
+                if hosts.len() > 1 {
+                    return Err(Error::Usage(format!(
+                        "destination \"{}\": job {job:?} holds backups of several hosts ({}) and none of this host's ({host}); say whose with --host H, or name one with --backup ID",
+                        listing.destination,
+                        hosts.into_iter().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                Some(hosts.into_iter().next().map(str::to_string))
+            }
+        };
+        let of_group = |o: Option<&str>| match &chosen_host {
+            None => mine(o),
+            Some(h) => o == h.as_deref(),
+        };
+        let latest = listing.backups.iter().rfind(|b| of_group(origin(b)));
         // Never fall back silently to an older backup when a newer one is damaged.
-        let newest_damaged = listing.damaged.iter().map(|d| d.id.as_str()).max();
+        let newest_damaged = listing
+            .damaged
+            .iter()
+            .map(|d| d.id.as_str())
+            .filter(|id| of_group(host_of_id(id)))
+            .max();
         if let Some(d) = newest_damaged
-            && latest.is_none_or(|b| d > b.manifest.id.as_str())
+            && latest.is_none_or(|b| time_part(d) > time_part(&b.manifest.id))
         {
             return Err(damaged(d));
         }
@@ -152,9 +198,15 @@ pub fn select<'a>(listing: &'a Listing, job: &str, wanted: &str) -> Result<&'a R
     found.ok_or_else(|| {
         let have: Vec<&str> = listing.backups.iter().map(|b| b.manifest.id.as_str()).collect();
         Error::Failed(format!(
-            "destination \"{}\": job {job:?} has no complete backup {wanted:?} (complete: {}); run `offsite list --job {job}`",
+            "destination \"{}\": job {job:?} has no complete backup {wanted:?}{} (complete: {}); run `offsite list --job {job}`",
             listing.destination,
+            only_host.map(|h| format!(" of host {h:?}")).unwrap_or_default(),
             if have.is_empty() { "none".to_string() } else { have.join(", ") }
         ))
     })
+}
+
+/// The time part of a backup id, which orders ids of different hosts.
+fn time_part(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
 }

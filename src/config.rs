@@ -17,13 +17,14 @@ use offsite_backends::azure::{
 use offsite_backends::ftp::{FtpOptions, FtpPassword, FtpTls};
 
 use crate::crypt::{self, Encryption};
+use crate::source::OnUnreadable;
 use offsite_backends::glacier::{self, GlacierOptions};
 use offsite_backends::s3::{self, RESTORE_TIERS, S3Options};
 use offsite_backends::sftp::{SftpAuth, SftpOptions};
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::retention::Policy;
+use crate::retention::{Origins, Policy};
 use crate::schedule::{Cron, JobSchedule};
 use crate::size::{ByteSize, HumanDuration};
 
@@ -46,6 +47,36 @@ const DEFAULT_RETRIES: u32 = 7;
 const MAX_RETRIES: u32 = 20;
 const DEFAULT_MIN_FREE: u64 = 256 << 20;
 const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// A backup whose data shrank by more than half since the last one fails
+/// the source check: a database rarely halves overnight, a half-unmounted
+/// or wiped volume does.
+const DEFAULT_SHRINK_LIMIT: f64 = 0.5;
+
+/// The host name, made into a host id (other characters become `-`, at
+/// most 64); `localhost` when there is none.
+pub fn default_host_id() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name: String = if rc == 0 { &buf[..len] } else { &[][..] }
+        .iter()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                *b as char
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    let name = name.trim_start_matches(['.', '_', '-']).to_string();
+    if name.is_empty() {
+        "localhost".to_string()
+    } else {
+        name
+    }
+}
 
 // ---------------------------------------------------------------------------
 // The file as written.
@@ -53,6 +84,8 @@ const DEFAULT_ZSTD_LEVEL: i32 = 3;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// What backups made here record as their origin; default: the host name.
+    host_id: Option<String>,
     staging: RawStaging,
     #[serde(rename = "job", default)]
     jobs: Vec<RawJob>,
@@ -82,6 +115,11 @@ struct RawJob {
     compression: Option<String>,
     keep_local: Option<u32>,
     on_change: Option<OnChange>,
+    on_unreadable: Option<OnUnreadable>,
+    shrink_limit: Option<f64>,
+    #[serde(default)]
+    allow_degenerate: bool,
+    max_age: Option<HumanDuration>,
     retention: Option<RawRetention>,
     schedule: Option<RawSchedule>,
     encryption: Option<RawEncryption>,
@@ -119,6 +157,7 @@ struct RawRetention {
     keep_within: Option<HumanDuration>,
     min_age: Option<HumanDuration>,
     incomplete_grace: Option<HumanDuration>,
+    origins: Option<Origins>,
 }
 
 const DEFAULT_INCOMPLETE_GRACE: std::time::Duration = std::time::Duration::from_secs(3 * 86_400);
@@ -138,6 +177,7 @@ impl RawRetention {
                 .incomplete_grace
                 .map(|d| d.0)
                 .unwrap_or(DEFAULT_INCOMPLETE_GRACE),
+            origins: self.origins.unwrap_or_default(),
         }
     }
 }
@@ -157,6 +197,7 @@ struct RawDirSource {
 struct RawCommandSource {
     run: String,
     output: Option<String>,
+    run_as: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,6 +315,8 @@ pub enum OnChange {
 pub struct Config {
     /// The file this was read from.
     pub file: PathBuf,
+    /// The origin this host's backups record (`host_id`, else the host name).
+    pub host_id: String,
     pub staging: Staging,
     pub jobs: Vec<Job>,
     pub destinations: BTreeMap<String, Destination>,
@@ -297,6 +340,16 @@ pub struct Job {
     pub compression_level: i32,
     pub keep_local: u32,
     pub on_change: OnChange,
+    pub on_unreadable: OnUnreadable,
+    /// The source check fails a backup whose file state shrank by more
+    /// than this fraction since the job's last backup (1.0: never).
+    pub shrink_limit: f64,
+    /// Ship a backup the source check finds degenerate (marked as such)
+    /// instead of failing it.
+    pub allow_degenerate: bool,
+    /// `status --check` reports a destination whose newest complete backup
+    /// is older than this; `None`: derived from the schedule ([`Job::max_age_at`]).
+    pub max_age: Option<std::time::Duration>,
     /// Where hooks and commands run: the configuration file's folder.
     pub workdir: PathBuf,
     /// The job's retention policy; `None`: nothing is ever pruned.
@@ -319,6 +372,8 @@ pub enum Source {
         /// Stream stdout into this file; without it the command writes into
         /// `$OFFSITE_STAGE_DIR`.
         output: Option<String>,
+        /// The user the command runs as (offsite must be root).
+        run_as: Option<String>,
     },
 }
 
@@ -356,6 +411,16 @@ pub enum DestinationKind {
 }
 
 impl Job {
+    /// How old the newest complete backup may get before `status --check`
+    /// reports it: `max_age`, else one and a half times the longest gap
+    /// between the job's scheduled backups; `None` for a job with neither.
+    pub fn max_age_at(&self, now: jiff::Timestamp) -> Option<std::time::Duration> {
+        self.max_age.or_else(|| {
+            let gap = self.schedule.as_ref()?.longest_backup_gap(now)?;
+            Some(gap + gap / 2)
+        })
+    }
+
     /// The retention policy that applies to `destination`: its own, else the job's.
     pub fn policy_for<'a>(&'a self, destination: &'a Destination) -> Option<&'a Policy> {
         destination.retention.as_ref().or(self.retention.as_ref())
@@ -1210,7 +1275,18 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                 }
             }
             "command" => {
-                let RawCommandSource { run, output } = read(ctx, &sp, rest)?;
+                let RawCommandSource {
+                    run,
+                    output,
+                    run_as,
+                } = read(ctx, &sp, rest)?;
+                if let Some(u) = &run_as
+                    && (u.is_empty() || u.contains(['\0', ':', '/']))
+                {
+                    let mut p = sp.to_vec();
+                    p.push(k("run_as"));
+                    return Err(ctx.err(&p, format!("invalid user name {u:?}")));
+                }
                 if run.trim().is_empty() {
                     let mut p = sp.to_vec();
                     p.push(k("run"));
@@ -1227,7 +1303,11 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                         ));
                     }
                 }
-                Source::Command { run, output }
+                Source::Command {
+                    run,
+                    output,
+                    run_as,
+                }
             }
             other => {
                 let mut p = sp.to_vec();
@@ -1268,6 +1348,16 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
         let compression_level = match &j.compression {
             Some(c) => parse_compression(c).map_err(|m| ctx.err(&here("compression"), m))?,
             None => DEFAULT_ZSTD_LEVEL,
+        };
+        let shrink_limit = match j.shrink_limit {
+            None => DEFAULT_SHRINK_LIMIT,
+            Some(f) if (0.0..=1.0).contains(&f) => f,
+            Some(f) => {
+                return Err(ctx.err(
+                    &here("shrink_limit"),
+                    format!("shrink_limit {f} is not a fraction: write 0.5 to fail a backup whose data shrank by more than half, 1.0 to never check"),
+                ));
+            }
         };
         let retention = j.retention.as_ref().map(RawRetention::resolve);
         let schedule = match j.schedule {
@@ -1356,6 +1446,10 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
             compression_level,
             keep_local: j.keep_local.unwrap_or(0),
             on_change: j.on_change.unwrap_or(OnChange::Warn),
+            on_unreadable: j.on_unreadable.unwrap_or(OnUnreadable::Fail),
+            shrink_limit,
+            allow_degenerate: j.allow_degenerate,
+            max_age: j.max_age.map(|d| d.0),
             retention,
             schedule,
             encryption,
@@ -1365,8 +1459,19 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
     if jobs.is_empty() {
         return Err(ctx.err(&[], "no [[job]] is defined; add one (see `offsite init`)"));
     }
+    let host_id = match raw.host_id {
+        Some(h) if crate::manifest::valid_host_id(&h) => h,
+        Some(h) => {
+            return Err(ctx.err(
+                &[k("host_id")],
+                format!("invalid host_id {h:?}: 1 to 64 letters, digits, '.', '_' and '-', starting with a letter or digit"),
+            ));
+        }
+        None => default_host_id(),
+    };
     Ok(Config {
         file: ctx.file.to_path_buf(),
+        host_id,
         staging,
         jobs,
         destinations,

@@ -365,6 +365,12 @@ pub fn open_manifest(m: &Manifest, ids: Option<&Identities>) -> Result<Manifest>
     out.deleted = hidden.deleted;
     out.changed = hidden.changed;
     out.source.description = hidden.source_description;
+    if out.legacy_names {
+        out.upgrade_names();
+        out.legacy_names = false;
+    }
+    // The sealed list is checked as a clear one is when it is read.
+    out.validate(&format!("backup {}", m.id))?;
     Ok(out)
 }
 
@@ -428,6 +434,7 @@ mod tests {
             tool: "offsite test".into(),
             job: "db".into(),
             id: "20261122T021500Z-full".into(),
+            host: None,
             kind: BackupKind::Full,
             parent: None,
             created_at: "2026-11-22T02:15:00Z".into(),
@@ -435,6 +442,7 @@ mod tests {
                 kind: "dir".into(),
                 description: "/var/lib/secret-db".into(),
             },
+            root: None,
             compression: Compression {
                 algorithm: "zstd".into(),
                 level: 3,
@@ -458,12 +466,15 @@ mod tests {
                 sha256: Some("ab".repeat(32)),
                 blake3: None,
                 target: None,
+                sparse: false,
                 volume: 0,
                 backup: "20261122T021500Z-full".into(),
             }],
             deleted: vec!["old/payroll.db".into()],
             changed: vec![],
             stats: Stats::default(),
+            degenerate: None,
+            legacy_names: false,
         }
     }
 

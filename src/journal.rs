@@ -42,6 +42,10 @@ enum Event {
     VolumeDone { volume: String, key: String },
     /// The manifest is on the destination under `key`: the backup is complete there.
     ManifestDone { key: String },
+    /// A create-only write of `key` (a volume's completion, the manifest)
+    /// is about to be sent. If no answer is journaled after it, a later run
+    /// that finds `key` taken knows the write may have been its own.
+    Sending { key: String },
 }
 
 /// The current upload of one volume.
@@ -71,6 +75,8 @@ impl VolumeState {
 struct State {
     volumes: HashMap<String, VolumeState>,
     manifest_key: Option<String>,
+    /// Keys a create-only write was sent for.
+    sending: std::collections::HashSet<String>,
 }
 
 impl State {
@@ -105,6 +111,9 @@ impl State {
                 v.upload = None;
             }
             Event::ManifestDone { key } => self.manifest_key = Some(key),
+            Event::Sending { key } => {
+                self.sending.insert(key);
+            }
         }
     }
 }
@@ -113,6 +122,9 @@ impl State {
 pub struct UploadJournal {
     path: PathBuf,
     inner: Mutex<(File, State)>,
+    /// The keys an earlier run sent a create-only write for (its answer
+    /// may have been lost with that run).
+    sent_earlier: std::collections::HashSet<String>,
 }
 
 /// The journal file of `destination` in the staged backup `backup_dir`.
@@ -179,6 +191,7 @@ impl UploadJournal {
             .map_err(|e| Error::io(format!("cannot repair journal {}", path.display()), e))?;
         Ok(UploadJournal {
             path,
+            sent_earlier: state.sending.clone(),
             inner: Mutex::new((file, state)),
         })
     }
@@ -255,6 +268,17 @@ impl UploadJournal {
     pub fn set_manifest_done(&self, key: &str) -> Result<()> {
         self.append(Event::ManifestDone { key: key.into() })
     }
+
+    /// Records that a create-only write of `key` is about to be sent.
+    pub fn sending(&self, key: &str) -> Result<()> {
+        self.append(Event::Sending { key: key.into() })
+    }
+
+    /// Whether an earlier run sent a create-only write of `key` and may
+    /// not have heard its answer.
+    pub fn sent_by_an_earlier_run(&self, key: &str) -> bool {
+        self.sent_earlier.contains(key)
+    }
 }
 
 #[cfg(test)]
@@ -322,8 +346,18 @@ mod tests {
         j.started("v", "k/v", &UploadId("u".into()), 10)
             .expect("started");
         j.part("v", &receipt(0)).expect("part");
+        j.sending("k/v").expect("sending");
+        assert!(
+            !j.sent_by_an_earlier_run("k/v"),
+            "sent by this run, whose answers it hears"
+        );
         j.restarted("v").expect("restarted");
         assert!(j.volume("v").upload.is_none());
+        let again = UploadJournal::open(d.path(), "nas").expect("reopen");
+        assert!(
+            again.sent_by_an_earlier_run("k/v"),
+            "a restart does not forget it"
+        );
         j.set_manifest_done("k/manifest.json").expect("manifest");
         assert!(j.manifest_done("k/manifest.json"));
         assert!(is_complete(d.path(), "nas"));

@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod destinations;
 pub mod journal;
 pub mod manifest;
+pub mod names;
 pub mod policy;
 pub mod progress;
 pub mod prune;

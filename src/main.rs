@@ -27,7 +27,7 @@ pub struct Cli {
     /// Print only results and errors: no progress bars, no notes
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
-    /// Print more detail: every note (skipped entries, incremental counts) also on stdout
+    /// Print every line hooks and the source command write on stderr, as they write it
     #[arg(short, long, global = true)]
     verbose: bool,
     #[command(subcommand)]
@@ -93,9 +93,13 @@ pub enum Command {
         /// A backup id, or `latest` [default: every complete backup]
         #[arg(long, value_name = "ID")]
         backup: Option<String>,
+        /// With `latest`: the newest backup of this host [default: this
+        /// host's host_id, else the only host there is]
+        #[arg(long, value_name = "H")]
+        host: Option<String>,
         /// age identity file for encrypted backups [default: the job's
         /// encryption.identity_file]; without one, encrypted volumes are
-        /// checked as stored (sizes and SHA-256), not unpacked
+        /// checked as stored (sizes and their recorded hash), not unpacked
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
     },
@@ -109,6 +113,10 @@ pub enum Command {
         /// A backup id, or `latest`
         #[arg(long, value_name = "ID", default_value = "latest")]
         backup: String,
+        /// With `latest`: the newest backup of this host [default: this
+        /// host's host_id, else the only host there is]
+        #[arg(long, value_name = "H")]
+        host: Option<String>,
         /// The folder to restore into; created if missing, must be empty unless --force
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
@@ -134,9 +142,20 @@ pub enum Command {
         now: Option<String>,
     },
     /// Show each job's last full and incremental, per destination, and its next scheduled runs
+    ///
+    /// With --check, a health check for monitoring: exits 1 and prints one
+    /// line per problem (job, destination, why) when a job's last run
+    /// failed, was partial or was stopped, or when a destination's newest
+    /// complete backup is older than the job's max_age (default: one and a
+    /// half times the longest gap between its scheduled backups; not
+    /// checked for a job with neither). The JSON's top-level status is the
+    /// worst job's: ok, stale, partial or failed.
     Status {
         #[command(flatten)]
         job: JobArg,
+        /// Exit 1 when any job has a problem, printing one line per problem
+        #[arg(long)]
+        check: bool,
     },
     /// Run the jobs' schedules in the foreground (one log line per run; JSON Lines with --json)
     ///

@@ -2,10 +2,16 @@
 //!
 //! A backup on a destination is complete exactly when its manifest is there;
 //! the manifest is written last, after every volume. The format is versioned
-//! (`format: 1`); a reader refuses a format it does not know rather than
-//! guess. Every path it lists is checked by [`Manifest::validate`] before any
-//! of it is trusted: a manifest comes from a remote store and may be damaged
-//! or hostile.
+//! and a reader refuses a format it does not know rather than guess:
+//! - format 1: names as plain UTF-8;
+//! - format 2 (written now): names in the encoding of [`crate::names`] (any
+//!   byte a file name may hold), the writing host, the backup's root folder,
+//!   hard links, sparse files, and the source check's verdict.
+//!
+//! Format-1 manifests are read into the same structure, their names brought
+//! into the format-2 encoding. Every path it lists is checked by
+//! [`Manifest::validate`] before any of it is trusted: a manifest comes from
+//! a remote store and may be damaged or hostile.
 
 use std::collections::HashSet;
 use std::path::{Component, Path};
@@ -15,7 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
-pub const FORMAT: u32 = 1;
+/// The format this version writes.
+pub const FORMAT: u32 = 2;
+/// The oldest format this version reads.
+pub const OLDEST_FORMAT: u32 = 1;
 pub const MANIFEST_NAME: &str = "manifest.json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,11 +51,19 @@ pub struct Manifest {
     pub tool: String,
     pub job: String,
     pub id: String,
+    /// The host that wrote the backup (its `host_id`); absent in backups
+    /// written before origins were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub kind: BackupKind,
     pub parent: Option<String>,
     /// RFC 3339, UTC. Ordering uses this, never the id.
     pub created_at: String,
     pub source: SourceInfo,
+    /// The backup's root folder (a `dir` source's folder): its mode, owner
+    /// and time are given to the folder a restore writes into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<RootMeta>,
     pub compression: Compression,
     pub encryption: Option<serde_json::Value>,
     pub volumes: Vec<Volume>,
@@ -58,6 +75,27 @@ pub struct Manifest {
     #[serde(default)]
     pub changed: Vec<String>,
     pub stats: Stats,
+    /// Set when the source check found the source degenerate (empty, or
+    /// shrunk past the job's `shrink_limit`) and the job allowed it anyway:
+    /// what it saw. Retention never deletes the newest backup without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degenerate: Option<String>,
+    /// Read from format 1: the names of an encrypted file list, still
+    /// sealed, are in the old form (see [`crate::crypt::open_manifest`]).
+    #[serde(skip)]
+    pub legacy_names: bool,
+}
+
+/// The mode, owner and modification time of the backup's root folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootMeta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    #[serde(default)]
+    pub mtime_nsec: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,12 +147,15 @@ pub enum EntryKind {
     File,
     Dir,
     Symlink,
+    /// A second name of a file already in the backup (`target` names it):
+    /// stored once, restored as a hard link.
+    Hardlink,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileEntry {
-    /// Relative, `/`-separated.
+    /// Relative, `/`-separated, in the encoding of [`crate::names`].
     pub path: String,
     pub kind: EntryKind,
     pub size: u64,
@@ -131,9 +172,14 @@ pub struct FileEntry {
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blake3: Option<String>,
-    /// Symlink target (symlinks only).
+    /// A symlink's target, or the path a hard link shares its file with
+    /// (encoded as paths are).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The file had holes (fewer blocks allocated than its size): a restore
+    /// leaves its zero blocks unwritten.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sparse: bool,
     /// Index of the volume where the entry starts.
     pub volume: u32,
     /// The backup that holds the bytes (this one, for a full backup).
@@ -203,16 +249,46 @@ pub fn safe_id(id: &str) -> bool {
 
 impl Manifest {
     pub fn from_json(bytes: &[u8], origin: &str) -> Result<Manifest> {
-        let m: Manifest = serde_json::from_slice(bytes)
+        let mut m: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| Error::Failed(format!("{origin}: the manifest is not valid: {e}")))?;
+        if m.format == OLDEST_FORMAT {
+            m.upgrade_names();
+            m.legacy_names = true;
+        }
         m.validate(origin)?;
         Ok(m)
+    }
+
+    /// Brings the names of a format-1 manifest (plain UTF-8) into the
+    /// encoding of [`crate::names`]; see [`crate::crypt::open_manifest`] for
+    /// a sealed file list.
+    pub fn upgrade_names(&mut self) {
+        let up = crate::names::legacy_to_encoded;
+        for f in &mut self.files {
+            f.path = up(&f.path);
+            if let Some(t) = &f.target {
+                f.target = Some(up(t));
+            }
+        }
+        for p in self.deleted.iter_mut().chain(self.changed.iter_mut()) {
+            *p = up(p);
+        }
     }
 
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
         v.push(b'\n');
         v
+    }
+
+    /// The bytes of every file in the backup's file state (not only those
+    /// this backup packed: an incremental lists the whole state).
+    pub fn state_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .filter(|f| f.kind == EntryKind::File)
+            .map(|f| f.size)
+            .sum()
     }
 
     /// Refuses a manifest whose format is unknown or whose names could
@@ -223,9 +299,9 @@ impl Manifest {
                 "{origin}: the manifest is not valid: {what}"
             )))
         };
-        if self.format != FORMAT {
+        if !(OLDEST_FORMAT..=FORMAT).contains(&self.format) {
             return bad(format!(
-                "format {} is not known to this offsite (it reads format {FORMAT}); use a newer offsite",
+                "format {} is not known to this offsite (it reads formats {OLDEST_FORMAT} to {FORMAT}); use a newer offsite",
                 self.format
             ));
         }
@@ -234,6 +310,9 @@ impl Manifest {
                 "unsafe backup id {:?} or parent {:?}",
                 self.id, self.parent
             ));
+        }
+        if self.host.as_deref().is_some_and(|h| !valid_host_id(h)) {
+            return bad(format!("host {:?} is not a valid host id", self.host));
         }
         if (self.kind == BackupKind::Incr) != self.parent.is_some() {
             return bad("an incremental has a parent and a full has none".into());
@@ -255,7 +334,7 @@ impl Manifest {
         }
         let mut paths = HashSet::new();
         for f in &self.files {
-            if !safe_relative_path(&f.path) {
+            if !safe_relative_path(&f.path) || !crate::names::is_canonical(&f.path) {
                 return bad(format!("unsafe path {:?}", f.path));
             }
             if !paths.insert(&f.path) {
@@ -291,14 +370,51 @@ impl Manifest {
                     ));
                 }
                 EntryKind::Symlink => match &f.target {
-                    Some(t) if symlink_stays_inside(&f.path, t) => {}
+                    Some(t)
+                        if symlink_stays_inside(&f.path, t) && crate::names::is_canonical(t) => {}
                     _ => return bad(format!("symlink {:?} points outside the backup", f.path)),
                 },
                 _ => {}
             }
         }
+        // A hard link shares the bytes of a file listed in the same manifest.
+        let kinds: std::collections::HashMap<&str, EntryKind> = self
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.kind))
+            .collect();
+        for f in self.files.iter().filter(|f| f.kind == EntryKind::Hardlink) {
+            match f.target.as_deref() {
+                Some(t) if kinds.get(t) == Some(&EntryKind::File) => {}
+                _ => {
+                    return bad(format!(
+                        "hard link {:?} does not name a file of the backup",
+                        f.path
+                    ));
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// The host a backup id names (`20261201T021500Z-full-db1` → `db1`); none
+/// for ids made before ids carried their host.
+pub fn host_of_id(id: &str) -> Option<&str> {
+    let rest = id.get(17..)?;
+    let (_kind, host) = rest.split_once('-')?;
+    Some(host).filter(|h| !h.is_empty())
+}
+
+/// A host id: what the manifest, the status and backup ids call the host
+/// that wrote a backup. 1 to 64 of letters, digits, `.`, `_` and `-`,
+/// starting with a letter or digit.
+pub fn valid_host_id(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 64
+        && h.as_bytes()[0].is_ascii_alphanumeric()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]
@@ -313,6 +429,17 @@ mod tests {
         for p in ["a", "a/b c/ü.chk", "chunk-000000.000000", "..hidden"] {
             assert!(safe_relative_path(p), "{p:?}");
         }
+    }
+
+    #[test]
+    fn ids_name_their_host_when_they_have_one() {
+        assert_eq!(host_of_id("20261201T021500Z-full-db1"), Some("db1"));
+        assert_eq!(
+            host_of_id("20261201T021500Z-incr-db-2.example"),
+            Some("db-2.example")
+        );
+        assert_eq!(host_of_id("20261201T021500Z-full"), None);
+        assert_eq!(host_of_id("x"), None);
     }
 
     #[test]
@@ -335,6 +462,7 @@ mod validation_tests {
             tool: "offsite test".into(),
             job: "db".into(),
             id: "20261122T021500Z-incr".into(),
+            host: None,
             kind,
             parent: parent.map(str::to_string),
             created_at: "2026-11-22T02:15:00Z".into(),
@@ -342,6 +470,7 @@ mod validation_tests {
                 kind: "dir".into(),
                 description: "/d".into(),
             },
+            root: None,
             compression: Compression {
                 algorithm: "zstd".into(),
                 level: 3,
@@ -357,6 +486,8 @@ mod validation_tests {
             deleted: Vec::new(),
             changed: Vec::new(),
             stats: Stats::default(),
+            degenerate: None,
+            legacy_names: false,
         }
     }
 
@@ -373,6 +504,7 @@ mod validation_tests {
             sha256: Some("00".into()),
             blake3: None,
             target: None,
+            sparse: false,
             volume,
             backup: backup.into(),
         }
@@ -407,6 +539,55 @@ mod validation_tests {
         assert!(
             bad_volume.validate("t").is_err(),
             "own files name one of its volumes"
+        );
+    }
+
+    #[test]
+    fn a_hard_link_names_a_file_of_the_same_backup() {
+        let own = "20261122T021500Z-incr";
+        let mut link = file("b", own, 0);
+        link.kind = EntryKind::Hardlink;
+        link.set_digest(None);
+        link.target = Some("a".into());
+        let ok = manifest(
+            BackupKind::Incr,
+            Some("p"),
+            vec![file("a", own, 0), link.clone()],
+        );
+        assert!(ok.validate("t").is_ok(), "{:?}", ok.validate("t").err());
+        link.target = Some("missing".into());
+        let dangling = manifest(BackupKind::Incr, Some("p"), vec![file("a", own, 0), link]);
+        assert!(dangling.validate("t").is_err());
+    }
+
+    #[test]
+    fn names_must_be_in_their_one_encoded_form() {
+        let own = "20261122T021500Z-incr";
+        for (path, ok) in [
+            ("caf%E9", true),
+            ("100%25", true),
+            ("%41", false),
+            ("50%", false),
+        ] {
+            let m = manifest(BackupKind::Incr, Some("p"), vec![file(path, own, 0)]);
+            assert_eq!(m.validate("t").is_ok(), ok, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_format_1_manifest_is_read_with_its_names_encoded() {
+        let own = "20261122T021500Z-incr";
+        let mut m = manifest(BackupKind::Incr, Some("p"), vec![file("50% off", own, 0)]);
+        m.format = 1;
+        m.deleted = vec!["gone%".into()];
+        let back = Manifest::from_json(&m.to_json(), "t").expect("format 1 reads");
+        assert_eq!(back.files[0].path, "50%25 off");
+        assert_eq!(back.deleted, vec!["gone%25".to_string()]);
+        assert!(back.legacy_names);
+        m.format = 3;
+        assert!(
+            Manifest::from_json(&m.to_json(), "t").is_err(),
+            "an unknown format is refused"
         );
     }
 }

@@ -205,6 +205,7 @@ mod tests {
             keep_within: None,
             min_age: None,
             incomplete_grace: Duration::from_secs(DAY),
+            origins: crate::retention::Origins::Own,
         }
     }
 

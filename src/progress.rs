@@ -16,6 +16,8 @@ pub trait Progress: Send + Sync {
     fn upload_finished(&self, _destination: &str, _ok: bool) {}
     /// Something the operator should know that is not an error.
     fn note(&self, _message: &str) {}
+    /// One line a hook or source command (`what`) printed on its stderr.
+    fn command_output(&self, _what: &str, _line: &str) {}
 }
 
 /// Reports nothing.

@@ -15,8 +15,10 @@ use crate::catalog;
 use crate::config::{Config, Job};
 use crate::destinations;
 use crate::error::{Error, Result};
-use crate::manifest::MANIFEST_NAME;
-use crate::retention::{self, Action, BackupInfo, Decision};
+use std::collections::BTreeMap;
+
+use crate::manifest::{MANIFEST_NAME, host_of_id};
+use crate::retention::{self, Action, BackupInfo, Decision, Origins};
 use crate::stage::{JobLock, JobStaging};
 use crate::upload::{Target, remote_key};
 
@@ -26,11 +28,32 @@ pub struct PruneReport {
     pub destination: String,
     pub dry_run: bool,
     pub status: &'static str,
+    /// Whose backups the policy was applied to: `own` (this host's, and
+    /// those that record no host) or `all` (each host's on its own).
+    pub origins: Origins,
     pub decisions: Vec<Decision>,
     /// Backups whose objects were all deleted.
     pub deleted: Vec<String>,
+    /// Backups of other hosts found under the job's prefix and left alone
+    /// (`origins = "own"`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<OtherBackup>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A backup another host made, which a prune of this host's backups leaves alone.
+#[derive(Debug, Clone, Serialize)]
+pub struct OtherBackup {
+    pub id: String,
+    pub host: String,
+    pub complete: bool,
+}
+
+/// Whose backup `id` is: the host its manifest records, else the host its
+/// id names; none for a backup made before backups recorded their host.
+fn origin_of(id: &str, recorded: Option<&str>) -> Option<String> {
+    recorded.or_else(|| host_of_id(id)).map(str::to_string)
 }
 
 /// Parses `--now` (RFC 3339, e.g. `2026-12-01T00:00:00Z`).
@@ -74,7 +97,7 @@ pub async fn prune_job(
     };
     let mut out = JobPrune::default();
     for t in &targets {
-        match prune_destination(job, t, now, dry_run).await {
+        match prune_destination(job, t, &config.host_id, now, dry_run).await {
             Some(r) => out.reports.push(r),
             None => out.skipped.push(format!(
                 "job {} on {}: no retention policy, nothing pruned",
@@ -90,6 +113,7 @@ pub async fn prune_job(
 pub async fn prune_destination(
     job: &Job,
     target: &Target,
+    host_id: &str,
     now: OffsetDateTime,
     dry_run: bool,
 ) -> Option<PruneReport> {
@@ -99,8 +123,10 @@ pub async fn prune_destination(
         destination: target.config.name.clone(),
         dry_run,
         status: "ok",
+        origins: policy.origins,
         decisions: Vec::new(),
         deleted: Vec::new(),
+        others: Vec::new(),
         error: None,
     };
     let result = async {
@@ -112,7 +138,15 @@ pub async fn prune_destination(
                 target.config.name, d.id, d.error
             )));
         }
-        let mut infos = Vec::new();
+        // Each origin's backups are judged on their own; this host's include
+        // those made before backups recorded a host (they can only be its own
+        // or a lone host's, and its chains may start there).
+        let group = |origin: Option<String>| match origin {
+            Some(h) if h != host_id => Some(h),
+            _ => None,
+        };
+        let mut groups: BTreeMap<Option<String>, (Vec<BackupInfo>, Vec<String>)> =
+            BTreeMap::new();
         for b in &listing.backups {
             let m = &b.manifest;
             let t = created_at(&m.created_at).ok_or_else(|| {
@@ -121,14 +155,38 @@ pub async fn prune_destination(
                     target.config.name, m.id, m.created_at
                 ))
             })?;
-            infos.push(BackupInfo {
+            let origin = group(origin_of(&m.id, m.host.as_deref()));
+            groups.entry(origin).or_default().0.push(BackupInfo {
                 id: m.id.clone(),
                 kind: m.kind,
                 parent: m.parent.clone(),
                 created_at: t,
+                degenerate: m.degenerate.is_some(),
             });
         }
-        report.decisions = retention::apply(&infos, &listing.incomplete, &policy, now);
+        for id in &listing.incomplete {
+            let origin = group(origin_of(id, None));
+            groups.entry(origin).or_default().1.push(id.clone());
+        }
+        for (origin, (infos, incomplete)) in groups {
+            match (origin, policy.origins) {
+                (Some(host), Origins::Own) => {
+                    report.others.extend(infos.iter().map(|b| OtherBackup {
+                        id: b.id.clone(),
+                        host: host.clone(),
+                        complete: true,
+                    }));
+                    report.others.extend(incomplete.iter().map(|id| OtherBackup {
+                        id: id.clone(),
+                        host: host.clone(),
+                        complete: false,
+                    }));
+                }
+                _ => report
+                    .decisions
+                    .extend(retention::apply(&infos, &incomplete, &policy, now)),
+            }
+        }
         if dry_run {
             return Ok(());
         }

@@ -2,7 +2,7 @@
 //! through zstd and tar, checking every hash on the way.
 //!
 //! Both read the same way: the volumes in order as one stream, each volume's
-//! size and SHA-256 checked when it ends, every archive entry matched against
+//! size and hash (BLAKE3, or SHA-256 for older backups) checked when it ends, every archive entry matched against
 //! the manifest (an entry the manifest does not list is an error), every
 //! file's content hashed. `verify` collects every problem and writes nothing;
 //! `restore` stops at the first one.
@@ -15,7 +15,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +28,7 @@ use serde::Serialize;
 
 use crate::crypt::{self, Identities};
 use crate::error::{Error, Result};
-use crate::manifest::{self, EntryKind, FileEntry, Manifest, Volume};
+use crate::manifest::{self, EntryKind, FileEntry, Manifest, RootMeta, Volume};
 use crate::upload::{Target, remote_key};
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,9 +50,14 @@ pub struct RestoreReport {
     pub job: String,
     pub destination: String,
     pub backup: String,
+    /// The host that made the backup, when it recorded one.
+    pub host: Option<String>,
     pub to: PathBuf,
     pub files: u64,
     pub bytes: u64,
+    /// What did not stop the restore but needs a look (owners not set).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The volumes of a backup read one after the other as a single stream
@@ -83,7 +89,7 @@ fn note(problems: &Arc<Mutex<Vec<String>>>, p: String) {
 }
 
 /// One volume's stored bytes as they stream in, hashed; at the end its size
-/// and SHA-256 are checked against the manifest.
+/// and hash are checked against the manifest.
 struct StoredVolume {
     rt: tokio::runtime::Handle,
     stream: ByteStream,
@@ -207,6 +213,7 @@ trait EntrySink {
     fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, Digest)>;
     fn dir(&mut self, entry: &FileEntry) -> Result<()>;
     fn symlink(&mut self, entry: &FileEntry) -> Result<()>;
+    fn hardlink(&mut self, entry: &FileEntry) -> Result<()>;
 }
 
 struct HashOnly;
@@ -216,7 +223,7 @@ struct HashOnly;
 fn hash_stream(
     entry: &FileEntry,
     content: &mut dyn Read,
-    mut out: Option<&mut File>,
+    mut out: Option<&mut dyn Write>,
 ) -> io::Result<(u64, Digest)> {
     let algorithm = entry.digest().map_or(Algorithm::CURRENT, |d| d.algorithm);
     let mut hasher = Hasher::new(algorithm);
@@ -245,6 +252,9 @@ impl EntrySink for HashOnly {
         Ok(())
     }
     fn symlink(&mut self, _: &FileEntry) -> Result<()> {
+        Ok(())
+    }
+    fn hardlink(&mut self, _: &FileEntry) -> Result<()> {
         Ok(())
     }
 }
@@ -347,10 +357,7 @@ fn read_backup(
                     }
                 };
                 let raw = entry.path_bytes().into_owned();
-                let Ok(name) = String::from_utf8(raw) else {
-                    push("an archive entry has a name that is not UTF-8".into());
-                    continue;
-                };
+                let name = crate::names::encode(&raw);
                 let name = name.trim_end_matches('/').to_string();
                 if !manifest::safe_relative_path(&name) {
                     push(format!("archive entry {name:?} is an unsafe path; refused"));
@@ -383,6 +390,7 @@ fn read_backup(
                     EntryKind::File => et.is_file(),
                     EntryKind::Dir => et.is_dir(),
                     EntryKind::Symlink => et.is_symlink(),
+                    EntryKind::Hardlink => et.is_hard_link(),
                 };
                 if !kind_ok {
                     push(format!(
@@ -413,17 +421,17 @@ fn read_backup(
                         Err(e) => Err(e),
                     },
                     EntryKind::Dir => sink.dir(fe),
-                    EntryKind::Symlink => {
-                        let target = entry
-                            .link_name_bytes()
-                            .map(|b| String::from_utf8_lossy(&b).into_owned());
+                    EntryKind::Symlink | EntryKind::Hardlink => {
+                        let target = entry.link_name_bytes().map(|b| crate::names::encode(&b));
                         if target.as_deref() != fe.target.as_deref() {
                             push(format!(
-                                "symlink {name:?} points elsewhere than the manifest says"
+                                "link {name:?} points elsewhere than the manifest says"
                             ));
                             Ok(())
-                        } else {
+                        } else if fe.kind == EntryKind::Symlink {
                             sink.symlink(fe)
+                        } else {
+                            sink.hardlink(fe)
                         }
                     }
                 };
@@ -554,7 +562,7 @@ fn human_wait(d: std::time::Duration) -> String {
 
 /// Downloads `manifest`'s backup from `target` and checks every hash. An
 /// encrypted backup without `ids` is checked as stored: every volume's size
-/// and SHA-256 (of the ciphertext), not the files inside.
+/// and hash (of the ciphertext), not the files inside.
 pub async fn verify(
     target: &Target,
     manifest: &Manifest,
@@ -592,7 +600,7 @@ pub async fn verify(
 }
 
 /// Reads every volume of `manifest` as stored and checks its size and
-/// SHA-256; nothing is decrypted or unpacked.
+/// hash; nothing is decrypted or unpacked.
 fn verify_stored(rt: tokio::runtime::Handle, target: &Target, manifest: &Manifest) -> Outcome {
     let problems = Arc::new(Mutex::new(Vec::new()));
     let mut chain = VolumeChain {
@@ -646,9 +654,85 @@ fn volume_keys(target: &Target, manifest: &Manifest) -> Vec<(String, Volume)> {
 /// Writes entries under `root`, refusing any path through a symlink.
 struct TreeWriter {
     root: PathBuf,
+    /// The backup's root folder's metadata, given to `root` at the end.
+    root_meta: Option<RootMeta>,
     dirs: Vec<FileEntry>,
     links: Vec<FileEntry>,
+    hardlinks: Vec<FileEntry>,
     chown: bool,
+    /// How many owners could not be set, and the first refusal.
+    owner_failures: Arc<Mutex<(u64, String)>>,
+    /// Numbers the temp names, which stay short (see [`TreeWriter::temp_name`]).
+    temps: u64,
+}
+
+/// The file system's path of the encoded relative path `rel` under `root`.
+fn path_under(root: &Path, rel: &str) -> Result<PathBuf> {
+    crate::names::join(root, rel)
+        .ok_or_else(|| Error::Failed(format!("{rel:?} is not a name in the manifest's encoding")))
+}
+
+/// Sets the modification time of `path` to `sec`.`nsec` (before 1970 too),
+/// leaving its access time; a symlink's own time when `follow` is false.
+fn set_mtime(path: &Path, sec: i64, nsec: u32, follow: bool) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("a path with a NUL byte"))?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: sec as libc::time_t,
+            tv_nsec: nsec.min(999_999_999) as libc::c_long,
+        },
+    ];
+    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    // SAFETY: `c` is NUL-terminated and `times` holds the two entries
+    // utimensat reads; both outlive the call.
+    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Where a file's restored bytes go: written in order, or, for a file
+/// that had holes, with its all-zero blocks left unwritten so it stays
+/// sparse (its size is set at the end).
+struct FileSink<'a> {
+    file: &'a File,
+    sparse: bool,
+    offset: u64,
+}
+
+/// The block a sparse file's holes are found by.
+const HOLE_BLOCK: usize = 4096;
+
+impl Write for FileSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.sparse {
+            self.file.write_all_at(buf, self.offset)?;
+            self.offset += buf.len() as u64;
+            return Ok(buf.len());
+        }
+        let mut rest = buf;
+        while !rest.is_empty() {
+            // Up to the next block boundary of the file, so holes line up.
+            let to_boundary = HOLE_BLOCK - (self.offset % HOLE_BLOCK as u64) as usize;
+            let n = rest.len().min(to_boundary);
+            let (chunk, tail) = rest.split_at(n);
+            if chunk.iter().any(|b| *b != 0) {
+                self.file.write_all_at(chunk, self.offset)?;
+            }
+            self.offset += n as u64;
+            rest = tail;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl TreeWriter {
@@ -659,7 +743,7 @@ impl TreeWriter {
             return Ok(p);
         }
         for comp in rel.split('/') {
-            p.push(comp);
+            p = path_under(&p, comp)?;
             match fs::symlink_metadata(&p) {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(Error::Failed(format!(
@@ -686,19 +770,48 @@ impl TreeWriter {
         Ok(p)
     }
 
-    fn apply_meta(&self, path: &Path, e: &FileEntry, file: Option<&File>) -> Result<()> {
+    /// Gives `path` the owner (as root), mode and modification time recorded for it.
+    fn apply_meta(
+        &self,
+        path: &Path,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        mtime: (i64, u32),
+    ) -> Result<()> {
         if self.chown {
-            let _ = std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid));
+            self.owner(path, uid, gid);
         }
-        fs::set_permissions(path, fs::Permissions::from_mode(e.mode & 0o7777))
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
             .map_err(|err| Error::io(format!("cannot set mode of {}", path.display()), err))?;
-        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(e.mtime.max(0) as u64);
-        let times = fs::FileTimes::new().set_modified(mtime);
-        let res = match file {
-            Some(f) => f.set_times(times),
-            None => File::open(path).and_then(|f| f.set_times(times)),
-        };
-        res.map_err(|err| Error::io(format!("cannot set time of {}", path.display()), err))
+        set_mtime(path, mtime.0, mtime.1, true)
+            .map_err(|err| Error::io(format!("cannot set time of {}", path.display()), err))
+    }
+
+    /// Gives `path` its recorded owner. A file system that refuses (an NFS
+    /// share squashing root) does not stop the restore: the refusals are
+    /// counted for the report.
+    fn owner(&self, path: &Path, uid: u32, gid: u32) {
+        if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            && let Ok(mut w) = self.owner_failures.lock()
+        {
+            if w.0 == 0 {
+                w.1 = format!("{}: {e}", path.display());
+            }
+            w.0 += 1;
+        }
+    }
+
+    fn apply_entry_meta(&self, path: &Path, e: &FileEntry) -> Result<()> {
+        self.apply_meta(path, e.uid, e.gid, e.mode, (e.mtime, e.mtime_nsec))
+    }
+
+    /// A short temp name for a file being written into a folder: at most
+    /// 30 bytes whatever the file's name, so a name as long as the file
+    /// system allows (255 bytes) restores too.
+    fn temp_name(&mut self) -> String {
+        self.temps += 1;
+        format!(".offsite-{:x}-{:x}.tmp", std::process::id(), self.temps)
     }
 
     fn split(rel: &str) -> (&str, &str) {
@@ -708,11 +821,45 @@ impl TreeWriter {
         }
     }
 
+    /// Where a link named by `rel` goes: its folder made, whatever is
+    /// there already (with --force) removed, unless it is a folder.
+    fn link_path(&self, rel: &str) -> Result<PathBuf> {
+        let (dir, name) = Self::split(rel);
+        let parent = self.ensure_dir(dir)?;
+        let path = path_under(&parent, name)?;
+        if let Ok(m) = fs::symlink_metadata(&path) {
+            if m.is_dir() {
+                return Err(Error::Failed(format!(
+                    "{} exists and is a folder",
+                    path.display()
+                )));
+            }
+            fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("cannot replace {}", path.display()), e))?;
+        }
+        Ok(path)
+    }
+
     fn finish(&mut self) -> Result<()> {
+        for l in &self.hardlinks {
+            let target_rel = l.target.clone().unwrap_or_default();
+            let (tdir, tname) = Self::split(&target_rel);
+            let target = path_under(&self.ensure_dir(tdir)?, tname)?;
+            match fs::symlink_metadata(&target) {
+                Ok(m) if m.is_file() => {}
+                _ => {
+                    return Err(Error::Failed(format!(
+                        "hard link {} names {}, which was not restored as a file",
+                        l.path,
+                        target.display()
+                    )));
+                }
+            }
+            let path = self.link_path(&l.path)?;
+            fs::hard_link(&target, &path)
+                .map_err(|e| Error::io(format!("cannot create hard link {}", path.display()), e))?;
+        }
         for l in &self.links {
-            let (dir, name) = Self::split(&l.path);
-            let parent = self.ensure_dir(dir)?;
-            let path = parent.join(name);
             let target = l.target.clone().unwrap_or_default();
             if !manifest::symlink_stays_inside(&l.path, &target) {
                 return Err(Error::Failed(format!(
@@ -720,27 +867,30 @@ impl TreeWriter {
                     l.path
                 )));
             }
-            if let Ok(m) = fs::symlink_metadata(&path) {
-                if m.is_dir() {
-                    return Err(Error::Failed(format!(
-                        "{} exists and is a folder",
-                        path.display()
-                    )));
-                }
-                fs::remove_file(&path)
-                    .map_err(|e| Error::io(format!("cannot replace {}", path.display()), e))?;
-            }
-            std::os::unix::fs::symlink(&target, &path)
+            let raw_target = crate::names::decode(&target).ok_or_else(|| {
+                Error::Failed(format!(
+                    "symlink {}: its target is not in the manifest's encoding",
+                    l.path
+                ))
+            })?;
+            let path = self.link_path(&l.path)?;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&raw_target), &path)
                 .map_err(|e| Error::io(format!("cannot create symlink {}", path.display()), e))?;
             if self.chown {
-                let _ = std::os::unix::fs::lchown(&path, Some(l.uid), Some(l.gid));
+                self.owner(&path, l.uid, l.gid);
             }
+            set_mtime(&path, l.mtime, l.mtime_nsec, false)
+                .map_err(|e| Error::io(format!("cannot set time of {}", path.display()), e))?;
         }
-        // Deepest first, so a read-only parent does not block its children.
+        // Deepest first, so a read-only parent does not block its children,
+        // and a folder's time is set after everything inside it is written.
         self.dirs.sort_by(|a, b| b.path.cmp(&a.path));
         for d in &self.dirs {
             let path = self.ensure_dir(&d.path)?;
-            self.apply_meta(&path, d, None)?;
+            self.apply_entry_meta(&path, d)?;
+        }
+        if let Some(r) = &self.root_meta {
+            self.apply_meta(&self.root, r.uid, r.gid, r.mode, (r.mtime, r.mtime_nsec))?;
         }
         Ok(())
     }
@@ -750,16 +900,27 @@ impl EntrySink for TreeWriter {
     fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, Digest)> {
         let (dir, name) = Self::split(&entry.path);
         let parent = self.ensure_dir(dir)?;
-        let tmp = parent.join(format!(".{name}.offsite-restore.tmp"));
+        let tmp = parent.join(self.temp_name());
         let _ = fs::remove_file(&tmp);
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
-        let res = hash_stream(entry, content, Some(&mut f));
+        let mut sink = FileSink {
+            file: &f,
+            sparse: entry.sparse,
+            offset: 0,
+        };
+        let res = hash_stream(entry, content, Some(&mut sink)).and_then(|r| {
+            if entry.sparse {
+                f.set_len(r.0).map(|_| r)
+            } else {
+                Ok(r)
+            }
+        });
         let (size, hash) = match res {
             Ok(r) => r,
             Err(e) => {
@@ -773,8 +934,8 @@ impl EntrySink for TreeWriter {
         }
         f.sync_all()
             .map_err(|e| Error::io(format!("cannot sync {}", tmp.display()), e))?;
-        self.apply_meta(&tmp, entry, Some(&f))?;
-        let path = parent.join(name);
+        self.apply_entry_meta(&tmp, entry)?;
+        let path = path_under(&parent, name)?;
         if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             let _ = fs::remove_file(&tmp);
             return Err(Error::Failed(format!(
@@ -795,6 +956,11 @@ impl EntrySink for TreeWriter {
 
     fn symlink(&mut self, entry: &FileEntry) -> Result<()> {
         self.links.push(entry.clone());
+        Ok(())
+    }
+
+    fn hardlink(&mut self, entry: &FileEntry) -> Result<()> {
+        self.hardlinks.push(entry.clone());
         Ok(())
     }
 }
@@ -873,13 +1039,20 @@ pub async fn restore(
     let rt = tokio::runtime::Handle::current();
     let target2 = target.clone();
     let root2 = root.clone();
+    let root_meta = manifest.root.clone();
+    let owner_failures = Arc::new(Mutex::new((0u64, String::new())));
+    let owner_failures2 = owner_failures.clone();
     let (outcome, finished) = tokio::task::spawn_blocking(move || {
         let mut writer = TreeWriter {
             root: root2,
+            root_meta,
             dirs: Vec::new(),
             links: Vec::new(),
+            hardlinks: Vec::new(),
             // SAFETY: geteuid has no preconditions.
             chown: unsafe { libc::geteuid() } == 0,
+            owner_failures: owner_failures2,
+            temps: 0,
         };
         let mut outcome = Outcome {
             files: 0,
@@ -929,12 +1102,23 @@ pub async fn restore(
         )));
     }
     finished?;
+    let mut warnings = Vec::new();
+    if let Ok(f) = owner_failures.lock()
+        && f.0 > 0
+    {
+        warnings.push(format!(
+            "the owner of {} entries could not be set (the first: {}); a database may refuse to start until they are chowned",
+            f.0, f.1
+        ));
+    }
     Ok(RestoreReport {
         job: manifest.job.clone(),
         destination: target.config.name.clone(),
         backup: manifest.id.clone(),
+        host: manifest.host.clone(),
         to: root,
         files: outcome.files,
         bytes: outcome.bytes,
+        warnings,
     })
 }

@@ -2,7 +2,9 @@
 //! now). Deleting is a separate, dumb step (`prune`).
 //!
 //! Invariants, whatever the policy (checked by a property test below):
-//! - the newest complete backup is always kept;
+//! - the newest complete backup is always kept, and so is the newest one
+//!   that passed the source check (not marked degenerate: an empty or
+//!   shrunken source the job let through);
 //! - a kept incremental keeps its whole chain (its parent, its parent's
 //!   parent, ... up to the full), so nothing kept becomes unrestorable;
 //! - a backup younger than `min_age` is kept;
@@ -34,6 +36,8 @@ pub struct BackupInfo {
     pub kind: BackupKind,
     pub parent: Option<String>,
     pub created_at: OffsetDateTime,
+    /// The source check found the source degenerate (see the manifest's `degenerate`).
+    pub degenerate: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,6 +52,21 @@ pub struct Policy {
     pub min_age: Option<Duration>,
     /// How long an incomplete backup may sit before it is deleted.
     pub incomplete_grace: Duration,
+    /// Whose backups a prune applies the policy to.
+    pub origins: Origins,
+}
+
+/// Whose backups a job's prune considers (`retention = { origins = ... }`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origins {
+    /// Only those this host made (and older ones that record no host):
+    /// another host's backups under the job's prefix are reported, never deleted.
+    #[default]
+    Own,
+    /// Every host's, each host's backups judged on their own (a cleanup job
+    /// with its own credentials).
+    All,
 }
 
 impl Policy {
@@ -122,6 +141,15 @@ pub fn apply(
 
     if let Some(newest) = sorted.first() {
         keep(&newest.id, "newest complete backup".into(), &mut reasons);
+    }
+    if let Some(sane) = sorted.iter().find(|b| !b.degenerate)
+        && sorted.first().is_some_and(|n| n.degenerate)
+    {
+        keep(
+            &sane.id,
+            "newest backup that passed the source check (newer ones were of an empty or shrunken source)".into(),
+            &mut reasons,
+        );
     }
     if !policy.has_keep_rule() {
         for b in &sorted {
@@ -290,6 +318,7 @@ mod tests {
             kind: BackupKind::Full,
             parent: None,
             created_at: t,
+            degenerate: false,
         }
     }
 
@@ -299,7 +328,22 @@ mod tests {
             kind: BackupKind::Incr,
             parent: Some(parent.into()),
             created_at: t,
+            degenerate: false,
         }
+    }
+
+    #[test]
+    fn the_newest_backup_that_passed_the_source_check_is_kept() {
+        let mut history = daily_history(5);
+        for b in history.iter_mut().skip(3) {
+            b.degenerate = true;
+        }
+        let policy = Policy {
+            keep_last: Some(1),
+            ..Policy::default()
+        };
+        let d = apply(&history, &[], &policy, datetime!(2026-11-10 00:00 UTC));
+        assert_eq!(kept(&d), vec!["d02", "d04"], "{d:?}");
     }
 
     fn kept(decisions: &[Decision]) -> Vec<&str> {
@@ -557,6 +601,9 @@ mod tests {
                     Some(parent) if !fresh_full => history.push(incr(&id, &parent, t)),
                     _ => history.push(full(&id, t)),
                 }
+                if let Some(b) = history.last_mut() {
+                    b.degenerate = rng.below(5) == 0;
+                }
             }
             let policy = Policy {
                 keep_last: rng.maybe(5),
@@ -568,6 +615,7 @@ mod tests {
                 keep_within: rng.maybe(10).map(|d| Duration::from_secs(d as u64 * 3600)),
                 min_age: rng.maybe(10).map(|d| Duration::from_secs(d as u64 * 3600)),
                 incomplete_grace: DAY,
+                origins: Origins::Own,
             };
             let now = t + time::Duration::hours(rng.below(100) as i64);
             let d = apply(&history, &[], &policy, now);
@@ -582,6 +630,17 @@ mod tests {
                     act[newest.id.as_str()],
                     Action::Keep,
                     "case {case}: the newest is kept"
+                );
+            }
+            if let Some(sane) = history
+                .iter()
+                .filter(|b| !b.degenerate)
+                .max_by_key(|b| (b.created_at, b.id.clone()))
+            {
+                assert_eq!(
+                    act[sane.id.as_str()],
+                    Action::Keep,
+                    "case {case}: the newest that passed the source check is kept"
                 );
             }
             for b in &history {

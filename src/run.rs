@@ -17,6 +17,7 @@ use crate::journal;
 use crate::manifest::{BackupKind, Manifest};
 use crate::progress::Progress;
 use crate::prune::{self, PruneReport};
+use crate::source::CommandStderr;
 use crate::stage::{self, JobLock, JobStaging};
 use crate::status::{self, BackupRun, DestinationStatus, LastRun};
 use crate::stop::Stop;
@@ -34,6 +35,8 @@ pub struct StagedStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub job: String,
+    /// The host that ran it (`host_id`): the origin its backup records.
+    pub host: String,
     pub backup: Option<String>,
     pub kind: Option<BackupKind>,
     pub status: Status,
@@ -42,6 +45,12 @@ pub struct RunReport {
     /// Files that changed while they were read.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
+    /// Entries left out because they could not be read (`on_unreadable = "skip"`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
+    /// What hooks and the source command printed on stderr (its end).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stderr: Vec<CommandStderr>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,9 +62,10 @@ pub struct RunReport {
 
 impl RunReport {
     /// A run that failed (or was stopped) before anything was staged.
-    pub fn failed(job: &str, error: &Error) -> RunReport {
+    pub fn failed(job: &str, host: &str, error: &Error) -> RunReport {
         RunReport {
             job: job.to_string(),
+            host: host.to_string(),
             backup: None,
             kind: None,
             status: match error {
@@ -65,6 +75,8 @@ impl RunReport {
             staged: None,
             destinations: Vec::new(),
             changed: Vec::new(),
+            unreadable: Vec::new(),
+            stderr: Vec::new(),
             notes: Vec::new(),
             error: Some(error.to_string()),
             prune: Vec::new(),
@@ -137,7 +149,7 @@ pub async fn backup(
     stop: &Stop,
 ) -> Result<BackupOutcome> {
     let progress = progress_arc.as_ref();
-    let started = Started::now(kind);
+    let started = Started::now();
     stage::check_overlap(config, job)?;
     let targets = destinations::job_targets(config, job, None)?;
     let staging = JobStaging::new(config, &job.name);
@@ -159,7 +171,7 @@ pub async fn backup(
         // failed run: it exits 2 before anything is staged.
         Err(e) if e.exit_code() == 2 => return Err(e),
         Err(e) => {
-            let mut report = RunReport::failed(&job.name, &e);
+            let mut report = RunReport::failed(&job.name, &config.host_id, &e);
             if let Err(e) = record_status(&staging, job, "backup", &report, Some(&started)) {
                 report.notes.push(format!("could not record status: {e}"));
             }
@@ -176,18 +188,25 @@ pub async fn backup(
     let mut earlier = Vec::new();
     if upload {
         for id in &earlier_ids {
-            earlier
-                .push(upload_staged(job, &staging, id, &targets, "upload", progress, stop).await);
+            earlier.push(
+                upload_staged(
+                    config, job, &staging, id, &targets, "upload", progress, stop,
+                )
+                .await,
+            );
         }
     }
     let mut report = RunReport {
         job: job.name.clone(),
+        host: config.host_id.clone(),
         backup: Some(staged.id.clone()),
         kind: Some(staged.manifest.kind),
         status: Status::Ok,
         staged: Some(stats_of(&staged.manifest)),
         destinations: Vec::new(),
         changed: staged.changed.clone(),
+        unreadable: staged.unreadable.clone(),
+        stderr: staged.stderr.clone(),
         notes: staged.notes.clone(),
         error: None,
         prune: Vec::new(),
@@ -203,21 +222,7 @@ pub async fn backup(
                 progress.note(&format!("could not tidy staging: {e}"));
                 report.notes.push(format!("could not tidy staging: {e}"));
             }
-            // Retention only after every destination has the new backup; a failed
-            // prune is reported but does not fail the backup.
-            let now = time::OffsetDateTime::now_utc();
-            for t in &targets {
-                // A put-only destination is pruned from another host, with other credentials.
-                if !t.backend.capabilities().delete {
-                    continue;
-                }
-                if let Some(p) = prune::prune_destination(job, t, now, false).await {
-                    if let Some(e) = &p.error {
-                        progress.note(&format!("prune failed: {e}"));
-                    }
-                    report.prune.push(p);
-                }
-            }
+            report.prune = prune_after_success(config, job, &targets, progress).await;
         }
     }
     if let Err(e) = record_status(&staging, job, "backup", &report, Some(&started)) {
@@ -227,8 +232,35 @@ pub async fn backup(
     Ok(BackupOutcome { report, earlier })
 }
 
+/// Retention, once a backup is on every destination (never before): each
+/// destination with a policy that this host may delete from. A failed prune
+/// is reported and never fails the backup.
+async fn prune_after_success(
+    config: &Config,
+    job: &Job,
+    targets: &[Target],
+    progress: &dyn Progress,
+) -> Vec<PruneReport> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut out = Vec::new();
+    for t in targets {
+        // A put-only destination is pruned from another host, with other credentials.
+        if !t.backend.capabilities().delete {
+            continue;
+        }
+        if let Some(p) = prune::prune_destination(job, t, &config.host_id, now, false).await {
+            if let Some(e) = &p.error {
+                progress.note(&format!("prune failed: {e}"));
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Uploads (or resumes) every staged backup of `job` that is not yet on all
-/// its destinations, oldest first.
+/// its destinations, oldest first; when the newest of them ends up on every
+/// destination, retention runs as after `backup`.
 pub async fn upload(
     config: &Config,
     job: &Job,
@@ -243,12 +275,24 @@ pub async fn upload(
         if stop.requested() {
             break;
         }
-        reports.push(upload_staged(job, &staging, &id, &targets, "upload", progress, stop).await);
+        reports.push(
+            upload_staged(
+                config, job, &staging, &id, &targets, "upload", progress, stop,
+            )
+            .await,
+        );
+    }
+    if let Some(last) = reports.last_mut()
+        && last.status == Status::Ok
+    {
+        last.prune = prune_after_success(config, job, &targets, progress).await;
     }
     Ok(reports)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn upload_staged(
+    config: &Config,
     job: &Job,
     staging: &JobStaging,
     id: &str,
@@ -260,7 +304,7 @@ async fn upload_staged(
     let manifest = match staging.read_manifest(id) {
         Ok(m) => m,
         Err(e) => {
-            let mut r = RunReport::failed(&job.name, &e);
+            let mut r = RunReport::failed(&job.name, &config.host_id, &e);
             r.backup = Some(id.to_string());
             return r;
         }
@@ -270,12 +314,15 @@ async fn upload_staged(
     let status = combine(&destinations);
     let mut report = RunReport {
         job: job.name.clone(),
+        host: config.host_id.clone(),
         backup: Some(id.to_string()),
         kind: Some(manifest.kind),
         status,
         staged: Some(stats_of(&manifest)),
         destinations,
         changed: Vec::new(),
+        unreadable: Vec::new(),
+        stderr: Vec::new(),
         notes: Vec::new(),
         error: None,
         prune: Vec::new(),
@@ -311,20 +358,17 @@ fn cleanup(job: &Job, staging: &JobStaging, targets: &[Target]) -> Result<()> {
     Ok(())
 }
 
-/// When a backup run started, and the kind asked for (the report has the
-/// kind staged, when it got that far).
+/// When a backup run started.
 struct Started {
     at: String,
     instant: std::time::Instant,
-    kind: BackupKind,
 }
 
 impl Started {
-    fn now(kind: BackupKind) -> Started {
+    fn now() -> Started {
         Started {
             at: status::now_rfc3339(),
             instant: std::time::Instant::now(),
-            kind,
         }
     }
 }
@@ -338,43 +382,38 @@ fn record_status(
 ) -> Result<()> {
     let mut s = status::read(&staging.job_dir, &job.name)?;
     s.job = job.name.clone();
+    s.host = Some(report.host.clone());
     let now = status::now_rfc3339();
     let word = status::status_word(report.status).to_string();
-    match started {
-        Some(st) => {
-            let run = BackupRun {
-                backup: report.backup.clone(),
-                started_at: st.at.clone(),
-                finished_at: now.clone(),
-                seconds: st.instant.elapsed().as_secs_f64(),
-                files: report.staged.as_ref().map(|x| x.files),
-                bytes: report.staged.as_ref().map(|x| x.bytes),
-                stored_bytes: report.staged.as_ref().map(|x| x.stored_bytes),
-                status: word.clone(),
-                error: report.error.clone(),
-            };
-            match report.kind.unwrap_or(st.kind) {
-                BackupKind::Full => s.last_full = Some(run),
-                BackupKind::Incr => s.last_incremental = Some(run),
-            }
-        }
-        None => {
-            // A later `upload` finishing a backup changes that backup's result.
-            for last in [&mut s.last_full, &mut s.last_incremental]
-                .into_iter()
-                .flatten()
-            {
-                if last.backup.is_some() && last.backup == report.backup {
-                    last.status = word.clone();
-                    last.error = report.error.clone();
-                }
-            }
+    // The last full and incremental are the last that succeeded: a failed
+    // run is `last_run`, and never hides the backup there is.
+    if report.status == Status::Ok
+        && let (Some(_), Some(kind)) = (&report.backup, report.kind)
+    {
+        let run = BackupRun {
+            backup: report.backup.clone(),
+            started_at: started
+                .map(|st| st.at.clone())
+                .unwrap_or_else(|| now.clone()),
+            finished_at: now.clone(),
+            seconds: started
+                .map(|st| st.instant.elapsed().as_secs_f64())
+                .unwrap_or_default(),
+            files: report.staged.as_ref().map(|x| x.files),
+            bytes: report.staged.as_ref().map(|x| x.bytes),
+            stored_bytes: report.staged.as_ref().map(|x| x.stored_bytes),
+            status: word.clone(),
+            error: None,
+        };
+        match kind {
+            BackupKind::Full => s.last_full = Some(run),
+            BackupKind::Incr => s.last_incremental = Some(run),
         }
     }
     s.last_run = Some(LastRun {
         command: command.to_string(),
         backup: report.backup.clone(),
-        status: status::status_word(report.status).to_string(),
+        status: word,
         finished_at: now.clone(),
         error: report.error.clone(),
     });

@@ -337,6 +337,43 @@ impl JobSchedule {
         .filter_map(|(t, c)| c.map(|c| (t, c)))
     }
 
+    /// The longest wait between two scheduled backups (full or
+    /// incremental) over the slots that follow `now` (a month's worth, at
+    /// most 500), or `None` without a backup schedule.
+    pub fn longest_backup_gap(&self, now: Timestamp) -> Option<std::time::Duration> {
+        let crons: Vec<&Cron> = [self.full.as_ref(), self.incremental.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if crons.is_empty() {
+            return None;
+        }
+        let horizon = now
+            .checked_add(jiff::SignedDuration::from_hours(24 * 31))
+            .ok()?;
+        let mut at = now;
+        let mut longest = std::time::Duration::ZERO;
+        for _ in 0..500 {
+            let next = crons
+                .iter()
+                .filter_map(|c| c.next_after(at, &self.timezone))
+                .min()?;
+            let gap = next.duration_since(at).unsigned_abs();
+            if at != now {
+                longest = longest.max(gap);
+            }
+            at = next;
+            if at > horizon {
+                break;
+            }
+        }
+        // One slot only within the horizon (yearly): the gap to it.
+        if longest.is_zero() {
+            longest = at.duration_since(now).unsigned_abs();
+        }
+        Some(longest)
+    }
+
     /// The next time each task runs after `now`.
     pub fn next_runs(&self, now: Timestamp) -> Vec<(Task, Option<Timestamp>)> {
         self.tasks()

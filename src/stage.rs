@@ -17,8 +17,10 @@
 //! - `pre` hooks run before the copy; `post` hooks run after it whenever a
 //!   `pre` hook was started, even when the copy failed.
 
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,12 +32,13 @@ use crate::config::{Config, Job, OnChange, Source};
 use crate::crypt::{self, Key};
 use crate::error::{Error, Result};
 use crate::manifest::{
-    self, BackupKind, Compression, EntryKind, FileEntry, MANIFEST_NAME, Manifest, SourceInfo,
-    Stats, Volume,
+    self, BackupKind, Compression, EntryKind, FileEntry, MANIFEST_NAME, Manifest, RootMeta,
+    SourceInfo, Stats, Volume,
 };
 use crate::progress::Progress;
 use crate::size::human_bytes;
 use crate::source::{self, CommandEnv, PlannedEntry};
+use crate::source::{CommandStderr, OnUnreadable, RunAs, Shell};
 use crate::stop::Stop;
 
 const WORK_PREFIX: &str = ".work-";
@@ -362,12 +365,15 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(format!("cannot sync folder {}", dir.display()), e))
 }
 
-fn new_backup_id(kind: BackupKind, now: time::OffsetDateTime) -> String {
+/// A backup's id: its UTC start time to the second, its kind, and the host
+/// that made it (`20261201T021500Z-full-db1`), so two hosts running the same
+/// job in the same second never share a key.
+fn new_backup_id(kind: BackupKind, now: time::OffsetDateTime, host: &str) -> String {
     let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
     let stamp = now
         .format(&fmt)
         .unwrap_or_else(|_| "00000000T000000Z".into());
-    format!("{stamp}-{}", kind.as_str())
+    format!("{stamp}-{}-{host}", kind.as_str())
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -383,8 +389,12 @@ pub struct StagedBackup {
     pub manifest: Manifest,
     /// Files that changed while read (also in the manifest).
     pub changed: Vec<String>,
-    /// Entries not backed up (special files, symlinks leaving the source).
+    /// Entries not backed up (special files, symlinks leaving the source), with why.
     pub skipped: Vec<String>,
+    /// Entries that could not be read and were left out (`on_unreadable = "skip"`).
+    pub unreadable: Vec<String>,
+    /// What hooks and the source command printed on stderr (the end of it).
+    pub stderr: Vec<CommandStderr>,
     /// Messages for the operator (a staged backup replaced, skipped entries).
     pub notes: Vec<String>,
 }
@@ -392,6 +402,10 @@ pub struct StagedBackup {
 /// Stages one backup of `job`, incremental when `requested` says so and
 /// there is a parent to build on (else full, with a note saying why). The
 /// caller holds the job's [`JobLock`].
+///
+/// `post` hooks run after every attempt that got this far (the backup's id
+/// and folder are made): whether `pre` hooks exist, failed or succeeded, and
+/// whatever the copy did. A failing `post` hook fails the backup.
 pub fn stage(
     config: &Config,
     job: &Job,
@@ -404,6 +418,9 @@ pub fn stage(
     staging.remove_dead_work()?;
 
     let mut notes = Vec::new();
+    // The last backup staged here: the parent of an incremental, and what
+    // the source check compares the new one with.
+    let previous = staging.latest_local_manifest()?;
     let parent = match (requested, &job.source) {
         (BackupKind::Full, _) => None,
         (BackupKind::Incr, Source::Command { .. }) => {
@@ -411,11 +428,10 @@ pub fn stage(
             None
         }
         (BackupKind::Incr, Source::Dir { .. }) => {
-            let p = staging.latest_local_manifest()?;
-            if p.is_none() {
+            if previous.is_none() {
                 notes.push("no earlier backup to build on here, so this one is full".to_string());
             }
-            p
+            previous.clone()
         }
     };
     let kind = if parent.is_some() {
@@ -429,10 +445,19 @@ pub fn stage(
         Some(e) => Some(Arc::new(Key::for_backup(e, &job.name)?)),
         None => None,
     };
+    let run_as = match &job.source {
+        Source::Command {
+            run_as: Some(user), ..
+        } => Some(source::RunAs::lookup(user).map_err(|e| match e {
+            Error::Config(m) => Error::Config(format!("job {:?}: {m}", job.name)),
+            e => e,
+        })?),
+        _ => None,
+    };
 
     let started = Instant::now();
     let mut now = time::OffsetDateTime::now_utc();
-    let mut id = new_backup_id(kind, now);
+    let mut id = new_backup_id(kind, now, &config.host_id);
     // Two backups in the same second would share an id (and the second would
     // overwrite the first on every destination): ids only ever grow, so wait
     // for a later second than the last backup's, staged or already shipped.
@@ -443,7 +468,7 @@ pub fn stage(
     {
         std::thread::sleep(std::time::Duration::from_millis(100));
         now = time::OffsetDateTime::now_utc();
-        id = new_backup_id(kind, now);
+        id = new_backup_id(kind, now, &config.host_id);
     }
     staging.set_last_id(&id)?;
     let work = staging.job_dir.join(format!("{WORK_PREFIX}{id}"));
@@ -459,48 +484,35 @@ pub fn stage(
                 ("OFFSITE_BACKUP_ID".into(), id.clone()),
             ],
         };
-        let mut pre_started = false;
+        let mut stderr = Vec::new();
         let mut outcome: Result<StagedBackup> = (|| {
             for (i, hook) in job.pre.iter().enumerate() {
                 stopped(stop)?;
-                pre_started = true;
-                // Hooks are never killed: a half-run lock or unlock is worse than a late stop.
-                source::run_shell(
-                    &format!("job {:?}: pre hook {}", job.name, i + 1),
-                    hook,
-                    &job.workdir,
-                    &env,
-                    None,
-                    None,
-                )?;
+                run_hook(job, "pre", i, hook, &env, progress, &mut stderr)?;
             }
             stopped(stop)?;
             let new = NewBackup {
                 id: &id,
                 created: now,
+                host: &config.host_id,
                 parent: parent.as_ref(),
+                previous: previous.as_ref(),
                 key: key.as_ref(),
+                run_as: run_as.as_ref(),
             };
-            pack_source(config, job, &new, &work, &env, progress, stop)
+            pack_source(config, job, &new, &work, &env, progress, stop, &mut stderr)
         })();
-        if pre_started {
-            for (i, hook) in job.post.iter().enumerate() {
-                if let Err(e) = source::run_shell(
-                    &format!("job {:?}: post hook {}", job.name, i + 1),
-                    hook,
-                    &job.workdir,
-                    &env,
-                    None,
-                    None,
-                ) {
-                    outcome = Err(match outcome {
-                        Ok(_) => Error::Failed(format!("{e}; the backup was not shipped")),
-                        Err(first) => Error::Failed(format!("{first}; and then {e}")),
-                    });
-                }
+        for (i, hook) in job.post.iter().enumerate() {
+            // Hooks are never killed: a half-run lock or unlock is worse than a late stop.
+            if let Err(e) = run_hook(job, "post", i, hook, &env, progress, &mut stderr) {
+                outcome = Err(match outcome {
+                    Ok(_) => Error::Failed(format!("{e}; the backup was not shipped")),
+                    Err(first) => Error::Failed(format!("{first}; and then {e}")),
+                });
             }
         }
         let mut staged = outcome?;
+        staged.stderr = stderr;
         staged.manifest.stats.seconds = started.elapsed().as_secs_f64();
         notes.append(&mut staged.notes);
         staged.notes = notes;
@@ -526,6 +538,38 @@ pub fn stage(
     result
 }
 
+/// Runs hook `index` (from 0) of the job's `pre` or `post` list, keeping
+/// the end of what it printed on stderr.
+fn run_hook(
+    job: &Job,
+    which: &str,
+    index: usize,
+    hook: &str,
+    env: &CommandEnv,
+    progress: &dyn Progress,
+    stderr: &mut Vec<CommandStderr>,
+) -> Result<()> {
+    let what = format!("{which} hook {}", index + 1);
+    let tail = source::run_shell(Shell {
+        what: &format!("job {:?}: {what}", job.name),
+        command: hook,
+        workdir: &job.workdir,
+        env,
+        stdout: None,
+        // Hooks are never killed: a half-run lock or unlock is worse than a late stop.
+        stop: None,
+        run_as: None,
+        progress: Some(progress),
+    })?;
+    if !tail.is_empty() {
+        stderr.push(CommandStderr {
+            command: what,
+            tail,
+        });
+    }
+    Ok(())
+}
+
 fn interrupted() -> Error {
     Error::Interrupted(
         "staging stopped on request; nothing was shipped, the next run stages a new backup".into(),
@@ -546,7 +590,7 @@ pub(crate) fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
     let mut f =
-        File::create(&tmp).map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
+        private_file(&tmp).map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
@@ -555,21 +599,68 @@ pub(crate) fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<
     sync_dir(dir)
 }
 
+/// Creates (or truncates) `path` readable and writable by its owner only:
+/// what staging writes holds the database's data.
+fn private_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
     write_file_atomic(dir, MANIFEST_NAME, &m.to_json())
 }
 
-/// Produces the source's files and packs them into volumes in `work`.
 /// The identity of the backup being staged.
 struct NewBackup<'a> {
     id: &'a str,
     created: time::OffsetDateTime,
+    /// The host writing it (`host_id`).
+    host: &'a str,
     /// The backup an incremental builds on.
     parent: Option<&'a Manifest>,
+    /// The job's last backup staged here, for the source check.
+    previous: Option<&'a Manifest>,
     /// Encrypts the volumes (the job's `encryption`).
     key: Option<&'a Arc<Key>>,
+    /// The user a command source runs as.
+    run_as: Option<&'a RunAs>,
 }
 
+/// Makes `out_dir` (in the backup's `work` folder) the one place of staging
+/// the user `who` can write: `work` lets only that user's group pass
+/// (mode 0710), `out_dir` is the user's own (0700), and every folder above
+/// must let the user pass, or this says which does not.
+fn open_stage_dir_to(who: &RunAs, work: &Path, out_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::chown;
+    chown(work, Some(0), Some(who.gid))
+        .and_then(|_| fs::set_permissions(work, fs::Permissions::from_mode(0o710)))
+        .and_then(|_| chown(out_dir, Some(who.uid), Some(who.gid)))
+        .and_then(|_| fs::set_permissions(out_dir, fs::Permissions::from_mode(0o700)))
+        .map_err(|e| {
+            Error::io(
+                format!("cannot give {} to user {}", out_dir.display(), who.user),
+                e,
+            )
+        })?;
+    if let Some(blocked) = who.blocked_at(out_dir) {
+        return Err(Error::Failed(format!(
+            "run_as {:?}: the user cannot reach {} because {} does not let it pass; allow it (for example chmod o+x {}) or move [staging] dir",
+            who.user,
+            out_dir.display(),
+            blocked.display(),
+            blocked.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Produces the source's files and packs them into volumes in `work`.
+#[allow(clippy::too_many_arguments)]
 fn pack_source(
     config: &Config,
     job: &Job,
@@ -578,12 +669,16 @@ fn pack_source(
     env: &CommandEnv,
     progress: &dyn Progress,
     stop: &Stop,
+    stderr: &mut Vec<CommandStderr>,
 ) -> Result<StagedBackup> {
     let NewBackup {
         id,
         created: now,
+        host,
         parent,
+        previous,
         key,
+        run_as,
     } = *new;
     let (root, order, exclude, description, kind) = match &job.source {
         Source::Dir {
@@ -597,39 +692,77 @@ fn pack_source(
             path.display().to_string(),
             "dir",
         ),
-        Source::Command { run, output } => {
+        Source::Command { run, output, .. } => {
             let out_dir = work.join(".source");
             fs::create_dir_all(&out_dir)
                 .map_err(|e| Error::io(format!("cannot create {}", out_dir.display()), e))?;
+            if let Some(who) = run_as {
+                open_stage_dir_to(who, work, &out_dir)?;
+            }
             check_free_space(work, 0, config.staging.min_free)?;
             let mut env = env.clone();
             env.vars
                 .push(("OFFSITE_STAGE_DIR".into(), out_dir.display().to_string()));
             let what = format!("job {:?}: source command", job.name);
-            match output {
-                Some(name) => {
-                    let target = out_dir.join(name);
-                    if let Some(parent) = target.parent() {
-                        fs::create_dir_all(parent).map_err(|e| {
-                            Error::io(format!("cannot create {}", parent.display()), e)
-                        })?;
+            let stdout =
+                match output {
+                    Some(name) => {
+                        let target = out_dir.join(name);
+                        if let Some(parent) = target.parent() {
+                            fs::create_dir_all(parent).map_err(|e| {
+                                Error::io(format!("cannot create {}", parent.display()), e)
+                            })?;
+                        }
+                        Some(private_file(&target).map_err(|e| {
+                            Error::io(format!("cannot create {}", target.display()), e)
+                        })?)
                     }
-                    let f = File::create(&target)
-                        .map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?;
-                    source::run_shell(&what, run, &job.workdir, &env, Some(f), Some(stop))?;
-                }
-                None => source::run_shell(&what, run, &job.workdir, &env, None, Some(stop))?,
+                    None => None,
+                };
+            let tail = source::run_shell(Shell {
+                what: &what,
+                command: run,
+                workdir: &job.workdir,
+                env: &env,
+                stdout,
+                stop: Some(stop),
+                run_as,
+                progress: Some(progress),
+            })?;
+            if !tail.is_empty() {
+                stderr.push(CommandStderr {
+                    command: "source command".into(),
+                    tail,
+                });
             }
             (out_dir, Vec::new(), Vec::new(), run.clone(), "command")
         }
     };
-    let (plan, mut skipped) = source::plan_dir(&root, &order, &exclude)?;
-    let total_bytes: u64 = plan.iter().map(|e| e.size).sum();
-    let total_files = plan.iter().filter(|e| e.kind == EntryKind::File).count() as u64;
-    check_free_space(work, total_bytes, config.staging.min_free)?;
+    let plan = source::plan_dir(&root, &order, &exclude, job.on_unreadable)?;
+    let root_meta = match kind {
+        "dir" => Some(root_meta(&root)?),
+        _ => None,
+    };
+    let disk_bytes: u64 = plan.entries.iter().map(|e| e.disk).sum();
+    let total_bytes: u64 = plan.entries.iter().map(|e| e.size).sum();
+    let total_files = plan
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .count() as u64;
+    check_free_space(work, disk_bytes, config.staging.min_free)?;
 
     progress.stage_started(&job.name, total_files, total_bytes);
-    let packed = pack(&plan, work, id, job, parent, key.cloned(), progress, stop);
+    let packed = pack(
+        &plan.entries,
+        work,
+        id,
+        job,
+        parent,
+        key.cloned(),
+        progress,
+        stop,
+    );
     progress.stage_finished(&job.name);
     let packed = packed?;
     if kind == "command" {
@@ -655,9 +788,15 @@ fn pack_source(
             deleted.len()
         ));
     }
+    let mut skipped = plan.skipped;
     skipped.extend(packed.skipped);
     for s in &skipped {
         notes.push(format!("skipped {s}"));
+    }
+    let mut unreadable = plan.unreadable;
+    unreadable.extend(packed.unreadable);
+    for u in &unreadable {
+        notes.push(format!("unreadable, left out: {u}"));
     }
     if !packed.changed.is_empty() {
         let list = packed.changed.join(", ");
@@ -673,11 +812,12 @@ fn pack_source(
         }
     }
     let stored: u64 = packed.volumes.iter().map(|v| v.size).sum();
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: manifest::FORMAT,
         tool: format!("offsite {}", env!("CARGO_PKG_VERSION")),
         job: job.name.clone(),
         id: id.to_string(),
+        host: Some(host.to_string()),
         kind: if parent.is_some() {
             BackupKind::Incr
         } else {
@@ -689,6 +829,7 @@ fn pack_source(
             kind: kind.to_string(),
             description,
         },
+        root: root_meta,
         compression: Compression {
             algorithm: "zstd".into(),
             level: job.compression_level,
@@ -704,14 +845,80 @@ fn pack_source(
             stored_bytes: stored,
             seconds: 0.0,
         },
+        degenerate: None,
+        legacy_names: false,
     };
+    if let Some(why) = source_check(job, &manifest, previous) {
+        if !job.allow_degenerate {
+            return Err(Error::Failed(format!(
+                "job {:?}: {why}; nothing is shipped, and the earlier backups stay as they are. If the source really is meant to be like this, set allow_degenerate = true on the job (or raise shrink_limit) and run the backup again",
+                job.name
+            )));
+        }
+        notes.push(format!(
+            "{why}; shipped anyway (allow_degenerate = true), and retention keeps the last backup that passed the check"
+        ));
+        manifest.degenerate = Some(why);
+    }
     Ok(StagedBackup {
         id: id.to_string(),
         dir: work.to_path_buf(),
         manifest,
         changed: packed.changed,
         skipped,
+        unreadable,
+        stderr: Vec::new(),
         notes,
+    })
+}
+
+/// The source check: what is wrong with a backup whose source looks
+/// degenerate: no file at all, no byte at all, or a file state that shrank
+/// by more than the job's `shrink_limit` since the job's last backup here.
+pub fn source_check(job: &Job, new: &Manifest, previous: Option<&Manifest>) -> Option<String> {
+    let files = new
+        .files
+        .iter()
+        .filter(|f| matches!(f.kind, EntryKind::File | EntryKind::Hardlink))
+        .count();
+    let bytes = new.state_bytes();
+    let what = match &job.source {
+        Source::Dir { path, .. } => format!("source {}", path.display()),
+        Source::Command { .. } => "the source command's output".to_string(),
+    };
+    if files == 0 {
+        return Some(format!(
+            "{what} holds no file (an unmounted or wiped volume looks like this)"
+        ));
+    }
+    if bytes == 0 {
+        return Some(format!("{what} holds {files} file(s) but not one byte"));
+    }
+    let before = previous.map(Manifest::state_bytes).unwrap_or(0);
+    let floor = before as f64 * (1.0 - job.shrink_limit);
+    if before > 0 && (bytes as f64) < floor {
+        let shrank = 100.0 * (1.0 - bytes as f64 / before as f64);
+        return Some(format!(
+            "{what} shrank by {shrank:.0}% since backup {} ({} then, {} now), more than shrink_limit = {} allows",
+            previous.map(|p| p.id.as_str()).unwrap_or("-"),
+            human_bytes(before),
+            human_bytes(bytes),
+            job.shrink_limit
+        ));
+    }
+    None
+}
+
+/// The mode, owner and time of the source's root folder.
+fn root_meta(root: &Path) -> Result<RootMeta> {
+    let md = fs::metadata(root)
+        .map_err(|e| Error::io(format!("source {}: cannot stat it", root.display()), e))?;
+    Ok(RootMeta {
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime: md.mtime(),
+        mtime_nsec: md.mtime_nsec().clamp(0, 999_999_999) as u32,
     })
 }
 
@@ -720,6 +927,7 @@ struct Packed {
     files: Vec<FileEntry>,
     changed: Vec<String>,
     skipped: Vec<String>,
+    unreadable: Vec<String>,
     /// Bytes and files packed into this backup's volumes.
     bytes: u64,
     packed_files: u64,
@@ -762,12 +970,36 @@ fn unchanged_in_parent<'p>(
     Ok((hasher.finish() == recorded).then_some(p))
 }
 
-fn mtime_secs(md: &fs::Metadata) -> i64 {
-    md.mtime()
-}
-
 fn same_state(a: &fs::Metadata, b: &fs::Metadata) -> bool {
     a.len() == b.len() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()
+}
+
+/// Whether a file has holes: fewer bytes allocated than its size.
+fn is_sparse(md: &fs::Metadata) -> bool {
+    md.blocks().saturating_mul(512) < md.len()
+}
+
+/// What an unreadable source entry (`e`, when opening `entry`) does: fails
+/// the backup, or is left out and listed (`on_unreadable = "skip"`).
+fn unreadable_entry(
+    job: &Job,
+    entry: &PlannedEntry,
+    e: io::Error,
+    unreadable: &mut Vec<String>,
+) -> Result<()> {
+    if e.kind() == io::ErrorKind::PermissionDenied && job.on_unreadable == OnUnreadable::Skip {
+        unreadable.push(format!("{} ({e})", entry.rel));
+        return Ok(());
+    }
+    let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+        "; give offsite's user read access, exclude it, or set on_unreadable = \"skip\" on the job"
+    } else {
+        ""
+    };
+    Err(Error::io(
+        format!("source: cannot open {}{hint}", entry.abs.display()),
+        e,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -791,6 +1023,10 @@ fn pack(
     let mut files = Vec::with_capacity(plan.len());
     let mut changed = Vec::new();
     let mut skipped = Vec::new();
+    let mut unreadable = Vec::new();
+    // The first name seen of each hard-linked file (device, inode): later
+    // names are stored as links to it.
+    let mut first_names: std::collections::HashMap<(u64, u64), String> = Default::default();
     let mut bytes = 0u64;
     let tar_err = |rel: &str, e: io::Error| {
         Error::io(format!("staging {}: cannot pack {rel}", work.display()), e)
@@ -811,16 +1047,21 @@ fn pack(
                 ));
             }
         };
+        // The tar stream holds the file system's own bytes for every name.
+        let tar_path = Path::new(OsStr::from_bytes(
+            &crate::names::decode(&entry.rel).unwrap_or_default(),
+        ))
+        .to_path_buf();
         let mut header = tar::Header::new_gnu();
         header.set_mode(md.mode() & 0o7777);
-        header.set_mtime(mtime_secs(&md).max(0) as u64);
+        header.set_mtime(md.mtime().max(0) as u64);
         header.set_uid(md.uid() as u64);
         header.set_gid(md.gid() as u64);
         let mut record = FileEntry {
             path: entry.rel.clone(),
             kind: entry.kind,
             size: 0,
-            mtime: mtime_secs(&md),
+            mtime: md.mtime(),
             mtime_nsec: md.mtime_nsec().clamp(0, 999_999_999) as u32,
             mode: md.mode() & 0o7777,
             uid: md.uid(),
@@ -828,6 +1069,7 @@ fn pack(
             sha256: None,
             blake3: None,
             target: None,
+            sparse: false,
             volume: 0,
             backup: id.to_string(),
         };
@@ -839,7 +1081,9 @@ fn pack(
                 record.volume = tar.get_ref().next_index();
                 header.set_entry_type(tar::EntryType::Directory);
                 header.set_size(0);
-                tar.append_data(&mut header, format!("{}/", entry.rel), io::empty())
+                let mut dir_path = tar_path.into_os_string();
+                dir_path.push("/");
+                tar.append_data(&mut header, dir_path, io::empty())
                     .map_err(|e| tar_err(&entry.rel, e))?;
             }
             EntryKind::Symlink => {
@@ -849,13 +1093,18 @@ fn pack(
                         e,
                     )
                 })?;
-                let Some(target) = target.to_str().map(str::to_string) else {
-                    skipped.push(format!("{} (symlink target is not UTF-8)", entry.rel));
-                    continue;
-                };
-                if !manifest::symlink_stays_inside(&entry.rel, &target) {
+                let raw_target = target.as_os_str().as_bytes();
+                let encoded = crate::names::encode(raw_target);
+                if raw_target.starts_with(b"/") {
                     skipped.push(format!(
-                        "{} (symlink to {target} leaves the source; not followed)",
+                        "{} (symlink to the absolute path {encoded}: after a restore elsewhere it would point at the original location, so it is not backed up; make it relative to keep it)",
+                        entry.rel
+                    ));
+                    continue;
+                }
+                if !manifest::symlink_stays_inside(&entry.rel, &encoded) {
+                    skipped.push(format!(
+                        "{} (symlink to {encoded} leaves the source; not followed)",
                         entry.rel
                     ));
                     continue;
@@ -866,11 +1115,29 @@ fn pack(
                 record.volume = tar.get_ref().next_index();
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_size(0);
-                tar.append_link(&mut header, &entry.rel, &target)
+                tar.append_link(&mut header, &tar_path, &target)
                     .map_err(|e| tar_err(&entry.rel, e))?;
-                record.target = Some(target);
+                record.target = Some(encoded);
             }
-            EntryKind::File => {
+            EntryKind::File | EntryKind::Hardlink => {
+                let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
+                if let Some(first) = inode.and_then(|i| first_names.get(&i)) {
+                    // A second name of a file already packed: a link to it.
+                    tar.get_mut()
+                        .before_entry(0)
+                        .map_err(|e| tar_err(&entry.rel, e))?;
+                    record.kind = EntryKind::Hardlink;
+                    record.volume = tar.get_ref().next_index();
+                    header.set_entry_type(tar::EntryType::Link);
+                    header.set_size(0);
+                    let first_raw = crate::names::decode(first).unwrap_or_default();
+                    tar.append_link(&mut header, &tar_path, OsStr::from_bytes(&first_raw))
+                        .map_err(|e| tar_err(&entry.rel, e))?;
+                    record.target = Some(first.clone());
+                    files.push(record);
+                    continue;
+                }
+                record.kind = EntryKind::File;
                 let mut file = match File::open(&entry.abs) {
                     Ok(f) => f,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -878,10 +1145,8 @@ fn pack(
                         continue;
                     }
                     Err(e) => {
-                        return Err(Error::io(
-                            format!("source: cannot open {}", entry.abs.display()),
-                            e,
-                        ));
+                        unreadable_entry(job, entry, e, &mut unreadable)?;
+                        continue;
                     }
                 };
                 let before = file.metadata().map_err(|e| {
@@ -890,6 +1155,7 @@ fn pack(
                 let size = before.len();
                 record.mtime = before.mtime();
                 record.mtime_nsec = before.mtime_nsec().clamp(0, 999_999_999) as u32;
+                record.sparse = is_sparse(&before);
                 let same = unchanged_in_parent(&parent_files, &entry.rel, &before, &mut file)
                     .map_err(|e| {
                         Error::io(format!("source: cannot read {}", entry.abs.display()), e)
@@ -902,6 +1168,9 @@ fn pack(
                     record.backup = p.backup.clone();
                     unchanged += 1;
                     progress.stage_advanced(1, size);
+                    if let Some(inode) = inode {
+                        first_names.insert(inode, entry.rel.clone());
+                    }
                     files.push(record);
                     continue;
                 }
@@ -913,9 +1182,8 @@ fn pack(
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(size);
                 header.set_mtime(before.mtime().max(0) as u64);
-                record.mtime = before.mtime();
                 let mut reader = HashingReader::new(file, size, stop.clone());
-                tar.append_data(&mut header, &entry.rel, &mut reader)
+                tar.append_data(&mut header, &tar_path, &mut reader)
                     .map_err(|e| {
                         if stop.requested() {
                             interrupted()
@@ -936,6 +1204,9 @@ fn pack(
                 bytes += size;
                 packed_files += 1;
                 progress.stage_advanced(1, size);
+                if let Some(inode) = inode {
+                    first_names.insert(inode, entry.rel.clone());
+                }
             }
         }
         files.push(record);
@@ -949,6 +1220,7 @@ fn pack(
         files,
         changed,
         skipped,
+        unreadable,
         bytes,
         packed_files,
         unchanged,
@@ -1226,7 +1498,7 @@ impl VolumeWriter {
         let tmp = self
             .dir
             .join(format!(".{}.tmp", volume_name(index, self.key.is_some())));
-        let file = File::create(&tmp)?;
+        let file = private_file(&tmp)?;
         let counter = HashingCounter {
             file,
             hasher: Hasher::new(Algorithm::CURRENT),
@@ -1335,6 +1607,10 @@ mod tests {
             compression_level: 1,
             keep_local: 0,
             on_change: OnChange::Warn,
+            on_unreadable: OnUnreadable::Fail,
+            shrink_limit: 0.5,
+            allow_degenerate: false,
+            max_age: None,
             workdir: PathBuf::from("/"),
             retention: None,
             schedule: None,
@@ -1353,9 +1629,9 @@ mod tests {
         for (i, s) in sizes.iter().enumerate() {
             fs::write(src.path().join(format!("f{i:03}")), noise(*s, i as u64)).expect("write");
         }
-        let (plan, _) = source::plan_dir(src.path(), &[], &[]).expect("plan");
+        let plan = source::plan_dir(src.path(), &[], &[], OnUnreadable::Fail).expect("plan");
         let packed = pack(
-            &plan,
+            &plan.entries,
             out.path(),
             "id",
             &job(volume_size),
@@ -1413,7 +1689,10 @@ mod tests {
     #[test]
     fn backup_ids_are_utc_seconds_and_kind() {
         let t = time::macros::datetime!(2026-11-22 02:15:00 UTC);
-        assert_eq!(new_backup_id(BackupKind::Full, t), "20261122T021500Z-full");
+        assert_eq!(
+            new_backup_id(BackupKind::Full, t, "db1"),
+            "20261122T021500Z-full-db1"
+        );
         assert_eq!(rfc3339(t), "2026-11-22T02:15:00Z");
     }
 }

@@ -3,6 +3,12 @@
 //!
 //! Written atomically after every backup or upload run (temp file, fsync,
 //! rename), so a crash leaves the previous record, never half of one.
+//! `last_run` is the latest run whatever came of it; `last_full` and
+//! `last_incremental` are the latest that succeeded, so a failed night
+//! never hides the backup there is.
+//!
+//! [`health`] is what `offsite status --check` reports: a pure function of
+//! the record, the job's `max_age` and the time.
 
 use crate::stage::{read_json_state, write_json_state};
 use std::collections::BTreeMap;
@@ -18,6 +24,9 @@ pub const STATUS_NAME: &str = "status.json";
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobStatus {
     pub job: String,
+    /// The host that keeps this record (`host_id`).
+    #[serde(default)]
+    pub host: Option<String>,
     pub last_run: Option<LastRun>,
     #[serde(default)]
     pub last_full: Option<BackupRun>,
@@ -95,4 +104,222 @@ pub fn read(job_dir: &Path, job: &str) -> Result<JobStatus> {
 
 pub fn write(job_dir: &Path, status: &JobStatus) -> Result<()> {
     write_json_state(job_dir, STATUS_NAME, status)
+}
+
+/// Something `status --check` finds wrong with a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub job: String,
+    /// The destination it concerns, when it is one destination's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// `failed`, `partial`, `interrupted`, `stale` or `never`.
+    pub status: String,
+    pub why: String,
+}
+
+fn parse_time(t: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+}
+
+fn age_text(d: std::time::Duration) -> String {
+    let h = d.as_secs() / 3600;
+    if h >= 48 {
+        format!("{} days", h / 24)
+    } else if h >= 1 {
+        format!("{h} hours")
+    } else {
+        format!("{} minutes", d.as_secs() / 60)
+    }
+}
+
+/// What is wrong with a job, as of `now`: its last run failed, was partial
+/// or was stopped; or a destination's newest complete backup is older than
+/// `max_age` (`None`: age is not checked). One problem per job or
+/// destination; none means healthy.
+pub fn health(
+    job: &str,
+    destinations: &[String],
+    s: &JobStatus,
+    max_age: Option<std::time::Duration>,
+    now: time::OffsetDateTime,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if let Some(r) = &s.last_run
+        && r.status != "ok"
+    {
+        out.push(Problem {
+            job: job.to_string(),
+            destination: None,
+            status: r.status.clone(),
+            why: format!(
+                "the last run ({} {} at {}) ended {}{}",
+                r.command,
+                r.backup.as_deref().unwrap_or("before a backup was staged"),
+                r.finished_at,
+                r.status,
+                r.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+        });
+    }
+    let Some(max_age) = max_age else {
+        return out;
+    };
+    for d in destinations {
+        let last = s.destinations.get(d).and_then(|x| {
+            let at = x.last_success_at.as_deref()?;
+            Some((at, x.last_success_backup.clone()))
+        });
+        let problem = match last {
+            None => Some((
+                "never".to_string(),
+                "no backup has reached it yet".to_string(),
+            )),
+            Some((at, backup)) => match parse_time(at) {
+                None => Some((
+                    "stale".into(),
+                    format!("its last success time {at:?} cannot be read"),
+                )),
+                Some(t) => {
+                    let age = (now - t).unsigned_abs();
+                    (now - t > max_age).then(|| {
+                        (
+                            "stale".to_string(),
+                            format!(
+                                "its newest complete backup ({}, {at}) is {} old, more than max_age ({})",
+                                backup.as_deref().unwrap_or("-"),
+                                age_text(age),
+                                age_text(max_age)
+                            ),
+                        )
+                    })
+                }
+            },
+        };
+        if let Some((status, why)) = problem {
+            out.push(Problem {
+                job: job.to_string(),
+                destination: Some(d.clone()),
+                status,
+                why,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn ok_to(dests: &[(&str, &str)]) -> JobStatus {
+        let mut s = JobStatus {
+            last_run: Some(LastRun {
+                command: "backup".into(),
+                backup: Some("b".into()),
+                status: "ok".into(),
+                finished_at: "2026-12-01T02:10:00Z".into(),
+                error: None,
+            }),
+            ..JobStatus::default()
+        };
+        for (d, at) in dests {
+            s.destinations.insert(
+                d.to_string(),
+                DestinationStatus {
+                    status: "ok".into(),
+                    last_success_at: Some(at.to_string()),
+                    last_success_backup: Some("b".into()),
+                    ..DestinationStatus::default()
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn health_names_each_failed_run_and_each_stale_destination() {
+        let now = datetime!(2026-12-02 12:00 UTC);
+        let day = std::time::Duration::from_secs(86_400);
+        let dests = vec!["nas".to_string(), "s3".to_string()];
+        type Row<'a> = (
+            &'a str,
+            JobStatus,
+            Option<std::time::Duration>,
+            Vec<(&'a str, Option<&'a str>)>,
+        );
+        let table: Vec<Row> = vec![
+            (
+                "fresh",
+                ok_to(&[
+                    ("nas", "2026-12-02T02:10:00Z"),
+                    ("s3", "2026-12-02T02:10:00Z"),
+                ]),
+                Some(day),
+                vec![],
+            ),
+            (
+                "one stale",
+                ok_to(&[
+                    ("nas", "2026-12-02T02:10:00Z"),
+                    ("s3", "2026-11-30T02:10:00Z"),
+                ]),
+                Some(day),
+                vec![("stale", Some("s3"))],
+            ),
+            (
+                "never reached",
+                ok_to(&[("nas", "2026-12-02T02:10:00Z")]),
+                Some(day),
+                vec![("never", Some("s3"))],
+            ),
+            ("age not checked", ok_to(&[]), None, vec![]),
+            (
+                "last run failed",
+                {
+                    let mut s = ok_to(&[
+                        ("nas", "2026-12-02T02:10:00Z"),
+                        ("s3", "2026-12-02T02:10:00Z"),
+                    ]);
+                    if let Some(r) = s.last_run.as_mut() {
+                        r.status = "failed".into();
+                        r.error = Some("boom".into());
+                    }
+                    s
+                },
+                Some(day),
+                vec![("failed", None)],
+            ),
+            (
+                "last run partial",
+                {
+                    let mut s = ok_to(&[
+                        ("nas", "2026-12-02T02:10:00Z"),
+                        ("s3", "2026-12-02T02:10:00Z"),
+                    ]);
+                    if let Some(r) = s.last_run.as_mut() {
+                        r.status = "partial".into();
+                    }
+                    s
+                },
+                None,
+                vec![("partial", None)],
+            ),
+        ];
+        for (what, s, max_age, want) in table {
+            let got: Vec<(String, Option<String>)> = health("db", &dests, &s, max_age, now)
+                .into_iter()
+                .map(|p| (p.status, p.destination))
+                .collect();
+            let want: Vec<(String, Option<String>)> = want
+                .into_iter()
+                .map(|(st, d)| (st.to_string(), d.map(str::to_string)))
+                .collect();
+            assert_eq!(got, want, "{what}");
+        }
+    }
 }

@@ -16,6 +16,7 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -24,9 +25,10 @@ use offsite_backends::{Backend, Capabilities, ErrorKind, FileBody, Part, PartRec
 use serde::Serialize;
 
 use crate::config::Destination;
+use crate::digest::Hasher;
 use crate::error::{Error, Result};
 use crate::journal::UploadJournal;
-use crate::manifest::{MANIFEST_NAME, Manifest};
+use crate::manifest::{MANIFEST_NAME, Manifest, Volume};
 use crate::progress::Progress;
 use crate::stop::Stop;
 
@@ -92,8 +94,8 @@ pub async fn upload_backup(
 ) -> Vec<DestinationReport> {
     let runs = targets.iter().map(|t| async move {
         let started = Instant::now();
-        let mut counters = Counters::default();
-        let result = upload_to(dir, manifest, t, progress, &mut counters, stop).await;
+        let counters = Counters::default();
+        let result = upload_to(dir, manifest, t, progress, &counters, stop).await;
         progress.upload_finished(&t.config.name, result.is_ok());
         DestinationReport {
             name: t.config.name.clone(),
@@ -102,8 +104,8 @@ pub async fn upload_backup(
                 Err(Error::Interrupted(_)) => Status::Interrupted,
                 Err(_) => Status::Failed,
             },
-            bytes_sent: counters.sent,
-            bytes_resumed: counters.resumed,
+            bytes_sent: counters.sent.load(Ordering::Relaxed),
+            bytes_resumed: counters.resumed.load(Ordering::Relaxed),
             seconds: started.elapsed().as_secs_f64(),
             error: result.err().map(|e| e.to_string()),
         }
@@ -111,10 +113,109 @@ pub async fn upload_backup(
     futures::future::join_all(runs).await
 }
 
+/// What one destination got: counted as each part is acknowledged, so a
+/// destination that fails later still reports what reached it.
 #[derive(Debug, Default)]
 struct Counters {
-    sent: u64,
-    resumed: u64,
+    sent: AtomicU64,
+    resumed: AtomicU64,
+}
+
+impl Counters {
+    fn sent(&self, n: u64) {
+        self.sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn resumed(&self, n: u64) {
+        self.resumed.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What a create-only write was meant to store, to recognise it when the
+/// key turns out to be taken.
+enum Expected<'a> {
+    /// A staged volume: its size and recorded hash.
+    Volume(&'a Volume),
+    /// The manifest's exact bytes.
+    Bytes(&'a [u8]),
+}
+
+/// Whether the object at `key`, which a create-only write found taken, is
+/// this upload's own: an earlier attempt that landed although its answer
+/// was lost (`ambiguous`: the retry wrapper or the journal says an attempt
+/// went unanswered). Where the destination can be read the content decides;
+/// where it cannot (put-only), only an unanswered attempt of our own can
+/// explain it.
+async fn taken_by_us(
+    target: &Target,
+    key: &str,
+    expected: Expected<'_>,
+    ambiguous: bool,
+) -> Result<bool> {
+    let backend = target.backend.as_ref();
+    if !backend.capabilities().read {
+        return Ok(ambiguous);
+    }
+    match expected {
+        Expected::Bytes(want) => match offsite_backends::get_bytes(backend, key).await {
+            Ok(have) => Ok(have == want),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        },
+        Expected::Volume(v) => {
+            let Some(want) = v.digest() else {
+                return Ok(false);
+            };
+            let mut stream = match backend.get(key, None).await {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e.into()),
+            };
+            let mut hasher = Hasher::new(want.algorithm);
+            let mut size = 0u64;
+            while let Some(chunk) = stream.try_next().await? {
+                size += chunk.len() as u64;
+                if size > v.size {
+                    return Ok(false);
+                }
+                hasher.update(&chunk);
+            }
+            Ok(size == v.size && hasher.finish() == want)
+        }
+    }
+}
+
+/// The error for a key another writer holds: nothing was overwritten.
+async fn taken_by_another(target: &Target, manifest: &Manifest, key: &str) -> Error {
+    let backend = target.backend.as_ref();
+    // Whose is it? Where it can be read, the other backup's manifest says.
+    let manifest_key = remote_key(
+        &target.config.prefix,
+        &manifest.job,
+        &manifest.id,
+        MANIFEST_NAME,
+    );
+    let who = if backend.capabilities().read {
+        match offsite_backends::get_bytes(backend, &manifest_key).await {
+            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| {
+                    v["host"]
+                        .as_str()
+                        .map(|h| format!("host {h:?} (its manifest says so)"))
+                })
+                .unwrap_or_else(|| "a writer whose manifest names no host".into()),
+            Err(_) => "another writer".into(),
+        }
+    } else {
+        "another writer".into()
+    };
+    Error::Failed(format!(
+        "destination \"{}\": {key} already exists, written by {who}; nothing was overwritten and backup {} is not complete there. Two hosts with the same host_id ({:?}) and job, or someone else holding this destination's credentials, can cause this: give each host its own host_id",
+        target.config.name,
+        manifest.id,
+        manifest.host.as_deref().unwrap_or("-"),
+    ))
 }
 
 async fn upload_to(
@@ -122,7 +223,7 @@ async fn upload_to(
     manifest: &Manifest,
     target: &Target,
     progress: &dyn Progress,
-    counters: &mut Counters,
+    counters: &Counters,
     stop: &Stop,
 ) -> Result<()> {
     let name = target.config.name.as_str();
@@ -144,7 +245,7 @@ async fn upload_to(
     let already = already_sent(&journal, target, manifest, manifest_bytes.len() as u64);
     progress.upload_started(name, total, already);
     if journal.manifest_done(&manifest_key) {
-        counters.resumed = total;
+        counters.resumed(total);
         // A catalog copy an earlier run could not ship goes now (nothing to do elsewhere).
         target.backend.flush().await?;
         return Ok(());
@@ -157,27 +258,42 @@ async fn upload_to(
             &volume.name,
         );
         let path = dir.join(&volume.name);
+        let staged = StagedVolume {
+            volume,
+            key: &key,
+            path: &path,
+        };
         upload_volume(
-            target,
-            &journal,
-            &volume.name,
-            &key,
-            &path,
-            volume.size,
-            progress,
-            counters,
-            stop,
+            target, &journal, manifest, &staged, progress, counters, stop,
         )
         .await?;
     }
     stopped(target, stop)?;
     let len = manifest_bytes.len() as u64;
-    target
+    journal.sending(&manifest_key)?;
+    match target
         .backend
-        .put(&manifest_key, Bytes::from(manifest_bytes))
-        .await?;
+        .put(&manifest_key, Bytes::from(manifest_bytes.clone()))
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let ambiguous = e.after_lost_answer() || journal.sent_by_an_earlier_run(&manifest_key);
+            if !taken_by_us(
+                target,
+                &manifest_key,
+                Expected::Bytes(&manifest_bytes),
+                ambiguous,
+            )
+            .await?
+            {
+                return Err(taken_by_another(target, manifest, &manifest_key).await);
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
     journal.set_manifest_done(&manifest_key)?;
-    counters.sent += len;
+    counters.sent(len);
     progress.upload_advanced(name, len);
     // The Glacier vault ships its catalog now; the other kinds keep nothing beside the objects.
     target.backend.flush().await?;
@@ -215,47 +331,64 @@ fn already_sent(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One staged volume and where it goes.
+struct StagedVolume<'a> {
+    volume: &'a Volume,
+    key: &'a str,
+    path: &'a Path,
+}
+
+/// Sends one volume (or resumes it from the journal), create-only: when its
+/// key is taken, the content (or, put-only, the journal) decides whether an
+/// earlier attempt of ours landed; another writer's object fails the
+/// destination and is never overwritten.
 async fn upload_volume(
     target: &Target,
     journal: &Arc<UploadJournal>,
-    volume: &str,
-    key: &str,
-    path: &Path,
-    size: u64,
+    manifest: &Manifest,
+    staged: &StagedVolume<'_>,
     progress: &dyn Progress,
-    counters: &mut Counters,
+    counters: &Counters,
     stop: &Stop,
 ) -> Result<()> {
+    let StagedVolume { volume, key, path } = *staged;
+    let size = volume.size;
     let backend = target.backend.as_ref();
     let name = target.config.name.as_str();
     let caps = backend.capabilities();
-    if journal.volume(volume).done_at(key) {
-        counters.resumed += size;
+    if journal.volume(&volume.name).done_at(key) {
+        counters.resumed(size);
         return Ok(());
     }
     stopped(target, stop)?;
+    // An earlier attempt at completing this key went unanswered: finding it
+    // taken may mean that attempt landed.
+    let mut ambiguous = journal.sent_by_an_earlier_run(key);
     if !caps.multipart {
-        return upload_whole(target, journal, volume, key, path, size, progress, counters).await;
+        journal.sending(key)?;
+        let result = backend.put_file(key, FileBody::new(path, size)).await;
+        finish_volume(target, journal, manifest, volume, key, result, ambiguous).await?;
+        counters.sent(size);
+        progress.upload_advanced(name, size);
+        return Ok(());
     }
     let mut restarted = false;
     loop {
-        let state = journal.volume(volume);
-        // An upload journaled under another key (the prefix changed) cannot be reused.
+        let state = journal.volume(&volume.name);
         stopped(target, stop)?;
+        // An upload journaled under another key (the prefix changed) cannot be reused.
         let open = state.upload.filter(|u| u.key == key);
         let (upload, part_size, have) = match open {
             Some(u) => (u.upload, u.part_size, u.parts),
             None => {
                 let ps = part_size_for(target.config.part_size, size, &caps);
                 let id = backend.create_upload(key, ps).await?;
-                journal.started(volume, key, &id, ps)?;
+                journal.started(&volume.name, key, &id, ps)?;
                 (id, ps, Default::default())
             }
         };
         let parts = size.div_ceil(part_size).max(1) as u32;
-        let resumed: u64 = have.values().map(|p| p.size).sum();
-        counters.resumed += resumed;
+        counters.resumed(have.values().map(|p| p.size).sum());
         let missing: Vec<u32> = (0..parts).filter(|i| !have.contains_key(i)).collect();
         let in_flight = if caps.parts_out_of_order {
             target.config.concurrency.max(1)
@@ -288,7 +421,8 @@ async fn upload_volume(
                             },
                         )
                         .await?;
-                    journal.part(volume, &receipt)?;
+                    journal.part(&volume.name, &receipt)?;
+                    counters.sent(receipt.size);
                     progress.upload_advanced(name, receipt.size);
                     Ok::<_, Error>(receipt)
                 }
@@ -300,56 +434,67 @@ async fn upload_volume(
             Ok(s) => s,
             Err(Error::Backend(e)) if e.kind() == ErrorKind::NotFound && !restarted => {
                 // The unfinished upload expired or was aborted: send this volume again.
-                progress.note(&format!("{e}; sending {volume} again"));
-                journal.restarted(volume)?;
+                progress.note(&format!("{e}; sending {} again", volume.name));
+                journal.restarted(&volume.name)?;
                 restarted = true;
                 continue;
             }
             Err(e) => return Err(e),
         };
-        counters.sent += sent.iter().map(|p| p.size).sum::<u64>();
         if have.len() + sent.len() < parts as usize {
             stopped(target, stop)?;
         }
         let mut receipts: Vec<PartReceipt> = have.into_values().chain(sent).collect();
         receipts.sort_by_key(|r| r.index);
+        journal.sending(key)?;
         match backend.complete_upload(key, &upload, &receipts).await {
-            Ok(()) => {
-                journal.volume_done(volume, key)?;
-                return Ok(());
-            }
             Err(e) if e.kind() == ErrorKind::NotFound && !restarted => {
-                // The unfinished upload expired or was cleaned up: send this volume again.
-                progress.note(&format!("{e}; sending {volume} again"));
-                journal.restarted(volume)?;
+                ambiguous |= e.after_lost_answer();
+                // The upload is gone: an earlier completion of ours may have
+                // made it gone by landing. Where that can be seen, done.
+                if ambiguous
+                    && caps.read
+                    && taken_by_us(target, key, Expected::Volume(volume), true).await?
+                {
+                    journal.volume_done(&volume.name, key)?;
+                    return Ok(());
+                }
+                // Else it expired or was cleaned up: send this volume again.
+                progress.note(&format!("{e}; sending {} again", volume.name));
+                journal.restarted(&volume.name)?;
                 restarted = true;
             }
-            Err(e) => return Err(e.into()),
+            result => {
+                return finish_volume(target, journal, manifest, volume, key, result, ambiguous)
+                    .await;
+            }
         }
     }
 }
 
-/// Sends a volume not yet sent as one object, for backends without
-/// multipart uploads (the Glacier vault): the volume is the unit of resume.
-#[allow(clippy::too_many_arguments)]
-async fn upload_whole(
+/// Journals a volume whose create-only write answered `result`: done, done
+/// by an earlier attempt of ours, or refused because another writer holds
+/// the key.
+async fn finish_volume(
     target: &Target,
     journal: &UploadJournal,
-    volume: &str,
+    manifest: &Manifest,
+    volume: &Volume,
     key: &str,
-    path: &Path,
-    size: u64,
-    progress: &dyn Progress,
-    counters: &mut Counters,
+    result: std::result::Result<(), offsite_backends::Error>,
+    ambiguous: bool,
 ) -> Result<()> {
-    target
-        .backend
-        .put_file(key, FileBody::new(path, size))
-        .await?;
-    journal.volume_done(volume, key)?;
-    counters.sent += size;
-    progress.upload_advanced(&target.config.name, size);
-    Ok(())
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            let ambiguous = ambiguous || e.after_lost_answer();
+            if !taken_by_us(target, key, Expected::Volume(volume), ambiguous).await? {
+                return Err(taken_by_another(target, manifest, key).await);
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    journal.volume_done(&volume.name, key)
 }
 
 /// An error once a stop is requested.

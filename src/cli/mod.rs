@@ -1,6 +1,24 @@
 //! The thin shell: loads the configuration, calls the library, prints the
 //! result for a person or as one JSON document, and picks the exit code.
 
+/// `println!` that never panics. A closed stdout (`offsite status | head
+/// -1`, a log pipe that went away) must not kill a backup halfway: what
+/// nobody reads is dropped, the work goes on and the exit code is the work's.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see [`say!`]).
+macro_rules! warn {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod progress;
 mod schedule;
 
@@ -44,7 +62,7 @@ struct Out {
 
 impl Out {
     fn doc(&self, v: &Value) {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(v).unwrap_or_else(|_| "{}".into())
         );
@@ -56,7 +74,7 @@ impl Out {
             let status = if code == 4 { "pending" } else { "failed" };
             self.doc(&json!({"status": status, "error": e.to_string(), "exit_code": code}));
         } else {
-            eprintln!("offsite: {e}");
+            warn!("offsite: {e}");
         }
         code
     }
@@ -67,7 +85,7 @@ pub async fn run(cli: Cli) -> i32 {
         json: cli.json,
         verbose: cli.verbose,
     };
-    let progress = Arc::new(TermProgress::new(cli.quiet));
+    let progress = Arc::new(TermProgress::new(cli.quiet, cli.verbose));
     let result = match cli.command {
         Command::Init { dir } => init(&out, dir.as_deref()),
         Command::Keygen { file } => keygen(&out, &file),
@@ -107,14 +125,19 @@ pub async fn run(cli: Cli) -> i32 {
                         job,
                         destination,
                         backup,
+                        host,
                         identity,
                     } => {
+                        let which = Which {
+                            backup: backup.as_deref(),
+                            host: host.as_deref(),
+                        };
                         verify(
                             &out,
                             &cfg,
                             job.job.as_deref(),
                             destination.destination.as_deref(),
-                            backup.as_deref(),
+                            which,
                             identity.as_deref(),
                         )
                         .await
@@ -123,16 +146,21 @@ pub async fn run(cli: Cli) -> i32 {
                         job,
                         destination,
                         backup,
+                        host,
                         to,
                         force,
                         identity,
                     } => {
+                        let which = Which {
+                            backup: Some(&backup),
+                            host: host.as_deref(),
+                        };
                         restore_cmd(
                             &out,
                             &cfg,
                             &job,
                             destination.destination.as_deref(),
-                            &backup,
+                            which,
                             &to,
                             force,
                             identity.as_deref(),
@@ -155,7 +183,9 @@ pub async fn run(cli: Cli) -> i32 {
                         )
                         .await
                     }
-                    Command::Status { job } => status_cmd(&out, &cfg, job.job.as_deref()),
+                    Command::Status { job, check } => {
+                        status_cmd(&out, &cfg, job.job.as_deref(), check)
+                    }
                     Command::Daemon { job } => daemon_cmd(&out, &cfg, job.job.as_deref()).await,
                     Command::Policy(crate::PolicyCommand::S3 {
                         destination,
@@ -188,7 +218,7 @@ fn stop_on_signals() -> Stop {
     ) {
         (Ok(t), Ok(i)) => (t, i),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!(
+            warn!(
                 "offsite: warning: cannot catch SIGTERM/SIGINT ({e}); a signal stops offsite at once"
             );
             return stop;
@@ -203,12 +233,12 @@ fn stop_on_signals() -> Stop {
                 _ = int.recv() => "SIGINT",
             };
             if flag.requested() {
-                eprintln!(
+                warn!(
                     "offsite: {name} again: exiting now; `offsite upload` resumes from the journal"
                 );
                 std::process::exit(130);
             }
-            eprintln!(
+            warn!(
                 "offsite: {name}: stopping; parts in flight finish and post hooks run (send it again to exit at once)"
             );
             flag.request();
@@ -223,8 +253,8 @@ fn keygen(out: &Out, file: &Path) -> Result<i32, Error> {
     if out.json {
         out.doc(&json!({"status": "ok", "identity_file": file, "recipient": public}));
     } else {
-        println!("{public}");
-        eprintln!(
+        say!("{public}");
+        warn!(
             "wrote the identity to {} (mode 0600). Put the public key above in the job's encryption = {{ recipients = [...] }} on the database host; keep the identity file on the restore host and a copy offline: without it no backup encrypted to this key can be read.",
             file.display()
         );
@@ -257,7 +287,7 @@ fn init(out: &Out, dir: Option<&Path>) -> Result<i32, Error> {
     if out.json {
         out.doc(&json!({"status": "ok", "written": path}));
     } else {
-        println!(
+        say!(
             "wrote {}; edit it, then run `offsite --config {} check`",
             path.display(),
             path.display()
@@ -323,7 +353,7 @@ async fn check(out: &Out, cfg: &Config, write_test: bool) -> Result<i32, Error> 
     if out.json {
         out.doc(&json!({"status": if failed {"failed"} else {"ok"}, "config": cfg.file, "checks": results}));
     } else {
-        println!("configuration {}: valid", cfg.file.display());
+        say!("configuration {}: valid", cfg.file.display());
         for r in &results {
             let what = match (r.get("job"), r.get("destination")) {
                 (Some(j), _) => format!("job {}", j),
@@ -331,11 +361,11 @@ async fn check(out: &Out, cfg: &Config, write_test: bool) -> Result<i32, Error> 
                 _ => String::new(),
             };
             match r.get("error").and_then(Value::as_str) {
-                None => println!("  {what}: ok"),
-                Some(e) => println!("  {what}: FAILED: {e}"),
+                None => say!("  {what}: ok"),
+                Some(e) => say!("  {what}: FAILED: {e}"),
             }
         }
-        println!("{}", if failed { "check FAILED" } else { "check ok" });
+        say!("{}", if failed { "check FAILED" } else { "check ok" });
     }
     Ok(code)
 }
@@ -367,7 +397,7 @@ async fn write_probe(backend: &dyn offsite_backends::Backend, prefix: &str) -> R
 fn print_run(r: &RunReport, verbose: bool) {
     let id = r.backup.as_deref().unwrap_or("-");
     if let Some(s) = &r.staged {
-        println!(
+        say!(
             "job {}: backup {id}: {} files, {} packed into {} in {:.1}s",
             r.job,
             s.files,
@@ -377,27 +407,32 @@ fn print_run(r: &RunReport, verbose: bool) {
         );
     }
     if !r.changed.is_empty() {
-        println!(
+        say!(
             "  warning: {} file(s) changed while read: {}",
             r.changed.len(),
             r.changed.join(", ")
         );
     }
-    if verbose {
-        for n in &r.notes {
-            println!("  note: {n}");
+    // Notes went to stderr as they came (the progress reporter); the
+    // commands' error output is kept here, and shown whole with -v as it came.
+    for c in &r.stderr {
+        if !verbose {
+            say!("  {} said on stderr: {}", c.command, last_lines(&c.tail, 3));
         }
+    }
+    for u in &r.unreadable {
+        say!("  unreadable, left out: {u}");
     }
     for d in &r.destinations {
         match &d.error {
-            None => println!(
+            None => say!(
                 "  {}: ok, sent {} (already there: {}) in {:.1}s",
                 d.name,
                 human_bytes(d.bytes_sent),
                 human_bytes(d.bytes_resumed),
                 d.seconds
             ),
-            Some(e) => println!(
+            Some(e) => say!(
                 "  {}: FAILED after sending {}: {e}",
                 d.name,
                 human_bytes(d.bytes_sent)
@@ -405,22 +440,28 @@ fn print_run(r: &RunReport, verbose: bool) {
         }
     }
     if let Some(e) = &r.error {
-        println!("  error: {e}");
+        say!("  error: {e}");
     }
     for p in &r.prune {
         let deleted = p.deleted.len();
         match &p.error {
-            None => println!(
+            None => say!(
                 "  {}: retention kept {}, deleted {deleted}",
                 p.destination,
                 p.decisions.len() - deleted
             ),
-            Some(e) => println!(
+            Some(e) => say!(
                 "  {}: retention FAILED (the backup itself is fine): {e}",
                 p.destination
             ),
         }
     }
+}
+
+/// The last `n` lines of `text`, on one line.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
 fn final_line(r: &RunReport) -> String {
@@ -482,9 +523,9 @@ async fn backup(
             Err(e) if e.exit_code() == 2 => return Err(e),
             Err(e) => {
                 // One job's refusal (its lock is held) must not stop the others.
-                eprintln!("offsite: {e}");
+                warn!("offsite: {e}");
                 outcomes.push(BackupOutcome {
-                    report: RunReport::failed(&j.name, &e),
+                    report: RunReport::failed(&j.name, &cfg.host_id, &e),
                     earlier: Vec::new(),
                 });
             }
@@ -502,13 +543,13 @@ async fn backup(
         for o in &outcomes {
             for e in &o.earlier {
                 print_run(e, out.verbose);
-                println!("{}", final_line(e));
+                say!("{}", final_line(e));
             }
             print_run(&o.report, out.verbose);
         }
         // The last lines are the verdicts: a partial run never ends on a success line.
         for o in &outcomes {
-            println!("{}", final_line(&o.report));
+            say!("{}", final_line(&o.report));
         }
     }
     Ok(exit_code(status))
@@ -534,13 +575,13 @@ async fn upload(
         out.doc(&json!({"status": status, "runs": reports}));
     } else {
         if reports.is_empty() {
-            println!("nothing to upload: every staged backup is on all its destinations");
+            say!("nothing to upload: every staged backup is on all its destinations");
         }
         for r in &reports {
             print_run(r, out.verbose);
         }
         for r in &reports {
-            println!("{}", final_line(r));
+            say!("{}", final_line(r));
         }
     }
     Ok(exit_code(status))
@@ -578,8 +619,10 @@ async fn list(
                     .iter()
                     .map(|b| {
                         let m = &b.manifest;
-                        json!({"id": m.id, "kind": m.kind, "created_at": m.created_at, "files": m.stats.files,
-                               "bytes": m.stats.bytes, "stored_bytes": m.stats.stored_bytes, "volumes": m.volumes.len()})
+                        json!({"id": m.id, "kind": m.kind, "parent": m.parent, "host": catalog::origin(b),
+                               "created_at": m.created_at, "files": m.stats.files,
+                               "bytes": m.stats.bytes, "stored_bytes": m.stats.stored_bytes, "volumes": m.volumes.len(),
+                               "degenerate": m.degenerate})
                     })
                     .collect();
                 docs.push(
@@ -587,30 +630,38 @@ async fn list(
                                  "incomplete": l.incomplete, "damaged": l.damaged}),
                 );
                 if !out.json {
-                    println!(
+                    say!(
                         "job {job} on {}: {} complete backup(s)",
                         l.destination,
                         l.backups.len()
                     );
                     for b in &l.backups {
                         let m = &b.manifest;
-                        println!(
-                            "  {}  {}  created {}  {} files  {} -> {}",
+                        let kind = match &m.parent {
+                            Some(p) => format!("incr on {p}"),
+                            None => "full".to_string(),
+                        };
+                        say!(
+                            "  {}  {kind}  host {}  created {}  {} files  {} -> {}{}",
                             m.id,
-                            m.kind.as_str(),
+                            catalog::origin(b).unwrap_or("(not recorded)"),
                             m.created_at,
                             m.stats.files,
                             human_bytes(m.stats.bytes),
-                            human_bytes(m.stats.stored_bytes)
+                            human_bytes(m.stats.stored_bytes),
+                            m.degenerate
+                                .as_ref()
+                                .map(|d| format!("  DEGENERATE SOURCE: {d}"))
+                                .unwrap_or_default()
                         );
                     }
                     for i in &l.incomplete {
-                        println!(
+                        say!(
                             "  {i}  incomplete (no manifest: an upload in progress or interrupted)"
                         );
                     }
                     for d in &l.damaged {
-                        println!("  {}  DAMAGED: {}", d.id, d.error);
+                        say!("  {}  DAMAGED: {}", d.id, d.error);
                     }
                 }
             }
@@ -618,7 +669,7 @@ async fn list(
                 failed = true;
                 docs.push(json!({"job": job, "error": e.to_string()}));
                 if !out.json {
-                    println!("job {job}: FAILED: {e}");
+                    say!("job {job}: FAILED: {e}");
                 }
             }
         }
@@ -629,14 +680,23 @@ async fn list(
     Ok(if failed { 1 } else { 0 })
 }
 
+/// Which backup a command reads: `--backup` (an id, `latest`, or every
+/// one when absent) and, for `latest`, `--host`.
+#[derive(Debug, Clone, Copy)]
+struct Which<'a> {
+    backup: Option<&'a str>,
+    host: Option<&'a str>,
+}
+
 async fn verify(
     out: &Out,
     cfg: &Config,
     job: Option<&str>,
     destination: Option<&str>,
-    backup: Option<&str>,
+    which: Which<'_>,
     identity: Option<&Path>,
 ) -> Result<i32, Error> {
+    let backup = which.backup;
     if let Some(b) = backup {
         catalog::check_backup_arg(b)?;
     }
@@ -653,11 +713,14 @@ async fn verify(
                     continue;
                 }
             };
-            for d in &listing.damaged {
-                errors.push(format!("job {} backup {}: {}", j.name, d.id, d.error));
+            // Asked for one backup, only that one is judged.
+            if backup.is_none() {
+                for d in &listing.damaged {
+                    errors.push(format!("job {} backup {}: {}", j.name, d.id, d.error));
+                }
             }
             let chosen: Vec<&catalog::RemoteBackup> = match backup {
-                Some(b) => match catalog::select(&listing, &j.name, b) {
+                Some(b) => match catalog::select(&listing, &j.name, b, &cfg.host_id, which.host) {
                     Ok(x) => vec![x],
                     Err(e) => {
                         errors.push(e.to_string());
@@ -688,8 +751,8 @@ async fn verify(
     } else {
         for r in &reports {
             if r.ok && !r.contents_checked {
-                println!(
-                    "job {} on {}: backup {} ok as stored: {} encrypted volume(s), {} checked (sizes and SHA-256; give --identity to check the files inside)",
+                say!(
+                    "job {} on {}: backup {} ok as stored: {} encrypted volume(s), {} checked (sizes and hashes; give --identity to check the files inside)",
                     r.job,
                     r.destination,
                     r.backup,
@@ -697,7 +760,7 @@ async fn verify(
                     human_bytes(r.bytes)
                 );
             } else if r.ok {
-                println!(
+                say!(
                     "job {} on {}: backup {} ok: {} volume(s), {} files, {} checked",
                     r.job,
                     r.destination,
@@ -707,25 +770,27 @@ async fn verify(
                     human_bytes(r.bytes)
                 );
             } else {
-                println!(
+                say!(
                     "job {} on {}: backup {} DAMAGED:",
-                    r.job, r.destination, r.backup
+                    r.job,
+                    r.destination,
+                    r.backup
                 );
                 for p in &r.problems {
-                    println!("  - {p}");
+                    say!("  - {p}");
                 }
             }
         }
         for e in &errors {
-            println!("FAILED: {e}");
+            say!("FAILED: {e}");
         }
         for p in &pending {
-            println!("PENDING: {p}");
+            say!("PENDING: {p}");
         }
         if reports.is_empty() && errors.is_empty() && pending.is_empty() {
-            println!("no complete backups to verify");
+            say!("no complete backups to verify");
         }
-        println!(
+        say!(
             "{}",
             match status {
                 "failed" => "verify FAILED",
@@ -748,11 +813,12 @@ async fn restore_cmd(
     cfg: &Config,
     job: &str,
     destination: Option<&str>,
-    backup: &str,
+    which: Which<'_>,
     to: &Path,
     force: bool,
     identity: Option<&Path>,
 ) -> Result<i32, Error> {
+    let backup = which.backup.unwrap_or("latest");
     catalog::check_backup_arg(backup)?;
     let j = cfg.job(job)?;
     let ids = Identities::find(identity, j.encryption.as_ref(), &j.name)?.map(Arc::new);
@@ -772,8 +838,10 @@ async fn restore_cmd(
                 continue;
             }
         };
-        let chosen = match catalog::select(&listing, job, backup) {
+        let chosen = match catalog::select(&listing, job, backup, &cfg.host_id, which.host) {
             Ok(b) => b,
+            // Several hosts' backups and none of ours: the person must say which.
+            Err(e @ Error::Usage(_)) => return Err(e),
             Err(e) => {
                 last_err = Some(e);
                 continue;
@@ -793,15 +861,19 @@ async fn restore_cmd(
         if out.json {
             out.doc(&json!({"status": "ok", "restore": r}));
         } else {
-            println!(
-                "restored backup {} of job {} from {} into {}: {} files, {}; every hash checked",
+            say!(
+                "restored backup {} of job {} (made by {}) from {} into {}: {} files, {}; every hash checked",
                 r.backup,
                 r.job,
+                r.host.as_deref().unwrap_or("a host it does not name"),
                 r.destination,
                 r.to.display(),
                 r.files,
                 human_bytes(r.bytes)
             );
+            for w in &r.warnings {
+                say!("warning: {w}");
+            }
         }
         return Ok(0);
     }
@@ -875,7 +947,7 @@ async fn glacier_inventory(out: &Out, cfg: &Config, destination: &str) -> Result
             "message": text,
         }));
     } else {
-        println!("{destination}: {text}");
+        say!("{destination}: {text}");
     }
     Ok(if status == "ok" { 0 } else { 4 })
 }
@@ -962,14 +1034,14 @@ fn policy_s3(
     };
     out.doc(&doc);
     for n in &notes {
-        eprintln!("note: {n}");
+        warn!("note: {n}");
     }
     Ok(0)
 }
 
 fn print_prune(p: &PruneReport) {
     let verb = if p.dry_run { "would" } else { "will" };
-    println!(
+    say!(
         "job {} on {}: prune{}",
         p.job,
         p.destination,
@@ -989,11 +1061,19 @@ fn print_prune(p: &PruneReport) {
         } else {
             ""
         };
-        println!(
+        say!(
             "  {what} {}{}: {}{done}",
             d.id,
             if d.complete { "" } else { " [incomplete]" },
             d.reasons.join("; ")
+        );
+    }
+    for o in &p.others {
+        say!(
+            "  other {}{}: made by host {}; left alone (this job prunes its own host's backups: retention origins = \"own\")",
+            o.id,
+            if o.complete { "" } else { " [incomplete]" },
+            o.host
         );
     }
     let deletes = p
@@ -1002,12 +1082,12 @@ fn print_prune(p: &PruneReport) {
         .filter(|d| d.action == Action::Delete)
         .count();
     match &p.error {
-        Some(e) => println!(
+        Some(e) => say!(
             "  FAILED after deleting {} of {deletes}: {e}",
             p.deleted.len()
         ),
-        None if p.dry_run => println!("  {verb} delete {deletes} of {}", p.decisions.len()),
-        None => println!("  deleted {} of {}", p.deleted.len(), p.decisions.len()),
+        None if p.dry_run => say!("  {verb} delete {deletes} of {}", p.decisions.len()),
+        None => say!("  deleted {} of {}", p.deleted.len(), p.decisions.len()),
     }
 }
 
@@ -1038,9 +1118,9 @@ async fn prune_cmd(
             print_prune(r);
         }
         for s in &skipped {
-            println!("{s}");
+            say!("{s}");
         }
-        println!("{}", if failed { "prune FAILED" } else { "prune ok" });
+        say!("{}", if failed { "prune FAILED" } else { "prune ok" });
     }
     Ok(if failed { 1 } else { 0 })
 }

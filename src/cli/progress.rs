@@ -16,12 +16,14 @@ pub struct TermProgress {
     multi: MultiProgress,
     bars_enabled: bool,
     notes_enabled: bool,
+    /// `-v`: every line hooks and commands print on stderr, as it comes.
+    command_output: bool,
     stage: Mutex<Option<(ProgressBar, u64, u64)>>,
     uploads: Mutex<HashMap<String, ProgressBar>>,
 }
 
 impl TermProgress {
-    pub fn new(quiet: bool) -> TermProgress {
+    pub fn new(quiet: bool, verbose: bool) -> TermProgress {
         let bars_enabled = !quiet && std::io::stderr().is_terminal();
         let multi = MultiProgress::with_draw_target(if bars_enabled {
             ProgressDrawTarget::stderr()
@@ -32,6 +34,7 @@ impl TermProgress {
             multi,
             bars_enabled,
             notes_enabled: !quiet,
+            command_output: verbose,
             stage: Mutex::new(None),
             uploads: Mutex::new(HashMap::new()),
         }
@@ -120,13 +123,25 @@ impl Progress for TermProgress {
     }
 
     fn note(&self, message: &str) {
-        if !self.notes_enabled {
-            return;
+        if self.notes_enabled {
+            self.line(&format!("note: {message}"));
         }
+    }
+
+    fn command_output(&self, what: &str, line: &str) {
+        if self.command_output {
+            self.line(&format!("{what}: {line}"));
+        }
+    }
+}
+
+impl TermProgress {
+    /// A line on stderr, above the bars when they are drawn.
+    fn line(&self, text: &str) {
         if self.bars_enabled {
-            let _ = self.multi.println(format!("note: {message}"));
+            let _ = self.multi.println(text);
         } else {
-            eprintln!("note: {message}");
+            warn!("{text}");
         }
     }
 }

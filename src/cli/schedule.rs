@@ -138,9 +138,9 @@ pub async fn daemon_cmd(out: &Out, cfg: &Config, job: Option<&str>) -> Result<i3
         .collect();
     let say = |v: serde_json::Value, text: String| {
         if json {
-            println!("{}", serde_json::to_string(&v).unwrap_or_default());
+            say!("{}", serde_json::to_string(&v).unwrap_or_default());
         } else {
-            println!("{text}");
+            say!("{text}");
         }
     };
     let unscheduled: Vec<&str> = jobs
@@ -240,29 +240,40 @@ fn next_runs(s: &JobSchedule, now: Timestamp) -> (serde_json::Value, String) {
     (serde_json::Value::Object(doc), text.join(", "))
 }
 
-pub fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>) -> Result<i32, Error> {
+/// `status`: each job's last runs, destinations and next runs; with
+/// `check`, also its health (exit 1 when any job has a problem, one line
+/// per problem). The top-level JSON status is the worst job's.
+pub fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>, check: bool) -> Result<i32, Error> {
     let mut docs = Vec::new();
+    let mut problems = Vec::new();
     let daemon_pid = daemon::running_daemon(&cfg.staging.dir);
     let now = Timestamp::now();
+    let now_t = time::OffsetDateTime::from_unix_timestamp(now.as_second())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let mut worst = "ok";
     for j in cfg.select_jobs(job)? {
         let staging = JobStaging::new(cfg, &j.name);
         let s = status::read(&staging.job_dir, &j.name)?;
         let staged = staging.staged_backups()?;
         let next = j.schedule.as_ref().map(|sch| next_runs(sch, now));
+        let max_age = j.max_age_at(now);
+        let found = status::health(&j.name, &j.destinations, &s, max_age, now_t);
+        let job_status = job_health_word(&s, &found);
+        worst = worse(worst, job_status);
         if !out.json {
             if s.last_run.is_none() {
-                println!("job {}: never run", j.name);
+                say!("job {}: never run", j.name);
             } else {
-                println!("job {}:", j.name);
+                say!("job {}:", j.name);
             }
             for (what, run) in [("full", &s.last_full), ("incremental", &s.last_incremental)] {
                 match run {
-                    None => println!("  last {what}: none"),
-                    Some(r) => println!("  last {what}: {}", run_text(r)),
+                    None => say!("  last {what}: none"),
+                    Some(r) => say!("  last {what}: {}", run_text(r)),
                 }
             }
             if let Some(r) = &s.last_run {
-                println!(
+                say!(
                     "  last run: {} {} at {}: {}{}",
                     r.command,
                     r.backup.as_deref().unwrap_or("-"),
@@ -276,8 +287,8 @@ pub fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>) -> Result<i32, Err
             }
             for d in &j.destinations {
                 match s.destinations.get(d) {
-                    None => println!("  {d}: never uploaded to"),
-                    Some(ds) => println!(
+                    None => say!("  {d}: never uploaded to"),
+                    Some(ds) => say!(
                         "  {d}: {} ({} at {}); last success: {}{}",
                         ds.status,
                         ds.backup.as_deref().unwrap_or("-"),
@@ -291,11 +302,11 @@ pub fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>) -> Result<i32, Err
                 }
             }
             if !staged.is_empty() {
-                println!("  staged locally: {}", staged.join(", "));
+                say!("  staged locally: {}", staged.join(", "));
             }
             match &next {
-                None => println!("  schedule: none (the daemon does not run this job)"),
-                Some((_, text)) => println!(
+                None => say!("  schedule: none (the daemon does not run this job)"),
+                Some((_, text)) => say!(
                     "  next scheduled: {text}{}",
                     if daemon_pid.is_some() {
                         ""
@@ -307,18 +318,59 @@ pub fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>) -> Result<i32, Err
         }
         docs.push(json!({
             "job": j.name,
+            "health": job_status,
+            "max_age_seconds": max_age.map(|d| d.as_secs()),
+            "problems": found,
             "status": s,
             "staged": staged,
             "schedule": next.map(|(doc, _)| doc),
         }));
+        problems.extend(found);
     }
     if out.json {
-        out.doc(&json!({"status": "ok", "daemon": {"running": daemon_pid.is_some(), "pid": daemon_pid}, "jobs": docs}));
+        out.doc(&json!({"status": worst, "host": cfg.host_id, "daemon": {"running": daemon_pid.is_some(), "pid": daemon_pid}, "problems": problems, "jobs": docs}));
     } else {
         match &daemon_pid {
-            Some(pid) => println!("daemon: running (pid {pid})"),
-            None => println!("daemon: not running"),
+            Some(pid) => say!("daemon: running (pid {pid})"),
+            None => say!("daemon: not running"),
+        }
+        if check {
+            for p in &problems {
+                match &p.destination {
+                    Some(d) => say!("PROBLEM: job {} on {d}: {}: {}", p.job, p.status, p.why),
+                    None => say!("PROBLEM: job {}: {}: {}", p.job, p.status, p.why),
+                }
+            }
+            if problems.is_empty() {
+                say!(
+                    "check ok: every job's last run succeeded and every destination's newest backup is recent enough"
+                );
+            }
         }
     }
-    Ok(0)
+    Ok(if check && !problems.is_empty() { 1 } else { 0 })
+}
+
+/// A job's health in one word: `ok`, or the worst of its problems.
+fn job_health_word(s: &status::JobStatus, problems: &[status::Problem]) -> &'static str {
+    let _ = s;
+    problems
+        .iter()
+        .map(|p| match p.status.as_str() {
+            "failed" | "interrupted" => "failed",
+            "partial" => "partial",
+            _ => "stale",
+        })
+        .fold("ok", worse)
+}
+
+/// The worse of two health words: failed, partial, stale, ok.
+fn worse(a: &'static str, b: &'static str) -> &'static str {
+    let rank = |w: &str| match w {
+        "failed" => 3,
+        "partial" => 2,
+        "stale" => 1,
+        _ => 0,
+    };
+    if rank(b) > rank(a) { b } else { a }
 }

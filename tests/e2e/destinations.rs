@@ -32,6 +32,9 @@ fn one_unwritable_destination_of_two_is_partial_exit_3() {
 
     // The human output's last line says partial, never a bare success.
     fs::remove_dir_all(sb.path("staging")).expect("reset staging");
+    // Without staging's record of the last id, a backup in the same second
+    // would get the first one's id, and its keys are taken (create-only).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let h = sb.offsite(&["backup"]);
     assert_eq!(h.code, 3, "{h:?}");
     let last = h.stdout.trim_end().lines().last().expect("a last line");

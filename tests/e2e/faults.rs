@@ -25,6 +25,11 @@ enum Fault {
     /// Flip one bit of the byte at `after` towards the server, on each of
     /// the next `times` connections (damage in transit that TCP missed).
     Corrupt { after: u64, times: usize },
+    /// Once a request that `is_it` recognises (in the last bytes sent
+    /// towards the server) has gone through, drop the server's answer and
+    /// cut the connection: the server did the work, the client never hears
+    /// of it. Only the first such request.
+    LoseAnswer { is_it: fn(&[u8]) -> bool },
 }
 
 /// A TCP proxy on 127.0.0.1 in front of `upstream`, for the test's lifetime.
@@ -118,17 +123,32 @@ fn pump_pair(
     };
     let up_bytes = Arc::new(AtomicUsize::new(0));
     let stalled = Arc::new(AtomicBool::new(false));
-    let (ub, st) = (up_bytes.clone(), stalled.clone());
+    // LoseAnswer: the request went up; the next answer is dropped.
+    let armed = Arc::new(AtomicBool::new(false));
+    let (ub, st, arm) = (up_bytes.clone(), stalled.clone(), armed.clone());
+    let cuts_down = cuts.clone();
     // Towards the server: where the faults are applied.
     std::thread::spawn(move || {
         let (mut from, mut to) = (client, server);
         let mut buf = [0u8; 16 * 1024];
+        // The last bytes sent up, for LoseAnswer to recognise a request in.
+        let mut recent: Vec<u8> = Vec::new();
         loop {
             let n = match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             let sent = ub.fetch_add(n, Ordering::SeqCst) + n;
+            if let Fault::LoseAnswer { is_it } = fault {
+                recent.extend_from_slice(&buf[..n]);
+                if recent.len() > 8192 {
+                    recent.drain(..recent.len() - 8192);
+                }
+                if is_it(&recent) && cuts.load(Ordering::SeqCst) == 0 {
+                    arm.store(true, Ordering::SeqCst);
+                    recent.clear();
+                }
+            }
             if let Fault::Corrupt { after, .. } = fault {
                 let start = sent - n;
                 if (start as u64..sent as u64).contains(&after) {
@@ -176,12 +196,121 @@ fn pump_pair(
             if stalled.load(Ordering::SeqCst) {
                 continue;
             }
+            if armed.load(Ordering::SeqCst) {
+                // The server answered the request: the client never hears it.
+                cuts_down.fetch_add(1, Ordering::SeqCst);
+                let _ = to.shutdown(Shutdown::Both);
+                let _ = from.shutdown(Shutdown::Both);
+                break;
+            }
             if to.write_all(&buf[..n]).is_err() {
                 break;
             }
         }
         let _ = to.shutdown(Shutdown::Write);
     });
+}
+
+/// Whether `recent` (bytes sent towards an HTTP server) holds a request
+/// line with `method` whose target contains `what`.
+fn request_line(recent: &[u8], method: &str, what: &str) -> bool {
+    let text = String::from_utf8_lossy(recent);
+    text.lines()
+        .any(|l| l.starts_with(method) && l.contains(what) && l.ends_with("HTTP/1.1"))
+}
+
+/// Azure's Put Block List (the commit of a volume or of the manifest).
+fn azure_commit(recent: &[u8]) -> bool {
+    request_line(recent, "PUT ", "comp=blocklist")
+}
+
+/// S3's CompleteMultipartUpload.
+fn s3_complete(recent: &[u8]) -> bool {
+    request_line(recent, "POST ", "uploadId=")
+}
+
+/// S3's PutObject of a manifest.
+fn s3_manifest_put(recent: &[u8]) -> bool {
+    request_line(recent, "PUT ", "/manifest.json")
+}
+
+/// The answer to a create-only write is lost after the server stored it: the
+/// retry finds the key taken, sees (by reading it back) that the object
+/// there is the one it sent, and the backup completes; nothing is
+/// overwritten and the restore is byte-identical.
+#[test]
+fn an_azure_commit_whose_answer_is_lost_completes_without_overwriting() {
+    azure_backup_survives(
+        "an_azure_commit_whose_answer_is_lost_completes_without_overwriting",
+        Fault::LoseAnswer {
+            is_it: azure_commit,
+        },
+        1,
+        "one commit's answer was lost",
+    );
+}
+
+/// As above on S3 (moto), for a volume's CompleteMultipartUpload and for
+/// the manifest's PutObject, with credentials that may read the bucket and
+/// with put-only ones (which trust the journal: the lost attempt was theirs).
+#[test]
+fn s3_writes_whose_answer_is_lost_complete_without_overwriting() {
+    let m = crate::s3::moto();
+    let endpoint = m["MOTO_ENDPOINT"].clone();
+    let upstream = endpoint.trim_start_matches("http://").to_string();
+    type Case = (&'static str, fn(&[u8]) -> bool, bool);
+    let cases: [Case; 3] = [
+        ("complete", s3_complete, false),
+        ("manifest", s3_manifest_put, false),
+        ("manifest_put_only", s3_manifest_put, true),
+    ];
+    for (what, is_it, put_only) in cases {
+        let sb = Sandbox::new(&format!("s3_lost_answer_{what}"));
+        source(&sb);
+        let proxy = Proxy::start(upstream.clone(), Fault::LoseAnswer { is_it });
+        let extra = format!("concurrency = 1\nput_only = {put_only}");
+        let table = crate::s3::s3_table(&sb, &extra).replace(
+            &format!("endpoint = \"{endpoint}\""),
+            &format!("endpoint = \"http://127.0.0.1:{}\"", proxy.port),
+        );
+        sb.config_dir_job("volume_size = \"8MiB\"", &["s3"], &table);
+        let (id, secret) = if put_only {
+            (
+                "MOTO_UPLOADER_ACCESS_KEY_ID",
+                "MOTO_UPLOADER_SECRET_ACCESS_KEY",
+            )
+        } else {
+            ("MOTO_ADMIN_ACCESS_KEY_ID", "MOTO_ADMIN_SECRET_ACCESS_KEY")
+        };
+        let r = Run::from(
+            sb.command(&["--json", "backup"])
+                .env("AWS_ACCESS_KEY_ID", &m[id])
+                .env("AWS_SECRET_ACCESS_KEY", &m[secret])
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .output()
+                .expect("run"),
+        );
+        assert_eq!(r.code, 0, "{what}: {r:?}");
+        assert_eq!(
+            proxy.cuts.load(Ordering::SeqCst),
+            1,
+            "{what}: one answer was lost"
+        );
+        proxy.set(Fault::Pass);
+        let admin = |args: &[&str]| {
+            let text = std::fs::read_to_string(sb.config_path()).expect("config");
+            sb.write_config(&text.replace("put_only = true", "put_only = false"));
+            Run::from(
+                sb.command(args)
+                    .env("AWS_ACCESS_KEY_ID", &m["MOTO_ADMIN_ACCESS_KEY_ID"])
+                    .env("AWS_SECRET_ACCESS_KEY", &m["MOTO_ADMIN_SECRET_ACCESS_KEY"])
+                    .env("AWS_EC2_METADATA_DISABLED", "true")
+                    .output()
+                    .expect("run"),
+            )
+        };
+        crate::remote::restores_the_source(&sb, admin);
+    }
 }
 
 /// Azure's table with the endpoint through the proxy on `port`.

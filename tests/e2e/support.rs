@@ -255,3 +255,135 @@ pub fn backup_then_sigterm(
         .unwrap_or_else(|e| panic!("not one JSON document ({e}): {run:?}"));
     (run, json)
 }
+
+/// What a restore must give back of one entry besides its bytes: kind,
+/// mode, owner, modification time (to the nanosecond), and for a file
+/// whose inode has several names, the first of its names under the root.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EntryMeta {
+    pub kind: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: (i64, i64),
+    pub linked_to: Option<std::ffi::OsString>,
+}
+
+/// Every entry under `root` and `root` itself (as ""), by raw relative
+/// name (bytes: names need not be UTF-8).
+pub fn meta_snapshot(root: &Path) -> BTreeMap<Vec<u8>, EntryMeta> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut first_name: BTreeMap<(u64, u64), std::ffi::OsString> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let e = e.expect("walk");
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .expect("prefix")
+            .as_os_str()
+            .to_owned();
+        let md = fs::symlink_metadata(e.path()).expect("stat");
+        let (kind, content) = if md.file_type().is_symlink() {
+            let t = fs::read_link(e.path()).expect("readlink");
+            ("link".to_string(), t.as_os_str().as_bytes().to_vec())
+        } else if md.is_dir() {
+            ("dir".to_string(), Vec::new())
+        } else {
+            ("file".to_string(), fs::read(e.path()).expect("read"))
+        };
+        let linked_to = if md.is_file() && md.nlink() > 1 {
+            let first = first_name
+                .entry((md.dev(), md.ino()))
+                .or_insert_with(|| rel.clone());
+            Some(first.clone())
+        } else {
+            None
+        };
+        out.insert(
+            rel.as_bytes().to_vec(),
+            EntryMeta {
+                kind,
+                content,
+                mode: if md.file_type().is_symlink() {
+                    0
+                } else {
+                    md.mode() & 0o7777
+                },
+                uid: md.uid(),
+                gid: md.gid(),
+                mtime: (md.mtime(), md.mtime_nsec()),
+                linked_to,
+            },
+        );
+    }
+    out
+}
+
+/// Restored `b` holds what `a` holds, with the metadata a database needs
+/// to start on it (see [`EntryMeta`]), the root folder included.
+pub fn assert_faithful(a: &Path, b: &Path) {
+    let sa = meta_snapshot(a);
+    let sb = meta_snapshot(b);
+    let names = |s: &BTreeMap<Vec<u8>, EntryMeta>| -> Vec<String> {
+        s.keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    };
+    assert_eq!(names(&sa), names(&sb), "the trees hold different names");
+    for (k, va) in &sa {
+        let vb = &sb[k];
+        let name = String::from_utf8_lossy(k);
+        assert_eq!(va.kind, vb.kind, "{name:?}: kind");
+        assert!(va.content == vb.content, "{name:?}: content differs");
+        assert_eq!(
+            (va.mode, va.uid, va.gid),
+            (vb.mode, vb.uid, vb.gid),
+            "{name:?}: mode and owner"
+        );
+        assert_eq!(va.mtime, vb.mtime, "{name:?}: modification time");
+        assert_eq!(va.linked_to, vb.linked_to, "{name:?}: hard links");
+    }
+}
+
+/// Sets the modification time of `path` (not following a symlink) to `sec`.`nsec`.
+pub fn set_mtime(path: &Path, sec: i64, nsec: i64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        },
+    ];
+    // SAFETY: `c` and `times` outlive the call; utimensat only reads them.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(rc, 0, "utimensat {}", path.display());
+}
+
+/// Restores job "db"'s `backup` into `to` (relative to the sandbox).
+pub fn restore_backup(sb: &Sandbox, backup: &str, to: &str) -> Run {
+    let to = sb.path(to);
+    sb.offsite(&[
+        "--json",
+        "restore",
+        "--job",
+        "db",
+        "--backup",
+        backup,
+        "--to",
+        to.to_str().expect("utf8"),
+    ])
+}
