@@ -6,8 +6,19 @@
 //!   TLS from the first byte, usually port 990) verifies the server's
 //!   certificate against `ca_file` when given (a private CA, or a
 //!   self-signed certificate that is not itself marked as a CA), else
-//!   against the Mozilla roots (webpki-roots). There is no "accept any
-//!   certificate" switch. Data connections are protected too.
+//!   against the Mozilla roots (webpki-roots); or, with `fingerprint`, it
+//!   trusts exactly the certificate whose SHA-256 is pinned (a small
+//!   server's self-signed one, which rustls otherwise refuses as a CA used
+//!   as an end entity), as SFTP pins a host key. A refused certificate's
+//!   error prints its fingerprint. There is no "accept any certificate"
+//!   switch. Data connections are protected too.
+//! - TLS session reuse: ProFTPD and vsftpd (as shipped) accept a data
+//!   connection only when it resumes the control connection's TLS session.
+//!   rustls resumes TLS 1.3 with tickets it uses once, and ProFTPD hands out
+//!   two per control connection, so the third data connection would be
+//!   refused (425). FTPS therefore speaks TLS 1.2, whose session resumes
+//!   any number of times; each control connection keeps its own session
+//!   cache, so a data connection never offers another one's session.
 //! - Binary transfers (TYPE I) only; passive mode, using the control
 //!   connection's address when the server announces another (NAT).
 //! - The root folder (`path`) must exist: the session changes into it
@@ -20,6 +31,14 @@
 //!   volume. Completion renames into place (RNFR/RNTO) and checks the final
 //!   size. FTP has no fsync: a part counts as stored once the server
 //!   confirms the transfer (226).
+//! - A server that refuses to resume a transfer (ProFTPD as Debian ships
+//!   it: `AllowStoreRestart` off; or `resume = false`) is found at the
+//!   first part past offset 0; from then on [`Backend::capabilities`] says
+//!   `multipart: false` and volumes go whole with `put_file` (one STOR to a
+//!   hidden name, then the rename; no resume).
+//! - Nothing is overwritten, as far as FTP allows: RNTO replaces an
+//!   existing file on every server tried, so the final name is checked
+//!   (SIZE) just before; two writers within that moment could both pass.
 //! - `list` uses MLSD where the server announces it (FEAT `MLST`) and LIST
 //!   where it does not (vsftpd); `.` and `..` are skipped.
 //! - FTP answers 550 both for "no such file" and "not allowed": where it
@@ -34,7 +53,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -51,8 +71,8 @@ use crate::files::{
     upload_gone,
 };
 use crate::{
-    Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
-    Readiness, Result, Secret, UploadId, validate_key,
+    Backend, ByteStream, Capabilities, Error, ErrorKind, FileBody, ListStream, ObjectMeta, Part,
+    PartReceipt, Readiness, Result, Secret, UploadId, validate_key,
 };
 
 /// How the connection is protected.
@@ -93,10 +113,18 @@ pub struct FtpOptions {
     pub tls: FtpTls,
     /// PEM certificates to trust instead of the Mozilla roots.
     pub ca_file: Option<PathBuf>,
+    /// The SHA-256 of the server's own certificate (DER), pinned: that
+    /// certificate is trusted whoever signed it (a small server's
+    /// self-signed one), any other refused. Instead of `ca_file`.
+    pub fingerprint: Option<[u8; 32]>,
     /// Connect and per-read/write timeout.
     pub timeout: Duration,
     /// List with LIST even where the server has MLSD (to test the fallback).
     pub force_list: bool,
+    /// Resume uploads part by part (REST + STOR). False for a server known
+    /// to refuse it: volumes then go whole from the start. Where it is true
+    /// and the server refuses, the backend finds out and goes whole anyway.
+    pub resume: bool,
 }
 
 /// Idle connections kept for reuse.
@@ -132,6 +160,12 @@ struct Inner {
     name: String,
     options: FtpOptions,
     pool: Pool<Conn>,
+    /// The server refused to resume a transfer (REST before STOR, or
+    /// APPE): uploads go whole from then on (`multipart` is false).
+    no_restart: AtomicBool,
+    /// The SHA-256 of the last certificate the server presented that was
+    /// not trusted, for the error to show.
+    refused_certificate: Arc<Mutex<Option<String>>>,
 }
 
 impl fmt::Debug for FtpBackend {
@@ -163,6 +197,120 @@ fn reply_text(e: &FtpError) -> String {
 }
 
 const UNTRUSTED_HINT: &str = "the server's certificate is not trusted: set ca_file to the CA that signed it (or to the server's own self-signed certificate); offsite never accepts an unverified certificate";
+
+/// `AB:CD:...`: a SHA-256 as `openssl x509 -fingerprint -sha256` prints it.
+pub fn fingerprint_text(sha: &[u8]) -> String {
+    sha.iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parses a pinned fingerprint: `sha256:` then 32 bytes in hex, with or
+/// without colons.
+pub fn parse_fingerprint(text: &str) -> std::result::Result<[u8; 32], String> {
+    let hex: String = text
+        .trim()
+        .strip_prefix("sha256:")
+        .or_else(|| text.trim().strip_prefix("SHA256:"))
+        .unwrap_or(text.trim())
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return Err(format!(
+            "a SHA-256 fingerprint is 32 bytes (64 hex digits), this has {} digits",
+            hex.len()
+        ));
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("{:?} is not hex", &hex[2 * i..2 * i + 2]))?;
+    }
+    Ok(out)
+}
+
+/// Checks the server's certificate: against the pinned fingerprint when one
+/// is set (then nothing else about the certificate matters: a small
+/// server's self-signed, CA-flagged, expired certificate is what the
+/// operator pinned), else the roots' usual way. A refused certificate's
+/// fingerprint is kept for the error. The handshake's signatures are
+/// always checked.
+#[derive(Debug)]
+struct CertificateCheck {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    pinned: Option<[u8; 32]>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    refused: Arc<Mutex<Option<String>>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for CertificateCheck {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use sha2::Digest;
+        let sha: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
+        let verdict = match self.pinned {
+            Some(pin) if pin == sha => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            Some(_) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
+            None => self.webpki.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
+        };
+        if verdict.is_err()
+            && let Ok(mut r) = self.refused.lock()
+        {
+            *r = Some(fingerprint_text(&sha));
+        }
+        verdict
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
 
 /// Whether rustls refused the server's certificate (it reports that as an I/O error).
 fn untrusted_certificate(io: &std::io::Error) -> bool {
@@ -230,17 +378,35 @@ fn ftp_error(what: impl Into<String>, e: FtpError) -> Error {
     }
 }
 
+/// The error for a server that refuses to resume a transfer (REST before
+/// STOR): `Unsupported`, which makes the backend send whole files.
+fn refused_restart(e: &FtpError) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!(
+            "the server refuses to resume a transfer ({})",
+            reply_text(e)
+        ),
+    )
+    .with_hint(
+        "each volume is sent whole from now on, without resume (on ProFTPD, `AllowStoreRestart on` lets offsite resume)",
+    )
+}
+
 fn is_550(e: &FtpError) -> bool {
     code(e) == Some(550)
 }
 
 impl FtpBackend {
     pub fn new(name: impl Into<String>, options: FtpOptions) -> FtpBackend {
+        let resume = options.resume;
         FtpBackend {
             inner: Arc::new(Inner {
                 name: name.into(),
                 options,
                 pool: Pool::new(POOL_SIZE),
+                no_restart: AtomicBool::new(!resume),
+                refused_certificate: Arc::new(Mutex::new(None)),
             }),
         }
     }
@@ -308,12 +474,48 @@ impl Inner {
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let setup = |e: rustls::Error| Error::new(ErrorKind::Unexpected, format!("TLS setup: {e}"));
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| Error::new(ErrorKind::ConfigInvalid, format!("TLS setup: {e}")))?;
+        let verifier = Arc::new(CertificateCheck {
+            webpki,
+            pinned: o.fingerprint,
+            provider: provider.clone(),
+            refused: self.refused_certificate.clone(),
+        });
+        // TLS 1.2: see the module documentation (session reuse).
         let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("TLS setup: {e}")))?
-            .with_root_certificates(roots)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .map_err(setup)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
         Ok(RustlsConnector::from(Arc::new(config)))
+    }
+
+    /// `e`, with the refused certificate's fingerprint in its hint when
+    /// the TLS handshake refused the server's certificate.
+    fn certificate_hint(&self, e: Error) -> Error {
+        if e.hint() == Some(UNTRUSTED_HINT) {
+            let hint = self.untrusted_hint();
+            e.with_hint(hint)
+        } else {
+            e
+        }
+    }
+
+    /// The hint for a refused certificate: its fingerprint, and how to pin it.
+    fn untrusted_hint(&self) -> String {
+        match self.refused_certificate.lock().ok().and_then(|g| g.clone()) {
+            Some(fp) => format!(
+                "the server presented a certificate with SHA-256 fingerprint {fp}; if that is your server's own (compare with `openssl x509 -noout -fingerprint -sha256 -in CERT` on the server), pin it with fingerprint = \"sha256:{fp}\", or set ca_file to the CA that signed it; offsite never accepts an unverified certificate"
+            ),
+            None => UNTRUSTED_HINT.to_string(),
+        }
     }
 
     fn connect(&self) -> Result<Conn> {
@@ -346,7 +548,10 @@ impl Inner {
                 let ftp =
                     RustlsFtpStream::connect_secure_implicit(addr, self.tls_connector()?, &o.host)
                         .map_err(|e| {
-                            ftp_error(format!("cannot connect to {at} (implicit TLS)"), e)
+                            self.certificate_hint(ftp_error(
+                                format!("cannot connect to {at} (implicit TLS)"),
+                                e,
+                            ))
                         })?;
                 {
                     let socket = ftp.get_ref();
@@ -367,7 +572,9 @@ impl Inner {
                     .map_err(|e| ftp_error(format!("no FTP greeting from {at}"), e))?;
                 if o.tls == FtpTls::Explicit {
                     ftp.into_secure(self.tls_connector()?, &o.host)
-                        .map_err(|e| ftp_error(format!("AUTH TLS with {at}"), e))?
+                        .map_err(|e| {
+                            self.certificate_hint(ftp_error(format!("AUTH TLS with {at}"), e))
+                        })?
                 } else {
                     ftp
                 }
@@ -422,6 +629,65 @@ impl Inner {
         Ok(Conn { ftp, mlsd, base })
     }
 
+    /// `e`, from storing a part at an offset: when the server refuses to
+    /// resume (ProFTPD as shipped: `451 ...: Append/Restart not permitted`;
+    /// others: REST not implemented), the backend goes over to whole files
+    /// ([`Backend::capabilities`] says so from now on) and the error is
+    /// `Unsupported` for the caller to send the volume whole.
+    fn restart_refused(&self, e: Error) -> Error {
+        if e.kind() == ErrorKind::Unsupported {
+            self.no_restart.store(true, Ordering::Relaxed);
+        }
+        e
+    }
+
+    /// Stores `file` whole as `path` in one STOR, streamed, paced by its
+    /// limiter (on the blocking pool: `rt` runs the pacing).
+    fn store_file(
+        conn: &mut Conn,
+        path: &str,
+        file: &FileBody,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<()> {
+        let mut f = std::fs::File::open(&file.path).map_err(|e| {
+            Error::from_io(format!("cannot open staged {}", file.path.display()), e)
+        })?;
+        let abs = conn.abs(path);
+        let mut stream = conn
+            .ftp
+            .put_with_stream(&abs)
+            .map_err(|e| ftp_error(format!("STOR {path}"), e))?;
+        let mut buf = vec![0u8; WRITE_SLICE];
+        let mut sent = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| {
+                Error::from_io(format!("cannot read staged {}", file.path.display()), e)
+            })?;
+            if n == 0 {
+                break;
+            }
+            rt.block_on(file.pace(n as u64));
+            stream
+                .write_all(&buf[..n])
+                .map_err(|e| Error::from_io(format!("cannot send {path}"), e).temporary())?;
+            sent += n as u64;
+        }
+        stream
+            .finish()
+            .map_err(|e| ftp_error(format!("STOR {path} did not complete"), e))?;
+        if sent != file.size {
+            return Err(Error::new(
+                ErrorKind::Precondition,
+                format!(
+                    "staged {} is {sent} bytes, not {}: it changed after staging; stage the backup again",
+                    file.path.display(),
+                    file.size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The folder and file name of `key`, relative to the root.
     fn split(key: &str) -> Result<(&str, &str)> {
         validate_key(key)?;
@@ -473,15 +739,27 @@ impl Inner {
                     format!("offset {offset} is too large here"),
                 )
             })?;
-            conn.ftp
-                .resume_transfer(at)
-                .map_err(|e| ftp_error(format!("REST {offset} for {path}"), e))?;
+            conn.ftp.resume_transfer(at).map_err(|e| {
+                if matches!(code(&e), Some(500 | 502 | 504)) {
+                    refused_restart(&e)
+                } else {
+                    ftp_error(format!("REST {offset} for {path}"), e)
+                }
+            })?;
         }
         let abs = conn.abs(path);
-        let mut stream = conn
-            .ftp
-            .put_with_stream(&abs)
-            .map_err(|e| ftp_error(format!("STOR {path}"), e))?;
+        let mut stream = conn.ftp.put_with_stream(&abs).map_err(|e| {
+            // ProFTPD as shipped: "451 <file>: Append/Restart not permitted, try again".
+            let text = reply_text(&e);
+            if offset > 0
+                && code(&e) == Some(451)
+                && (text.contains("Restart") || text.contains("Append"))
+            {
+                refused_restart(&e)
+            } else {
+                ftp_error(format!("STOR {path}"), e)
+            }
+        })?;
         for slice in body.chunks(WRITE_SLICE) {
             stream
                 .write_all(slice)
@@ -538,7 +816,13 @@ impl Backend for FtpBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        file_tree_capabilities(false)
+        let mut caps = file_tree_capabilities(false);
+        if self.inner.no_restart.load(Ordering::Relaxed) {
+            // The server refused REST/APPE: whole files with `put_file`.
+            caps.multipart = false;
+            caps.offset_resume = false;
+        }
+        caps
     }
 
     async fn probe(&self) -> Result<()> {
@@ -580,7 +864,53 @@ impl Backend for FtpBackend {
         .await
     }
 
+    /// For a server that refuses to resume a transfer: the staged file in
+    /// one STOR to a hidden name, then moved into place (create-only, as
+    /// `complete_upload`).
+    async fn put_file(&self, key: &str, file: FileBody) -> Result<()> {
+        if !self.inner.no_restart.load(Ordering::Relaxed) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "this server resumes transfers: files go in parts (create_upload)",
+            )
+            .with_destination(&self.inner.name)
+            .with_key(key));
+        }
+        let key_owned = key.to_string();
+        let rt = tokio::runtime::Handle::current();
+        self.blocking(key, move |_, conn| {
+            Inner::make_dirs(conn, &key_owned)?;
+            let partial = Inner::partial_path(&key_owned, &UploadId(unique_id()))?;
+            let stored = Inner::store_file(conn, &partial, &file, &rt)
+                .and_then(|()| Inner::rename_into_place(conn, &partial, &key_owned));
+            if let Err(e) = stored {
+                let abs = conn.abs(&partial);
+                let _ = conn.ftp.rm(&abs);
+                return Err(e);
+            }
+            match Inner::size(conn, &key_owned)? {
+                Some(n) if n == file.size => Ok(()),
+                other => Err(Error::new(
+                    ErrorKind::Unexpected,
+                    format!(
+                        "{key_owned} is {other:?} bytes after upload, expected {}",
+                        file.size
+                    ),
+                )),
+            }
+        })
+        .await
+    }
+
     async fn create_upload(&self, key: &str, _part_size: u64) -> Result<UploadId> {
+        if self.inner.no_restart.load(Ordering::Relaxed) {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "this server does not resume transfers, so files go whole (put_file)",
+            )
+            .with_destination(&self.inner.name)
+            .with_key(key));
+        }
         let key_owned = key.to_string();
         self.blocking(key, move |_, conn| {
             Inner::make_dirs(conn, &key_owned)?;
@@ -595,7 +925,7 @@ impl Backend for FtpBackend {
     async fn put_part(&self, key: &str, upload: &UploadId, part: Part) -> Result<PartReceipt> {
         let key_owned = key.to_string();
         let upload = upload.clone();
-        self.blocking(key, move |_, conn| {
+        self.blocking(key, move |inner, conn| {
             let partial = Inner::partial_path(&key_owned, &upload)?;
             // Resume by SIZE: every byte before this part must be there.
             let Some(size) = Inner::size(conn, &partial)? else {
@@ -611,7 +941,9 @@ impl Backend for FtpBackend {
                 )
                 .with_hint("the upload will be restarted from its first part"));
             }
-            Inner::store_at(conn, &partial, part.offset, &part.body)?;
+            if let Err(e) = Inner::store_at(conn, &partial, part.offset, &part.body) {
+                return Err(inner.restart_refused(e));
+            }
             // A server that ignored REST would have rewritten the file from 0.
             let end = part.offset + part.body.len() as u64;
             match Inner::size(conn, &partial)? {
@@ -753,6 +1085,23 @@ impl Backend for FtpBackend {
         Ok(Box::pin(futures::stream::iter(items.into_iter().map(Ok))))
     }
 
+    async fn list_leftovers(&self, prefix: &str) -> Result<Vec<crate::Leftover>> {
+        let prefix_owned = prefix.to_string();
+        self.blocking(prefix, move |_, conn| {
+            let dir = match prefix_owned.rfind('/') {
+                Some(i) => &prefix_owned[..i],
+                None => "",
+            };
+            if !dir.is_empty() {
+                validate_key(dir)?;
+            }
+            let mut out = Vec::new();
+            walk_for(conn, dir, &prefix_owned, &mut Found::Leftovers(&mut out))?;
+            Ok(out)
+        })
+        .await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let key_owned = key.to_string();
         self.blocking(key, move |_, conn| {
@@ -796,7 +1145,19 @@ fn list_inside(conn: &mut Conn, dir: &str) -> std::result::Result<Vec<String>, F
 
 /// Lists the files under `dir` (relative to the root; "" for the root)
 /// whose keys start with `prefix`.
+/// What a walk collects: the objects, or the hidden work files.
+enum Found<'a> {
+    Objects(&'a mut Vec<ObjectMeta>),
+    Leftovers(&'a mut Vec<crate::Leftover>),
+}
+
 fn walk(conn: &mut Conn, dir: &str, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+    walk_for(conn, dir, prefix, &mut Found::Objects(out))
+}
+
+/// Walks `dir`. LIST (servers without MLSD) hides names starting with a
+/// dot on most servers: there, leftovers are not found.
+fn walk_for(conn: &mut Conn, dir: &str, prefix: &str, out: &mut Found) -> Result<()> {
     let shown = if dir.is_empty() { "." } else { dir };
     let lines = if conn.mlsd {
         let abs = conn.abs(dir);
@@ -829,13 +1190,20 @@ fn walk(conn: &mut Conn, dir: &str, prefix: &str, out: &mut Vec<ObjectMeta>) -> 
         if entry.is_directory() {
             let as_dir = format!("{rel}/");
             if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
-                walk(conn, &rel, prefix, out)?;
+                walk_for(conn, &rel, prefix, out)?;
             }
-        } else if entry.is_file() && !is_hidden_work_file(&name) && rel.starts_with(prefix) {
-            out.push(ObjectMeta {
-                key: rel,
-                size: entry.size() as u64,
-            });
+        } else if entry.is_file() && rel.starts_with(prefix) {
+            match (&mut *out, is_hidden_work_file(&name)) {
+                (Found::Objects(v), false) => v.push(ObjectMeta {
+                    key: rel,
+                    size: entry.size() as u64,
+                }),
+                (Found::Leftovers(v), true) => v.push(crate::Leftover {
+                    key: rel,
+                    modified: Some(entry.modified()),
+                }),
+                _ => {}
+            }
         }
     }
     Ok(())
@@ -871,8 +1239,10 @@ mod tests {
                 root: "/".into(),
                 tls: FtpTls::Explicit,
                 ca_file: None,
+                fingerprint: None,
                 timeout: Duration::from_secs(5),
                 force_list: false,
+                resume: true,
             },
         );
         let text = format!("{b:?}");

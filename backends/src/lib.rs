@@ -94,6 +94,15 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// A hidden file an unfinished upload or put left (see [`Backend::list_leftovers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// Its key, as `delete` takes it.
+    pub key: String,
+    /// When it was last written, where the server says.
+    pub modified: Option<std::time::SystemTime>,
+}
+
 /// The id of an unfinished upload; opaque to the caller, who only stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadId(pub String);
@@ -142,6 +151,13 @@ impl FileBody {
     pub fn paced(mut self, limiter: Arc<RateLimiter>) -> FileBody {
         self.pace = Some(limiter);
         self
+    }
+
+    /// Waits until `n` more bytes may be sent, when a limiter is attached.
+    pub async fn pace(&self, n: u64) {
+        if let Some(p) = &self.pace {
+            p.acquire(n).await;
+        }
     }
 
     /// The file's bytes in blocks of `block` bytes, paced when a limiter is
@@ -300,6 +316,16 @@ pub trait Backend: Send + Sync + Debug {
     async fn list(&self, prefix: &str) -> Result<ListStream>;
 
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// The hidden files unfinished uploads and puts left under `prefix`: a
+    /// file-tree backend's partial and temp files, which `list` never
+    /// shows. `delete` removes one, and folders it leaves empty. Stores
+    /// that keep unfinished uploads out of the namespace (S3, Azure, a
+    /// vault) have none.
+    async fn list_leftovers(&self, prefix: &str) -> Result<Vec<Leftover>> {
+        let _ = prefix;
+        Ok(Vec::new())
+    }
 }
 
 /// Checks that `key` is a relative `/`-separated key with no empty, `.` or

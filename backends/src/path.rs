@@ -18,6 +18,7 @@
 //!   without hard links either gets a check then a rename, which two
 //!   writers racing within the same moment can both pass.
 //! - `list` never shows partial or temp files.
+//! - Files are created mode 0600 (owner only), whatever the umask.
 //!
 //! Every filesystem call runs on tokio's blocking pool, never on the async
 //! runtime's threads.
@@ -25,7 +26,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,6 +41,10 @@ use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
     Readiness, Result, UploadId, validate_key,
 };
+
+/// Backups hold a database's data: their files are readable by their owner
+/// only, whatever the umask.
+const FILE_MODE: u32 = 0o600;
 
 #[derive(Debug, Clone)]
 pub struct PathBackend {
@@ -233,7 +238,11 @@ impl Backend for PathBackend {
             let (parent, name) = inner.parent_dir(&key_owned)?;
             let tmp = parent.join(temp_name(&name));
             let write = || -> std::io::Result<()> {
-                let mut f = File::create(&tmp)?;
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(FILE_MODE)
+                    .open(&tmp)?;
                 f.write_all(&body)?;
                 f.sync_all()
             };
@@ -260,6 +269,7 @@ impl Backend for PathBackend {
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(FILE_MODE)
                 .open(&partial)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::from_io(format!("cannot create {}", partial.display()), e))?;
@@ -417,6 +427,29 @@ impl Backend for PathBackend {
         Ok(Box::pin(futures::stream::iter(items.into_iter().map(Ok))))
     }
 
+    async fn list_leftovers(&self, prefix: &str) -> Result<Vec<crate::Leftover>> {
+        let prefix_owned = prefix.to_string();
+        self.blocking(prefix, move |inner| {
+            inner.check_root()?;
+            let start = match prefix_owned.rfind('/') {
+                Some(i) => {
+                    validate_key(&prefix_owned[..i])?;
+                    inner.root.join(&prefix_owned[..i])
+                }
+                None => inner.root.clone(),
+            };
+            let mut out = Vec::new();
+            walk_for(
+                &inner.root,
+                &start,
+                &prefix_owned,
+                &mut Found::Leftovers(&mut out),
+            )?;
+            Ok(out)
+        })
+        .await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let key_owned = key.to_string();
         self.blocking(key, move |inner| {
@@ -446,7 +479,17 @@ impl Backend for PathBackend {
     }
 }
 
+/// What a walk collects: the objects, or the hidden work files.
+enum Found<'a> {
+    Objects(&'a mut Vec<ObjectMeta>),
+    Leftovers(&'a mut Vec<crate::Leftover>),
+}
+
 fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+    walk_for(root, dir, prefix, &mut Found::Objects(out))
+}
+
+fn walk_for(root: &Path, dir: &Path, prefix: &str, out: &mut Found) -> Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -468,14 +511,23 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Res
         if ft.is_dir() {
             let as_dir = format!("{rel}/");
             if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
-                walk(root, &path, prefix, out)?;
+                walk_for(root, &path, prefix, out)?;
             }
-        } else if ft.is_file() && !is_hidden_work_file(&name) && rel.starts_with(prefix) {
-            let size = entry
+        } else if ft.is_file() && rel.starts_with(prefix) {
+            let md = entry
                 .metadata()
-                .map_err(|e| Error::from_io(format!("cannot stat {}", path.display()), e))?
-                .len();
-            out.push(ObjectMeta { key: rel, size });
+                .map_err(|e| Error::from_io(format!("cannot stat {}", path.display()), e))?;
+            match (&mut *out, is_hidden_work_file(&name)) {
+                (Found::Objects(v), false) => v.push(ObjectMeta {
+                    key: rel,
+                    size: md.len(),
+                }),
+                (Found::Leftovers(v), true) => v.push(crate::Leftover {
+                    key: rel,
+                    modified: md.modified().ok(),
+                }),
+                _ => {}
+            }
         }
     }
     Ok(())

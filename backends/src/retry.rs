@@ -179,6 +179,9 @@ impl Backend for Retrying {
     async fn delete(&self, key: &str) -> Result<()> {
         with_retries(&self.policy, || self.inner.delete(key)).await
     }
+    async fn list_leftovers(&self, prefix: &str) -> Result<Vec<crate::Leftover>> {
+        with_retries(&self.policy, || self.inner.list_leftovers(prefix)).await
+    }
 }
 
 #[cfg(test)]

@@ -110,6 +110,9 @@ pub struct SftpOptions {
 
 /// Bytes handed to libssh2 per write call (it pipelines within one call).
 const WRITE_SLICE: usize = 1 << 20;
+/// Backups hold a database's data: files are created readable by their
+/// owner only (the server's umask may only take more away).
+const FILE_MODE: i32 = 0o600;
 /// Idle connections kept for reuse.
 const POOL_SIZE: usize = 4;
 
@@ -574,7 +577,12 @@ impl Backend for SftpBackend {
             let target = inner.path_of(&key_owned)?;
             let write = || -> Result<()> {
                 let mut f = sftp
-                    .create(Path::new(&tmp))
+                    .open_mode(
+                        Path::new(&tmp),
+                        OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
+                        FILE_MODE,
+                        OpenType::File,
+                    )
                     .map_err(|e| ssh_error(format!("cannot create {tmp}"), e))?;
                 write_slices(&mut f, &body)
                     .map_err(|e| io_error(format!("cannot write {tmp}"), e))?;
@@ -599,7 +607,7 @@ impl Backend for SftpBackend {
             sftp.open_mode(
                 Path::new(&partial),
                 OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
-                0o644,
+                FILE_MODE,
                 OpenType::File,
             )
             .map_err(|e| ssh_error(format!("cannot create {partial}"), e))?;
@@ -613,7 +621,7 @@ impl Backend for SftpBackend {
         let upload = upload.clone();
         self.blocking(key, move |inner, sftp| {
             let partial = inner.partial_path(&key_owned, &upload)?;
-            let mut f = match sftp.open_mode(Path::new(&partial), OpenFlags::WRITE, 0o644, OpenType::File)
+            let mut f = match sftp.open_mode(Path::new(&partial), OpenFlags::WRITE, FILE_MODE, OpenType::File)
             {
                 Ok(f) => f,
                 Err(e) if is_sftp(&e, &[FX_NO_SUCH_FILE, FX_NO_SUCH_PATH]) => {
@@ -766,6 +774,29 @@ impl Backend for SftpBackend {
         Ok(Box::pin(futures::stream::iter(items.into_iter().map(Ok))))
     }
 
+    async fn list_leftovers(&self, prefix: &str) -> Result<Vec<crate::Leftover>> {
+        let prefix_owned = prefix.to_string();
+        self.blocking(prefix, move |inner, sftp| {
+            let dir = match prefix_owned.rfind('/') {
+                Some(i) => &prefix_owned[..i],
+                None => "",
+            };
+            if !dir.is_empty() {
+                validate_key(dir)?;
+            }
+            let mut out = Vec::new();
+            walk_for(
+                inner,
+                sftp,
+                dir,
+                &prefix_owned,
+                &mut Found::Leftovers(&mut out),
+            )?;
+            Ok(out)
+        })
+        .await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let key_owned = key.to_string();
         self.blocking(key, move |inner, sftp| {
@@ -802,6 +833,12 @@ impl Read for ConnReader {
 }
 
 /// Lists the files under `dir` (a key folder, "" for the root) whose keys start with `prefix`.
+/// What a walk collects: the objects, or the hidden work files.
+enum Found<'a> {
+    Objects(&'a mut Vec<ObjectMeta>),
+    Leftovers(&'a mut Vec<crate::Leftover>),
+}
+
 fn walk(
     inner: &Inner,
     sftp: &Sftp,
@@ -809,6 +846,10 @@ fn walk(
     prefix: &str,
     out: &mut Vec<ObjectMeta>,
 ) -> Result<()> {
+    walk_for(inner, sftp, dir, prefix, &mut Found::Objects(out))
+}
+
+fn walk_for(inner: &Inner, sftp: &Sftp, dir: &str, prefix: &str, out: &mut Found) -> Result<()> {
     let path = inner.path_of(dir)?;
     let entries = match sftp.readdir(Path::new(&path)) {
         Ok(e) => e,
@@ -830,13 +871,22 @@ fn walk(
         if st.is_dir() {
             let as_dir = format!("{rel}/");
             if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
-                walk(inner, sftp, &rel, prefix, out)?;
+                walk_for(inner, sftp, &rel, prefix, out)?;
             }
-        } else if st.is_file() && !is_hidden_work_file(&name) && rel.starts_with(prefix) {
-            out.push(ObjectMeta {
-                key: rel,
-                size: st.size.unwrap_or(0),
-            });
+        } else if st.is_file() && rel.starts_with(prefix) {
+            match (&mut *out, is_hidden_work_file(&name)) {
+                (Found::Objects(v), false) => v.push(ObjectMeta {
+                    key: rel,
+                    size: st.size.unwrap_or(0),
+                }),
+                (Found::Leftovers(v), true) => v.push(crate::Leftover {
+                    key: rel,
+                    modified: st
+                        .mtime
+                        .map(|t| std::time::UNIX_EPOCH + Duration::from_secs(t)),
+                }),
+                _ => {}
+            }
         }
     }
     Ok(())

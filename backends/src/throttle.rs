@@ -136,6 +136,9 @@ impl Backend for Throttled {
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
     }
+    async fn list_leftovers(&self, prefix: &str) -> Result<Vec<crate::Leftover>> {
+        self.inner.list_leftovers(prefix).await
+    }
 }
 
 #[cfg(test)]

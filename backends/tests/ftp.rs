@@ -35,8 +35,10 @@ fn options(server: &str, tls: FtpTls) -> FtpOptions {
         root: "/".into(),
         tls,
         ca_file: Some(PathBuf::from(var("FTP_CA_FILE"))),
+        fingerprint: None,
         timeout: Duration::from_secs(20),
         force_list: false,
+        resume: true,
     }
 }
 
@@ -177,4 +179,169 @@ async fn a_missing_root_folder_is_a_configuration_error() {
     let err = b.probe().await.expect_err("missing root");
     assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{err}");
     assert!(err.to_string().contains("/no-such-folder-here"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// ProFTPD as Debian ships it (tests/servers/proftpd.sh): AllowStoreRestart
+// off (no REST + STOR, no APPE on an existing file), TLS session reuse
+// required on data connections, a self-signed certificate on its second
+// instance.
+
+fn proftpd_env() -> HashMap<String, String> {
+    common::server_env("proftpd.env", "proftpd.sh")
+}
+
+fn proftpd(tls: FtpTls, resume: bool) -> FtpOptions {
+    let e = proftpd_env();
+    FtpOptions {
+        host: e["PROFTPD_HOST"].clone(),
+        port: e["PROFTPD_PORT"].parse().expect("port"),
+        user: e["PROFTPD_USER"].clone(),
+        password: FtpPassword::Value(Secret::new(e["PROFTPD_PASSWORD"].clone())),
+        root: "/".into(),
+        tls,
+        ca_file: Some(PathBuf::from(&e["PROFTPD_CA_FILE"])),
+        fingerprint: None,
+        timeout: Duration::from_secs(20),
+        force_list: false,
+        resume,
+    }
+}
+
+fn proftpd_selfsigned(fingerprint: Option<[u8; 32]>) -> FtpOptions {
+    let e = proftpd_env();
+    FtpOptions {
+        port: e["PROFTPD_SELFSIGNED_PORT"].parse().expect("port"),
+        user: e["PROFTPD_SELFSIGNED_USER"].clone(),
+        password: FtpPassword::Value(Secret::new(e["PROFTPD_SELFSIGNED_PASSWORD"].clone())),
+        ca_file: None,
+        fingerprint,
+        ..proftpd(FtpTls::Explicit, false)
+    }
+}
+
+/// ProFTPD over plain FTP, configured not to resume: files go whole.
+mod proftpd_stock_whole {
+    use super::*;
+    offsite_backends::conformance_tests!(|t| fixture(t, proftpd(FtpTls::None, false)));
+}
+
+/// ProFTPD over explicit TLS as shipped: every data connection must resume
+/// the control connection's TLS session (the suite opens dozens on pooled
+/// control connections).
+mod proftpd_stock_ftps {
+    use super::*;
+    offsite_backends::conformance_tests!(|t| fixture(t, proftpd(FtpTls::Explicit, false)));
+}
+
+/// A server that refuses to resume is found at the first part past offset
+/// 0: the part fails as Unsupported, saying what to change on the server,
+/// the backend stops offering parts, and the file goes whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refusing_to_resume_is_found_and_files_go_whole() {
+    let b = FtpBackend::new("pro", proftpd(FtpTls::Explicit, true));
+    assert!(b.capabilities().multipart);
+    let key = format!("{}/vol", common::unique("refusing_to_resume"));
+    let id = b.create_upload(&key, 1 << 20).await.expect("create");
+    let data = offsite_backends::conformance::pattern(1 << 20, 7);
+    let part = |index: u32| offsite_backends::Part {
+        index,
+        offset: u64::from(index) << 19,
+        body: bytes::Bytes::copy_from_slice(
+            &data[(index as usize) << 19..((index as usize) + 1) << 19],
+        ),
+    };
+    b.put_part(&key, &id, part(0))
+        .await
+        .expect("the first part, at offset 0");
+    let err = b
+        .put_part(&key, &id, part(1))
+        .await
+        .expect_err("REST refused");
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("AllowStoreRestart"), "{err}");
+    assert!(!b.capabilities().multipart, "from now on, whole files");
+    b.abort_upload(&key, &id).await.expect("abort");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vol");
+    std::fs::write(&path, &data).expect("write");
+    b.put_file(
+        &key,
+        offsite_backends::FileBody::new(&path, data.len() as u64),
+    )
+    .await
+    .expect("put_file");
+    assert_eq!(
+        offsite_backends::get_bytes(&b, &key).await.expect("get"),
+        data
+    );
+}
+
+/// A small server's self-signed certificate (CA:TRUE, which rustls refuses
+/// as a server's own) is trusted when pinned by its SHA-256; without the
+/// pin, the refusal prints the fingerprint to pin; a wrong pin is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_self_signed_certificate_is_trusted_and_any_other_refused() {
+    let e = proftpd_env();
+    let shown = e["PROFTPD_SELFSIGNED_SHA256"].clone();
+    let pin = offsite_backends::ftp::parse_fingerprint(&shown).expect("fingerprint");
+    let b = FtpBackend::new("small", proftpd_selfsigned(Some(pin)));
+    b.probe().await.expect("the pinned certificate is trusted");
+    let key = format!("{}/pinned", common::unique("pinned"));
+    b.put(&key, bytes::Bytes::from_static(b"over pinned TLS"))
+        .await
+        .expect("put");
+    assert_eq!(
+        offsite_backends::get_bytes(&b, &key).await.expect("get"),
+        b"over pinned TLS"
+    );
+
+    let unpinned = FtpBackend::new("small", proftpd_selfsigned(None));
+    let err = unpinned.probe().await.expect_err("not trusted");
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{text}");
+    assert!(
+        text.contains(&shown) && text.contains("fingerprint = \"sha256:"),
+        "the error shows the fingerprint to pin: {text}"
+    );
+    let mut wrong = pin;
+    wrong[0] ^= 1;
+    let err = FtpBackend::new("small", proftpd_selfsigned(Some(wrong)))
+        .probe()
+        .await
+        .expect_err("another certificate");
+    assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{err}");
+}
+
+/// The hidden files an interrupted upload leaves are listed as leftovers
+/// (with their time), never as objects, and `delete` removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_upload_leaves_a_leftover_that_delete_removes() {
+    let b = FtpBackend::new("pro", proftpd(FtpTls::None, true));
+    let prefix = common::unique("leftovers");
+    let key = format!("{prefix}/id/vol");
+    let _id = b.create_upload(&key, 1 << 20).await.expect("create");
+    assert!(
+        offsite_backends::list_all(&b, &format!("{prefix}/"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    let left = b
+        .list_leftovers(&format!("{prefix}/"))
+        .await
+        .expect("leftovers");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].key.starts_with(&format!("{prefix}/id/.vol.")),
+        "{left:?}"
+    );
+    assert!(left[0].modified.is_some());
+    b.delete(&left[0].key).await.expect("delete");
+    assert!(
+        b.list_leftovers(&format!("{prefix}/"))
+            .await
+            .expect("leftovers")
+            .is_empty()
+    );
 }
