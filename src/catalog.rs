@@ -158,12 +158,19 @@ pub fn select<'a>(
     }
     let found = if wanted == "latest" {
         let mine = |o: Option<&str>| o.is_none_or(|h| h == host);
+        // Every backup there, complete or damaged, by whose it is.
+        let origins: Vec<Option<&str>> = listing
+            .backups
+            .iter()
+            .map(origin)
+            .chain(listing.damaged.iter().map(|d| host_of_id(&d.id)))
+            .collect();
         let chosen_host: Option<Option<String>> = match only_host {
             Some(h) => Some(Some(h.to_string())),
-            None if listing.backups.iter().any(|b| mine(origin(b))) => None,
+            None if origins.iter().any(|o| mine(*o)) => None,
             None => {
                 let hosts: std::collections::BTreeSet<&str> =
-                    listing.backups.iter().filter_map(origin).collect();
+                    origins.iter().copied().flatten().collect();
                 if hosts.len() > 1 {
                     return Err(Error::Usage(format!(
                         "destination \"{}\": job {job:?} holds backups of several hosts ({}) and none of this host's ({host}); say whose with --host H, or name one with --backup ID",

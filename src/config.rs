@@ -230,6 +230,8 @@ struct RawFtpDestination {
     path: String,
     tls: Option<String>,
     ca_file: Option<PathBuf>,
+    fingerprint: Option<String>,
+    resume: Option<bool>,
     timeout: Option<HumanDuration>,
 }
 
@@ -954,11 +956,28 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     path,
                     tls,
                     ca_file,
+                    fingerprint,
+                    resume,
                     timeout,
                 } = read_kind(ctx, &here, rest)?;
                 if host.trim().is_empty() || host.contains(['\0', '/', ' ']) {
                     return Err(ctx.err(&key("host"), format!("invalid host {host:?}: write a name or an address, like \"backup.example.net\"")));
                 }
+                let fingerprint = match &fingerprint {
+                    None => None,
+                    Some(_) if ca_file.is_some() => {
+                        return Err(ctx.err(
+                            &key("fingerprint"),
+                            "give ca_file (trust a CA) or fingerprint (trust one certificate), not both",
+                        ));
+                    }
+                    Some(f) => Some(offsite_backends::ftp::parse_fingerprint(f).map_err(|m| {
+                        ctx.err(
+                            &key("fingerprint"),
+                            format!("{m}; write it as `openssl x509 -noout -fingerprint -sha256` prints it, like \"sha256:AB:CD:...\""),
+                        )
+                    })?),
+                };
                 if user.trim().is_empty() || user.contains(['\0', '\r', '\n']) {
                     return Err(
                         ctx.err(&key("user"), "the user cannot be empty or hold line breaks")
@@ -984,10 +1003,14 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                         ));
                     }
                 };
-                if tls == FtpTls::None && ca_file.is_some() {
+                if tls == FtpTls::None && (ca_file.is_some() || fingerprint.is_some()) {
                     return Err(ctx.err(
-                        &key("ca_file"),
-                        "ca_file needs tls = \"explicit\" or \"implicit\"",
+                        &key(if ca_file.is_some() {
+                            "ca_file"
+                        } else {
+                            "fingerprint"
+                        }),
+                        "ca_file and fingerprint need tls = \"explicit\" or \"implicit\"",
                     ));
                 }
                 DestinationKind::Ftp(FtpOptions {
@@ -998,8 +1021,10 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     root: path,
                     tls,
                     ca_file: ca_file.map(|f| ctx.resolve_path(&f)),
+                    fingerprint,
                     timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
                     force_list: false,
+                    resume: resume.unwrap_or(true),
                 })
             }
             "azure" => {

@@ -38,6 +38,11 @@ pub struct PruneReport {
     /// (`origins = "own"`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub others: Vec<OtherBackup>,
+    /// Hidden files interrupted uploads left on a file-tree destination
+    /// (partial and temp files) older than `incomplete_grace`: deleted (or,
+    /// in a dry run, to be deleted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -127,6 +132,7 @@ pub async fn prune_destination(
         decisions: Vec::new(),
         deleted: Vec::new(),
         others: Vec::new(),
+        leftovers: Vec::new(),
         error: None,
     };
     let result = async {
@@ -187,12 +193,29 @@ pub async fn prune_destination(
                     .extend(retention::apply(&infos, &incomplete, &policy, now)),
             }
         }
+        // What interrupted uploads left in this host's backups' folders
+        // (every host's with origins = "all"), once older than the grace period.
+        let prefix = catalog::job_prefix(target, &job.name);
+        for l in target.backend.list_leftovers(&prefix).await? {
+            let id = l.key[prefix.len()..].split('/').next().unwrap_or("");
+            let ours = group(origin_of(id, None)).is_none() || policy.origins == Origins::All;
+            let age = l
+                .modified
+                .and_then(|m| std::time::SystemTime::now().duration_since(m).ok());
+            if ours && age.is_some_and(|a| a > policy.incomplete_grace) {
+                report.leftovers.push(l.key);
+            }
+        }
         if dry_run {
             return Ok(());
         }
         for d in report.decisions.iter().filter(|d| d.action == Action::Delete) {
             delete_backup(target, &job.name, &d.id, d.complete).await?;
             report.deleted.push(d.id.clone());
+        }
+        // Last, so a pruned backup's folder is left empty and goes with them.
+        for key in &report.leftovers {
+            target.backend.delete(key).await?;
         }
         Ok::<(), Error>(())
     }

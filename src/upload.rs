@@ -59,6 +59,10 @@ pub struct DestinationReport {
     /// Bytes an earlier run had already sent, not sent again.
     pub bytes_resumed: u64,
     pub seconds: f64,
+    /// What the operator should know besides the outcome (an FTP server
+    /// that made offsite send volumes whole), each said once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -107,6 +111,7 @@ pub async fn upload_backup(
             bytes_sent: counters.sent.load(Ordering::Relaxed),
             bytes_resumed: counters.resumed.load(Ordering::Relaxed),
             seconds: started.elapsed().as_secs_f64(),
+            notes: counters.notes.lock().map(|n| n.clone()).unwrap_or_default(),
             error: result.err().map(|e| e.to_string()),
         }
     });
@@ -119,9 +124,19 @@ pub async fn upload_backup(
 struct Counters {
     sent: AtomicU64,
     resumed: AtomicU64,
+    /// What the destination's report says besides its outcome, each once.
+    notes: std::sync::Mutex<Vec<String>>,
 }
 
 impl Counters {
+    fn note_once(&self, note: String) {
+        if let Ok(mut n) = self.notes.lock()
+            && !n.contains(&note)
+        {
+            n.push(note);
+        }
+    }
+
     fn sent(&self, n: u64) {
         self.sent.fetch_add(n, Ordering::Relaxed);
     }
@@ -355,7 +370,6 @@ async fn upload_volume(
     let size = volume.size;
     let backend = target.backend.as_ref();
     let name = target.config.name.as_str();
-    let caps = backend.capabilities();
     if journal.volume(&volume.name).done_at(key) {
         counters.resumed(size);
         return Ok(());
@@ -364,14 +378,71 @@ async fn upload_volume(
     // An earlier attempt at completing this key went unanswered: finding it
     // taken may mean that attempt landed.
     let mut ambiguous = journal.sent_by_an_earlier_run(key);
-    if !caps.multipart {
+    let whole = |ambiguous: bool| async move {
         journal.sending(key)?;
         let result = backend.put_file(key, FileBody::new(path, size)).await;
         finish_volume(target, journal, manifest, volume, key, result, ambiguous).await?;
         counters.sent(size);
         progress.upload_advanced(name, size);
-        return Ok(());
+        Ok(())
+    };
+    if !backend.capabilities().multipart {
+        return whole(ambiguous).await;
     }
+    let parts = InParts {
+        target,
+        journal,
+        manifest,
+        staged,
+        progress,
+        counters,
+        stop,
+    };
+    match upload_in_parts(&parts, &mut ambiguous).await {
+        // The server turned out not to take uploads in parts (an FTP server
+        // refusing to resume): this volume, and the next ones, go whole.
+        Err(Error::Backend(e))
+            if e.kind() == ErrorKind::Unsupported && !backend.capabilities().multipart =>
+        {
+            counters.note_once(e.to_string());
+            progress.note(&e.to_string());
+            if let Some(u) = journal.volume(&volume.name).upload {
+                let _ = backend.abort_upload(key, &u.upload).await;
+            }
+            journal.restarted(&volume.name)?;
+            whole(ambiguous).await
+        }
+        other => other,
+    }
+}
+
+/// What [`upload_in_parts`] works with.
+struct InParts<'a> {
+    target: &'a Target,
+    journal: &'a Arc<UploadJournal>,
+    manifest: &'a Manifest,
+    staged: &'a StagedVolume<'a>,
+    progress: &'a dyn Progress,
+    counters: &'a Counters,
+    stop: &'a Stop,
+}
+
+/// [`upload_volume`] in parts: resumes the journaled upload, or starts one.
+async fn upload_in_parts(p: &InParts<'_>, ambiguous: &mut bool) -> Result<()> {
+    let InParts {
+        target,
+        journal,
+        manifest,
+        staged,
+        progress,
+        counters,
+        stop,
+    } = *p;
+    let StagedVolume { volume, key, path } = *staged;
+    let size = volume.size;
+    let backend = target.backend.as_ref();
+    let name = target.config.name.as_str();
+    let caps = backend.capabilities();
     let mut restarted = false;
     loop {
         let state = journal.volume(&volume.name);
@@ -449,10 +520,10 @@ async fn upload_volume(
         journal.sending(key)?;
         match backend.complete_upload(key, &upload, &receipts).await {
             Err(e) if e.kind() == ErrorKind::NotFound && !restarted => {
-                ambiguous |= e.after_lost_answer();
+                *ambiguous |= e.after_lost_answer();
                 // The upload is gone: an earlier completion of ours may have
                 // made it gone by landing. Where that can be seen, done.
-                if ambiguous
+                if *ambiguous
                     && caps.read
                     && taken_by_us(target, key, Expected::Volume(volume), true).await?
                 {
@@ -465,7 +536,7 @@ async fn upload_volume(
                 restarted = true;
             }
             result => {
-                return finish_volume(target, journal, manifest, volume, key, result, ambiguous)
+                return finish_volume(target, journal, manifest, volume, key, result, *ambiguous)
                     .await;
             }
         }

@@ -337,11 +337,15 @@ async fn check(out: &Out, cfg: &Config, write_test: bool) -> Result<i32, Error> 
         let retries = d.retries.min(destinations::CHECK_RETRIES);
         let backend = destinations::backend_with_retries(d, retries);
         let mut res: Result<(), Error> = backend.probe().await.map_err(Error::from);
+        let mut notes = Vec::new();
         if res.is_ok() && write_test {
-            res = write_probe(backend.as_ref(), &d.prefix).await;
+            match write_probe(backend.as_ref(), &d.prefix).await {
+                Ok(n) => notes = n,
+                Err(e) => res = Err(e),
+            }
         }
         failed |= res.is_err();
-        results.push(json!({"destination": name, "ok": res.is_ok(), "error": res.err().map(|e| e.to_string())}));
+        results.push(json!({"destination": name, "ok": res.is_ok(), "error": res.err().map(|e| e.to_string()), "notes": notes}));
     }
     let code = if config_error.is_some() {
         2
@@ -364,34 +368,95 @@ async fn check(out: &Out, cfg: &Config, write_test: bool) -> Result<i32, Error> 
                 None => say!("  {what}: ok"),
                 Some(e) => say!("  {what}: FAILED: {e}"),
             }
+            for n in r["notes"].as_array().into_iter().flatten() {
+                say!("    note: {}", n.as_str().unwrap_or_default());
+            }
         }
         say!("{}", if failed { "check FAILED" } else { "check ok" });
     }
     Ok(code)
 }
 
-async fn write_probe(backend: &dyn offsite_backends::Backend, prefix: &str) -> Result<(), Error> {
-    let name = format!(".offsite-check-{}", std::process::id());
-    let key = if prefix.is_empty() {
-        name
-    } else {
-        format!("{prefix}/{name}")
+/// `check --write-test` on one destination: writes a small object, reads it
+/// back and deletes it (where the credentials may), and finds out what a
+/// backup will meet there: whether a second write of the same key is
+/// refused (write once: a store that ignores If-None-Match would let one
+/// backup overwrite another), and whether an upload in parts can be resumed
+/// (an FTP server may refuse REST; volumes then go whole). What it finds
+/// that is not a failure comes back as notes.
+async fn write_probe(
+    backend: &dyn offsite_backends::Backend,
+    prefix: &str,
+) -> Result<Vec<String>, Error> {
+    use offsite_backends::ErrorKind;
+    let mut notes = Vec::new();
+    let key_of = |what: &str| {
+        let name = format!(".offsite-check-{}-{what}", std::process::id());
+        if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        }
     };
+    let key = key_of("put");
     let body = bytes::Bytes::from_static(b"offsite write test\n");
     backend.put(&key, body.clone()).await?;
-    if !backend.capabilities().read {
+    match backend.put(&key, bytes::Bytes::from_static(b"second\n")).await {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Ok(()) => notes.push(format!(
+            "destination \"{}\": a second write of {key} was accepted: this store ignores create-only writes (If-None-Match), so write once is not enforced there; use a store that honours it",
+            backend.name()
+        )),
+        Err(e) => return Err(e.into()),
+    }
+    let caps = backend.capabilities();
+    if !caps.read {
         // put_only: the write is what this host may do; the object stays (it is tiny).
-        return Ok(());
+        return Ok(notes);
     }
     let back = offsite_backends::get_bytes(backend, &key).await?;
     backend.delete(&key).await?;
     if back != body {
         return Err(Error::Failed(format!(
-            "destination \"{}\": {key}: read back different bytes than were written",
+            "destination \"{}\": {key}: read back different bytes than were written (a second write replaced the first)",
             backend.name()
         )));
     }
-    Ok(())
+    // Resuming at an offset, where parts may be a byte long (file trees).
+    if caps.multipart && caps.min_part_size <= 1 {
+        let key = key_of("parts");
+        let id = backend.create_upload(&key, 1).await?;
+        let mut receipts = Vec::new();
+        for (index, byte) in [b'a', b'b'].into_iter().enumerate() {
+            let part = offsite_backends::Part {
+                index: index as u32,
+                offset: index as u64,
+                body: bytes::Bytes::from(vec![byte]),
+            };
+            match backend.put_part(&key, &id, part).await {
+                Ok(r) => receipts.push(r),
+                Err(e) if e.kind() == ErrorKind::Unsupported => {
+                    notes.push(format!("destination \"{}\": {e}", backend.name()));
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if receipts.len() == 2 {
+            backend.complete_upload(&key, &id, &receipts).await?;
+            let back = offsite_backends::get_bytes(backend, &key).await?;
+            backend.delete(&key).await?;
+            if back != b"ab" {
+                return Err(Error::Failed(format!(
+                    "destination \"{}\": {key}: an upload in two parts read back as {back:?}, not \"ab\"",
+                    backend.name()
+                )));
+            }
+        } else {
+            let _ = backend.abort_upload(&key, &id).await;
+        }
+    }
+    Ok(notes)
 }
 
 fn print_run(r: &RunReport, verbose: bool) {
@@ -437,6 +502,9 @@ fn print_run(r: &RunReport, verbose: bool) {
                 d.name,
                 human_bytes(d.bytes_sent)
             ),
+        }
+        for n in &d.notes {
+            say!("  {}: note: {n}", d.name);
         }
     }
     if let Some(e) = &r.error {
@@ -1066,6 +1134,12 @@ fn print_prune(p: &PruneReport) {
             d.id,
             if d.complete { "" } else { " [incomplete]" },
             d.reasons.join("; ")
+        );
+    }
+    for l in &p.leftovers {
+        say!(
+            "  {} {l}: left by an interrupted upload, older than incomplete_grace",
+            if p.dry_run { "would delete" } else { "deleted" }
         );
     }
     for o in &p.others {

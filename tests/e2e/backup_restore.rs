@@ -578,3 +578,104 @@ fn a_full_disk_while_staging_fails_cleanly_and_ships_nothing() {
         "the half-written dump is removed: {left:?}"
     );
 }
+
+/// A backup as an earlier offsite wrote it (manifest format 1: no host, no
+/// root folder; an id without the host) is still listed, verified,
+/// restored, and taken as this host's own for `latest`.
+#[test]
+fn a_backup_from_before_origins_is_listed_verified_and_restored() {
+    let sb = Sandbox::new("a_backup_from_before_origins_is_listed_verified_and_restored");
+    let id = backed_up_awkward(&sb);
+    let legacy = id
+        .rsplitn(2, "-full-")
+        .last()
+        .map(|s| format!("{s}-full"))
+        .expect("legacy id");
+    let job = sb.path("dest/backups/db");
+    fs::rename(job.join(&id), job.join(&legacy)).expect("rename");
+    let script = r#"
+import json, sys
+path, old, new = sys.argv[1], sys.argv[2], sys.argv[3]
+m = json.load(open(path))
+m["format"] = 1
+m["id"] = new
+for k in ("host", "root"):
+    m.pop(k, None)
+for f in m["files"]:
+    f["backup"] = new
+json.dump(m, open(path, "w"))
+"#;
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(job.join(&legacy).join("manifest.json"))
+        .args([&id, &legacy])
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    let l = sb.offsite(&["--json", "list"]);
+    assert_eq!(l.code, 0, "{l:?}");
+    let b = &l.json()["listings"][0]["backups"][0];
+    assert_eq!(b["id"], legacy.as_str(), "{l:?}");
+    assert!(b["host"].is_null(), "no host recorded: {l:?}");
+    let v = sb.offsite(&["verify", "--backup", &legacy]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let to = sb.path("restored");
+    let r = sb.offsite(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src"), &to);
+}
+
+/// `verify --backup ID` judges that backup alone: another backup's damage
+/// fails a verify of everything, not of the one asked for.
+#[test]
+fn verify_of_one_backup_is_not_failed_by_another_ones_damage() {
+    let sb = Sandbox::new("verify_of_one_backup_is_not_failed_by_another_ones_damage");
+    let first = backed_up_awkward(&sb);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let second = r.json()["backup"].as_str().expect("id").to_string();
+    fs::write(
+        sb.path(&format!("dest/backups/db/{first}/manifest.json")),
+        b"not json",
+    )
+    .expect("damage");
+    let all = sb.offsite(&["verify"]);
+    assert_eq!(all.code, 1, "{all:?}");
+    let one = sb.offsite(&["verify", "--backup", &second]);
+    assert_eq!(one.code, 0, "{one:?}");
+}
+
+/// What lands on a folder destination is readable by its owner only,
+/// whatever the umask: a backup holds the database's data.
+#[test]
+fn backup_files_on_a_folder_are_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new("backup_files_on_a_folder_are_the_owners_only");
+    let id = backed_up_awkward(&sb);
+    for e in fs::read_dir(sb.path(&format!("dest/backups/db/{id}"))).expect("ls") {
+        let e = e.expect("entry");
+        let mode = e.metadata().expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", e.path().display());
+    }
+}
+
+/// An absolute symlink is left out even when it points inside the source
+/// (after a restore elsewhere it would point at the original), and the
+/// note says that, not that it leaves the source.
+#[test]
+fn an_absolute_symlink_is_skipped_with_the_right_reason() {
+    let sb = Sandbox::new("an_absolute_symlink_is_skipped_with_the_right_reason");
+    write(&sb.path("src/a.dat"), b"data");
+    std::os::unix::fs::symlink(sb.path("src/a.dat"), sb.path("src/abs-link")).expect("symlink");
+    sb.config_dir_job("", &["nas"], NAS);
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let notes = r.json()["notes"].to_string();
+    assert!(
+        notes.contains("abs-link")
+            && notes.contains("absolute path")
+            && !notes.contains("leaves the source"),
+        "{notes}"
+    );
+}

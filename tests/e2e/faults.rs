@@ -36,6 +36,9 @@ enum Fault {
 struct Proxy {
     port: u16,
     fault: Arc<Mutex<Fault>>,
+    /// Once set, every connection, open or new, stops forwarding (a server
+    /// that hangs in the middle of a run).
+    freeze: Arc<AtomicBool>,
     /// Connections cut (or bytes corrupted) so far.
     cuts: Arc<AtomicUsize>,
     done: Arc<AtomicBool>,
@@ -48,7 +51,8 @@ impl Proxy {
         let fault = Arc::new(Mutex::new(fault));
         let cuts = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(AtomicBool::new(false));
-        let (f, c, d) = (fault.clone(), cuts.clone(), done.clone());
+        let freeze = Arc::new(AtomicBool::new(false));
+        let (f, c, d, z) = (fault.clone(), cuts.clone(), done.clone(), freeze.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 if d.load(Ordering::SeqCst) {
@@ -87,12 +91,13 @@ impl Proxy {
                     }
                     mine
                 };
-                pump_pair(client, server, mine, c.clone(), d.clone());
+                pump_pair(client, server, mine, c.clone(), d.clone(), z.clone());
             }
         });
         Proxy {
             port,
             fault,
+            freeze,
             cuts,
             done,
         }
@@ -117,7 +122,9 @@ fn pump_pair(
     fault: Fault,
     cuts: Arc<AtomicUsize>,
     done: Arc<AtomicBool>,
+    freeze: Arc<AtomicBool>,
 ) {
+    let frozen = freeze.clone();
     let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
@@ -163,6 +170,17 @@ fn pump_pair(
                     let _ = to.shutdown(Shutdown::Both);
                     break;
                 }
+                _ if freeze.load(Ordering::SeqCst) => {
+                    st.store(true, Ordering::SeqCst);
+                    while !done.load(Ordering::SeqCst) {
+                        match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    let _ = to.shutdown(Shutdown::Both);
+                    break;
+                }
                 Fault::Stall { after } if sent as u64 >= after => {
                     st.store(true, Ordering::SeqCst);
                     // Hold the connection open, forwarding nothing, until the
@@ -193,7 +211,7 @@ fn pump_pair(
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if stalled.load(Ordering::SeqCst) {
+            if stalled.load(Ordering::SeqCst) || frozen.load(Ordering::SeqCst) {
                 continue;
             }
             if armed.load(Ordering::SeqCst) {
@@ -496,4 +514,47 @@ fn sftp_connections_cut_mid_upload_reconnect_and_complete() {
     );
     proxy.set(Fault::Pass);
     crate::remote::restores_the_source(&sb, |args| sb.offsite(args));
+}
+
+/// A destination that fails partway reports what reached it: two 1 MiB
+/// blocks were stored before the server stalled, and `bytes_sent` says so.
+#[test]
+fn a_destination_failing_midway_reports_the_bytes_that_reached_it() {
+    let sb = Sandbox::new("a_destination_failing_midway_reports_the_bytes_that_reached_it");
+    source(&sb);
+    let proxy = Proxy::start(upstream_of_azurite(), Fault::Pass);
+    let table = blob_via(
+        &sb,
+        proxy.port,
+        &format!("{STALLED}\npart_size = \"1MiB\"\nconcurrency = 1"),
+    );
+    let key = crate::azure::key();
+    sb.config_dir_job("", &["nas", "blob"], &format!("{NAS}\n{table}"));
+    let child = sb
+        .command(&["--json", "backup"])
+        .env("AZ_KEY", &key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    // Two blocks stored (journaled), then the server hangs.
+    wait_for("two blocks stored", Duration::from_secs(60), || {
+        journaled(&sb, "blob").0 >= 2
+    });
+    proxy.freeze.store(true, Ordering::SeqCst);
+    let r = Run::from(child.wait_with_output().expect("wait"));
+    assert_eq!(r.code, 3, "{r:?}");
+    let j = r.json();
+    let blob = j["destinations"]
+        .as_array()
+        .expect("destinations")
+        .iter()
+        .find(|d| d["name"] == "blob")
+        .expect("blob")
+        .clone();
+    assert_eq!(blob["status"], "failed", "{r:?}");
+    assert!(
+        blob["bytes_sent"].as_u64().expect("bytes_sent") >= 2 << 20,
+        "{r:?}"
+    );
 }

@@ -72,6 +72,12 @@ fn a_chain_of_incrementals_restores_every_point_byte_for_byte() {
     .expect("json");
     assert_eq!(m["parent"], full_id.as_str());
     assert_eq!(m["deleted"], serde_json::json!(["index/old"]));
+    // `list` shows each incremental's parent.
+    let l = sb.offsite(&["--json", "list"]);
+    let listed = &l.json()["listings"][0]["backups"];
+    assert_eq!(listed[1]["parent"], full_id.as_str(), "{l:?}");
+    let h = sb.offsite(&["list"]);
+    assert!(h.stdout.contains(&format!("incr on {full_id}")), "{h:?}");
     let chunk0 = m["files"]
         .as_array()
         .expect("files")
@@ -121,9 +127,11 @@ fn an_incremental_without_a_full_becomes_full_and_says_so() {
     let j = backup(&sb, &["--incremental"]);
     assert_eq!(j["kind"], "full");
     assert!(j["notes"].to_string().contains("this one is full"), "{j}");
-    let h = sb.offsite(&["backup", "--incremental", "-v"]);
+    // Notes go to stderr, once, as they come.
+    let h = sb.offsite(&["backup", "--incremental"]);
     assert_eq!(h.code, 0, "{h:?}");
-    assert!(h.stdout.contains("incremental on"), "{h:?}");
+    assert_eq!(h.stderr.matches("incremental on").count(), 1, "{h:?}");
+    assert!(!h.stdout.contains("incremental on"), "{h:?}");
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod faithful;
 mod faults;
 mod ftp;
 mod glacier;
+mod health;
 mod incremental;
 mod prune;
 mod remote;

@@ -159,3 +159,95 @@ fn without_a_policy_nothing_is_pruned() {
     assert!(r.stdout.contains("no retention policy"), "{r:?}");
     assert_eq!(backups_on(&sb, "nas"), 2);
 }
+
+/// The hidden files interrupted uploads leave on a folder destination are
+/// deleted by prune once older than `incomplete_grace`, with the folder
+/// they empty; fresh ones, and another host's, stay.
+#[test]
+fn prune_removes_what_interrupted_uploads_left_once_past_the_grace() {
+    let sb = Sandbox::new("prune_removes_what_interrupted_uploads_left_once_past_the_grace");
+    write(&sb.path("src/a.dat"), b"data");
+    sb.config_dir_job(
+        "retention = { keep_last = 1 }",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n",
+    );
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let id = r.json()["backup"].as_str().expect("id").to_string();
+    let host = r.json()["host"].as_str().expect("host").to_string();
+    let job = sb.path("dest/db");
+    let old = 1_600_000_000;
+    let leftover = |dir: &str, name: &str, stale: bool| {
+        let p = job.join(dir).join(name);
+        write(&p, b"");
+        if stale {
+            set_mtime(&p, old, 0);
+        }
+        p
+    };
+    // In the kept backup's folder: a stale partial (goes) and a fresh temp file (stays).
+    let stale = leftover(&id, ".vol-000001.tar.zst.0123abcd.partial", true);
+    let fresh = leftover(&id, ".manifest.json.4567ef.tmp", false);
+    // A folder holding nothing but a stale partial: goes, folder too.
+    let orphan_id = format!("20200101T000000Z-full-{host}");
+    let orphan = leftover(&orphan_id, ".vol-000000.tar.zst.89ab.partial", true);
+    // Another host's: left alone.
+    let theirs = leftover(
+        "20200101T000000Z-full-another-host",
+        ".vol-000000.tar.zst.cdef.partial",
+        true,
+    );
+    let p = sb.offsite(&["--json", "prune"]);
+    assert_eq!(p.code, 0, "{p:?}");
+    let listed = p.json()["prunes"][0]["leftovers"].to_string();
+    assert!(
+        listed.contains(".vol-000001.tar.zst.0123abcd.partial"),
+        "{p:?}"
+    );
+    assert!(
+        !stale.exists() && !orphan.exists(),
+        "stale leftovers are gone"
+    );
+    assert!(
+        !job.join(&orphan_id).exists(),
+        "the folder they emptied is gone"
+    );
+    assert!(fresh.exists(), "a leftover younger than the grace stays");
+    assert!(theirs.exists(), "another host's stays");
+    assert_eq!(complete_backups(&sb, "nas"), vec![id]);
+}
+
+/// An `upload` that completes a backup everywhere applies retention, as
+/// `backup` does after a success.
+#[test]
+fn an_upload_that_completes_a_backup_prunes_like_backup() {
+    let sb = Sandbox::new("an_upload_that_completes_a_backup_prunes_like_backup");
+    write(&sb.path("src/a.dat"), b"data");
+    fs::create_dir_all(sb.path("dest2")).expect("mkdir");
+    sb.config_dir_job(
+        "retention = { keep_last = 1 }",
+        &["nas", "nas2"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n\n[destination.nas2]\nkind = \"path\"\npath = \"dest2\"\n",
+    );
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let first = r.json()["backup"].as_str().expect("id").to_string();
+    // The second destination's share goes away: the next backup is partial.
+    fs::rename(sb.path("dest2"), sb.path("dest2-away")).expect("unmount");
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    let second = r.json()["backup"].as_str().expect("id").to_string();
+    assert!(
+        r.json()["prune"].as_array().is_none_or(|p| p.is_empty()),
+        "no prune after a partial: {r:?}"
+    );
+    fs::rename(sb.path("dest2-away"), sb.path("dest2")).expect("mount again");
+    let u = sb.offsite(&["--json", "upload"]);
+    assert_eq!(u.code, 0, "{u:?}");
+    let runs = u.json()["runs"].clone();
+    assert_eq!(runs[0]["prune"].as_array().map(Vec::len), Some(2), "{u:?}");
+    assert_eq!(complete_backups(&sb, "nas"), vec![second.clone()]);
+    assert_eq!(complete_backups(&sb, "nas2"), vec![second]);
+    assert!(!sb.path("dest/db").join(&first).exists());
+}

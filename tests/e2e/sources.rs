@@ -239,3 +239,166 @@ fn sigterm_while_a_dump_runs_kills_it_and_still_runs_post() {
     assert!(staging_dirs(&sb).is_empty(), "{:?}", staging_dirs(&sb));
     assert_eq!(fs::read_dir(sb.path("dest")).expect("dest").count(), 0);
 }
+
+/// A source that is suddenly empty (an unmounted mount point) or 90%
+/// smaller than the last backup fails the source check with a message that
+/// says what it saw; nothing ships, and the earlier backup survives a
+/// keep_last = 1 policy. With allow_degenerate the backup ships, marked,
+/// and retention keeps the last good one anyway.
+#[test]
+fn an_empty_or_shrunken_source_fails_and_the_good_backup_survives() {
+    let sb = Sandbox::new("an_empty_or_shrunken_source_fails_and_the_good_backup_survives");
+    write(&sb.path("src/big.dat"), &noise(1 << 20, 5));
+    write(&sb.path("src/small.dat"), &noise(10_000, 6));
+    let nas = "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n";
+    sb.config_dir_job("retention = { keep_last = 1 }", &["nas"], nas);
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let good = r.json()["backup"].as_str().expect("id").to_string();
+
+    fs::remove_file(sb.path("src/big.dat")).expect("shrink");
+    let r = sb.offsite(&["backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("shrank by 99%") && r.stdout.contains("shrink_limit"),
+        "{r:?}"
+    );
+    fs::remove_file(sb.path("src/small.dat")).expect("empty");
+    let r = sb.offsite(&["backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("holds no file"), "{r:?}");
+    assert_eq!(complete_backups(&sb, "nas"), vec![good.clone()]);
+
+    // Allowed: it ships, marked, and keep_last = 1 still keeps the good one.
+    sb.config_dir_job(
+        "retention = { keep_last = 1 }\nallow_degenerate = true",
+        &["nas"],
+        nas,
+    );
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let bad = r.json()["backup"].as_str().expect("id").to_string();
+    assert_eq!(complete_backups(&sb, "nas"), vec![good, bad]);
+    let l = sb.offsite(&["--json", "list"]);
+    assert!(
+        l.json()["listings"][0]["backups"][1]["degenerate"]
+            .as_str()
+            .unwrap_or("")
+            .contains("holds no file"),
+        "{l:?}"
+    );
+}
+
+/// `post` hooks run after every attempt, with or without `pre` hooks,
+/// whatever failed; the source runs only when every `pre` hook succeeded;
+/// the run succeeds only when everything did. Every combination of none /
+/// succeeding / failing `pre` and `post` hooks and a succeeding or failing
+/// source command.
+#[test]
+fn post_hooks_run_after_every_attempt_whatever_failed() {
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Hook {
+        None,
+        Ok,
+        Fails,
+    }
+    let hooks = [Hook::None, Hook::Ok, Hook::Fails];
+    let mut case = 0;
+    for pre in hooks {
+        for post in hooks {
+            for source_ok in [true, false] {
+                case += 1;
+                let sb = Sandbox::new(&format!("post_hooks_case_{case}"));
+                let line = |which: &str, h: Hook| match h {
+                    Hook::None => String::new(),
+                    Hook::Ok => format!("{which} = [\"echo {which} >> hooks.log\"]\n"),
+                    Hook::Fails => {
+                        format!("{which} = [\"echo {which} >> hooks.log; exit 1\"]\n")
+                    }
+                };
+                let run = if source_ok {
+                    "echo source >> hooks.log; printf dump-bytes"
+                } else {
+                    "echo source >> hooks.log; echo no such db >&2; exit 3"
+                };
+                sb.write_config(&format!(
+                    "[staging]\ndir = \"staging\"\nmin_free = \"1MiB\"\n\n[[job]]\nname = \"db\"\nsource = {{ kind = \"command\", run = \"{run}\", output = \"db.dump\" }}\ndestinations = [\"nas\"]\n{}{}\n[destination.nas]\nkind = \"path\"\npath = \"dest\"\n",
+                    line("pre", pre),
+                    line("post", post)
+                ));
+                let r = sb.offsite(&["--json", "backup"]);
+                let log = fs::read_to_string(sb.path("hooks.log")).unwrap_or_default();
+                let what =
+                    format!("pre {pre:?}, post {post:?}, source ok {source_ok}: {r:?}\nlog: {log}");
+                let ran = |w: &str| log.lines().any(|l| l == w);
+                assert_eq!(ran("pre"), pre != Hook::None, "{what}");
+                assert_eq!(ran("source"), pre != Hook::Fails, "{what}");
+                assert_eq!(
+                    ran("post"),
+                    post != Hook::None,
+                    "post runs whenever there is one: {what}"
+                );
+                let ok = pre != Hook::Fails && post != Hook::Fails && source_ok;
+                assert_eq!(r.code == 0, ok, "{what}");
+                assert_eq!(
+                    complete_backups(&sb, "nas").len(),
+                    usize::from(ok),
+                    "shipped only when everything succeeded: {what}"
+                );
+            }
+        }
+    }
+}
+
+/// A dump piped through a compressor fails when the dump fails (pipefail),
+/// and ships nothing; a successful command's stderr (a dump tool's
+/// warnings) is kept in the report, its end in the human output, and every
+/// line of it with -v.
+#[test]
+fn a_failing_dump_in_a_pipe_fails_and_a_commands_warnings_are_kept() {
+    let sb = Sandbox::new("a_failing_dump_in_a_pipe_fails_and_a_commands_warnings_are_kept");
+    let config = |run: &str| {
+        format!(
+            "[staging]\ndir = \"staging\"\nmin_free = \"1MiB\"\n\n[[job]]\nname = \"db\"\nsource = {{ kind = \"command\", run = \"{run}\", output = \"db.dump.zst\" }}\ndestinations = [\"nas\"]\n\n[destination.nas]\nkind = \"path\"\npath = \"dest\"\n"
+        )
+    };
+    sb.write_config(&config(
+        "(echo 'pg_dump: error: database nosuchdb does not exist' >&2; exit 1) | zstd -q",
+    ));
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nosuchdb"),
+        "{r:?}"
+    );
+    assert!(complete_backups(&sb, "nas").is_empty());
+
+    sb.write_config(&config(
+        "(echo 'warning: line one' >&2; echo 'warning: server is older' >&2; printf data) | zstd -q",
+    ));
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let stderr = &r.json()["stderr"][0];
+    assert_eq!(stderr["command"], "source command", "{r:?}");
+    assert!(
+        stderr["tail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("server is older"),
+        "{r:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let h = sb.offsite(&["backup"]);
+    assert_eq!(h.code, 0, "{h:?}");
+    assert!(h.stdout.contains("server is older"), "{h:?}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let v = sb.offsite(&["-v", "backup"]);
+    assert_eq!(v.code, 0, "{v:?}");
+    assert!(
+        v.stderr.contains("warning: line one") && v.stderr.contains("warning: server is older"),
+        "-v shows every line: {v:?}"
+    );
+}
