@@ -6,7 +6,7 @@ RUN_DIR := target/run
 OFFSITE := target/debug/offsite
 RUN_CONFIG := fixtures/run/offsite.toml
 # The real servers the tests talk to (tests/servers/<name>.sh start|stop).
-SERVERS := moto sshd ftp azurite
+SERVERS := moto sshd ftp proftpd azurite postgres
 
 .PHONY: run test bench fuzz deps build lint fmt clean-run
 

@@ -14,6 +14,7 @@ mod ftp;
 mod glacier;
 mod health;
 mod incremental;
+mod postgres;
 mod prune;
 mod remote;
 mod restarts;

@@ -402,3 +402,81 @@ fn a_failing_dump_in_a_pipe_fails_and_a_commands_warnings_are_kept() {
         "-v shows every line: {v:?}"
     );
 }
+
+/// offsite as a user that is not root (nobody): one file it may not read
+/// fails the backup, naming the file and what to do; with
+/// on_unreadable = "skip" the file is left out and reported, and the rest
+/// restores; a command's run_as is refused, since only root can.
+#[test]
+fn as_a_non_root_user_an_unreadable_file_fails_or_is_skipped_and_run_as_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new(
+        "as_a_non_root_user_an_unreadable_file_fails_or_is_skipped_and_run_as_is_refused",
+    );
+    write(&sb.path("src/readable.dat"), &noise(10_000, 1));
+    write(&sb.path("src/secret.key"), b"root only");
+    let nas = "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n";
+    sb.config_dir_job("", &["nas"], nas);
+    // Everything belongs to nobody but the one file root keeps to itself.
+    let nobody = 65534;
+    for e in walkdir::WalkDir::new(&sb.root) {
+        let e = e.expect("walk");
+        std::os::unix::fs::chown(e.path(), Some(nobody), Some(nobody)).expect("chown");
+    }
+    std::os::unix::fs::chown(sb.path("src/secret.key"), Some(0), Some(0)).expect("chown");
+    fs::set_permissions(sb.path("src/secret.key"), fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let as_nobody = |args: &[&str]| {
+        Run::from(
+            std::process::Command::new("setpriv")
+                .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+                .arg(bin())
+                .arg("--config")
+                .arg(sb.config_path())
+                .args(args)
+                .env_remove("OFFSITE_CONFIG")
+                .output()
+                .expect("setpriv"),
+        )
+    };
+    let r = as_nobody(&["backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("secret.key") && r.stdout.contains("on_unreadable = \"skip\""),
+        "{r:?}"
+    );
+    assert!(complete_backups(&sb, "nas").is_empty());
+
+    let text = fs::read_to_string(sb.config_path()).expect("config");
+    fs::write(
+        sb.config_path(),
+        text.replace(
+            "destinations = [\"nas\"]",
+            "destinations = [\"nas\"]\non_unreadable = \"skip\"",
+        ),
+    )
+    .expect("config");
+    let r = as_nobody(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.json()["unreadable"].to_string().contains("secret.key"),
+        "{r:?}"
+    );
+    let to = sb.path("restored");
+    let r = as_nobody(&["restore", "--job", "db", "--to", to.to_str().expect("utf8")]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(to.join("readable.dat").is_file() && !to.join("secret.key").exists());
+
+    fs::write(
+        sb.config_path(),
+        "[staging]\ndir = \"staging\"\nmin_free = \"1MiB\"\n\n[[job]]\nname = \"db\"\nsource = { kind = \"command\", run = \"echo x\", output = \"x\", run_as = \"postgres\" }\ndestinations = [\"nas\"]\n\n[destination.nas]\nkind = \"path\"\npath = \"dest\"\n",
+    )
+    .expect("config");
+    let r = as_nobody(&["backup"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("only root can run a command as another user"),
+        "{r:?}"
+    );
+}
