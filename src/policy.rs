@@ -5,7 +5,13 @@
 //! - **uploader** (the database host, `put_only = true`): `s3:PutObject` on
 //!   the destination's prefix and nothing else. CreateMultipartUpload,
 //!   UploadPart and CompleteMultipartUpload are all authorised by
-//!   `s3:PutObject`.
+//!   `s3:PutObject`. IAM cannot tell creating from overwriting, so a second
+//!   statement denies every object-creating request without
+//!   `If-None-Match` (the `s3:if-none-match` condition key, exempting the
+//!   requests that create nothing by `s3:ObjectCreationOperation`): offsite
+//!   sends the header on every write, and a stolen key can add objects but
+//!   not overwrite one. The same statement with `"Principal": "*"` in the
+//!   bucket policy binds every principal.
 //! - **pruner** (the host running `prune`): `s3:ListBucket` on the bucket,
 //!   `s3:GetObject` (manifests) and `s3:DeleteObject` on the prefix.
 //! - **restorer** (the host running `list`, `verify`, `restore`):
@@ -76,12 +82,30 @@ pub fn iam_policy(role: Role, region: &str, bucket: &str, prefix: &str) -> Value
         "Resource": format!("arn:{part}:s3:::{bucket}"),
     });
     let statements = match role {
-        Role::Uploader => vec![json!({
-            "Sid": "OffsiteUploadOnly",
-            "Effect": "Allow",
-            "Action": "s3:PutObject",
-            "Resource": objects,
-        })],
+        Role::Uploader => vec![
+            json!({
+                "Sid": "OffsiteUploadOnly",
+                "Effect": "Allow",
+                "Action": "s3:PutObject",
+                "Resource": objects,
+            }),
+            // IAM cannot tell creating an object from overwriting one: deny
+            // every object-creating request (PutObject, CompleteMultipartUpload)
+            // that does not carry If-None-Match, so a stolen key can add
+            // objects but never replace one. CreateMultipartUpload and
+            // UploadPart create nothing (ObjectCreationOperation false) and
+            // take no conditional header: they stay allowed.
+            json!({
+                "Sid": "OffsiteNeverOverwrite",
+                "Effect": "Deny",
+                "Action": "s3:PutObject",
+                "Resource": objects,
+                "Condition": {
+                    "Null": {"s3:if-none-match": "true"},
+                    "Bool": {"s3:ObjectCreationOperation": "true"},
+                },
+            }),
+        ],
         Role::Pruner => vec![
             list,
             json!({
@@ -216,7 +240,13 @@ mod tests {
             p,
             json!({"Version": "2012-10-17", "Statement": [{
                 "Sid": "OffsiteUploadOnly", "Effect": "Allow",
-                "Action": "s3:PutObject", "Resource": "arn:aws:s3:::acme/db/*"}]})
+                "Action": "s3:PutObject", "Resource": "arn:aws:s3:::acme/db/*"}, {
+                "Sid": "OffsiteNeverOverwrite", "Effect": "Deny",
+                "Action": "s3:PutObject", "Resource": "arn:aws:s3:::acme/db/*",
+                "Condition": {
+                    "Null": {"s3:if-none-match": "true"},
+                    "Bool": {"s3:ObjectCreationOperation": "true"}}}]}),
+            "put only, and never without If-None-Match"
         );
         let text = p.to_string();
         for never in ["List", "Get", "Delete", "Restore", "Abort", "s3:*"] {
@@ -241,7 +271,7 @@ mod tests {
             out.sort();
             out
         };
-        assert_eq!(actions(Role::Uploader), ["s3:PutObject"]);
+        assert_eq!(actions(Role::Uploader), ["s3:PutObject", "s3:PutObject"]);
         assert_eq!(
             actions(Role::Pruner),
             ["s3:DeleteObject", "s3:GetObject", "s3:ListBucket"]

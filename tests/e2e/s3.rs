@@ -484,6 +484,48 @@ fn the_printed_policies_are_enough_for_each_role_and_no_more() {
     let r = run(&uploader, &["--json", "backup", "--incremental"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.json()["kind"], "incr", "{r:?}");
+    // The same key stolen: it cannot replace an existing object, with or
+    // without the header offsite sends (AccessDenied by the policy's Deny;
+    // 412 from S3); it can only add new ones.
+    let id = r.json()["backup"].as_str().expect("id").to_string();
+    let victim = format!("{}/db/{id}/manifest.json", crate::remote::prefix_of(&table));
+    let m = moto();
+    let script = r#"
+import sys, boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+endpoint, bucket, key, kid, secret = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+    aws_access_key_id=kid, aws_secret_access_key=secret,
+    config=Config(s3={"addressing_style": "path"}))
+def put(k, **extra):
+    try:
+        s3.put_object(Bucket=bucket, Key=k, Body=b"garbage", **extra)
+        return "ok"
+    except ClientError as e:
+        return e.response["Error"]["Code"]
+print(put(key))
+print(put(key, IfNoneMatch="*"))
+print(put(key + ".new", IfNoneMatch="*"))
+"#;
+    let out = Command::new(&m["MOTO_PYTHON"])
+        .args([
+            "-c",
+            script,
+            &m["MOTO_ENDPOINT"],
+            &m["MOTO_BUCKET"],
+            &victim,
+        ])
+        .args([&uploader.0, &uploader.1])
+        .output()
+        .expect("python");
+    let answers = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        answers.lines().collect::<Vec<_>>(),
+        ["AccessDenied", "PreconditionFailed", "ok"],
+        "{answers}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without put_only the same key is refused by the server, not by offsite.
     sb.config_dir_job(retention, &["s3"], &table);
     let r = run(&uploader, &["list"]);

@@ -1,4 +1,9 @@
-"""Runs moto's S3 server (`moto_server` arguments) with one fix to moto 5.2.5.
+"""Runs moto's S3 server (`moto_server` arguments) with two fixes to moto 5.2.5.
+
+IAM conditions on S3 requests are evaluated as AWS does (moto_conditions.py),
+so the uploader policy's Deny of a PutObject without If-None-Match can be
+tested.
+
 
 UploadPart and CompleteMultipartUpload on an upload that does not exist
 (aborted, completed, expired) fail in moto with a KeyError, which the client
@@ -15,6 +20,7 @@ import os
 import pickle
 import sys
 
+import moto_conditions  # noqa: F401  (patches moto's IAM condition checks)
 from moto.s3 import models
 from moto.s3.exceptions import NoSuchUpload
 from moto.server import main
