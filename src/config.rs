@@ -248,6 +248,15 @@ struct RawS3Destination {
     restore_tier: Option<String>,
     restore_days: Option<i64>,
     timeout: Option<HumanDuration>,
+    object_lock: Option<RawObjectLock>,
+}
+
+/// `object_lock = { mode = "governance", days = 30 }` on an S3 destination.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawObjectLock {
+    mode: String,
+    days: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -820,6 +829,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     restore_tier,
                     restore_days,
                     timeout,
+                    object_lock,
                 } = read_kind(ctx, &here, rest)?;
                 if bucket.trim().is_empty() {
                     return Err(ctx.err(&key("bucket"), "the bucket cannot be empty"));
@@ -881,6 +891,34 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
                     restore_tier,
                     restore_days,
                     timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
+                    object_lock: match object_lock {
+                        None => None,
+                        Some(l) => {
+                            let at = |name: &str| {
+                                [here[0].clone(), here[1].clone(), k("object_lock"), k(name)]
+                            };
+                            let mode = match l.mode.as_str() {
+                                "governance" => s3::LockMode::Governance,
+                                "compliance" => s3::LockMode::Compliance,
+                                other => {
+                                    return Err(ctx.err(
+                                        &at("mode"),
+                                        format!("unknown object lock mode {other:?}; use \"governance\" (a user with s3:BypassGovernanceRetention may lift it) or \"compliance\" (nobody can until it expires)"),
+                                    ));
+                                }
+                            };
+                            if l.days == 0 || l.days > 36_500 {
+                                return Err(ctx.err(
+                                    &at("days"),
+                                    "days: how long each object stays locked once written, 1 to 36500",
+                                ));
+                            }
+                            Some(s3::ObjectLock {
+                                mode,
+                                retain: std::time::Duration::from_secs(u64::from(l.days) * 86_400),
+                            })
+                        }
+                    },
                 })
             }
             "sftp" => {

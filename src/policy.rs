@@ -71,17 +71,64 @@ fn objects_arn(partition: &str, bucket: &str, prefix: &str) -> String {
     }
 }
 
-/// The IAM policy document for `role` on `bucket` and `prefix` (no slashes at the ends).
-pub fn iam_policy(role: Role, region: &str, bucket: &str, prefix: &str) -> Value {
+/// The IAM policy document for `role` on `bucket` and `prefix` (no slashes
+/// at the ends), with what S3 Object Lock adds when the destination locks
+/// objects (`object_lock`): the uploader sets each object's retention
+/// (s3:PutObjectRetention); the pruner lists and deletes object versions
+/// (a plain delete only hides a locked object) and extends the locks of
+/// backups that kept ones need.
+pub fn iam_policy(
+    role: Role,
+    region: &str,
+    bucket: &str,
+    prefix: &str,
+    object_lock: bool,
+) -> Value {
     let part = partition(region);
     let objects = objects_arn(part, bucket, prefix);
+    let mut statements = iam_statements(role, part, bucket, &objects);
+    if object_lock {
+        let (sid, bucket_actions, object_actions): (&str, &[&str], &[&str]) = match role {
+            Role::Uploader => ("OffsiteLockOnWrite", &[], &["s3:PutObjectRetention"]),
+            Role::Pruner => (
+                "OffsitePruneLocked",
+                &["s3:ListBucketVersions"],
+                &[
+                    "s3:DeleteObjectVersion",
+                    "s3:GetObjectRetention",
+                    "s3:PutObjectRetention",
+                ],
+            ),
+            Role::Restorer => ("", &[], &[]),
+        };
+        if !bucket_actions.is_empty() {
+            statements.push(json!({
+                "Sid": format!("{sid}Versions"),
+                "Effect": "Allow",
+                "Action": bucket_actions,
+                "Resource": format!("arn:{part}:s3:::{bucket}"),
+            }));
+        }
+        if !object_actions.is_empty() {
+            statements.push(json!({
+                "Sid": sid,
+                "Effect": "Allow",
+                "Action": object_actions,
+                "Resource": objects,
+            }));
+        }
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+fn iam_statements(role: Role, part: &str, bucket: &str, objects: &str) -> Vec<Value> {
     let list = json!({
         "Sid": "OffsiteListBackups",
         "Effect": "Allow",
         "Action": "s3:ListBucket",
         "Resource": format!("arn:{part}:s3:::{bucket}"),
     });
-    let statements = match role {
+    match role {
         Role::Uploader => vec![
             json!({
                 "Sid": "OffsiteUploadOnly",
@@ -124,8 +171,7 @@ pub fn iam_policy(role: Role, region: &str, bucket: &str, prefix: &str) -> Value
                 "Resource": objects,
             }),
         ],
-    };
-    json!({"Version": "2012-10-17", "Statement": statements})
+    }
 }
 
 /// The longest a full stays the base of kept incrementals: the largest gap
@@ -235,7 +281,7 @@ mod tests {
 
     #[test]
     fn the_uploader_may_only_put_under_the_prefix() {
-        let p = iam_policy(Role::Uploader, "eu-west-1", "acme", "db");
+        let p = iam_policy(Role::Uploader, "eu-west-1", "acme", "db", false);
         assert_eq!(
             p,
             json!({"Version": "2012-10-17", "Statement": [{
@@ -257,7 +303,7 @@ mod tests {
     #[test]
     fn roles_get_what_their_commands_call() {
         let actions = |role| {
-            let p = iam_policy(role, "us-east-1", "b", "");
+            let p = iam_policy(role, "us-east-1", "b", "", false);
             let mut out: Vec<String> = Vec::new();
             for s in p["Statement"].as_array().into_iter().flatten() {
                 match &s["Action"] {
@@ -280,9 +326,53 @@ mod tests {
             actions(Role::Restorer),
             ["s3:GetObject", "s3:ListBucket", "s3:RestoreObject"]
         );
-        let p = iam_policy(Role::Restorer, "us-east-1", "b", "");
+        let p = iam_policy(Role::Restorer, "us-east-1", "b", "", false);
         assert_eq!(p["Statement"][0]["Resource"], "arn:aws:s3:::b");
         assert_eq!(p["Statement"][1]["Resource"], "arn:aws:s3:::b/*");
+    }
+
+    #[test]
+    fn object_lock_adds_retention_and_versions_where_each_role_needs_them() {
+        let actions = |role| {
+            let p = iam_policy(role, "us-east-1", "b", "x", true);
+            let mut out: Vec<String> = p["Statement"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["Effect"] == "Allow")
+                .flat_map(|s| match &s["Action"] {
+                    Value::String(a) => vec![a.clone()],
+                    Value::Array(v) => v
+                        .iter()
+                        .filter_map(|a| a.as_str().map(String::from))
+                        .collect(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            out.sort();
+            out
+        };
+        assert_eq!(
+            actions(Role::Uploader),
+            ["s3:PutObject", "s3:PutObjectRetention"]
+        );
+        assert_eq!(
+            actions(Role::Pruner),
+            [
+                "s3:DeleteObject",
+                "s3:DeleteObjectVersion",
+                "s3:GetObject",
+                "s3:GetObjectRetention",
+                "s3:ListBucket",
+                "s3:ListBucketVersions",
+                "s3:PutObjectRetention"
+            ]
+        );
+        assert_eq!(
+            actions(Role::Restorer),
+            ["s3:GetObject", "s3:ListBucket", "s3:RestoreObject"],
+            "nothing more to restore"
+        );
     }
 
     #[test]
@@ -295,7 +385,7 @@ mod tests {
         ] {
             assert_eq!(partition(region), want);
         }
-        let p = iam_policy(Role::Uploader, "cn-north-1", "b", "x/y");
+        let p = iam_policy(Role::Uploader, "cn-north-1", "b", "x/y", false);
         assert_eq!(p["Statement"][0]["Resource"], "arn:aws-cn:s3:::b/x/y/*");
     }
 

@@ -21,6 +21,7 @@ use crate::manifest::{MANIFEST_NAME, host_of_id};
 use crate::retention::{self, Action, BackupInfo, Decision, Origins};
 use crate::stage::{JobLock, JobStaging};
 use crate::upload::{Target, remote_key};
+use offsite_backends::ErrorKind;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneReport {
@@ -43,8 +44,87 @@ pub struct PruneReport {
     /// in a dry run, to be deleted).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub leftovers: Vec<String>,
+    /// Backups the policy deletes but S3 Object Lock still holds: deleted
+    /// by a prune after `until` (not a failure).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retained: Vec<Locked>,
+    /// Kept backups whose locks were extended, so that they stay locked as
+    /// long as the newest backup that needs them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extended: Vec<Locked>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A backup and the time its objects are locked until (S3 Object Lock).
+#[derive(Debug, Clone, Serialize)]
+pub struct Locked {
+    pub id: String,
+    pub until: String,
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Object Lock and chains: a full (or an incremental) that kept backups
+/// build on must stay locked as long as the newest of them, or it could be
+/// deleted while they still need it. Each kept incremental's lock (read from
+/// its manifest) is carried down its chain: every backup it needs gets at
+/// least that lock, on every object.
+async fn extend_locks(
+    target: &Target,
+    job: &str,
+    all: &[BackupInfo],
+    decisions: &[Decision],
+    extended: &mut Vec<Locked>,
+) -> Result<()> {
+    let by_id: std::collections::HashMap<&str, &BackupInfo> =
+        all.iter().map(|b| (b.id.as_str(), b)).collect();
+    let manifest_of = |id: &str| remote_key(&target.config.prefix, job, id, MANIFEST_NAME);
+    let mut needed: BTreeMap<&str, std::time::SystemTime> = BTreeMap::new();
+    for d in decisions
+        .iter()
+        .filter(|d| d.action == Action::Keep && d.complete)
+    {
+        let Some(mut at) = by_id.get(d.id.as_str()).and_then(|b| b.parent.as_deref()) else {
+            continue;
+        };
+        let Some(until) = target.backend.retained_until(&manifest_of(&d.id)).await? else {
+            continue;
+        };
+        for _ in 0..all.len() {
+            let e = needed.entry(at).or_insert(until);
+            *e = (*e).max(until);
+            match by_id.get(at).and_then(|b| b.parent.as_deref()) {
+                Some(p) => at = p,
+                None => break,
+            }
+        }
+    }
+    for (id, until) in needed {
+        let manifest = manifest_of(id);
+        // Reported when the manifest's lock was shorter; every object is
+        // checked either way (a volume, written earlier, ends a little earlier).
+        let shorter = target
+            .backend
+            .retained_until(&manifest)
+            .await?
+            .is_none_or(|now| now < until);
+        let folder = format!("{}/", &manifest[..manifest.len() - MANIFEST_NAME.len() - 1]);
+        for o in list_all(target.backend.as_ref(), &folder).await? {
+            target.backend.extend_retention(&o.key, until).await?;
+        }
+        if shorter {
+            extended.push(Locked {
+                id: id.to_string(),
+                until: rfc3339(until),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A backup another host made, which a prune of this host's backups leaves alone.
@@ -133,6 +213,8 @@ pub async fn prune_destination(
         deleted: Vec::new(),
         others: Vec::new(),
         leftovers: Vec::new(),
+        retained: Vec::new(),
+        extended: Vec::new(),
         error: None,
     };
     let result = async {
@@ -174,6 +256,7 @@ pub async fn prune_destination(
             let origin = group(origin_of(id, None));
             groups.entry(origin).or_default().1.push(id.clone());
         }
+        let all: Vec<BackupInfo> = groups.values().flat_map(|g| g.0.clone()).collect();
         for (origin, (infos, incomplete)) in groups {
             match (origin, policy.origins) {
                 (Some(host), Origins::Own) => {
@@ -206,12 +289,40 @@ pub async fn prune_destination(
                 report.leftovers.push(l.key);
             }
         }
+        let retain = target.backend.capabilities().retention;
+        // Object Lock: a backup still locked cannot be deleted yet; the plan says until when.
+        if retain.is_some() {
+            for d in report.decisions.iter().filter(|d| d.action == Action::Delete && d.complete) {
+                let manifest = remote_key(&target.config.prefix, &job.name, &d.id, MANIFEST_NAME);
+                if let Some(until) = target.backend.retained_until(&manifest).await? {
+                    report.retained.push(Locked {
+                        id: d.id.clone(),
+                        until: rfc3339(until),
+                    });
+                }
+            }
+        }
         if dry_run {
             return Ok(());
         }
+        if retain.is_some() {
+            extend_locks(target, &job.name, &all, &report.decisions, &mut report.extended).await?;
+        }
         for d in report.decisions.iter().filter(|d| d.action == Action::Delete) {
-            delete_backup(target, &job.name, &d.id, d.complete).await?;
-            report.deleted.push(d.id.clone());
+            if report.retained.iter().any(|r| r.id == d.id) {
+                continue;
+            }
+            match delete_backup(target, &job.name, &d.id, d.complete).await {
+                Ok(()) => report.deleted.push(d.id.clone()),
+                // A volume locked longer than its manifest: not a failure either.
+                Err(Error::Backend(e)) if e.kind() == ErrorKind::Retained => {
+                    report.retained.push(Locked {
+                        id: d.id.clone(),
+                        until: e.message().to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
         // Last, so a pruned backup's folder is left empty and goes with them.
         for key in &report.leftovers {

@@ -617,6 +617,7 @@ mod tests {
             max_part_size: 5 << 30,
             max_parts,
             max_object_size: None,
+            retention: None,
         }
     }
 

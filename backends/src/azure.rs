@@ -725,6 +725,7 @@ impl Backend for AzureBackend {
             max_part_size: MAX_BLOCK,
             max_parts: MAX_BLOCKS,
             max_object_size: Some(MAX_BLOCK * MAX_BLOCKS as u64),
+            retention: None,
         }
     }
 

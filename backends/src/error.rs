@@ -28,6 +28,9 @@ pub enum ErrorKind {
     Unsupported,
     /// The server asked us to slow down.
     RateLimited,
+    /// The object is locked (S3 Object Lock) and cannot be deleted before
+    /// its retain-until date, which the message names.
+    Retained,
     /// Anything else.
     Unexpected,
 }
@@ -43,6 +46,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::ConfigInvalid => "invalid configuration",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::RateLimited => "rate limited",
+            ErrorKind::Retained => "retained",
             ErrorKind::Unexpected => "unexpected error",
         };
         f.write_str(s)

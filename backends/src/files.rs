@@ -32,6 +32,7 @@ pub(crate) fn file_tree_capabilities(parts_out_of_order: bool) -> Capabilities {
         max_part_size: 1 << 32,
         max_parts: u32::MAX,
         max_object_size: None,
+        retention: None,
     }
 }
 

@@ -967,6 +967,7 @@ impl Backend for GlacierBackend {
             max_part_size: MAX_ARCHIVE,
             max_parts: 1,
             max_object_size: Some(MAX_ARCHIVE),
+            retention: None,
         }
     }
 

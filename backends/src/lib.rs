@@ -84,6 +84,9 @@ pub struct Capabilities {
     pub max_part_size: u64,
     pub max_parts: u32,
     pub max_object_size: Option<u64>,
+    /// Objects are locked (S3 Object Lock) for this long when written: they
+    /// cannot be deleted or replaced before; see [`Backend::extend_retention`].
+    pub retention: Option<Duration>,
 }
 
 /// One object found by [`Backend::list`].
@@ -325,6 +328,25 @@ pub trait Backend: Send + Sync + Debug {
     async fn list_leftovers(&self, prefix: &str) -> Result<Vec<Leftover>> {
         let _ = prefix;
         Ok(Vec::new())
+    }
+
+    /// Until when `key` is locked against deletion (S3 Object Lock), if it
+    /// is locked now. Backends without locks answer `None`.
+    async fn retained_until(&self, key: &str) -> Result<Option<std::time::SystemTime>> {
+        let _ = key;
+        Ok(None)
+    }
+
+    /// Keeps `key` locked until at least `until` (never shortens a lock).
+    /// Only backends whose capabilities have `retention` implement it.
+    async fn extend_retention(&self, key: &str, until: std::time::SystemTime) -> Result<()> {
+        let _ = until;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("{} locks no object", self.name()),
+        )
+        .with_destination(self.name())
+        .with_key(key))
     }
 }
 

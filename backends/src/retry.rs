@@ -182,6 +182,14 @@ impl Backend for Retrying {
     async fn list_leftovers(&self, prefix: &str) -> Result<Vec<crate::Leftover>> {
         with_retries(&self.policy, || self.inner.list_leftovers(prefix)).await
     }
+
+    async fn retained_until(&self, key: &str) -> Result<Option<std::time::SystemTime>> {
+        with_retries(&self.policy, || self.inner.retained_until(key)).await
+    }
+
+    async fn extend_retention(&self, key: &str, until: std::time::SystemTime) -> Result<()> {
+        with_retries(&self.policy, || self.inner.extend_retention(key, until)).await
+    }
 }
 
 #[cfg(test)]

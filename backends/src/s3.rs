@@ -51,6 +51,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, GlacierJobParameters,
+    ObjectLockLegalHoldStatus, ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode,
     RestoreRequest, StorageClass, Tier,
 };
 use base64::Engine;
@@ -85,6 +86,42 @@ pub struct S3Options {
     pub restore_days: i32,
     /// Connect timeout, and the longest wait for the next bytes of an answer.
     pub timeout: std::time::Duration,
+    /// S3 Object Lock: every object offsite writes is locked this way (the
+    /// bucket must have Object Lock enabled).
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// How objects are locked when written (S3 Object Lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    /// How long after it is written an object stays locked.
+    pub retain: std::time::Duration,
+}
+
+/// S3's two retention modes: governance can be lifted by a user with
+/// s3:BypassGovernanceRetention; compliance by nobody, not even the root
+/// account, until it expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+impl LockMode {
+    fn sdk(self) -> ObjectLockMode {
+        match self {
+            LockMode::Governance => ObjectLockMode::Governance,
+            LockMode::Compliance => ObjectLockMode::Compliance,
+        }
+    }
+
+    fn retention_sdk(self) -> ObjectLockRetentionMode {
+        match self {
+            LockMode::Governance => ObjectLockRetentionMode::Governance,
+            LockMode::Compliance => ObjectLockRetentionMode::Compliance,
+        }
+    }
 }
 
 /// The retrieval tiers RestoreObject takes, as written in the configuration.
@@ -190,6 +227,120 @@ impl S3Backend {
 
     fn class_for_put(&self) -> Option<StorageClass> {
         None
+    }
+
+    /// The lock an object written now gets: its mode and retain-until date.
+    fn lock_now(&self) -> Option<(LockMode, aws_smithy_types::DateTime)> {
+        let l = self.options.object_lock?;
+        let until = std::time::SystemTime::now() + l.retain;
+        Some((l.mode, aws_smithy_types::DateTime::from(until)))
+    }
+
+    /// PutObjectRetention: `key` (its current version) locked until `until`.
+    async fn put_retention(
+        &self,
+        key: &str,
+        mode: LockMode,
+        until: aws_smithy_types::DateTime,
+    ) -> Result<()> {
+        self.client()
+            .await
+            .put_object_retention()
+            .bucket(self.bucket())
+            .key(key)
+            .retention(
+                ObjectLockRetention::builder()
+                    .mode(mode.retention_sdk())
+                    .retain_until_date(until)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err("PutObjectRetention", Some(key), e))?;
+        Ok(())
+    }
+
+    /// The lock on one version of `key` (HeadObject: moto has no
+    /// GetObjectRetention), as the time it ends; `None` when unlocked.
+    async fn lock_of(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<std::time::SystemTime>> {
+        let head = self
+            .client()
+            .await
+            .head_object()
+            .bucket(self.bucket())
+            .key(key)
+            .set_version_id(version.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| self.err("HeadObject", Some(key), e))?;
+        let until = head
+            .object_lock_retain_until_date()
+            .and_then(|d| std::time::SystemTime::try_from(*d).ok());
+        let held = head.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On);
+        Ok(match until {
+            Some(t) if t > std::time::SystemTime::now() => Some(t),
+            _ if held => Some(
+                std::time::SystemTime::now() + std::time::Duration::from_secs(86_400 * 365 * 100),
+            ),
+            _ => None,
+        })
+    }
+
+    /// Deletes every version of `key` (and its delete markers): on a bucket
+    /// with Object Lock (versioned), a plain DeleteObject only hides an
+    /// object behind a delete marker. A version still locked stops it with
+    /// [`ErrorKind::Retained`], naming until when.
+    async fn delete_versions(&self, key: &str) -> Result<()> {
+        let out = self
+            .client()
+            .await
+            .list_object_versions()
+            .bucket(self.bucket())
+            .prefix(key)
+            .send()
+            .await
+            .map_err(|e| self.err("ListObjectVersions", Some(key), e))?;
+        let mut ids: Vec<String> = Vec::new();
+        for v in out.versions() {
+            if v.key() == Some(key) {
+                ids.extend(v.version_id().map(str::to_string));
+            }
+        }
+        for m in out.delete_markers() {
+            if m.key() == Some(key) {
+                ids.extend(m.version_id().map(str::to_string));
+            }
+        }
+        for id in ids {
+            let res = self
+                .client()
+                .await
+                .delete_object()
+                .bucket(self.bucket())
+                .key(key)
+                .version_id(&id)
+                .send()
+                .await;
+            if let Err(e) = res {
+                let err = self.err("DeleteObject", Some(key), e);
+                if err.kind() == ErrorKind::PermissionDenied
+                    && let Ok(Some(until)) = self.lock_of(key, Some(&id)).await
+                {
+                    return Err(Error::new(
+                        ErrorKind::Retained,
+                        format!("retained until {} by Object Lock", rfc3339(until)),
+                    )
+                    .with_destination(&self.name)
+                    .with_key(key));
+                }
+                return Err(err);
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a call a put-only destination must never make.
@@ -312,6 +463,13 @@ impl S3Backend {
     }
 }
 
+/// `2026-12-01T02:15:00Z`.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    aws_smithy_types::DateTime::from(t)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_else(|_| format!("{t:?}"))
+}
+
 fn sha256_b64(body: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body))
 }
@@ -370,6 +528,7 @@ impl Backend for S3Backend {
             max_part_size: 5 << 30,
             max_parts: 10_000,
             max_object_size: Some(5 << 40),
+            retention: self.options.object_lock.map(|l| l.retain),
         }
     }
 
@@ -402,6 +561,8 @@ impl Backend for S3Backend {
             .checksum_crc32_c(sum)
             // Create-only: 412 when the key exists; needs no permission beyond s3:PutObject.
             .if_none_match("*")
+            .set_object_lock_mode(self.lock_now().map(|l| l.0.sdk()))
+            .set_object_lock_retain_until_date(self.lock_now().map(|l| l.1))
             .body(SdkStream::from(body))
             .customize();
         let op = if self.unsigned_payload() {
@@ -425,6 +586,8 @@ impl Backend for S3Backend {
             .key(key)
             .set_storage_class(self.class_for_volumes())
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .set_object_lock_mode(self.lock_now().map(|l| l.0.sdk()))
+            .set_object_lock_retain_until_date(self.lock_now().map(|l| l.1))
             .send()
             .await
             .map_err(|e| self.err("CreateMultipartUpload", Some(key), e))?;
@@ -530,6 +693,11 @@ impl Backend for S3Backend {
             .send()
             .await
             .map_err(|e| self.err("CompleteMultipartUpload", Some(key), e))?;
+        // Some servers (moto) ignore the lock given at CreateMultipartUpload:
+        // set it on the object now, as AWS would have.
+        if let Some((mode, until)) = self.lock_now() {
+            self.put_retention(key, mode, until).await?;
+        }
         Ok(())
     }
 
@@ -715,9 +883,43 @@ impl Backend for S3Backend {
         Ok(Box::pin(stream))
     }
 
+    async fn retained_until(&self, key: &str) -> Result<Option<std::time::SystemTime>> {
+        if self.options.object_lock.is_none() {
+            return Ok(None);
+        }
+        self.allowed("HeadObject", Some(key))?;
+        match self.lock_of(key, None).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            other => other,
+        }
+    }
+
+    async fn extend_retention(&self, key: &str, until: std::time::SystemTime) -> Result<()> {
+        let Some(lock) = self.options.object_lock else {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "this destination has no object_lock",
+            )
+            .with_destination(&self.name)
+            .with_key(key));
+        };
+        if self
+            .lock_of(key, None)
+            .await?
+            .is_some_and(|now| now >= until)
+        {
+            return Ok(());
+        }
+        self.put_retention(key, lock.mode, aws_smithy_types::DateTime::from(until))
+            .await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         self.allowed("DeleteObject", Some(key))?;
         validate_key(key).map_err(|e| e.with_destination(&self.name))?;
+        if self.options.object_lock.is_some() {
+            return self.delete_versions(key).await;
+        }
         self.client()
             .await
             .delete_object()
@@ -771,6 +973,7 @@ mod tests {
                     restore_tier: "Standard".into(),
                     restore_days: 1,
                     timeout: std::time::Duration::from_secs(60),
+                    object_lock: None,
                 },
             )
         };

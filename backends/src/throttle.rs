@@ -139,6 +139,14 @@ impl Backend for Throttled {
     async fn list_leftovers(&self, prefix: &str) -> Result<Vec<crate::Leftover>> {
         self.inner.list_leftovers(prefix).await
     }
+
+    async fn retained_until(&self, key: &str) -> Result<Option<std::time::SystemTime>> {
+        self.inner.retained_until(key).await
+    }
+
+    async fn extend_retention(&self, key: &str, until: std::time::SystemTime) -> Result<()> {
+        self.inner.extend_retention(key, until).await
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub fn backend(user: &str, put_only: bool, storage_class: Option<&str>) -> S3Bac
             restore_tier: "Standard".into(),
             restore_days: 1,
             timeout: std::time::Duration::from_secs(30),
+            object_lock: None,
             credentials: Some(StaticCredentials {
                 access_key_id: var(&env, &format!("MOTO_{upper}_ACCESS_KEY_ID")),
                 secret_access_key: Secret::new(var(
@@ -230,6 +231,7 @@ async fn a_wrong_secret_is_unauthenticated_and_never_printed() {
             restore_tier: "Standard".into(),
             restore_days: 1,
             timeout: std::time::Duration::from_secs(30),
+            object_lock: None,
             credentials: Some(StaticCredentials {
                 access_key_id: var(&env, "MOTO_ADMIN_ACCESS_KEY_ID"),
                 secret_access_key: Secret::new(secret),

@@ -1039,7 +1039,15 @@ fn policy_s3(
             "destination {destination:?} is not an S3 destination; `offsite policy s3` prints policies for kind = \"s3\" only"
         )));
     };
-    let iam = |r| policy::iam_policy(r, &s3.region, &s3.bucket, &d.prefix);
+    let iam = |r| {
+        policy::iam_policy(
+            r,
+            &s3.region,
+            &s3.bucket,
+            &d.prefix,
+            s3.object_lock.is_some(),
+        )
+    };
     let mut notes = Vec::new();
     let lifecycle = |notes: &mut Vec<String>| -> Result<Value, Error> {
         let now = jiff::Timestamp::now();
@@ -1136,6 +1144,20 @@ fn print_prune(p: &PruneReport) {
             d.reasons.join("; ")
         );
     }
+    for r in &p.retained {
+        say!(
+            "  retained {}: the policy deletes it, but S3 Object Lock holds it ({}); a prune after that deletes it",
+            r.id,
+            r.until
+        );
+    }
+    for x in &p.extended {
+        say!(
+            "  lock of {} extended to {}: kept backups still build on it",
+            x.id,
+            x.until
+        );
+    }
     for l in &p.leftovers {
         say!(
             "  {} {l}: left by an interrupted upload, older than incomplete_grace",
@@ -1159,6 +1181,12 @@ fn print_prune(p: &PruneReport) {
         Some(e) => say!(
             "  FAILED after deleting {} of {deletes}: {e}",
             p.deleted.len()
+        ),
+        None if !p.retained.is_empty() && !p.dry_run => say!(
+            "  deleted {} of {}; {} retained by Object Lock",
+            p.deleted.len(),
+            p.decisions.len(),
+            p.retained.len()
         ),
         None if p.dry_run => say!("  {verb} delete {deletes} of {}", p.decisions.len()),
         None => say!("  deleted {} of {}", p.deleted.len(), p.decisions.len()),

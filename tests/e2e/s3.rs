@@ -72,6 +72,7 @@ fn admin_backend() -> offsite_backends::s3::S3Backend {
             restore_tier: "Standard".into(),
             restore_days: 1,
             timeout: std::time::Duration::from_secs(30),
+            object_lock: None,
             credentials: Some(offsite_backends::s3::StaticCredentials {
                 access_key_id: m["MOTO_ADMIN_ACCESS_KEY_ID"].clone(),
                 secret_access_key: offsite_backends::Secret::new(
@@ -625,4 +626,125 @@ fn an_encrypted_put_only_backup_is_restored_by_the_restorer_with_the_identity() 
     let job = format!("encryption = {{ identity_file = \"{}\" }}", key.display());
     sb.config_dir_job(&job, &["s3"], &readable);
     crate::remote::restores_the_source(&sb, |args| run_as(&sb, "restorer", args));
+}
+
+/// S3 Object Lock on moto, a bucket of the test's own with it enabled:
+/// every object written (a multipart volume, a single-part volume, the
+/// manifest) carries the configured lock; retention's delete of a locked
+/// backup is reported as retained until its date, not as a failure, and
+/// the backup stays whole; a full's lock is extended to cover the
+/// incremental that builds on it.
+#[test]
+fn object_lock_locks_every_object_and_prune_respects_and_extends_it() {
+    let sb = Sandbox::new("object_lock_locks_every_object_and_prune_respects_and_extends_it");
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let bucket = format!("locked-{nonce}");
+    moto_admin(&["lock-bucket", &bucket]);
+    // 12 MiB that does not compress: a volume of 8 MiB (two 5 MiB parts) and one of 4 MiB (one part).
+    write(&sb.path("src/chunk-0"), &noise(12 << 20, 61));
+    let m = moto();
+    let table = s3_table(&sb, "object_lock = { mode = \"governance\", days = 1 }").replace(
+        &format!("bucket = \"{}\"", m["MOTO_BUCKET"]),
+        &format!("bucket = \"{bucket}\""),
+    );
+    sb.config_dir_job(
+        "volume_size = \"8MiB\"\nretention = { keep_last = 1 }",
+        &["s3"],
+        &table,
+    );
+    let run = |args: &[&str]| Run::from(as_user(sb.command(args), "admin").output().expect("run"));
+    let locks = || -> Vec<serde_json::Value> {
+        let prefix = crate::remote::prefix_of(&table);
+        serde_json::from_str(&moto_admin(&["locks", &bucket, &prefix])).expect("json")
+    };
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+
+    let r = run(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let full = r.json()["backup"].as_str().expect("id").to_string();
+    let written = locks();
+    assert_eq!(
+        written.len(),
+        3,
+        "two volumes and the manifest: {written:?}"
+    );
+    for o in &written {
+        assert_eq!(o["mode"], "GOVERNANCE", "{o}");
+        let until = o["until"].as_f64().expect("until");
+        assert!(
+            (until - now() - 86_400.0).abs() < 300.0,
+            "locked for a day from now: {o}"
+        );
+    }
+
+    // An incremental on the full: the next prune must keep the full locked as long.
+    std::thread::sleep(Duration::from_millis(2100));
+    write(&sb.path("src/writer.chk"), b"0002");
+    let r = run(&["--json", "backup", "--incremental"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["kind"], "incr", "{r:?}");
+    let incr = r.json()["backup"].as_str().expect("id").to_string();
+    let prune = &r.json()["prune"][0];
+    assert_eq!(prune["status"], "ok", "{r:?}");
+    assert_eq!(prune["extended"][0]["id"], full.as_str(), "{r:?}");
+    let after = locks();
+    let until_of = |id: &str, name: &str| {
+        after
+            .iter()
+            .filter(|o| {
+                o["key"]
+                    .as_str()
+                    .is_some_and(|k| k.ends_with(&format!("{id}/{name}")))
+            })
+            .map(|o| o["until"].as_f64().expect("until"))
+            .fold(0.0, f64::max)
+    };
+    let incr_until = until_of(&incr, "manifest.json");
+    for name in ["manifest.json", "vol-000000.tar.zst", "vol-000001.tar.zst"] {
+        assert!(
+            until_of(&full, name) >= incr_until,
+            "{name} of the full is locked as long as the incremental: {after:?}"
+        );
+    }
+
+    // A new full: keep_last = 1 deletes the old chain, which is still locked.
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = run(&["--json", "backup", "--full"]);
+    assert_eq!(r.code, 0, "a lock is not a failure: {r:?}");
+    let prune = &r.json()["prune"][0];
+    let retained: Vec<&str> = prune["retained"]
+        .as_array()
+        .expect("retained")
+        .iter()
+        .map(|x| x["id"].as_str().expect("id"))
+        .collect();
+    assert!(
+        retained.contains(&full.as_str()) && retained.contains(&incr.as_str()),
+        "{r:?}"
+    );
+    assert!(
+        prune["retained"][0]["until"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("20"),
+        "{r:?}"
+    );
+    let l = run(&["--json", "list"]);
+    let listed = l.json()["listings"][0]["backups"].as_array().map(Vec::len);
+    assert_eq!(listed, Some(3), "the locked chain stays whole: {l:?}");
+    let p = run(&["prune", "--dry-run"]);
+    assert!(
+        p.stdout.contains("retained") && p.stdout.contains("Object Lock"),
+        "{p:?}"
+    );
+    let v = run(&["verify", "--backup", &full]);
+    assert_eq!(v.code, 0, "{v:?}");
 }

@@ -7,6 +7,12 @@ Usage:
   python moto_admin.py ENV_FILE lifecycle LIFECYCLE_FILE
       puts the lifecycle configuration on the test bucket, then prints the
       configuration moto stored, as JSON
+  python moto_admin.py ENV_FILE lock-bucket NAME
+      creates bucket NAME with Object Lock enabled (and so versioning)
+  python moto_admin.py ENV_FILE locks BUCKET PREFIX
+      prints, as JSON, every object version under PREFIX with its lock:
+      [{"key", "version", "latest", "mode", "until" (epoch seconds)}]
+      (HeadObject: moto 5.2.5 has no GetObjectRetention)
 """
 import json
 import sys
@@ -51,6 +57,25 @@ def main():
         s3.put_bucket_lifecycle_configuration(Bucket=e["MOTO_BUCKET"], LifecycleConfiguration=config)
         got = s3.get_bucket_lifecycle_configuration(Bucket=e["MOTO_BUCKET"])
         print(json.dumps({"Rules": got["Rules"]}))
+    elif what == "lock-bucket":
+        s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **common)
+        s3.create_bucket(Bucket=sys.argv[3], ObjectLockEnabledForBucket=True)
+    elif what == "locks":
+        bucket, prefix = sys.argv[3], sys.argv[4]
+        s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **common)
+        out = []
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+            for v in page.get("Versions", []):
+                head = s3.head_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+                until = head.get("ObjectLockRetainUntilDate")
+                out.append({
+                    "key": v["Key"],
+                    "version": v["VersionId"],
+                    "latest": v["IsLatest"],
+                    "mode": head.get("ObjectLockMode"),
+                    "until": until.timestamp() if until else None,
+                })
+        print(json.dumps(out))
     else:
         sys.exit(f"unknown command {what!r}; see the usage in {__file__}")
 
