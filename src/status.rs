@@ -46,6 +46,25 @@ pub struct LastRun {
     pub error: Option<String>,
 }
 
+impl LastRun {
+    /// `backup 20261201T021500Z-full-db1 at 2026-12-01T02:16:40Z: failed: why`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} at {}: {}{}",
+            self.command,
+            self.backup
+                .as_deref()
+                .unwrap_or("before a backup was staged"),
+            self.finished_at,
+            self.status,
+            self.error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 /// One backup run (stage and upload), as `status` shows the last full and
 /// the last incremental.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,17 +171,7 @@ pub fn health(
             job: job.to_string(),
             destination: None,
             status: r.status.clone(),
-            why: format!(
-                "the last run ({} {} at {}) ended {}{}",
-                r.command,
-                r.backup.as_deref().unwrap_or("before a backup was staged"),
-                r.finished_at,
-                r.status,
-                r.error
-                    .as_ref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            ),
+            why: format!("the last run ended {}: {}", r.status, r.describe()),
         });
     }
     let Some(max_age) = max_age else {

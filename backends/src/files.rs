@@ -101,6 +101,16 @@ impl<C> Pool<C> {
     }
 }
 
+/// The folder a listing of `prefix` starts in: everything before its last
+/// `/` ("" for the root), checked like a key.
+pub(crate) fn folder_of(prefix: &str) -> Result<&str> {
+    let dir = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+    if !dir.is_empty() {
+        crate::validate_key(dir)?;
+    }
+    Ok(dir)
+}
+
 /// `range` of an object of `size` bytes, clamped to it; the whole object without one.
 pub(crate) fn clamp_range(range: Option<std::ops::Range<u64>>, size: u64) -> (u64, u64) {
     match range {

@@ -66,7 +66,7 @@ use suppaftp::types::FileType;
 use suppaftp::{FtpError, RustlsConnector, RustlsFtpStream, Status};
 
 use crate::files::{
-    Pool, blocking_stream, clamp_range, contiguous_size, file_tree_capabilities,
+    Pool, blocking_stream, clamp_range, contiguous_size, file_tree_capabilities, folder_of,
     is_hidden_work_file, on_blocking_pool, partial_name, receipt_for, temp_name, unique_id,
     upload_gone,
 };
@@ -1069,13 +1069,7 @@ impl Backend for FtpBackend {
         let prefix_owned = prefix.to_string();
         let items = self
             .blocking(prefix, move |_, conn| {
-                let dir = match prefix_owned.rfind('/') {
-                    Some(i) => &prefix_owned[..i],
-                    None => "",
-                };
-                if !dir.is_empty() {
-                    validate_key(dir)?;
-                }
+                let dir = folder_of(&prefix_owned)?;
                 let mut out = Vec::new();
                 walk(conn, dir, &prefix_owned, &mut out)?;
                 out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -1088,13 +1082,7 @@ impl Backend for FtpBackend {
     async fn list_leftovers(&self, prefix: &str) -> Result<Vec<crate::Leftover>> {
         let prefix_owned = prefix.to_string();
         self.blocking(prefix, move |_, conn| {
-            let dir = match prefix_owned.rfind('/') {
-                Some(i) => &prefix_owned[..i],
-                None => "",
-            };
-            if !dir.is_empty() {
-                validate_key(dir)?;
-            }
+            let dir = folder_of(&prefix_owned)?;
             let mut out = Vec::new();
             walk_for(conn, dir, &prefix_owned, &mut Found::Leftovers(&mut out))?;
             Ok(out)

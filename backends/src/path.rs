@@ -34,8 +34,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::files::{
-    blocking_stream, clamp_range, contiguous_size, file_tree_capabilities, is_hidden_work_file,
-    on_blocking_pool, partial_name, receipt_for, temp_name, unique_id, upload_gone,
+    blocking_stream, clamp_range, contiguous_size, file_tree_capabilities, folder_of,
+    is_hidden_work_file, on_blocking_pool, partial_name, receipt_for, temp_name, unique_id,
+    upload_gone,
 };
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
@@ -408,16 +409,7 @@ impl Backend for PathBackend {
         let items = self
             .blocking(prefix, move |inner| {
                 inner.check_root()?;
-                let dir_part = match prefix_owned.rfind('/') {
-                    Some(i) => &prefix_owned[..i],
-                    None => "",
-                };
-                let start = if dir_part.is_empty() {
-                    inner.root.clone()
-                } else {
-                    validate_key(dir_part)?;
-                    inner.root.join(dir_part)
-                };
+                let start = inner.root.join(folder_of(&prefix_owned)?);
                 let mut out = Vec::new();
                 walk(&inner.root, &start, &prefix_owned, &mut out)?;
                 out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -431,13 +423,7 @@ impl Backend for PathBackend {
         let prefix_owned = prefix.to_string();
         self.blocking(prefix, move |inner| {
             inner.check_root()?;
-            let start = match prefix_owned.rfind('/') {
-                Some(i) => {
-                    validate_key(&prefix_owned[..i])?;
-                    inner.root.join(&prefix_owned[..i])
-                }
-                None => inner.root.clone(),
-            };
+            let start = inner.root.join(folder_of(&prefix_owned)?);
             let mut out = Vec::new();
             walk_for(
                 &inner.root,

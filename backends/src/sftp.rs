@@ -51,7 +51,7 @@ use ssh2::{
 };
 
 use crate::files::{
-    Pool, blocking_stream, clamp_range, contiguous_size, file_tree_capabilities,
+    Pool, blocking_stream, clamp_range, contiguous_size, file_tree_capabilities, folder_of,
     is_hidden_work_file, on_blocking_pool, partial_name, receipt_for, temp_name, unique_id,
     upload_gone,
 };
@@ -758,13 +758,7 @@ impl Backend for SftpBackend {
         let items = self
             .blocking(prefix, move |inner, sftp| {
                 inner.check_root(sftp)?;
-                let dir_part = match prefix_owned.rfind('/') {
-                    Some(i) => &prefix_owned[..i],
-                    None => "",
-                };
-                if !dir_part.is_empty() {
-                    validate_key(dir_part)?;
-                }
+                let dir_part = folder_of(&prefix_owned)?;
                 let mut out = Vec::new();
                 walk(inner, sftp, dir_part, &prefix_owned, &mut out)?;
                 out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -777,13 +771,7 @@ impl Backend for SftpBackend {
     async fn list_leftovers(&self, prefix: &str) -> Result<Vec<crate::Leftover>> {
         let prefix_owned = prefix.to_string();
         self.blocking(prefix, move |inner, sftp| {
-            let dir = match prefix_owned.rfind('/') {
-                Some(i) => &prefix_owned[..i],
-                None => "",
-            };
-            if !dir.is_empty() {
-                validate_key(dir)?;
-            }
+            let dir = folder_of(&prefix_owned)?;
             let mut out = Vec::new();
             walk_for(
                 inner,

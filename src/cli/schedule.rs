@@ -273,17 +273,7 @@ pub fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>, check: bool) -> Re
                 }
             }
             if let Some(r) = &s.last_run {
-                say!(
-                    "  last run: {} {} at {}: {}{}",
-                    r.command,
-                    r.backup.as_deref().unwrap_or("-"),
-                    r.finished_at,
-                    r.status,
-                    r.error
-                        .as_ref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default()
-                );
+                say!("  last run: {}", r.describe());
             }
             for d in &j.destinations {
                 match s.destinations.get(d) {

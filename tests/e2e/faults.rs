@@ -170,28 +170,14 @@ fn pump_pair(
                     let _ = to.shutdown(Shutdown::Both);
                     break;
                 }
-                _ if freeze.load(Ordering::SeqCst) => {
-                    st.store(true, Ordering::SeqCst);
-                    while !done.load(Ordering::SeqCst) {
-                        match from.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
-                        }
-                    }
-                    let _ = to.shutdown(Shutdown::Both);
-                    break;
-                }
                 Fault::Stall { after } if sent as u64 >= after => {
                     st.store(true, Ordering::SeqCst);
-                    // Hold the connection open, forwarding nothing, until the
-                    // client gives up (or the test ends).
-                    while !done.load(Ordering::SeqCst) {
-                        match from.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) => {}
-                        }
-                    }
-                    let _ = to.shutdown(Shutdown::Both);
+                    hold_open(&mut from, &to, &done);
+                    break;
+                }
+                _ if freeze.load(Ordering::SeqCst) => {
+                    st.store(true, Ordering::SeqCst);
+                    hold_open(&mut from, &to, &done);
                     break;
                 }
                 _ => {}
@@ -227,6 +213,19 @@ fn pump_pair(
         }
         let _ = to.shutdown(Shutdown::Write);
     });
+}
+
+/// Holds a stalled connection open, forwarding nothing, until the client
+/// gives up (or the test ends); then closes the server's side.
+fn hold_open(from: &mut TcpStream, to: &TcpStream, done: &AtomicBool) {
+    let mut buf = [0u8; 16 * 1024];
+    while !done.load(Ordering::SeqCst) {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
 }
 
 /// Whether `recent` (bytes sent towards an HTTP server) holds a request

@@ -15,18 +15,9 @@ fn backup(sb: &Sandbox, args: &[&str]) -> serde_json::Value {
 }
 
 fn restore_to(sb: &Sandbox, id: &str, to: &str) -> std::path::PathBuf {
-    let to = sb.path(to);
-    let r = sb.offsite(&[
-        "restore",
-        "--job",
-        "db",
-        "--backup",
-        id,
-        "--to",
-        to.to_str().expect("utf8"),
-    ]);
+    let r = restore_backup(sb, id, to);
     assert_eq!(r.code, 0, "{r:?}");
-    to
+    sb.path(to)
 }
 
 #[test]

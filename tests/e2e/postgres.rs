@@ -208,6 +208,19 @@ fn with_pg(sb: &Sandbox, args: &[&str]) -> Run {
 
 const NAS: &str = "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n";
 
+/// Backs the job up and restores its latest backup into `restored/`.
+fn backed_up_and_restored(sb: &Sandbox) -> PathBuf {
+    let r = with_pg(sb, &["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let to = sb.path("restored");
+    let r = with_pg(
+        sb,
+        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    to
+}
+
 fn command_job(sb: &Sandbox, source: &str) {
     sb.write_config(&format!(
         "[staging]\ndir = \"staging\"\nmin_free = \"1MiB\"\n\n[[job]]\nname = \"db\"\nsource = {source}\ndestinations = [\"nas\"]\n\n{NAS}"
@@ -226,14 +239,7 @@ fn a_pg_dump_backup_restores_into_a_new_database_row_for_row() {
         &sb,
         "{ kind = \"command\", run = \"pg_dump -Fc pgdump_src\", output = \"pgdump_src.dump\" }",
     );
-    let r = with_pg(&sb, &["--json", "backup"]);
-    assert_eq!(r.code, 0, "{r:?}");
-    let to = sb.path("restored");
-    let r = with_pg(
-        &sb,
-        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    let to = backed_up_and_restored(&sb);
     let port = pg()["PGPORT"].clone();
     drop_db(&port, "pgdump_dst");
     psql(&port, "postgres", "create database pgdump_dst");
@@ -288,14 +294,7 @@ fn a_pg_basebackup_run_as_postgres_restores_a_folder_that_starts() {
             e["PGPORT"]
         ),
     );
-    let r = with_pg(&sb, &["--json", "backup"]);
-    assert_eq!(r.code, 0, "{r:?}");
-    let to = sb.path("restored");
-    let r = with_pg(
-        &sb,
-        &["restore", "--job", "db", "--to", to.to_str().expect("utf8")],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    let to = backed_up_and_restored(&sb);
     let cluster = Cluster::start(&to.join("base"));
     assert_eq!(
         fixture(&cluster.port, &["checksums", "basebackup_src"]),

@@ -373,17 +373,15 @@ pub fn set_mtime(path: &Path, sec: i64, nsec: i64) {
     assert_eq!(rc, 0, "utimensat {}", path.display());
 }
 
+/// The arguments of a restore of job "db"'s `backup` into `to`.
+pub fn restore_args<'a>(backup: &'a str, to: &'a str) -> [&'a str; 7] {
+    ["restore", "--job", "db", "--backup", backup, "--to", to]
+}
+
 /// Restores job "db"'s `backup` into `to` (relative to the sandbox).
 pub fn restore_backup(sb: &Sandbox, backup: &str, to: &str) -> Run {
     let to = sb.path(to);
-    sb.offsite(&[
-        "--json",
-        "restore",
-        "--job",
-        "db",
-        "--backup",
-        backup,
-        "--to",
-        to.to_str().expect("utf8"),
-    ])
+    let mut args = vec!["--json"];
+    args.extend(restore_args(backup, to.to_str().expect("utf8")));
+    sb.offsite(&args)
 }

@@ -127,15 +127,7 @@ fn restores_host(sb: &Sandbox, config: &str, dest: &Dest, backup: &str, name: &s
     let r = run(
         config,
         dest,
-        &[
-            "restore",
-            "--job",
-            "db",
-            "--backup",
-            backup,
-            "--to",
-            to.to_str().expect("utf8"),
-        ],
+        &restore_args(backup, to.to_str().expect("utf8")),
     );
     assert_eq!(r.code, 0, "{r:?}");
     assert_same_tree(&sb.path(&format!("src-{name}")), &to);

@@ -37,46 +37,9 @@ IMP_PASV=29000-29999
 
 die() { echo "ftp.sh: $*" >&2; exit 1; }
 
-# Field N (N >= 3) of /proc/PID/stat; the fields after the command name.
-stat_field() { # PID N
-  local s f
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  s=${s##*) }
-  read -ra f <<<"$s"
-  echo "${f[$(($2 - 3))]}"
-}
-
-# True if $1 is live, started at clock tick $2 (field 22 of its stat, kept
-# in the pid file), and its command line contains $3. pure-ftpd replaces its
-# command line with "pure-ftpd (SERVER)", so the start time is what guards
-# against PID reuse.
-is_ours() { # PID STARTTIME TEXT
-  kill -0 "$1" 2>/dev/null &&
-    [ "$(stat_field "$1" 22)" = "$2" ] &&
-    tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF -- "$3"
-}
-
-stop_one() { # NAME PIDFILE TEXT
-  local name=$1 pidfile=$2 text=$3 pid= st= target
-  [ -f "$pidfile" ] || return 0
-  read -r pid st <"$pidfile" || true
-  if [[ "$pid" =~ ^[0-9]+$ ]] && is_ours "$pid" "$st" "$text"; then
-    # Started by setsid, so it leads a process group. pure-ftpd's session
-    # processes are in it, and they outlive a TERM to the server alone.
-    target=$pid
-    [ "$(stat_field "$pid" 5)" = "$pid" ] && target=-$pid
-    kill -TERM -- "$target" 2>/dev/null || true
-    for _ in $(seq 50); do is_ours "$pid" "$st" "$text" || break; sleep 0.1; done
-    if is_ours "$pid" "$st" "$text"; then
-      echo "ftp.sh: $name pid $pid ignored TERM for 5 s, sending KILL" >&2
-      kill -KILL -- "$target" 2>/dev/null || true
-      for _ in $(seq 20); do is_ours "$pid" "$st" "$text" || break; sleep 0.1; done
-      is_ours "$pid" "$st" "$text" && die "$name pid $pid is still alive after KILL"
-    fi
-    echo "ftp.sh: stopped $name pid $pid" >&2
-  fi
-  rm -f "$pidfile"
-}
+SCRIPT=ftp.sh
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 stop() {
   rm -f "$ENVFILE"
@@ -164,18 +127,7 @@ PY
 }
 
 wait_ready() { # NAME PID PORT LOG [implicit]
-  local deadline=$((SECONDS + 15)) rc
-  until greets "$3" "${5:-}"; do
-    if ! kill -0 "$2" 2>/dev/null; then
-      rc=0
-      wait "$2" || rc=$?
-      echo "ftp.sh: $1 exited during startup (status $rc); log tail:" >&2
-      tail -n 20 "$4" >&2
-      false
-    fi
-    [ "$SECONDS" -lt "$deadline" ] || { echo "ftp.sh: $1 does not greet on port $3 after 15 s" >&2; false; }
-    sleep 0.1
-  done
+  wait_until_ready "$1" "$2" "$4" greets "$3" "${5:-}"
 }
 
 start() {

@@ -33,14 +33,11 @@ find_bin() {
   [ -n "$p" ] && dirname "$p"
 }
 
-# Field N (N >= 3) of /proc/PID/stat; the fields after the command name.
-stat_field() { # PID N
-  local s f
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  s=${s##*) }
-  read -ra f <<<"$s"
-  echo "${f[$(($2 - 3))]}"
-}
+SCRIPT=postgres.sh
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+# is_ours and stop_one of lib.sh are not enough here: the postmaster is
+# told apart by its data folder and stopped PostgreSQL's way (below).
 
 # True if $1 is a live (not zombie) postmaster of the data folder $3, started
 # at clock tick $2 (field 22 of its stat, kept in the pid file; "-" skips that

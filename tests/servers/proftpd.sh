@@ -48,52 +48,14 @@ pidfile() { echo "$DIR/$1.pid"; }
 logfile() { echo "$DIR/$1.log"; }
 conffile() { echo "$PD/$1/proftpd.conf"; }
 
-# Field N (N >= 3) of /proc/PID/stat; the fields after the command name.
-stat_field() { # PID N
-  local s f
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  s=${s##*) }
-  read -ra f <<<"$s"
-  echo "${f[$(($2 - 3))]}"
-}
-
-# True if $1 is live, started at clock tick $2 (field 22 of its stat, kept
-# in the pid file), and its command line contains $3. proftpd rewrites its
-# command line ("proftpd: (accepting connections)"), so the start time is
-# what guards against PID reuse.
-is_ours() { # PID STARTTIME TEXT
-  kill -0 "$1" 2>/dev/null &&
-    [ "$(stat_field "$1" 22)" = "$2" ] &&
-    tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF -- "$3"
-}
-
-stop_one() { # NAME
-  local name=$1 pidfile pid= st= target
-  pidfile=$(pidfile "$name")
-  [ -f "$pidfile" ] || return 0
-  read -r pid st <"$pidfile" || true
-  if [[ "$pid" =~ ^[0-9]+$ ]] && is_ours "$pid" "$st" proftpd; then
-    # Started by setsid, so it leads a process group; the session processes
-    # it forks are in that group too.
-    target=$pid
-    [ "$(stat_field "$pid" 5)" = "$pid" ] && target=-$pid
-    kill -TERM -- "$target" 2>/dev/null || true
-    for _ in $(seq 50); do is_ours "$pid" "$st" proftpd || break; sleep 0.1; done
-    if is_ours "$pid" "$st" proftpd; then
-      echo "proftpd.sh: $name pid $pid ignored TERM for 5 s, sending KILL" >&2
-      kill -KILL -- "$target" 2>/dev/null || true
-      for _ in $(seq 20); do is_ours "$pid" "$st" proftpd || break; sleep 0.1; done
-      is_ours "$pid" "$st" proftpd && die "$name pid $pid is still alive after KILL"
-    fi
-    echo "proftpd.sh: stopped $name pid $pid" >&2
-  fi
-  rm -f "$pidfile"
-}
+SCRIPT=proftpd.sh
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 
 stop() {
   rm -f "$ENVFILE"
   local n
-  for n in "${NAMES[@]}"; do stop_one "$n"; done
+  for n in "${NAMES[@]}"; do stop_one "$n" "$(pidfile "$n")" proftpd; done
 }
 
 status() {
@@ -258,18 +220,7 @@ greets() {
 }
 
 wait_ready() { # NAME PID PORT
-  local deadline=$((SECONDS + 15)) rc
-  until greets "$3"; do
-    if ! kill -0 "$2" 2>/dev/null; then
-      rc=0
-      wait "$2" || rc=$?
-      echo "proftpd.sh: $1 exited during startup (status $rc); log tail:" >&2
-      tail -n 20 "$(logfile "$1")" >&2
-      false
-    fi
-    [ "$SECONDS" -lt "$deadline" ] || { echo "proftpd.sh: $1 does not greet on port $3 after 15 s" >&2; false; }
-    sleep 0.1
-  done
+  wait_until_ready "$1" "$2" "$(logfile "$1")" greets "$3"
 }
 
 start() {
