@@ -1681,6 +1681,48 @@ bwlimit = "20MiB"
         ),
         ("syntax", "[staging\ndir = \"/s\"\n", 1, &[]),
         (
+            "bad host id",
+            "host_id = \"db 1\"\n[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"command\", run = \"x\" }\ndestinations = [\"d\"]\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
+            1,
+            &["host_id", "db 1"],
+        ),
+        (
+            "shrink limit out of range",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"command\", run = \"x\" }\ndestinations = [\"d\"]\nshrink_limit = 5\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
+            7,
+            &["job[0].shrink_limit", "fraction"],
+        ),
+        (
+            "unknown on_unreadable",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"command\", run = \"x\" }\ndestinations = [\"d\"]\non_unreadable = \"ignore\"\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
+            7,
+            &["job[0].on_unreadable", "ignore"],
+        ),
+        (
+            "bad run_as",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"command\", run = \"x\", run_as = \"a:b\" }\ndestinations = [\"d\"]\n[destination.d]\nkind = \"path\"\npath = \"/m\"\n",
+            5,
+            &["job[0].source.run_as"],
+        ),
+        (
+            "unknown retention origins",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"path\"\npath = \"/m\"\nretention = { keep_last = 2, origins = \"everyone\" }\n",
+            6,
+            &["destination.d.retention.origins", "everyone"],
+        ),
+        (
+            "unknown object lock mode",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"s3\"\nbucket = \"b\"\nobject_lock = { mode = \"strict\", days = 7 }\n",
+            6,
+            &["destination.d.object_lock.mode", "strict", "governance"],
+        ),
+        (
+            "a bad fingerprint",
+            "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"ftp\"\nhost = \"h\"\nuser = \"u\"\npassword_env = \"P\"\npath = \"/b\"\nfingerprint = \"sha256:AB:CD\"\n",
+            9,
+            &["destination.d.fingerprint", "64 hex digits"],
+        ),
+        (
             "zero bwlimit",
             "[staging]\ndir = \"/s\"\n[destination.d]\nkind = \"path\"\npath = \"/m\"\nbwlimit = 0\n",
             6,
