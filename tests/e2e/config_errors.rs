@@ -362,6 +362,13 @@ fn init_writes_an_example_that_parses_and_never_overwrites() {
     for kind in ["s3", "sftp", "ftp", "blob"] {
         assert!(cfg.destinations.contains_key(kind), "{kind} in the example");
     }
+    // The SFTP example names its port, as the FTP one does.
+    let sftp_table = uncommented
+        .split("[destination.sftp]")
+        .nth(1)
+        .and_then(|t| t.split("[destination.").next())
+        .expect("an sftp table");
+    assert!(sftp_table.contains("port = 22"), "{sftp_table}");
     let again = std::process::Command::new(bin())
         .arg("init")
         .arg(&dir)

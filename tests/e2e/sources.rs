@@ -376,6 +376,19 @@ fn a_failing_dump_in_a_pipe_fails_and_a_commands_warnings_are_kept() {
     );
     assert!(complete_backups(&sb, "nas").is_empty());
 
+    // A dump that succeeds but writes nothing is no backup either.
+    sb.write_config(&config("true"));
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not one byte"),
+        "{r:?}"
+    );
+    assert!(complete_backups(&sb, "nas").is_empty());
+
     sb.write_config(&config(
         "(echo 'warning: line one' >&2; echo 'warning: server is older' >&2; printf data) | zstd -q",
     ));
