@@ -438,7 +438,57 @@ impl Job {
     }
 }
 
+/// The variables of the AWS credential chain that hold secrets.
+const AWS_SECRET_VARIABLES: [&str; 4] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+];
+
 impl Config {
+    /// The environment variables this configuration reads secrets from
+    /// (destinations' passwords, keys, SAS tokens, an encryption
+    /// passphrase, and the AWS chain's secret variables): what a command
+    /// run as another user (`run_as`) must not inherit.
+    pub fn secret_variables(&self) -> Vec<String> {
+        use offsite_backends::azure::{AzureCredential, SecretSource};
+        let mut out: Vec<String> = AWS_SECRET_VARIABLES.iter().map(|v| v.to_string()).collect();
+        for d in self.destinations.values() {
+            match &d.kind {
+                DestinationKind::Sftp(o) => match &o.auth {
+                    SftpAuth::KeyFile {
+                        passphrase_env: Some(v),
+                        ..
+                    }
+                    | SftpAuth::PasswordEnv { env: v } => out.push(v.clone()),
+                    _ => {}
+                },
+                DestinationKind::Ftp(o) => {
+                    if let FtpPassword::Env(v) = &o.password {
+                        out.push(v.clone());
+                    }
+                }
+                DestinationKind::Azure(o) => {
+                    if let AzureCredential::SharedKey(SecretSource::Env(v))
+                    | AzureCredential::Sas(SecretSource::Env(v)) = &o.credential
+                    {
+                        out.push(v.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        for j in &self.jobs {
+            if let Some(v) = j.encryption.as_ref().and_then(|e| e.passphrase_env.clone()) {
+                out.push(v);
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     pub fn job(&self, name: &str) -> Result<&Job, Error> {
         self.jobs.iter().find(|j| j.name == name).ok_or_else(|| {
             let known: Vec<&str> = self.jobs.iter().map(|j| j.name.as_str()).collect();

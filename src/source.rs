@@ -217,6 +217,9 @@ pub fn plan_dir(
 #[derive(Debug, Clone, Default)]
 pub struct CommandEnv {
     pub vars: Vec<(String, String)>,
+    /// Variables a command run as another user (`run_as`) does not get:
+    /// the ones offsite reads its destinations' secrets from.
+    pub secrets: Vec<String>,
 }
 
 const STDERR_TAIL: usize = 2000;
@@ -392,6 +395,9 @@ pub fn run_shell(spec: Shell<'_>) -> Result<String> {
             cmd.current_dir(workdir);
         }
         Some(who) => {
+            for v in &env.secrets {
+                cmd.env_remove(v);
+            }
             cmd.env("HOME", &who.home)
                 .env("USER", &who.user)
                 .env("LOGNAME", &who.user);
@@ -621,7 +627,10 @@ mod tests {
         workdir: &'a Path,
         stop: Option<&'a Stop>,
     ) -> Shell<'a> {
-        static NO_ENV: CommandEnv = CommandEnv { vars: Vec::new() };
+        static NO_ENV: CommandEnv = CommandEnv {
+            vars: Vec::new(),
+            secrets: Vec::new(),
+        };
         Shell {
             what,
             command,

@@ -483,6 +483,7 @@ pub fn stage(
                 ("OFFSITE_JOB".into(), job.name.clone()),
                 ("OFFSITE_BACKUP_ID".into(), id.clone()),
             ],
+            secrets: config.secret_variables(),
         };
         let mut stderr = Vec::new();
         let mut outcome: Result<StagedBackup> = (|| {

@@ -16,6 +16,7 @@ mod health;
 mod incremental;
 mod postgres;
 mod prune;
+mod recipes;
 mod remote;
 mod restarts;
 mod resume;

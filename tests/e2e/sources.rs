@@ -493,3 +493,46 @@ fn as_a_non_root_user_an_unreadable_file_fails_or_is_skipped_and_run_as_is_refus
         "{r:?}"
     );
 }
+
+/// A command run as another user (`run_as`) gets that user's identity,
+/// home and its own writable stage folder, and none of the variables
+/// offsite reads its destinations' secrets from.
+#[test]
+fn a_command_run_as_another_user_gets_no_destination_secret() {
+    let sb = Sandbox::new("a_command_run_as_another_user_gets_no_destination_secret");
+    sb.write_config(
+        "[staging]\ndir = \"staging\"\nmin_free = \"1MiB\"\n\n[[job]]\nname = \"db\"\nsource = { kind = \"command\", run = \"id -un > $OFFSITE_STAGE_DIR/who; env > $OFFSITE_STAGE_DIR/env\", run_as = \"nobody\" }\ndestinations = [\"nas\", \"ftp\"]\n\n[destination.nas]\nkind = \"path\"\npath = \"dest\"\n\n[destination.ftp]\nkind = \"ftp\"\nhost = \"127.0.0.1\"\nport = 1\nuser = \"u\"\npassword_env = \"FTP_SECRET_VAR\"\npath = \"/\"\n",
+    );
+    let r = Run::from(
+        sb.command(&["--json", "backup", "--no-upload"])
+            .env("AWS_SECRET_ACCESS_KEY", "aws-secret-do-not-pass")
+            .env("FTP_SECRET_VAR", "ftp-password-do-not-pass")
+            .env("HARMLESS_SETTING", "passed")
+            .output()
+            .expect("run"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let staged = fs::read_dir(sb.path("staging/db"))
+        .expect("staging")
+        .flatten()
+        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .expect("a staged backup");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("cat \"$1\"/vol-*.tar.zst | zstd -dc | tar -xO")
+        .arg("sh")
+        .arg(staged.path())
+        .output()
+        .expect("read the volume");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The archive holds `env`, then `who`.
+    assert!(text.ends_with("nobody\n"), "{text}");
+    assert!(
+        text.contains("USER=nobody") && text.contains("HARMLESS_SETTING=passed"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("aws-secret-do-not-pass") && !text.contains("ftp-password-do-not-pass"),
+        "no secret reaches the other user: {text}"
+    );
+}
