@@ -85,3 +85,30 @@ fn an_unknown_sftp_host_key_fails_its_destination_only_and_shows_the_fingerprint
         &[],
     );
 }
+
+/// What lands on an SFTP server is readable by its owner only, as on a
+/// folder destination: a backup holds the database's data.
+#[test]
+fn backup_files_on_an_sftp_server_are_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new("backup_files_on_an_sftp_server_are_the_owners_only");
+    write(&sb.path("src/a.dat"), &noise(100_000, 7));
+    let table = sftp_table(&sb, &key_auth(), "SFTP_KNOWN_HOSTS");
+    sb.config_dir_job("", &["sftp"], &table);
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let id = r.json()["backup"].as_str().expect("id").to_string();
+    // The server is this machine's sshd: its files are under SFTP_ROOT.
+    let folder = std::path::PathBuf::from(&sshd()["SFTP_ROOT"])
+        .join(prefix_of(&table))
+        .join("db")
+        .join(&id);
+    let mut seen = 0;
+    for e in std::fs::read_dir(&folder).expect("the backup's folder") {
+        let e = e.expect("entry");
+        let mode = e.metadata().expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", e.path().display());
+        seen += 1;
+    }
+    assert!(seen >= 2, "a volume and the manifest");
+}

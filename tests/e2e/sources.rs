@@ -158,7 +158,10 @@ fn checkpoint_files_are_copied_first() {
 /// A pre hook starts a writer that appends to a file for the whole copy.
 fn growing_file_job(sb: &Sandbox, on_change: &str) {
     write(&sb.path("src/big.dat"), &noise(4 << 20, 5));
-    write(&sb.path("src/growing.log"), b"start\n");
+    // Large enough that reading it takes milliseconds, during which the
+    // writer below appends many times: the change cannot slip between the
+    // size taken before and the one taken after.
+    write(&sb.path("src/growing.log"), &noise(2 << 20, 6));
     let src = sb.path("src").display().to_string();
     sb.config_dir_job(
         &format!(
