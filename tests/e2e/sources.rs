@@ -518,7 +518,7 @@ fn a_command_run_as_another_user_gets_no_destination_secret() {
     let staged = fs::read_dir(sb.path("staging/db"))
         .expect("staging")
         .flatten()
-        .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .find(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
         .expect("a staged backup");
     let out = std::process::Command::new("sh")
         .arg("-c")
