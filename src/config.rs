@@ -16,8 +16,7 @@ use offsite_backends::azure::{
 };
 use offsite_backends::ftp::{FtpOptions, FtpPassword, FtpTls};
 
-use crate::crypt::{self, Encryption};
-use crate::source::OnUnreadable;
+use crate::format::crypt::{self, Encryption};
 use offsite_backends::glacier::{self, GlacierOptions};
 use offsite_backends::s3::{self, RESTORE_TIERS, S3Options};
 use offsite_backends::sftp::{SftpAuth, SftpOptions};
@@ -312,6 +311,16 @@ const COMMON_KEYS: [&str; 6] = [
 // ---------------------------------------------------------------------------
 // The resolved settings.
 
+/// What to do with a file or folder the source cannot read (`on_unreadable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnreadable {
+    /// Fail the backup, naming the entry.
+    Fail,
+    /// Leave it out and report it (in the output and the JSON's `unreadable`).
+    Skip,
+}
+
 /// What to do when a file changes while it is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -433,7 +442,7 @@ impl Job {
     }
 
     /// The retention policy that applies to `destination`: its own, else the job's.
-    pub fn policy_for<'a>(&'a self, destination: &'a Destination) -> Option<&'a Policy> {
+    pub fn retention_for<'a>(&'a self, destination: &'a Destination) -> Option<&'a Policy> {
         destination.retention.as_ref().or(self.retention.as_ref())
     }
 }
@@ -1573,7 +1582,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
         return Err(ctx.err(&[], "no [[job]] is defined; add one (see `offsite init`)"));
     }
     let host_id = match raw.host_id {
-        Some(h) if crate::manifest::valid_host_id(&h) => h,
+        Some(h) if crate::format::manifest::valid_host_id(&h) => h,
         Some(h) => {
             return Err(ctx.err(
                 &[k("host_id")],

@@ -26,14 +26,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Job};
 use crate::error::{Error, Result};
-use crate::manifest::BackupKind;
+use crate::format::manifest::BackupKind;
+use crate::job::BackupOutcome;
 use crate::progress::Silent;
-use crate::prune::{self, JobPrune};
-use crate::run::{self, BackupOutcome};
+use crate::remote::prune::{self, JobPrune};
 use crate::schedule::{self, Due, Handled, JobSchedule, Task};
-use crate::stage::{JobStaging, lock_with_pid, read_json_state, write_json_state};
+use crate::staging::{JobStaging, lock_with_pid, read_json_state, write_json_state};
+use crate::status::Status;
 use crate::stop::Stop;
-use crate::upload::Status;
 
 pub const LOCK_NAME: &str = ".daemon.lock";
 pub const STATE_NAME: &str = "schedule.json";
@@ -283,7 +283,7 @@ async fn run_task(config: &Config, job: &Job, due: &Due, stop: &Stop) -> RunLog 
             } else {
                 BackupKind::Incr
             };
-            match run::backup(config, job, kind, true, Arc::new(Silent), stop).await {
+            match crate::job::backup(config, job, kind, true, Arc::new(Silent), stop).await {
                 Ok(outcome) => {
                     line.status = outcome.status();
                     line.backup = Some(outcome);

@@ -14,7 +14,21 @@ use offsite_backends::{Backend, RetryPolicy, Retrying, Throttled};
 
 use crate::config::{Config, Destination, DestinationKind, Job};
 use crate::error::{Error, Result};
-use crate::upload::Target;
+use crate::format::layout::Layout;
+
+/// A destination ready to receive: its settings and its (wrapped) backend.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub config: Destination,
+    pub backend: Arc<dyn Backend>,
+}
+
+impl Target {
+    /// Where this destination's backups are: its keys under its prefix.
+    pub fn layout(&self) -> Layout<'_> {
+        Layout::new(&self.config.prefix)
+    }
+}
 
 pub fn backend_for(d: &Destination) -> Arc<dyn Backend> {
     backend_with_retries(d, d.retries)

@@ -1,34 +1,40 @@
 //! offsite: ships database backups off the host.
 //!
 //! The library is the whole pipeline; the binary is a thin shell over it.
-//! Data flows source → stage (tar + zstd volumes and a manifest in the
-//! staging folder) → upload (journaled, resumable, to every destination at
-//! once) → list / verify / restore from the destinations. The library never
-//! prints: it reports through [`progress::Progress`] and returns reports the
-//! command line renders.
+//! Modules in the order a backup flows through them:
+//!
+//! ```text
+//! config ─► backup/ (source ─► stage ─► upload) ─► destinations ─► remote/ (catalog, restore, prune)
+//!            job: one run of a job (backup, upload, prune after success, the status record)
+//!            daemon: the schedules that start jobs
+//! ```
+//!
+//! Imports run one way: `daemon` and `job` stand above `backup/` and
+//! `remote/`, which never import each other; `format/` (manifest, names,
+//! hashes, encryption, the remote layout), the pure cores (`retention`,
+//! `schedule`) and the basics (`error`, `size`, `stop`, `progress`) stand
+//! below everything. The library never prints: it reports through
+//! [`progress::Progress`] and returns reports the command line renders.
+
+pub mod error;
+pub mod progress;
+pub mod size;
+pub mod stop;
+
+pub mod format;
+pub mod retention;
+pub mod schedule;
 
 pub mod config;
-pub mod crypt;
+pub mod destinations;
+pub mod iam;
+pub mod staging;
+pub mod status;
+
+pub mod backup;
+pub mod remote;
+
 pub mod daemon;
-pub mod digest;
-pub mod error;
-pub mod size;
+pub mod job;
 
 pub use error::{Error, Result};
-pub mod catalog;
-pub mod destinations;
-pub mod journal;
-pub mod manifest;
-pub mod names;
-pub mod policy;
-pub mod progress;
-pub mod prune;
-pub mod restore;
-pub mod retention;
-pub mod run;
-pub mod schedule;
-pub mod source;
-pub mod stage;
-pub mod status;
-pub mod stop;
-pub mod upload;

@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::manifest::BackupKind;
+use crate::format::manifest::BackupKind;
 
 /// What retention needs to know of a complete backup.
 #[derive(Debug, Clone, PartialEq, Eq)]

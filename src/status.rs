@@ -10,16 +10,26 @@
 //! [`health`] is what `offsite status --check` reports: a pure function of
 //! the record, the job's `max_age` and the time.
 
-use crate::stage::{read_json_state, write_json_state};
+use crate::staging::{read_json_state, write_json_state};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::upload::Status;
 
 pub const STATUS_NAME: &str = "status.json";
+
+/// How a run, or one destination of it, ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Partial,
+    /// Stopped on request; resumes on the next `upload` or `backup`.
+    Interrupted,
+    Failed,
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobStatus {

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use offsite::config;
-use offsite::manifest::Manifest;
+use offsite::format::manifest::Manifest;
 use proptest::prelude::*;
 
 fn cases() -> u32 {

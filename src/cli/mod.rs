@@ -25,20 +25,20 @@ mod schedule;
 use std::path::Path;
 use std::sync::Arc;
 
-use offsite::catalog::{self, Listing};
 use offsite::config::{self, Config};
-use offsite::crypt::Identities;
 use offsite::destinations;
 use offsite::error::Error;
-use offsite::manifest::BackupKind;
-use offsite::prune::{self, PruneReport};
-use offsite::restore;
+use offsite::format::crypt::Identities;
+use offsite::format::manifest::BackupKind;
+use offsite::job::{self, BackupOutcome, RunReport};
+use offsite::remote::catalog::{self, Listing};
+use offsite::remote::prune::{self, PruneReport};
+use offsite::remote::restore;
 use offsite::retention::Action;
-use offsite::run::{self, BackupOutcome, RunReport};
 use offsite::size::human_bytes;
-use offsite::stage::{self, JobStaging};
+use offsite::staging::{self, JobStaging};
+use offsite::status::Status;
 use offsite::stop::Stop;
-use offsite::upload::Status;
 use serde_json::{Value, json};
 
 use crate::{Cli, Command};
@@ -249,7 +249,7 @@ fn stop_on_signals() -> Stop {
 
 /// `keygen FILE`: a new age identity in FILE; the public key on stdout.
 fn keygen(out: &Out, file: &Path) -> Result<i32, Error> {
-    let public = offsite::crypt::keygen(file)?;
+    let public = offsite::format::crypt::keygen(file)?;
     if out.json {
         out.doc(&json!({"status": "ok", "identity_file": file, "recipient": public}));
     } else {
@@ -301,7 +301,7 @@ async fn check(out: &Out, cfg: &Config, write_test: bool) -> Result<i32, Error> 
     let mut failed = false;
     let mut config_error = None;
     for job in &cfg.jobs {
-        let res = stage::check_overlap(cfg, job).and_then(|_| match &job.source {
+        let res = staging::check_overlap(cfg, job).and_then(|_| match &job.source {
             config::Source::Dir { path, .. } if !path.is_dir() => Err(Error::Failed(format!(
                 "job {:?}: source {} is not a readable folder",
                 job.name,
@@ -317,7 +317,7 @@ async fn check(out: &Out, cfg: &Config, write_test: bool) -> Result<i32, Error> 
                     || e.recipients_file.is_some()
                     || e.passphrase_env.is_some()
                 {
-                    offsite::crypt::Key::for_backup(e, &job.name)?;
+                    offsite::format::crypt::Key::for_backup(e, &job.name)?;
                 }
                 if let Some(f) = &e.identity_file {
                     Identities::from_file(f)?;
@@ -577,7 +577,7 @@ async fn backup(
     let jobs = cfg.select_jobs(job)?;
     // Refuse an overlapping staging folder before any job runs, not halfway through.
     for j in &jobs {
-        stage::check_overlap(cfg, j)?;
+        staging::check_overlap(cfg, j)?;
     }
     let stop = stop_on_signals();
     let mut outcomes: Vec<BackupOutcome> = Vec::new();
@@ -585,7 +585,7 @@ async fn backup(
         if stop.requested() {
             break;
         }
-        match run::backup(cfg, j, kind, upload, progress.clone(), &stop).await {
+        match job::backup(cfg, j, kind, upload, progress.clone(), &stop).await {
             Ok(o) => outcomes.push(o),
             Err(e) if jobs.len() == 1 => return Err(e),
             Err(e) if e.exit_code() == 2 => return Err(e),
@@ -599,7 +599,7 @@ async fn backup(
             }
         }
     }
-    let status = run::worst(outcomes.iter().map(BackupOutcome::status));
+    let status = job::worst(outcomes.iter().map(BackupOutcome::status));
     if out.json {
         let doc = if outcomes.len() == 1 {
             serde_json::to_value(&outcomes[0])
@@ -636,9 +636,9 @@ async fn upload(
         if stop.requested() {
             break;
         }
-        reports.extend(run::upload(cfg, j, progress.as_ref(), &stop).await?);
+        reports.extend(job::upload(cfg, j, progress.as_ref(), &stop).await?);
     }
-    let status = run::worst(reports.iter().map(|r| r.status));
+    let status = job::worst(reports.iter().map(|r| r.status));
     if out.json {
         out.doc(&json!({"status": status, "runs": reports}));
     } else {
@@ -895,7 +895,7 @@ async fn restore_cmd(
     // is restored from there, without waiting for (or paying) a retrieval.
     targets.sort_by_key(|t| t.backend.capabilities().cold_storage);
     // Holding the job's lock keeps prune (and backup) of this job off while restoring.
-    let _lock = stage::JobLock::acquire(&JobStaging::new(cfg, job), job)?;
+    let _lock = staging::JobLock::acquire(&JobStaging::new(cfg, job), job)?;
     let mut last_err = None;
     let mut pending = None;
     for t in &targets {
@@ -1031,7 +1031,7 @@ fn policy_s3(
     abort_after: u32,
 ) -> Result<i32, Error> {
     use crate::PolicyRole;
-    use offsite::policy::{self, Role};
+    use offsite::iam::{self, Role};
     let target = destinations::target(cfg, destination)?;
     let d = &target.config;
     let config::DestinationKind::S3(s3) = &d.kind else {
@@ -1040,7 +1040,7 @@ fn policy_s3(
         )));
     };
     let iam = |r| {
-        policy::iam_policy(
+        iam::iam_policy(
             r,
             &s3.region,
             &s3.bucket,
@@ -1057,14 +1057,14 @@ fn policy_s3(
             .iter()
             .filter(|j| j.destinations.iter().any(|x| x == destination))
         {
-            let Some(p) = j.policy_for(d) else {
+            let Some(p) = j.retention_for(d) else {
                 notes.push(format!(
                     "job {}: no retention on {destination}, so no expiration rule (offsite never deletes its backups either)",
                     j.name
                 ));
                 continue;
             };
-            let derived = policy::expiry_days(p, policy::full_interval(j.schedule.as_ref(), now));
+            let derived = iam::expiry_days(p, iam::full_interval(j.schedule.as_ref(), now));
             let days = match (expire_after, derived) {
                 (Some(days), Ok(safe)) if days < safe => {
                     notes.push(format!(
@@ -1087,9 +1087,9 @@ fn policy_s3(
                 j.name,
                 if d.prefix.is_empty() { format!("{}/", j.name) } else { format!("{}/{}/", d.prefix, j.name) }
             ));
-            rules.push(policy::expiry_rule(destination, &j.name, &d.prefix, days));
+            rules.push(iam::expiry_rule(destination, &j.name, &d.prefix, days));
         }
-        rules.push(policy::abort_rule(destination, &d.prefix, abort_after));
+        rules.push(iam::abort_rule(destination, &d.prefix, abort_after));
         notes.push(format!(
             "apply with: aws s3api put-bucket-lifecycle-configuration --bucket {} --lifecycle-configuration file://lifecycle.json (it REPLACES the bucket's rules: merge any you have)",
             s3.bucket

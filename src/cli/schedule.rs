@@ -8,9 +8,9 @@ use offsite::daemon::{self, Event, RunLog};
 use offsite::error::Error;
 use offsite::schedule::{JobSchedule, Task};
 use offsite::size::human_bytes;
-use offsite::stage::{self, JobStaging};
+use offsite::staging::{self, JobStaging};
+use offsite::status::Status;
 use offsite::status::{self, BackupRun};
-use offsite::upload::Status;
 use serde_json::json;
 
 use super::{Out, stop_on_signals};
@@ -128,7 +128,7 @@ pub async fn daemon_cmd(out: &Out, cfg: &Config, job: Option<&str>) -> Result<i3
         )));
     }
     for j in &scheduled {
-        stage::check_overlap(cfg, j)?;
+        staging::check_overlap(cfg, j)?;
     }
     let stop = stop_on_signals();
     let json = out.json;

@@ -20,16 +20,16 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::digest::{Algorithm, Digest, Hasher};
+use crate::format::digest::{Algorithm, Digest, Hasher};
 use bytes::Bytes;
 use futures::StreamExt;
 use offsite_backends::{Backend, ByteStream, ErrorKind, Readiness};
 use serde::Serialize;
 
-use crate::crypt::{self, Identities};
+use crate::destinations::Target;
 use crate::error::{Error, Result};
-use crate::manifest::{self, EntryKind, FileEntry, Manifest, RootMeta, Volume};
-use crate::upload::{Target, remote_key};
+use crate::format::crypt::{self, Identities};
+use crate::format::manifest::{self, EntryKind, FileEntry, Manifest, RootMeta, Volume};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -357,7 +357,7 @@ fn read_backup(
                     }
                 };
                 let raw = entry.path_bytes().into_owned();
-                let name = crate::names::encode(&raw);
+                let name = crate::format::names::encode(&raw);
                 let name = name.trim_end_matches('/').to_string();
                 if !manifest::safe_relative_path(&name) {
                     push(format!("archive entry {name:?} is an unsafe path; refused"));
@@ -422,7 +422,9 @@ fn read_backup(
                     },
                     EntryKind::Dir => sink.dir(fe),
                     EntryKind::Symlink | EntryKind::Hardlink => {
-                        let target = entry.link_name_bytes().map(|b| crate::names::encode(&b));
+                        let target = entry
+                            .link_name_bytes()
+                            .map(|b| crate::format::names::encode(&b));
                         if target.as_deref() != fe.target.as_deref() {
                             push(format!(
                                 "link {name:?} points elsewhere than the manifest says"
@@ -489,12 +491,9 @@ pub async fn ensure_readable(target: &Target, manifests: &[&Manifest]) -> Result
     let keys: Vec<(String, String)> = manifests
         .iter()
         .flat_map(|m| {
-            m.volumes.iter().map(move |v| {
-                (
-                    m.id.clone(),
-                    remote_key(&target.config.prefix, &m.job, &m.id, &v.name),
-                )
-            })
+            m.volumes
+                .iter()
+                .map(move |v| (m.id.clone(), target.layout().key(&m.job, &m.id, &v.name)))
         })
         .collect();
     let total = keys.len();
@@ -644,7 +643,7 @@ fn volume_keys(target: &Target, manifest: &Manifest) -> Vec<(String, Volume)> {
         .iter()
         .map(|v| {
             (
-                remote_key(&target.config.prefix, &manifest.job, &manifest.id, &v.name),
+                target.layout().key(&manifest.job, &manifest.id, &v.name),
                 v.clone(),
             )
         })
@@ -668,7 +667,7 @@ struct TreeWriter {
 
 /// The file system's path of the encoded relative path `rel` under `root`.
 fn path_under(root: &Path, rel: &str) -> Result<PathBuf> {
-    crate::names::join(root, rel)
+    crate::format::names::join(root, rel)
         .ok_or_else(|| Error::Failed(format!("{rel:?} is not a name in the manifest's encoding")))
 }
 
@@ -867,7 +866,7 @@ impl TreeWriter {
                     l.path
                 )));
             }
-            let raw_target = crate::names::decode(&target).ok_or_else(|| {
+            let raw_target = crate::format::names::decode(&target).ok_or_else(|| {
                 Error::Failed(format!(
                     "symlink {}: its target is not in the manifest's encoding",
                     l.path

@@ -29,7 +29,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::manifest::{FileEntry, Manifest};
+use crate::format::manifest::{FileEntry, Manifest};
 
 /// The `encryption` table of a job, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -426,11 +426,11 @@ pub fn read_public(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{BackupKind, Compression, EntryKind, SourceInfo, Stats, Volume};
+    use crate::format::manifest::{BackupKind, Compression, EntryKind, SourceInfo, Stats, Volume};
 
     fn manifest() -> Manifest {
         Manifest {
-            format: crate::manifest::FORMAT,
+            format: crate::format::manifest::FORMAT,
             tool: "offsite test".into(),
             job: "db".into(),
             id: "20261122T021500Z-full".into(),

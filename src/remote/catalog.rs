@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use offsite_backends::{get_bytes, list_all};
 use serde::Serialize;
 
+use crate::destinations::Target;
 use crate::error::{Error, Result};
-use crate::manifest::{MANIFEST_NAME, Manifest, host_of_id};
-use crate::upload::{Target, remote_key};
+use crate::format::manifest::{MANIFEST_NAME, Manifest, host_of_id};
 
 #[derive(Debug, Clone)]
 pub struct RemoteBackup {
@@ -35,15 +35,8 @@ pub struct Listing {
     pub damaged: Vec<DamagedBackup>,
 }
 
-/// The folder of `job` on the target, with a trailing slash.
-pub fn job_prefix(target: &Target, job: &str) -> String {
-    let k = remote_key(&target.config.prefix, job, "x", "y");
-    // remote_key ends with "/x/y"; keep what comes before.
-    format!("{}/", &k[..k.len() - 4])
-}
-
 pub async fn list_job(target: &Target, job: &str) -> Result<Listing> {
-    let prefix = job_prefix(target, job);
+    let prefix = target.layout().job_folder(job);
     let objects = list_all(target.backend.as_ref(), &prefix).await?;
     let mut by_id: BTreeMap<String, bool> = BTreeMap::new();
     for o in &objects {
@@ -66,7 +59,7 @@ pub async fn list_job(target: &Target, job: &str) -> Result<Listing> {
             listing.incomplete.push(id);
             continue;
         }
-        let key = remote_key(&target.config.prefix, job, &id, MANIFEST_NAME);
+        let key = target.layout().manifest(job, &id);
         let origin = format!("destination \"{}\": {key}", target.config.name);
         let parsed = match get_bytes(target.backend.as_ref(), &key).await {
             Ok(bytes) => Manifest::from_json(&bytes, &origin).and_then(|m| {
@@ -111,7 +104,7 @@ pub fn check_backup_arg(wanted: &str) -> Result<()> {
         && b[8] == b'T'
         && b[9..15].iter().all(u8::is_ascii_digit)
         && &b[15..17] == b"Z-"
-        && crate::manifest::safe_id(wanted);
+        && crate::format::manifest::safe_id(wanted);
     if wanted == "latest" || shaped {
         return Ok(());
     }

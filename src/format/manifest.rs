@@ -4,7 +4,7 @@
 //! the manifest is written last, after every volume. The format is versioned
 //! and a reader refuses a format it does not know rather than guess:
 //! - format 1: names as plain UTF-8;
-//! - format 2 (written now): names in the encoding of [`crate::names`] (any
+//! - format 2 (written now): names in the encoding of [`crate::format::names`] (any
 //!   byte a file name may hold), the writing host, the backup's root folder,
 //!   hard links, sparse files, and the source check's verdict.
 //!
@@ -18,8 +18,8 @@ use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::format::digest::Digest;
 
 /// The format this version writes.
 pub const FORMAT: u32 = 2;
@@ -81,7 +81,7 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degenerate: Option<String>,
     /// Read from format 1: the names of an encrypted file list, still
-    /// sealed, are in the old form (see [`crate::crypt::open_manifest`]).
+    /// sealed, are in the old form (see [`crate::format::crypt::open_manifest`]).
     #[serde(skip)]
     pub legacy_names: bool,
 }
@@ -117,7 +117,7 @@ pub struct Compression {
 pub struct Volume {
     pub name: String,
     pub size: u64,
-    /// The hash of the volume as stored: one of the two (see [`crate::digest`]).
+    /// The hash of the volume as stored: one of the two (see [`crate::format::digest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,7 +155,7 @@ pub enum EntryKind {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileEntry {
-    /// Relative, `/`-separated, in the encoding of [`crate::names`].
+    /// Relative, `/`-separated, in the encoding of [`crate::format::names`].
     pub path: String,
     pub kind: EntryKind,
     pub size: u64,
@@ -167,7 +167,7 @@ pub struct FileEntry {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    /// The hash of the content (files only): one of the two (see [`crate::digest`]).
+    /// The hash of the content (files only): one of the two (see [`crate::format::digest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,10 +260,10 @@ impl Manifest {
     }
 
     /// Brings the names of a format-1 manifest (plain UTF-8) into the
-    /// encoding of [`crate::names`]; see [`crate::crypt::open_manifest`] for
+    /// encoding of [`crate::format::names`]; see [`crate::format::crypt::open_manifest`] for
     /// a sealed file list.
     pub fn upgrade_names(&mut self) {
-        let up = crate::names::legacy_to_encoded;
+        let up = crate::format::names::legacy_to_encoded;
         for f in &mut self.files {
             f.path = up(&f.path);
             if let Some(t) = &f.target {
@@ -334,7 +334,7 @@ impl Manifest {
         }
         let mut paths = HashSet::new();
         for f in &self.files {
-            if !safe_relative_path(&f.path) || !crate::names::is_canonical(&f.path) {
+            if !safe_relative_path(&f.path) || !crate::format::names::is_canonical(&f.path) {
                 return bad(format!("unsafe path {:?}", f.path));
             }
             if !paths.insert(&f.path) {
@@ -371,7 +371,8 @@ impl Manifest {
                 }
                 EntryKind::Symlink => match &f.target {
                     Some(t)
-                        if symlink_stays_inside(&f.path, t) && crate::names::is_canonical(t) => {}
+                        if symlink_stays_inside(&f.path, t)
+                            && crate::format::names::is_canonical(t) => {}
                     _ => return bad(format!("symlink {:?} points outside the backup", f.path)),
                 },
                 _ => {}

@@ -10,18 +10,21 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::backup::journal;
+use crate::backup::source::CommandStderr;
+use crate::backup::stage;
+use crate::backup::upload::{self, DestinationReport};
 use crate::config::{Config, Job};
 use crate::destinations;
+use crate::destinations::Target;
 use crate::error::{Error, Result};
-use crate::journal;
-use crate::manifest::{BackupKind, Manifest};
+use crate::format::manifest::{BackupKind, Manifest};
 use crate::progress::Progress;
-use crate::prune::{self, PruneReport};
-use crate::source::CommandStderr;
-use crate::stage::{self, JobLock, JobStaging};
+use crate::remote::prune::{self, PruneReport};
+use crate::staging::{JobLock, JobStaging};
+use crate::status::Status;
 use crate::status::{self, BackupRun, DestinationStatus, LastRun};
 use crate::stop::Stop;
-use crate::upload::{self, DestinationReport, Status, Target};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StagedStats {
@@ -150,7 +153,7 @@ pub async fn backup(
 ) -> Result<BackupOutcome> {
     let progress = progress_arc.as_ref();
     let started = Started::now();
-    stage::check_overlap(config, job)?;
+    crate::staging::check_overlap(config, job)?;
     let targets = destinations::job_targets(config, job, None)?;
     let staging = JobStaging::new(config, &job.name);
     let _lock = JobLock::acquire(&staging, &job.name)?;

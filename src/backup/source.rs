@@ -20,15 +20,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
+use crate::config::OnUnreadable;
 use crate::error::{Error, Result};
-use crate::manifest::EntryKind;
+use crate::format::manifest::EntryKind;
 use crate::stop::Stop;
 
 /// One entry of a data directory to back up.
 #[derive(Debug, Clone)]
 pub struct PlannedEntry {
     /// Relative to the source folder, `/`-separated, in the encoding of
-    /// [`crate::names`] (any byte a file name may hold).
+    /// [`crate::format::names`] (any byte a file name may hold).
     pub rel: String,
     pub abs: PathBuf,
     pub kind: EntryKind,
@@ -36,16 +37,6 @@ pub struct PlannedEntry {
     /// What the entry takes on disk, for the free-space check: a sparse
     /// file its allocated blocks, a second name of a hard-linked file nothing.
     pub disk: u64,
-}
-
-/// What to do with a file or folder the source cannot read (`on_unreadable`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnUnreadable {
-    /// Fail the backup, naming the entry.
-    Fail,
-    /// Leave it out and report it (in the output and the JSON's `unreadable`).
-    Skip,
 }
 
 /// A data directory's entries in backup order, and what was left out.
@@ -143,7 +134,7 @@ pub fn plan_dir(
                     let rel = e
                         .path()
                         .and_then(|p| p.strip_prefix(root).ok())
-                        .map(crate::names::of_path)
+                        .map(crate::format::names::of_path)
                         .unwrap_or(at);
                     plan.unreadable.push(format!("{rel} ({e})"));
                     continue;
@@ -168,7 +159,7 @@ pub fn plan_dir(
             }
             continue;
         }
-        let rel = crate::names::encode(raw);
+        let rel = crate::format::names::encode(raw);
         let md = entry.metadata().map_err(|e| {
             Error::Failed(format!("source {}: cannot stat {rel}: {e}", root.display()))
         })?;

@@ -4,7 +4,7 @@
 //! visible (complete) only once every volume is there. Within a volume, parts
 //! go up to `concurrency` at a time where the backend allows any order, one
 //! after the other where it does not. Every step is journaled
-//! ([`crate::journal`]) so a later run sends only what is missing. Memory is
+//! ([`crate::backup::journal`]) so a later run sends only what is missing. Memory is
 //! bounded by part size × concurrency per destination: parts are read from the
 //! staged file when they are sent, never the whole volume.
 //!
@@ -21,33 +21,17 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use offsite_backends::{Backend, Capabilities, ErrorKind, FileBody, Part, PartReceipt};
+use offsite_backends::{Capabilities, ErrorKind, FileBody, Part, PartReceipt};
 use serde::Serialize;
 
-use crate::config::Destination;
-use crate::digest::Hasher;
+use crate::backup::journal::UploadJournal;
+use crate::destinations::Target;
 use crate::error::{Error, Result};
-use crate::journal::UploadJournal;
-use crate::manifest::{MANIFEST_NAME, Manifest, Volume};
+use crate::format::digest::Hasher;
+use crate::format::manifest::{MANIFEST_NAME, Manifest, Volume};
 use crate::progress::Progress;
+use crate::status::Status;
 use crate::stop::Stop;
-
-/// A destination ready to receive: its settings and its (wrapped) backend.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub config: Destination,
-    pub backend: Arc<dyn Backend>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Ok,
-    Partial,
-    /// Stopped on request; resumes on the next `upload` or `backup`.
-    Interrupted,
-    Failed,
-}
 
 /// What happened on one destination.
 #[derive(Debug, Clone, Serialize)]
@@ -65,15 +49,6 @@ pub struct DestinationReport {
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// The key of `name` in backup `id` of `job` on a destination with `prefix`.
-pub fn remote_key(prefix: &str, job: &str, id: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        format!("{job}/{id}/{name}")
-    } else {
-        format!("{prefix}/{job}/{id}/{name}")
-    }
 }
 
 /// The part size for an object of `size` bytes: the configured one, raised
@@ -204,12 +179,7 @@ async fn taken_by_us(
 async fn taken_by_another(target: &Target, manifest: &Manifest, key: &str) -> Error {
     let backend = target.backend.as_ref();
     // Whose is it? Where it can be read, the other backup's manifest says.
-    let manifest_key = remote_key(
-        &target.config.prefix,
-        &manifest.job,
-        &manifest.id,
-        MANIFEST_NAME,
-    );
+    let manifest_key = target.layout().manifest(&manifest.job, &manifest.id);
     let who = if backend.capabilities().read {
         match offsite_backends::get_bytes(backend, &manifest_key).await {
             Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -251,12 +221,7 @@ async fn upload_to(
     })?;
     let total: u64 =
         manifest.volumes.iter().map(|v| v.size).sum::<u64>() + manifest_bytes.len() as u64;
-    let manifest_key = remote_key(
-        &target.config.prefix,
-        &manifest.job,
-        &manifest.id,
-        MANIFEST_NAME,
-    );
+    let manifest_key = target.layout().manifest(&manifest.job, &manifest.id);
     let already = already_sent(&journal, target, manifest, manifest_bytes.len() as u64);
     progress.upload_started(name, total, already);
     if journal.manifest_done(&manifest_key) {
@@ -266,12 +231,9 @@ async fn upload_to(
         return Ok(());
     }
     for volume in &manifest.volumes {
-        let key = remote_key(
-            &target.config.prefix,
-            &manifest.job,
-            &manifest.id,
-            &volume.name,
-        );
+        let key = target
+            .layout()
+            .key(&manifest.job, &manifest.id, &volume.name);
         let path = dir.join(&volume.name);
         let staged = StagedVolume {
             volume,
@@ -322,7 +284,7 @@ fn already_sent(
     manifest: &Manifest,
     manifest_len: u64,
 ) -> u64 {
-    let key = |name: &str| remote_key(&target.config.prefix, &manifest.job, &manifest.id, name);
+    let key = |name: &str| target.layout().key(&manifest.job, &manifest.id, name);
     let volumes: u64 = manifest
         .volumes
         .iter()
@@ -631,17 +593,5 @@ mod tests {
         // 1 TiB in at most 10,000 parts needs parts over 100 MiB.
         let ps = part_size_for(16 << 20, 1 << 40, &caps(5 << 20, 10_000));
         assert!((1u64 << 40).div_ceil(ps) <= 10_000, "{ps}");
-    }
-
-    #[test]
-    fn keys_follow_the_remote_layout() {
-        assert_eq!(
-            remote_key("db", "orders", "20261122T021500Z-full", "manifest.json"),
-            "db/orders/20261122T021500Z-full/manifest.json"
-        );
-        assert_eq!(
-            remote_key("", "orders", "x", "vol-000000.tar.zst"),
-            "orders/x/vol-000000.tar.zst"
-        );
     }
 }

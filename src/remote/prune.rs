@@ -11,16 +11,16 @@ use offsite_backends::list_all;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::catalog;
 use crate::config::{Config, Job};
 use crate::destinations;
 use crate::error::{Error, Result};
+use crate::remote::catalog;
 use std::collections::BTreeMap;
 
-use crate::manifest::{MANIFEST_NAME, host_of_id};
+use crate::destinations::Target;
+use crate::format::manifest::{MANIFEST_NAME, host_of_id};
 use crate::retention::{self, Action, BackupInfo, Decision, Origins};
-use crate::stage::{JobLock, JobStaging};
-use crate::upload::{Target, remote_key};
+use crate::staging::{JobLock, JobStaging};
 use offsite_backends::ErrorKind;
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,7 +83,7 @@ async fn extend_locks(
 ) -> Result<()> {
     let by_id: std::collections::HashMap<&str, &BackupInfo> =
         all.iter().map(|b| (b.id.as_str(), b)).collect();
-    let manifest_of = |id: &str| remote_key(&target.config.prefix, job, id, MANIFEST_NAME);
+    let manifest_of = |id: &str| target.layout().manifest(job, id);
     let mut needed: BTreeMap<&str, std::time::SystemTime> = BTreeMap::new();
     for d in decisions
         .iter()
@@ -202,7 +202,7 @@ pub async fn prune_destination(
     now: OffsetDateTime,
     dry_run: bool,
 ) -> Option<PruneReport> {
-    let policy = job.policy_for(&target.config)?.clone();
+    let policy = job.retention_for(&target.config)?.clone();
     let mut report = PruneReport {
         job: job.name.clone(),
         destination: target.config.name.clone(),
@@ -278,7 +278,7 @@ pub async fn prune_destination(
         }
         // What interrupted uploads left in this host's backups' folders
         // (every host's with origins = "all"), once older than the grace period.
-        let prefix = catalog::job_prefix(target, &job.name);
+        let prefix = target.layout().job_folder(&job.name);
         for l in target.backend.list_leftovers(&prefix).await? {
             let id = l.key[prefix.len()..].split('/').next().unwrap_or("");
             let ours = group(origin_of(id, None)).is_none() || policy.origins == Origins::All;
@@ -293,7 +293,7 @@ pub async fn prune_destination(
         // Object Lock: a backup still locked cannot be deleted yet; the plan says until when.
         if retain.is_some() {
             for d in report.decisions.iter().filter(|d| d.action == Action::Delete && d.complete) {
-                let manifest = remote_key(&target.config.prefix, &job.name, &d.id, MANIFEST_NAME);
+                let manifest = target.layout().manifest(&job.name, &d.id);
                 if let Some(until) = target.backend.retained_until(&manifest).await? {
                     report.retained.push(Locked {
                         id: d.id.clone(),
@@ -349,7 +349,7 @@ pub async fn prune_destination(
 
 async fn delete_backup(target: &Target, job: &str, id: &str, complete: bool) -> Result<()> {
     let backend = target.backend.as_ref();
-    let manifest = remote_key(&target.config.prefix, job, id, MANIFEST_NAME);
+    let manifest = target.layout().manifest(job, id);
     if complete {
         backend.delete(&manifest).await?;
     }
