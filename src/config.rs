@@ -11,27 +11,21 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use offsite_backends::azure::{
-    self, AzureCredential, AzureOptions, REHYDRATE_PRIORITIES, SecretSource,
-};
-use offsite_backends::ftp::{FtpOptions, FtpPassword, FtpTls};
-
-use crate::format::crypt::{self, Encryption};
-use offsite_backends::glacier::{self, GlacierOptions};
-use offsite_backends::s3::{self, RESTORE_TIERS, S3Options};
-use offsite_backends::sftp::{SftpAuth, SftpOptions};
+use offsite_backends::azure::AzureSettings;
+use offsite_backends::ftp::FtpSettings;
+use offsite_backends::glacier::GlacierSettings;
+use offsite_backends::path::PathSettings;
+use offsite_backends::s3::S3Settings;
+use offsite_backends::settings::{Invalid, Place, Settings};
+use offsite_backends::sftp::SftpSettings;
+use offsite_backends::units::{ByteSize, HumanDuration};
 use serde::Deserialize;
 
-use crate::error::Error;
+use crate::destinations::{Destination, DestinationKind, Target};
+use crate::error::{Error, Result};
+use crate::format::crypt::{self, Encryption};
 use crate::retention::{Origins, Policy};
 use crate::schedule::{Cron, JobSchedule};
-use crate::size::{ByteSize, HumanDuration};
-
-/// How long a network destination may take to connect or answer one call, unless `timeout` says.
-pub const DEFAULT_NETWORK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// How long a copy retrieved from S3 Glacier classes stays readable, unless `restore_days` says.
-pub const DEFAULT_RESTORE_DAYS: i32 = 7;
 
 /// The annotated example `offsite init` writes.
 pub const EXAMPLE: &str = include_str!("../fixtures/offsite.example.toml");
@@ -199,91 +193,6 @@ struct RawCommandSource {
     run_as: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPathDestination {
-    path: PathBuf,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSftpDestination {
-    host: String,
-    port: Option<u16>,
-    user: String,
-    key_file: Option<PathBuf>,
-    key_passphrase_env: Option<String>,
-    password_env: Option<String>,
-    known_hosts: Option<PathBuf>,
-    path: String,
-    timeout: Option<HumanDuration>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFtpDestination {
-    host: String,
-    port: Option<u16>,
-    user: String,
-    password_env: String,
-    path: String,
-    tls: Option<String>,
-    ca_file: Option<PathBuf>,
-    fingerprint: Option<String>,
-    resume: Option<bool>,
-    timeout: Option<HumanDuration>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawS3Destination {
-    bucket: String,
-    region: Option<String>,
-    endpoint: Option<String>,
-    storage_class: Option<String>,
-    #[serde(default)]
-    put_only: bool,
-    profile: Option<String>,
-    restore_tier: Option<String>,
-    restore_days: Option<i64>,
-    timeout: Option<HumanDuration>,
-    object_lock: Option<RawObjectLock>,
-}
-
-/// `object_lock = { mode = "governance", days = 30 }` on an S3 destination.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawObjectLock {
-    mode: String,
-    days: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGlacierDestination {
-    vault: String,
-    region: Option<String>,
-    endpoint: Option<String>,
-    profile: Option<String>,
-    retrieval_tier: Option<String>,
-    timeout: Option<HumanDuration>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAzureDestination {
-    account: String,
-    container: String,
-    endpoint: Option<String>,
-    access_key_env: Option<String>,
-    sas_token_env: Option<String>,
-    access_tier: Option<String>,
-    rehydrate_priority: Option<String>,
-    #[serde(default)]
-    put_only: bool,
-    timeout: Option<HumanDuration>,
-}
-
 /// The keys every destination kind has, split off its table before the
 /// kind's own keys are read, and checked the same way for each.
 #[derive(Debug, Deserialize)]
@@ -397,39 +306,6 @@ pub enum Source {
     },
 }
 
-#[derive(Debug, Clone)]
-pub struct Destination {
-    pub name: String,
-    pub kind: DestinationKind,
-    /// Key prefix on the destination, without slashes at either end; may be empty.
-    pub prefix: String,
-    pub bwlimit: Option<u64>,
-    pub part_size: u64,
-    pub concurrency: usize,
-    /// Retries of a request that failed for a temporary reason.
-    pub retries: u32,
-    /// Replaces the job's retention policy on this destination.
-    pub retention: Option<Policy>,
-}
-
-#[derive(Debug, Clone)]
-pub enum DestinationKind {
-    Path {
-        path: PathBuf,
-    },
-    /// Amazon S3 or an S3-compatible store; credentials from the AWS chain.
-    /// The settings as the S3 backend takes them (credentials from the AWS chain).
-    S3(S3Options),
-    /// The settings as the SFTP backend takes them (secrets read when connecting).
-    Sftp(SftpOptions),
-    /// The settings as the FTP backend takes them (the password read when connecting).
-    Ftp(FtpOptions),
-    /// The settings as the Azure backend takes them (the key or SAS read when connecting).
-    Azure(AzureOptions),
-    /// An Amazon Glacier vault (the legacy API); its catalog is kept in the staging folder.
-    Glacier(GlacierOptions),
-}
-
 impl Job {
     /// How old the newest complete backup may get before `status --check`
     /// reports it: `max_age`, else one and a half times the longest gap
@@ -461,32 +337,9 @@ impl Config {
     /// passphrase, and the AWS chain's secret variables): what a command
     /// run as another user (`run_as`) must not inherit.
     pub fn secret_variables(&self) -> Vec<String> {
-        use offsite_backends::azure::{AzureCredential, SecretSource};
         let mut out: Vec<String> = AWS_SECRET_VARIABLES.iter().map(|v| v.to_string()).collect();
         for d in self.destinations.values() {
-            match &d.kind {
-                DestinationKind::Sftp(o) => match &o.auth {
-                    SftpAuth::KeyFile {
-                        passphrase_env: Some(v),
-                        ..
-                    }
-                    | SftpAuth::PasswordEnv { env: v } => out.push(v.clone()),
-                    _ => {}
-                },
-                DestinationKind::Ftp(o) => {
-                    if let FtpPassword::Env(v) = &o.password {
-                        out.push(v.clone());
-                    }
-                }
-                DestinationKind::Azure(o) => {
-                    if let AzureCredential::SharedKey(SecretSource::Env(v))
-                    | AzureCredential::Sas(SecretSource::Env(v)) = &o.credential
-                    {
-                        out.push(v.clone());
-                    }
-                }
-                _ => {}
-            }
+            out.extend(d.kind.secret_variables().into_iter().map(str::to_string));
         }
         for j in &self.jobs {
             if let Some(v) = j.encryption.as_ref().and_then(|e| e.passphrase_env.clone()) {
@@ -515,6 +368,37 @@ impl Config {
             Some(n) => Ok(vec![self.job(n)?]),
             None => Ok(self.jobs.iter().collect()),
         }
+    }
+
+    /// The destination named `name`, ready to use.
+    pub fn target(&self, name: &str) -> Result<Target> {
+        let d = self.destinations.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.destinations.keys().map(String::as_str).collect();
+            Error::Usage(format!(
+                "no destination named {name:?} in {} (destinations: {})",
+                self.file.display(),
+                known.join(", ")
+            ))
+        })?;
+        Ok(Target::new(d))
+    }
+
+    /// The job's destinations, or only `only` (which must be one of them).
+    pub fn job_targets(&self, job: &Job, only: Option<&str>) -> Result<Vec<Target>> {
+        if let Some(o) = only
+            && !job.destinations.iter().any(|d| d == o)
+        {
+            return Err(Error::Usage(format!(
+                "destination {o:?} is not one of job {:?}'s destinations ({})",
+                job.name,
+                job.destinations.join(", ")
+            )));
+        }
+        job.destinations
+            .iter()
+            .filter(|d| only.is_none_or(|o| o == d.as_str()))
+            .map(|d| self.target(d))
+            .collect()
     }
 }
 
@@ -775,53 +659,6 @@ fn parse_compression(text: &str) -> Result<i32, String> {
     Ok(level)
 }
 
-/// `value` must be one of `allowed`, as the configuration writes them.
-fn check_choice(
-    ctx: &Ctx,
-    at: &[Seg],
-    what: &str,
-    value: &str,
-    allowed: &[&str],
-) -> Result<(), Error> {
-    if allowed.contains(&value) {
-        return Ok(());
-    }
-    Err(ctx.err(
-        at,
-        format!(
-            "unknown {what} {value:?}; use one of {}",
-            allowed.join(", ")
-        ),
-    ))
-}
-
-/// Which of two alternative keys a table gives.
-enum OneOf<A, B> {
-    First(A),
-    Second(B),
-}
-
-/// Exactly one of two alternative keys of the table at `table`: both is an
-/// error at the second, neither is `missing` at the table.
-fn one_of<A, B>(
-    ctx: &Ctx,
-    table: &[Seg],
-    (first, a): (&str, Option<A>),
-    (second, b): (&str, Option<B>),
-    missing: &str,
-) -> Result<OneOf<A, B>, Error> {
-    match (a, b) {
-        (Some(a), None) => Ok(OneOf::First(a)),
-        (None, Some(b)) => Ok(OneOf::Second(b)),
-        (Some(_), Some(_)) => {
-            let mut at = table.to_vec();
-            at.push(k(second));
-            Err(ctx.err(&at, format!("give {first} or {second}, not both")))
-        }
-        (None, None) => Err(ctx.err(table, missing)),
-    }
-}
-
 fn check_globs(ctx: &Ctx, path: &[Seg], globs: &[String]) -> Result<(), Error> {
     for (i, g) in globs.iter().enumerate() {
         let mut p = path.to_vec();
@@ -836,747 +673,16 @@ fn check_globs(ctx: &Ctx, path: &[Seg], globs: &[String]) -> Result<(), Error> {
 }
 
 fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
-    if raw.staging.dir.as_os_str().is_empty() {
-        return Err(ctx.err(
-            &[k("staging"), k("dir")],
-            "the staging folder cannot be empty",
-        ));
-    }
-    let staging = Staging {
-        dir: ctx.resolve_path(&raw.staging.dir),
-        min_free: raw
-            .staging
-            .min_free
-            .map(|s| s.0)
-            .unwrap_or(DEFAULT_MIN_FREE),
-    };
-
+    let staging = resolve_staging(ctx, &raw.staging)?;
     let mut destinations = BTreeMap::new();
-    for (name, d) in raw.destinations {
-        let here = [k("destination"), Seg::Key(name.clone())];
-        if !valid_name(&name) {
-            return Err(ctx.err(
-                &here,
-                format!("invalid destination name {name:?}: use letters, digits, '-', '_' and '.'"),
-            ));
-        }
-        let (kind, mut rest) = kind_of(ctx, &here, &d)?;
-        let key = |key: &str| [here[0].clone(), here[1].clone(), k(key)];
-        let common: toml::Table = COMMON_KEYS
-            .iter()
-            .filter_map(|c| rest.remove_entry(*c))
-            .collect();
-        let common: Common = read(ctx, &here, common)?;
-        let dest_kind = match kind {
-            "path" => {
-                let RawPathDestination { path } = read_kind(ctx, &here, rest)?;
-                if path.as_os_str().is_empty() {
-                    return Err(ctx.err(&key("path"), "the path cannot be empty"));
-                }
-                DestinationKind::Path {
-                    path: ctx.resolve_path(&path),
-                }
-            }
-            "s3" => {
-                let RawS3Destination {
-                    bucket,
-                    region,
-                    endpoint,
-                    storage_class,
-                    put_only,
-                    profile,
-                    restore_tier,
-                    restore_days,
-                    timeout,
-                    object_lock,
-                } = read_kind(ctx, &here, rest)?;
-                if bucket.trim().is_empty() {
-                    return Err(ctx.err(&key("bucket"), "the bucket cannot be empty"));
-                }
-                if let Some(e) = &endpoint
-                    && !(e.starts_with("http://") || e.starts_with("https://"))
-                {
-                    return Err(ctx.err(
-                        &key("endpoint"),
-                        format!("invalid endpoint {e:?}: write a URL like \"https://s3.example.net\" or \"http://127.0.0.1:9000\""),
-                    ));
-                }
-                if let Some(c) = &storage_class {
-                    check_choice(
-                        ctx,
-                        &key("storage_class"),
-                        "storage class",
-                        c,
-                        s3::STORAGE_CLASSES,
-                    )?;
-                }
-                let restore_tier = restore_tier.unwrap_or_else(|| "Standard".to_string());
-                check_choice(
-                    ctx,
-                    &key("restore_tier"),
-                    "restore tier",
-                    &restore_tier,
-                    RESTORE_TIERS,
-                )?;
-                if let Some(c) = &storage_class
-                    && s3::needs_restore(c)
-                    && s3::retrieval_time(c, &restore_tier).is_none()
-                {
-                    return Err(ctx.err(
-                        &key("restore_tier"),
-                        format!("{c} objects cannot be retrieved with the {restore_tier} tier; use Standard or Bulk"),
-                    ));
-                }
-                let restore_days = match restore_days {
-                    None => DEFAULT_RESTORE_DAYS,
-                    Some(d @ 1..=365) => d as i32,
-                    Some(d) => {
-                        return Err(ctx.err(
-                            &key("restore_days"),
-                            format!(
-                                "restore_days = {d}: a retrieved copy stays readable 1 to 365 days"
-                            ),
-                        ));
-                    }
-                };
-                DestinationKind::S3(S3Options {
-                    bucket,
-                    region: region.unwrap_or_else(|| "us-east-1".to_string()),
-                    endpoint,
-                    storage_class,
-                    put_only,
-                    profile,
-                    credentials: None,
-                    restore_tier,
-                    restore_days,
-                    timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
-                    object_lock: match object_lock {
-                        None => None,
-                        Some(l) => {
-                            let at = |name: &str| {
-                                [here[0].clone(), here[1].clone(), k("object_lock"), k(name)]
-                            };
-                            let mode = match l.mode.as_str() {
-                                "governance" => s3::LockMode::Governance,
-                                "compliance" => s3::LockMode::Compliance,
-                                other => {
-                                    return Err(ctx.err(
-                                        &at("mode"),
-                                        format!("unknown object lock mode {other:?}; use \"governance\" (a user with s3:BypassGovernanceRetention may lift it) or \"compliance\" (nobody can until it expires)"),
-                                    ));
-                                }
-                            };
-                            if l.days == 0 || l.days > 36_500 {
-                                return Err(ctx.err(
-                                    &at("days"),
-                                    "days: how long each object stays locked once written, 1 to 36500",
-                                ));
-                            }
-                            Some(s3::ObjectLock {
-                                mode,
-                                retain: std::time::Duration::from_secs(u64::from(l.days) * 86_400),
-                            })
-                        }
-                    },
-                })
-            }
-            "sftp" => {
-                let RawSftpDestination {
-                    host,
-                    port,
-                    user,
-                    key_file,
-                    key_passphrase_env,
-                    password_env,
-                    known_hosts,
-                    path,
-                    timeout,
-                } = read_kind(ctx, &here, rest)?;
-                if host.trim().is_empty() || host.contains(['\0', '/', ' ']) {
-                    return Err(ctx.err(&key("host"), format!("invalid host {host:?}: write a name or an address, like \"vault.example.net\"")));
-                }
-                if user.trim().is_empty() || user.contains('\0') {
-                    return Err(ctx.err(&key("user"), "the user cannot be empty"));
-                }
-                if path.contains('\0') {
-                    return Err(ctx.err(&key("path"), "the path cannot contain a NUL byte"));
-                }
-                if key_file.is_none() && password_env.is_some() && key_passphrase_env.is_some() {
-                    return Err(ctx.err(
-                        &key("key_passphrase_env"),
-                        "key_passphrase_env goes with key_file, not password_env",
-                    ));
-                }
-                let auth = match one_of(
-                    ctx,
-                    &here,
-                    ("key_file", key_file),
-                    ("password_env", password_env),
-                    "an sftp destination needs key_file (a private key) or password_env (the name of an environment variable holding the password)",
-                )? {
-                    OneOf::First(file) => SftpAuth::KeyFile {
-                        path: ctx.resolve_path(&file),
-                        passphrase_env: key_passphrase_env,
-                    },
-                    OneOf::Second(env) => SftpAuth::PasswordEnv { env },
-                };
-                let known_hosts = match known_hosts {
-                    Some(f) => ctx.resolve_path(&f),
-                    None => match std::env::var_os("HOME") {
-                        Some(home) if !home.is_empty() => {
-                            PathBuf::from(home).join(".ssh/known_hosts")
-                        }
-                        _ => {
-                            return Err(ctx.err(
-                                &key("known_hosts"),
-                                "HOME is not set, so there is no ~/.ssh/known_hosts: set known_hosts to the file holding the server's host key",
-                            ));
-                        }
-                    },
-                };
-                DestinationKind::Sftp(SftpOptions {
-                    host,
-                    port: port.unwrap_or(22),
-                    user,
-                    auth,
-                    known_hosts,
-                    root: path,
-                    timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
-                })
-            }
-            "ftp" => {
-                let RawFtpDestination {
-                    host,
-                    port,
-                    user,
-                    password_env,
-                    path,
-                    tls,
-                    ca_file,
-                    fingerprint,
-                    resume,
-                    timeout,
-                } = read_kind(ctx, &here, rest)?;
-                if host.trim().is_empty() || host.contains(['\0', '/', ' ']) {
-                    return Err(ctx.err(&key("host"), format!("invalid host {host:?}: write a name or an address, like \"backup.example.net\"")));
-                }
-                let fingerprint = match &fingerprint {
-                    None => None,
-                    Some(_) if ca_file.is_some() => {
-                        return Err(ctx.err(
-                            &key("fingerprint"),
-                            "give ca_file (trust a CA) or fingerprint (trust one certificate), not both",
-                        ));
-                    }
-                    Some(f) => Some(offsite_backends::ftp::parse_fingerprint(f).map_err(|m| {
-                        ctx.err(
-                            &key("fingerprint"),
-                            format!("{m}; write it as `openssl x509 -noout -fingerprint -sha256` prints it, like \"sha256:AB:CD:...\""),
-                        )
-                    })?),
-                };
-                if user.trim().is_empty() || user.contains(['\0', '\r', '\n']) {
-                    return Err(
-                        ctx.err(&key("user"), "the user cannot be empty or hold line breaks")
-                    );
-                }
-                if path.contains(['\0', '\r', '\n']) {
-                    return Err(ctx.err(&key("path"), "the path cannot hold NUL or line breaks"));
-                }
-                if password_env.trim().is_empty() {
-                    return Err(ctx.err(
-                        &key("password_env"),
-                        "name the environment variable that holds the password",
-                    ));
-                }
-                let tls = match tls.as_deref().unwrap_or("explicit") {
-                    "none" => FtpTls::None,
-                    "explicit" => FtpTls::Explicit,
-                    "implicit" => FtpTls::Implicit,
-                    other => {
-                        return Err(ctx.err(
-                            &key("tls"),
-                            format!("unknown tls mode {other:?}; use \"explicit\" (AUTH TLS, the default), \"implicit\" (port 990) or \"none\""),
-                        ));
-                    }
-                };
-                if tls == FtpTls::None && (ca_file.is_some() || fingerprint.is_some()) {
-                    return Err(ctx.err(
-                        &key(if ca_file.is_some() {
-                            "ca_file"
-                        } else {
-                            "fingerprint"
-                        }),
-                        "ca_file and fingerprint need tls = \"explicit\" or \"implicit\"",
-                    ));
-                }
-                DestinationKind::Ftp(FtpOptions {
-                    host,
-                    port: port.unwrap_or(if tls == FtpTls::Implicit { 990 } else { 21 }),
-                    user,
-                    password: FtpPassword::Env(password_env),
-                    root: path,
-                    tls,
-                    ca_file: ca_file.map(|f| ctx.resolve_path(&f)),
-                    fingerprint,
-                    timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
-                    force_list: false,
-                    resume: resume.unwrap_or(true),
-                })
-            }
-            "azure" => {
-                let RawAzureDestination {
-                    account,
-                    container,
-                    endpoint,
-                    access_key_env,
-                    sas_token_env,
-                    access_tier,
-                    rehydrate_priority,
-                    put_only,
-                    timeout,
-                } = read_kind(ctx, &here, rest)?;
-                // Azure's rules: 3-24 lowercase letters and digits.
-                if !(3..=24).contains(&account.len())
-                    || !account
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-                {
-                    return Err(ctx.err(
-                        &key("account"),
-                        format!("invalid storage account name {account:?}: 3 to 24 lowercase letters and digits"),
-                    ));
-                }
-                // 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit.
-                let container_ok = (3..=63).contains(&container.len())
-                    && container
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !container.starts_with('-')
-                    && !container.ends_with('-')
-                    && !container.contains("--");
-                if !container_ok {
-                    return Err(ctx.err(
-                        &key("container"),
-                        format!("invalid container name {container:?}: 3 to 63 lowercase letters, digits and single hyphens"),
-                    ));
-                }
-                if let Some(e) = &endpoint
-                    && !(e.starts_with("http://") || e.starts_with("https://"))
-                {
-                    return Err(ctx.err(
-                        &key("endpoint"),
-                        format!("invalid endpoint {e:?}: write a URL like \"https://{account}.blob.core.windows.net\" or \"http://127.0.0.1:10000/devstoreaccount1\""),
-                    ));
-                }
-                let credential = match one_of(
-                    ctx,
-                    &here,
-                    ("access_key_env", access_key_env),
-                    ("sas_token_env", sas_token_env),
-                    "an azure destination needs access_key_env (the name of an environment variable holding the account key) or sas_token_env (one holding a SAS token)",
-                )? {
-                    OneOf::First(v) => AzureCredential::SharedKey(SecretSource::Env(v)),
-                    OneOf::Second(v) => AzureCredential::Sas(SecretSource::Env(v)),
-                };
-                if let Some(t) = &access_tier {
-                    check_choice(
-                        ctx,
-                        &key("access_tier"),
-                        "access tier",
-                        t,
-                        azure::ACCESS_TIERS,
-                    )?;
-                }
-                let rehydrate_priority =
-                    rehydrate_priority.unwrap_or_else(|| "Standard".to_string());
-                check_choice(
-                    ctx,
-                    &key("rehydrate_priority"),
-                    "rehydrate priority",
-                    &rehydrate_priority,
-                    REHYDRATE_PRIORITIES,
-                )?;
-                DestinationKind::Azure(AzureOptions {
-                    account,
-                    container,
-                    endpoint,
-                    credential,
-                    access_tier,
-                    rehydrate_priority,
-                    put_only,
-                    timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
-                })
-            }
-            "glacier" => {
-                let RawGlacierDestination {
-                    vault,
-                    region,
-                    endpoint,
-                    profile,
-                    retrieval_tier,
-                    timeout,
-                } = read_kind(ctx, &here, rest)?;
-                // Glacier's rule: 1 to 255 of a-z, A-Z, 0-9, '_', '-' and '.'.
-                if vault.is_empty()
-                    || vault.len() > 255
-                    || !vault
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-                {
-                    return Err(ctx.err(
-                        &key("vault"),
-                        format!("invalid vault name {vault:?}: 1 to 255 letters, digits, '_', '-' and '.'"),
-                    ));
-                }
-                if let Some(e) = &endpoint
-                    && !(e.starts_with("http://") || e.starts_with("https://"))
-                {
-                    return Err(ctx.err(
-                        &key("endpoint"),
-                        format!(
-                            "invalid endpoint {e:?}: write a URL like \"http://127.0.0.1:5000\""
-                        ),
-                    ));
-                }
-                let region = region.unwrap_or_else(|| "us-east-1".to_string());
-                if region.is_empty()
-                    || !region
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                {
-                    return Err(ctx.err(
-                        &key("region"),
-                        format!("invalid region {region:?}: write one like \"eu-west-1\""),
-                    ));
-                }
-                let retrieval_tier = retrieval_tier.unwrap_or_else(|| "Standard".to_string());
-                check_choice(
-                    ctx,
-                    &key("retrieval_tier"),
-                    "retrieval tier",
-                    &retrieval_tier,
-                    glacier::RETRIEVAL_TIERS,
-                )?;
-                let catalog_dir = staging.dir.join(".glacier").join(&region).join(&vault);
-                DestinationKind::Glacier(GlacierOptions {
-                    vault,
-                    region,
-                    endpoint,
-                    profile,
-                    credentials: None,
-                    retrieval_tier,
-                    catalog_dir,
-                    timeout: timeout.map(|t| t.0).unwrap_or(DEFAULT_NETWORK_TIMEOUT),
-                })
-            }
-            other => {
-                let mut p = here.to_vec();
-                p.push(k("kind"));
-                return Err(ctx.err(
-                    &p,
-                    format!(
-                        "unknown destination kind {other:?}; this version supports: path, s3, sftp, ftp, azure, glacier"
-                    ),
-                ));
-            }
-        };
-        let Common {
-            prefix,
-            bwlimit,
-            part_size,
-            concurrency,
-            retries,
-            retention,
-        } = common;
-        let prefix = prefix.trim_matches('/').to_string();
-        if !prefix.is_empty() && offsite_backends::validate_key(&prefix).is_err() {
-            return Err(ctx.err(
-                &key("prefix"),
-                format!("invalid prefix {prefix:?}: no empty, '.' or '..' parts"),
-            ));
-        }
-        if bwlimit.is_some_and(|b| b.0 == 0) {
-            return Err(ctx.err(
-                &key("bwlimit"),
-                "bwlimit must be more than 0 (leave it out for no limit)",
-            ));
-        }
-        if part_size.is_some_and(|p| p.0 == 0) {
-            return Err(ctx.err(&key("part_size"), "part_size must be more than 0"));
-        }
-        if concurrency == Some(0) {
-            return Err(ctx.err(&key("concurrency"), "concurrency must be at least 1"));
-        }
-        if retries.is_some_and(|r| r > MAX_RETRIES) {
-            return Err(ctx.err(
-                &key("retries"),
-                format!("retries must be 0 to {MAX_RETRIES} (each waits up to twice as long as the one before, at most 30 s)"),
-            ));
-        }
-        let dest = Destination {
-            name: name.clone(),
-            kind: dest_kind,
-            prefix,
-            bwlimit: bwlimit.map(|b| b.0),
-            part_size: part_size.map(|p| p.0).unwrap_or(DEFAULT_PART_SIZE),
-            concurrency: concurrency.unwrap_or(DEFAULT_CONCURRENCY),
-            retries: retries.unwrap_or(DEFAULT_RETRIES),
-            retention: retention.as_ref().map(RawRetention::resolve),
-        };
-        destinations.insert(name, dest);
+    for (name, table) in raw.destinations {
+        let d = resolve_destination(ctx, &staging, &name, &table)?;
+        destinations.insert(name, d);
     }
-
-    let workdir = ctx.resolve_path(Path::new("."));
     let mut jobs: Vec<Job> = Vec::new();
     for (i, j) in raw.jobs.into_iter().enumerate() {
-        let here = |key: &str| [k("job"), Seg::Index(i), k(key)];
-        if !valid_name(&j.name) {
-            return Err(ctx.err(
-                &here("name"),
-                format!(
-                    "invalid job name {:?}: use letters, digits, '-', '_' and '.'",
-                    j.name
-                ),
-            ));
-        }
-        if jobs.iter().any(|o| o.name == j.name) {
-            return Err(ctx.err(&here("name"), format!("two jobs are named {:?}", j.name)));
-        }
-        if j.destinations.is_empty() {
-            return Err(ctx.err(
-                &here("destinations"),
-                "a job needs at least one destination",
-            ));
-        }
-        for (n, d) in j.destinations.iter().enumerate() {
-            let mut p = here("destinations").to_vec();
-            p.push(Seg::Index(n));
-            if !destinations.contains_key(d) {
-                let known: Vec<&str> = destinations.keys().map(String::as_str).collect();
-                return Err(ctx.err(
-                    &p,
-                    format!(
-                        "unknown destination {d:?}; define [destination.{d}] (defined: {})",
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                ));
-            }
-            if j.destinations[..n].contains(d) {
-                return Err(ctx.err(&p, format!("destination {d:?} is listed twice")));
-            }
-        }
-        let sp = [k("job"), Seg::Index(i), k("source")];
-        let (kind, rest) = kind_of(ctx, &sp, &j.source)?;
-        let source = match kind {
-            "dir" => {
-                let RawDirSource {
-                    path,
-                    order,
-                    exclude,
-                } = read(ctx, &sp, rest)?;
-                if path.as_os_str().is_empty() {
-                    let mut p = sp.to_vec();
-                    p.push(k("path"));
-                    return Err(ctx.err(&p, "the source path cannot be empty"));
-                }
-                let mut p = sp.to_vec();
-                p.push(k("order"));
-                check_globs(ctx, &p, &order)?;
-                p.pop();
-                p.push(k("exclude"));
-                check_globs(ctx, &p, &exclude)?;
-                Source::Dir {
-                    path: ctx.resolve_path(&path),
-                    order,
-                    exclude,
-                }
-            }
-            "command" => {
-                let RawCommandSource {
-                    run,
-                    output,
-                    run_as,
-                } = read(ctx, &sp, rest)?;
-                if let Some(u) = &run_as
-                    && (u.is_empty() || u.contains(['\0', ':', '/']))
-                {
-                    let mut p = sp.to_vec();
-                    p.push(k("run_as"));
-                    return Err(ctx.err(&p, format!("invalid user name {u:?}")));
-                }
-                if run.trim().is_empty() {
-                    let mut p = sp.to_vec();
-                    p.push(k("run"));
-                    return Err(ctx.err(&p, "the command to run cannot be empty"));
-                }
-                if let Some(o) = &output {
-                    let ok = valid_output_name(o);
-                    if !ok {
-                        let mut p = sp.to_vec();
-                        p.push(k("output"));
-                        return Err(ctx.err(
-                            &p,
-                            format!("invalid output name {o:?}: a relative file name without '..'"),
-                        ));
-                    }
-                }
-                Source::Command {
-                    run,
-                    output,
-                    run_as,
-                }
-            }
-            other => {
-                let mut p = sp.to_vec();
-                p.push(k("kind"));
-                return Err(ctx.err(
-                    &p,
-                    format!("unknown source kind {other:?}; use \"dir\" or \"command\""),
-                ));
-            }
-        };
-        for (hook_key, hooks) in [("pre", &j.pre), ("post", &j.post)] {
-            for (n, h) in hooks.iter().enumerate() {
-                if h.trim().is_empty() {
-                    let mut p = here(hook_key).to_vec();
-                    p.push(Seg::Index(n));
-                    return Err(ctx.err(&p, "a hook command cannot be empty"));
-                }
-            }
-        }
-        let volume_size = j.volume_size.map(|v| v.0).unwrap_or(DEFAULT_VOLUME_SIZE);
-        if volume_size < 4096 {
-            return Err(ctx.err(&here("volume_size"), "volume_size must be at least 4KiB"));
-        }
-        // A Glacier vault takes each volume as one archive of at most 4 GiB.
-        let vault = j.destinations.iter().find(|d| {
-            destinations
-                .get(*d)
-                .is_some_and(|d| matches!(d.kind, DestinationKind::Glacier(_)))
-        });
-        if let Some(v) = vault
-            && volume_size > glacier::MAX_ARCHIVE
-        {
-            return Err(ctx.err(
-                &here("volume_size"),
-                format!("volume_size is over 4GiB, the largest archive the Glacier vault destination {v:?} takes; set volume_size = \"4GiB\" or less"),
-            ));
-        }
-        let compression_level = match &j.compression {
-            Some(c) => parse_compression(c).map_err(|m| ctx.err(&here("compression"), m))?,
-            None => DEFAULT_ZSTD_LEVEL,
-        };
-        let shrink_limit = match j.shrink_limit {
-            None => DEFAULT_SHRINK_LIMIT,
-            Some(f) if (0.0..=1.0).contains(&f) => f,
-            Some(f) => {
-                return Err(ctx.err(
-                    &here("shrink_limit"),
-                    format!("shrink_limit {f} is not a fraction: write 0.5 to fail a backup whose data shrank by more than half, 1.0 to never check"),
-                ));
-            }
-        };
-        let retention = j.retention.as_ref().map(RawRetention::resolve);
-        let schedule = match j.schedule {
-            None => None,
-            Some(s) => {
-                let sp = |key: &str| [k("job"), Seg::Index(i), k("schedule"), k(key)];
-                if s.full.is_none() && s.incremental.is_none() && s.prune.is_none() {
-                    return Err(ctx.err(
-                        &here("schedule"),
-                        "a schedule names at least one of full, incremental or prune, e.g. schedule = { full = \"0 2 * * *\" }",
-                    ));
-                }
-                let any_policy = retention.is_some()
-                    || j.destinations
-                        .iter()
-                        .any(|d| destinations.get(d).is_some_and(|d| d.retention.is_some()));
-                if s.prune.is_some() && !any_policy {
-                    return Err(ctx.err(
-                        &sp("prune"),
-                        "a prune schedule needs a retention policy: add retention = { ... } to the job or to one of its destinations",
-                    ));
-                }
-                let timezone = match &s.timezone {
-                    None => jiff::tz::TimeZone::system(),
-                    Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| {
-                        ctx.err(
-                            &sp("timezone"),
-                            format!("unknown time zone {name:?} ({e}); use an IANA name like \"Europe/Berlin\" or \"UTC\""),
-                        )
-                    })?,
-                };
-                Some(JobSchedule {
-                    full: s.full,
-                    incremental: s.incremental,
-                    prune: s.prune,
-                    catch_up: s.catch_up.unwrap_or(true),
-                    timezone,
-                })
-            }
-        };
-        let encryption = match j.encryption {
-            None => None,
-            Some(e) => {
-                let ep = |key: &str| [k("job"), Seg::Index(i), k("encryption"), k(key)];
-                for (n, r) in e.recipients.iter().enumerate() {
-                    let mut p = ep("recipients").to_vec();
-                    p.push(Seg::Index(n));
-                    crypt::check_recipient(r).map_err(|m| ctx.err(&p, m))?;
-                }
-                let has_recipients = !e.recipients.is_empty() || e.recipients_file.is_some();
-                match (&e.passphrase_env, has_recipients) {
-                    (Some(_), true) => {
-                        return Err(ctx.err(
-                            &ep("passphrase_env"),
-                            "give recipients (public keys) or passphrase_env, not both",
-                        ));
-                    }
-                    (None, false) if e.identity_file.is_none() => {
-                        return Err(ctx.err(
-                            &here("encryption"),
-                            "encryption needs recipients = [\"age1…\"] (public keys; `offsite keygen` makes a pair), recipients_file, or passphrase_env",
-                        ));
-                    }
-                    _ => {}
-                }
-                if let Some(v) = &e.passphrase_env
-                    && v.trim().is_empty()
-                {
-                    return Err(ctx.err(&ep("passphrase_env"), "the variable name cannot be empty"));
-                }
-                Some(Encryption {
-                    recipients: e.recipients.iter().map(|r| r.trim().to_string()).collect(),
-                    recipients_file: e.recipients_file.map(|f| ctx.resolve_path(&f)),
-                    passphrase_env: e.passphrase_env,
-                    identity_file: e.identity_file.map(|f| ctx.resolve_path(&f)),
-                })
-            }
-        };
-        jobs.push(Job {
-            name: j.name,
-            source,
-            pre: j.pre,
-            post: j.post,
-            destinations: j.destinations,
-            volume_size,
-            compression_level,
-            keep_local: j.keep_local.unwrap_or(0),
-            on_change: j.on_change.unwrap_or(OnChange::Warn),
-            on_unreadable: j.on_unreadable.unwrap_or(OnUnreadable::Fail),
-            shrink_limit,
-            allow_degenerate: j.allow_degenerate,
-            max_age: j.max_age.map(|d| d.0),
-            retention,
-            schedule,
-            encryption,
-            workdir: workdir.clone(),
-        });
+        let job = resolve_job(ctx, &destinations, &jobs, i, j)?;
+        jobs.push(job);
     }
     if jobs.is_empty() {
         return Err(ctx.err(&[], "no [[job]] is defined; add one (see `offsite init`)"));
@@ -1597,6 +703,463 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
         staging,
         jobs,
         destinations,
+    })
+}
+
+fn resolve_staging(ctx: &Ctx, raw: &RawStaging) -> Result<Staging, Error> {
+    if raw.dir.as_os_str().is_empty() {
+        return Err(ctx.err(
+            &[k("staging"), k("dir")],
+            "the staging folder cannot be empty",
+        ));
+    }
+    Ok(Staging {
+        dir: ctx.resolve_path(&raw.dir),
+        min_free: raw.min_free.map(|s| s.0).unwrap_or(DEFAULT_MIN_FREE),
+    })
+}
+
+/// One `[destination.NAME]`: the kind's own keys are its backend's
+/// ([`Settings`]), the [`Common`] ones are checked here.
+fn resolve_destination(
+    ctx: &Ctx,
+    staging: &Staging,
+    name: &str,
+    table: &toml::Table,
+) -> Result<Destination, Error> {
+    let here = [k("destination"), k(name)];
+    if !valid_name(name) {
+        return Err(ctx.err(
+            &here,
+            format!("invalid destination name {name:?}: use letters, digits, '-', '_' and '.'"),
+        ));
+    }
+    let (kind, mut rest) = kind_of(ctx, &here, table)?;
+    let common: toml::Table = COMMON_KEYS
+        .iter()
+        .filter_map(|c| rest.remove_entry(*c))
+        .collect();
+    let common: Common = read(ctx, &here, common)?;
+    let resolve_path = |p: &Path| ctx.resolve_path(p);
+    let place = Place {
+        resolve_path: &resolve_path,
+        staging_dir: &staging.dir,
+    };
+    let kind = resolve_kind(ctx, &here, kind, rest, &place)?;
+    resolve_common(ctx, &here, name, kind, common)
+}
+
+/// A destination's own keys, read and checked by its backend's settings.
+fn resolve_kind(
+    ctx: &Ctx,
+    here: &[Seg],
+    kind: &str,
+    rest: toml::Table,
+    place: &Place,
+) -> Result<DestinationKind, Error> {
+    Ok(match kind {
+        "path" => DestinationKind::Path {
+            path: settings::<PathSettings>(ctx, here, rest, place)?,
+        },
+        "s3" => DestinationKind::S3(settings::<S3Settings>(ctx, here, rest, place)?),
+        "sftp" => DestinationKind::Sftp(settings::<SftpSettings>(ctx, here, rest, place)?),
+        "ftp" => DestinationKind::Ftp(settings::<FtpSettings>(ctx, here, rest, place)?),
+        "azure" => DestinationKind::Azure(settings::<AzureSettings>(ctx, here, rest, place)?),
+        "glacier" => DestinationKind::Glacier(settings::<GlacierSettings>(ctx, here, rest, place)?),
+        other => {
+            let mut p = here.to_vec();
+            p.push(k("kind"));
+            return Err(ctx.err(
+                &p,
+                format!(
+                    "unknown destination kind {other:?}; this version supports: path, s3, sftp, ftp, azure, glacier"
+                ),
+            ));
+        }
+    })
+}
+
+/// Reads a destination kind's keys as `S` and resolves them, locating a
+/// problem the settings report at its key below `here`.
+fn settings<S: Settings>(
+    ctx: &Ctx,
+    here: &[Seg],
+    rest: toml::Table,
+    place: &Place,
+) -> Result<S::Options, Error> {
+    let raw: S = read_kind(ctx, here, rest)?;
+    raw.resolve(place).map_err(|Invalid { key, message }| {
+        let mut p = here.to_vec();
+        p.extend(key.into_iter().map(k));
+        ctx.err(&p, message)
+    })
+}
+
+/// The keys every destination has.
+fn resolve_common(
+    ctx: &Ctx,
+    here: &[Seg],
+    name: &str,
+    kind: DestinationKind,
+    common: Common,
+) -> Result<Destination, Error> {
+    let key = |key: &str| {
+        let mut p = here.to_vec();
+        p.push(k(key));
+        p
+    };
+    let Common {
+        prefix,
+        bwlimit,
+        part_size,
+        concurrency,
+        retries,
+        retention,
+    } = common;
+    let prefix = prefix.trim_matches('/').to_string();
+    if !prefix.is_empty() && offsite_backends::validate_key(&prefix).is_err() {
+        return Err(ctx.err(
+            &key("prefix"),
+            format!("invalid prefix {prefix:?}: no empty, '.' or '..' parts"),
+        ));
+    }
+    if bwlimit.is_some_and(|b| b.0 == 0) {
+        return Err(ctx.err(
+            &key("bwlimit"),
+            "bwlimit must be more than 0 (leave it out for no limit)",
+        ));
+    }
+    if part_size.is_some_and(|p| p.0 == 0) {
+        return Err(ctx.err(&key("part_size"), "part_size must be more than 0"));
+    }
+    if concurrency == Some(0) {
+        return Err(ctx.err(&key("concurrency"), "concurrency must be at least 1"));
+    }
+    if retries.is_some_and(|r| r > MAX_RETRIES) {
+        return Err(ctx.err(
+            &key("retries"),
+            format!("retries must be 0 to {MAX_RETRIES} (each waits up to twice as long as the one before, at most 30 s)"),
+        ));
+    }
+    Ok(Destination {
+        name: name.to_string(),
+        kind,
+        prefix,
+        bwlimit: bwlimit.map(|b| b.0),
+        part_size: part_size.map(|p| p.0).unwrap_or(DEFAULT_PART_SIZE),
+        concurrency: concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+        retries: retries.unwrap_or(DEFAULT_RETRIES),
+        retention: retention.as_ref().map(RawRetention::resolve),
+    })
+}
+
+/// The `i`th `[[job]]`; `earlier` are the jobs before it.
+fn resolve_job(
+    ctx: &Ctx,
+    destinations: &BTreeMap<String, Destination>,
+    earlier: &[Job],
+    i: usize,
+    j: RawJob,
+) -> Result<Job, Error> {
+    let here = |key: &str| [k("job"), Seg::Index(i), k(key)];
+    if !valid_name(&j.name) {
+        return Err(ctx.err(
+            &here("name"),
+            format!(
+                "invalid job name {:?}: use letters, digits, '-', '_' and '.'",
+                j.name
+            ),
+        ));
+    }
+    if earlier.iter().any(|o| o.name == j.name) {
+        return Err(ctx.err(&here("name"), format!("two jobs are named {:?}", j.name)));
+    }
+    check_job_destinations(ctx, &here("destinations"), &j.destinations, destinations)?;
+    let source = resolve_source(ctx, &here("source"), &j.source)?;
+    for (hook_key, hooks) in [("pre", &j.pre), ("post", &j.post)] {
+        for (n, h) in hooks.iter().enumerate() {
+            if h.trim().is_empty() {
+                let mut p = here(hook_key).to_vec();
+                p.push(Seg::Index(n));
+                return Err(ctx.err(&p, "a hook command cannot be empty"));
+            }
+        }
+    }
+    let volume_size = j.volume_size.map(|v| v.0).unwrap_or(DEFAULT_VOLUME_SIZE);
+    check_volume_size(
+        ctx,
+        &here("volume_size"),
+        volume_size,
+        &j.destinations,
+        destinations,
+    )?;
+    let compression_level = match &j.compression {
+        Some(c) => parse_compression(c).map_err(|m| ctx.err(&here("compression"), m))?,
+        None => DEFAULT_ZSTD_LEVEL,
+    };
+    let shrink_limit = match j.shrink_limit {
+        None => DEFAULT_SHRINK_LIMIT,
+        Some(f) if (0.0..=1.0).contains(&f) => f,
+        Some(f) => {
+            return Err(ctx.err(
+                &here("shrink_limit"),
+                format!("shrink_limit {f} is not a fraction: write 0.5 to fail a backup whose data shrank by more than half, 1.0 to never check"),
+            ));
+        }
+    };
+    let retention = j.retention.as_ref().map(RawRetention::resolve);
+    let any_policy = retention.is_some()
+        || j.destinations
+            .iter()
+            .any(|d| destinations.get(d).is_some_and(|d| d.retention.is_some()));
+    let schedule = match j.schedule {
+        None => None,
+        Some(s) => Some(resolve_schedule(ctx, &here("schedule"), s, any_policy)?),
+    };
+    let encryption = match j.encryption {
+        None => None,
+        Some(e) => Some(resolve_encryption(ctx, &here("encryption"), e)?),
+    };
+    Ok(Job {
+        name: j.name,
+        source,
+        pre: j.pre,
+        post: j.post,
+        destinations: j.destinations,
+        volume_size,
+        compression_level,
+        keep_local: j.keep_local.unwrap_or(0),
+        on_change: j.on_change.unwrap_or(OnChange::Warn),
+        on_unreadable: j.on_unreadable.unwrap_or(OnUnreadable::Fail),
+        shrink_limit,
+        allow_degenerate: j.allow_degenerate,
+        max_age: j.max_age.map(|d| d.0),
+        retention,
+        schedule,
+        encryption,
+        workdir: ctx.resolve_path(Path::new(".")),
+    })
+}
+
+/// A job's `destinations`: at least one, each defined, none twice.
+fn check_job_destinations(
+    ctx: &Ctx,
+    at: &[Seg],
+    names: &[String],
+    destinations: &BTreeMap<String, Destination>,
+) -> Result<(), Error> {
+    if names.is_empty() {
+        return Err(ctx.err(at, "a job needs at least one destination"));
+    }
+    for (n, d) in names.iter().enumerate() {
+        let mut p = at.to_vec();
+        p.push(Seg::Index(n));
+        if !destinations.contains_key(d) {
+            let known: Vec<&str> = destinations.keys().map(String::as_str).collect();
+            return Err(ctx.err(
+                &p,
+                format!(
+                    "unknown destination {d:?}; define [destination.{d}] (defined: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        if names[..n].contains(d) {
+            return Err(ctx.err(&p, format!("destination {d:?} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Each volume is one object: it must fit every destination of the job
+/// (a Glacier vault takes archives of at most 4 GiB).
+fn check_volume_size(
+    ctx: &Ctx,
+    at: &[Seg],
+    volume_size: u64,
+    names: &[String],
+    destinations: &BTreeMap<String, Destination>,
+) -> Result<(), Error> {
+    if volume_size < 4096 {
+        return Err(ctx.err(at, "volume_size must be at least 4KiB"));
+    }
+    for name in names {
+        let Some(max) = destinations
+            .get(name)
+            .and_then(|d| d.capabilities().max_object_size)
+        else {
+            continue;
+        };
+        if volume_size > max {
+            return Err(ctx.err(
+                at,
+                format!(
+                    "volume_size is over {}, the largest object destination {name:?} takes; set volume_size = \"{}\" or less",
+                    ByteSize(max),
+                    exact_size(max)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `n` bytes as the configuration can write them exactly: `"4GiB"`.
+fn exact_size(n: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if n != 0 && n.trailing_zeros() >= shift {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+/// A job's `source`, tagged by `kind`.
+fn resolve_source(ctx: &Ctx, sp: &[Seg], table: &toml::Table) -> Result<Source, Error> {
+    let key = |key: &str| {
+        let mut p = sp.to_vec();
+        p.push(k(key));
+        p
+    };
+    let (kind, rest) = kind_of(ctx, sp, table)?;
+    match kind {
+        "dir" => {
+            let RawDirSource {
+                path,
+                order,
+                exclude,
+            } = read(ctx, sp, rest)?;
+            if path.as_os_str().is_empty() {
+                return Err(ctx.err(&key("path"), "the source path cannot be empty"));
+            }
+            check_globs(ctx, &key("order"), &order)?;
+            check_globs(ctx, &key("exclude"), &exclude)?;
+            Ok(Source::Dir {
+                path: ctx.resolve_path(&path),
+                order,
+                exclude,
+            })
+        }
+        "command" => {
+            let RawCommandSource {
+                run,
+                output,
+                run_as,
+            } = read(ctx, sp, rest)?;
+            if let Some(u) = &run_as
+                && (u.is_empty() || u.contains(['\0', ':', '/']))
+            {
+                return Err(ctx.err(&key("run_as"), format!("invalid user name {u:?}")));
+            }
+            if run.trim().is_empty() {
+                return Err(ctx.err(&key("run"), "the command to run cannot be empty"));
+            }
+            if let Some(o) = &output
+                && !valid_output_name(o)
+            {
+                return Err(ctx.err(
+                    &key("output"),
+                    format!("invalid output name {o:?}: a relative file name without '..'"),
+                ));
+            }
+            Ok(Source::Command {
+                run,
+                output,
+                run_as,
+            })
+        }
+        other => Err(ctx.err(
+            &key("kind"),
+            format!("unknown source kind {other:?}; use \"dir\" or \"command\""),
+        )),
+    }
+}
+
+/// A job's `schedule`; `any_policy`: the job or one of its destinations
+/// has a retention policy (a prune schedule needs one).
+fn resolve_schedule(
+    ctx: &Ctx,
+    at: &[Seg],
+    s: RawSchedule,
+    any_policy: bool,
+) -> Result<JobSchedule, Error> {
+    let key = |key: &str| {
+        let mut p = at.to_vec();
+        p.push(k(key));
+        p
+    };
+    if s.full.is_none() && s.incremental.is_none() && s.prune.is_none() {
+        return Err(ctx.err(
+            at,
+            "a schedule names at least one of full, incremental or prune, e.g. schedule = { full = \"0 2 * * *\" }",
+        ));
+    }
+    if s.prune.is_some() && !any_policy {
+        return Err(ctx.err(
+            &key("prune"),
+            "a prune schedule needs a retention policy: add retention = { ... } to the job or to one of its destinations",
+        ));
+    }
+    let timezone = match &s.timezone {
+        None => jiff::tz::TimeZone::system(),
+        Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| {
+            ctx.err(
+                &key("timezone"),
+                format!("unknown time zone {name:?} ({e}); use an IANA name like \"Europe/Berlin\" or \"UTC\""),
+            )
+        })?,
+    };
+    Ok(JobSchedule {
+        full: s.full,
+        incremental: s.incremental,
+        prune: s.prune,
+        catch_up: s.catch_up.unwrap_or(true),
+        timezone,
+    })
+}
+
+/// A job's `encryption`: public keys or a passphrase, not both.
+fn resolve_encryption(ctx: &Ctx, at: &[Seg], e: RawEncryption) -> Result<Encryption, Error> {
+    let key = |key: &str| {
+        let mut p = at.to_vec();
+        p.push(k(key));
+        p
+    };
+    for (n, r) in e.recipients.iter().enumerate() {
+        let mut p = key("recipients");
+        p.push(Seg::Index(n));
+        crypt::check_recipient(r).map_err(|m| ctx.err(&p, m))?;
+    }
+    let has_recipients = !e.recipients.is_empty() || e.recipients_file.is_some();
+    match (&e.passphrase_env, has_recipients) {
+        (Some(_), true) => {
+            return Err(ctx.err(
+                &key("passphrase_env"),
+                "give recipients (public keys) or passphrase_env, not both",
+            ));
+        }
+        (None, false) if e.identity_file.is_none() => {
+            return Err(ctx.err(
+                at,
+                "encryption needs recipients = [\"age1…\"] (public keys; `offsite keygen` makes a pair), recipients_file, or passphrase_env",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(v) = &e.passphrase_env
+        && v.trim().is_empty()
+    {
+        return Err(ctx.err(&key("passphrase_env"), "the variable name cannot be empty"));
+    }
+    Ok(Encryption {
+        recipients: e.recipients.iter().map(|r| r.trim().to_string()).collect(),
+        recipients_file: e.recipients_file.map(|f| ctx.resolve_path(&f)),
+        passphrase_env: e.passphrase_env,
+        identity_file: e.identity_file.map(|f| ctx.resolve_path(&f)),
     })
 }
 

@@ -1,20 +1,77 @@
-//! Builds each configured destination's backend, wrapped the same way for
-//! every kind: bandwidth limit inside, retries outside (so a retried part is
-//! paced too).
+//! The configured destinations and their backends, built and wrapped the
+//! same way for every kind: bandwidth limit inside, retries outside (so a
+//! retried part is paced too).
+//!
+//! Adding a destination kind: its backend module in `offsite-backends`
+//! (with its `…Settings`), one variant and one arm here, one arm in
+//! `config::resolve_kind`.
 
 use std::sync::Arc;
 
-use offsite_backends::azure::AzureBackend;
-use offsite_backends::ftp::FtpBackend;
-use offsite_backends::glacier::GlacierBackend;
+use offsite_backends::azure::{AzureBackend, AzureOptions};
+use offsite_backends::ftp::{FtpBackend, FtpOptions};
+use offsite_backends::glacier::{GlacierBackend, GlacierOptions};
 use offsite_backends::path::PathBackend;
-use offsite_backends::s3::S3Backend;
-use offsite_backends::sftp::SftpBackend;
-use offsite_backends::{Backend, RetryPolicy, Retrying, Throttled};
+use offsite_backends::s3::{S3Backend, S3Options};
+use offsite_backends::sftp::{SftpBackend, SftpOptions};
+use offsite_backends::{Backend, Capabilities, RetryPolicy, Retrying, Throttled};
 
-use crate::config::{Config, Destination, DestinationKind, Job};
-use crate::error::{Error, Result};
 use crate::format::layout::Layout;
+use crate::retention::Policy;
+
+/// One `[destination.NAME]` of the configuration, resolved.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub name: String,
+    pub kind: DestinationKind,
+    /// Key prefix on the destination, without slashes at either end; may be empty.
+    pub prefix: String,
+    pub bwlimit: Option<u64>,
+    pub part_size: u64,
+    pub concurrency: usize,
+    /// Retries of a request that failed for a temporary reason.
+    pub retries: u32,
+    /// Replaces the job's retention policy on this destination.
+    pub retention: Option<Policy>,
+}
+
+/// A destination's kind, with the options its backend takes.
+#[derive(Debug, Clone)]
+pub enum DestinationKind {
+    /// A local or mounted folder (NFS, SMB).
+    Path { path: std::path::PathBuf },
+    /// Amazon S3 or an S3-compatible store (credentials from the AWS chain).
+    S3(S3Options),
+    /// An SFTP server (secrets read when connecting).
+    Sftp(SftpOptions),
+    /// An FTP or FTPS server (the password read when connecting).
+    Ftp(FtpOptions),
+    /// Azure Blob Storage (the key or SAS read when connecting).
+    Azure(AzureOptions),
+    /// An Amazon Glacier vault (the legacy API); its catalog is kept in the staging folder.
+    Glacier(GlacierOptions),
+}
+
+impl DestinationKind {
+    /// The environment variables these settings read secrets from.
+    pub fn secret_variables(&self) -> Vec<&str> {
+        match self {
+            DestinationKind::Sftp(o) => o.secret_variables(),
+            DestinationKind::Ftp(o) => o.secret_variables(),
+            DestinationKind::Azure(o) => o.secret_variables(),
+            DestinationKind::Path { .. } | DestinationKind::S3(_) | DestinationKind::Glacier(_) => {
+                Vec::new()
+            }
+        }
+    }
+}
+
+impl Destination {
+    /// What this destination's backend can do (building one makes no request).
+    pub fn capabilities(&self) -> Capabilities {
+        bare_backend(self).capabilities()
+    }
+}
 
 /// A destination ready to receive: its settings and its (wrapped) backend.
 #[derive(Debug, Clone)]
@@ -24,6 +81,14 @@ pub struct Target {
 }
 
 impl Target {
+    /// A target for `d`, with its own retries.
+    pub fn new(d: &Destination) -> Target {
+        Target {
+            config: d.clone(),
+            backend: backend_for(d),
+        }
+    }
+
     /// Where this destination's backups are: its keys under its prefix.
     pub fn layout(&self) -> Layout<'_> {
         Layout::new(&self.config.prefix)
@@ -39,9 +104,9 @@ pub fn backend_for(d: &Destination) -> Arc<dyn Backend> {
 /// backup's retries give a restarting server.
 pub const CHECK_RETRIES: u32 = 1;
 
-/// [`backend_for`], with `retries` instead of the destination's own.
-pub fn backend_with_retries(d: &Destination, retries: u32) -> Arc<dyn Backend> {
-    let raw: Arc<dyn Backend> = match &d.kind {
+/// The backend of `d`'s kind, unwrapped.
+fn bare_backend(d: &Destination) -> Arc<dyn Backend> {
+    match &d.kind {
         DestinationKind::Path { path } => Arc::new(PathBackend::new(&d.name, path)),
         DestinationKind::S3(options) => Arc::new(S3Backend::new(&d.name, options.clone())),
         DestinationKind::Sftp(options) => Arc::new(SftpBackend::new(&d.name, options.clone())),
@@ -50,7 +115,12 @@ pub fn backend_with_retries(d: &Destination, retries: u32) -> Arc<dyn Backend> {
         DestinationKind::Glacier(options) => {
             Arc::new(GlacierBackend::new(&d.name, options.clone()))
         }
-    };
+    }
+}
+
+/// [`backend_for`], with `retries` instead of the destination's own.
+pub fn backend_with_retries(d: &Destination, retries: u32) -> Arc<dyn Backend> {
+    let raw = bare_backend(d);
     let paced: Arc<dyn Backend> = match d.bwlimit {
         Some(rate) => Arc::new(Throttled::new(raw, rate)),
         None => raw,
@@ -60,41 +130,4 @@ pub fn backend_with_retries(d: &Destination, retries: u32) -> Arc<dyn Backend> {
         ..RetryPolicy::default()
     };
     Arc::new(Retrying::new(paced, policy))
-}
-
-pub fn target(config: &Config, name: &str) -> Result<Target> {
-    let d = config.destinations.get(name).ok_or_else(|| {
-        Error::Usage(format!(
-            "no destination named {name:?} in {} (destinations: {})",
-            config.file.display(),
-            config
-                .destinations
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    })?;
-    Ok(Target {
-        config: d.clone(),
-        backend: backend_for(d),
-    })
-}
-
-/// The job's destinations, or only `only` (which must be one of them).
-pub fn job_targets(config: &Config, job: &Job, only: Option<&str>) -> Result<Vec<Target>> {
-    if let Some(o) = only
-        && !job.destinations.iter().any(|d| d == o)
-    {
-        return Err(Error::Usage(format!(
-            "destination {o:?} is not one of job {:?}'s destinations ({})",
-            job.name,
-            job.destinations.join(", ")
-        )));
-    }
-    job.destinations
-        .iter()
-        .filter(|d| only.is_none_or(|o| o == d.as_str()))
-        .map(|d| target(config, d))
-        .collect()
 }

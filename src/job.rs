@@ -15,7 +15,6 @@ use crate::backup::source::CommandStderr;
 use crate::backup::stage;
 use crate::backup::upload::{self, DestinationReport};
 use crate::config::{Config, Job};
-use crate::destinations;
 use crate::destinations::Target;
 use crate::error::{Error, Result};
 use crate::format::manifest::{BackupKind, Manifest};
@@ -154,7 +153,7 @@ pub async fn backup(
     let progress = progress_arc.as_ref();
     let started = Started::now();
     crate::staging::check_overlap(config, job)?;
-    let targets = destinations::job_targets(config, job, None)?;
+    let targets = config.job_targets(job, None)?;
     let staging = JobStaging::new(config, &job.name);
     let _lock = JobLock::acquire(&staging, &job.name)?;
     let earlier_ids = staging.staged_backups()?;
@@ -270,7 +269,7 @@ pub async fn upload(
     progress: &dyn Progress,
     stop: &Stop,
 ) -> Result<Vec<RunReport>> {
-    let targets = destinations::job_targets(config, job, None)?;
+    let targets = config.job_targets(job, None)?;
     let staging = JobStaging::new(config, &job.name);
     let _lock = JobLock::acquire(&staging, &job.name)?;
     let mut reports = Vec::new();

@@ -12,13 +12,12 @@
 //! Imports run one way: `daemon` and `job` stand above `backup/` and
 //! `remote/`, which never import each other; `format/` (manifest, names,
 //! hashes, encryption, the remote layout), the pure cores (`retention`,
-//! `schedule`) and the basics (`error`, `size`, `stop`, `progress`) stand
+//! `schedule`) and the basics (`error`, `stop`, `progress`) stand
 //! below everything. The library never prints: it reports through
 //! [`progress::Progress`] and returns reports the command line renders.
 
 pub mod error;
 pub mod progress;
-pub mod size;
 pub mod stop;
 
 pub mod format;

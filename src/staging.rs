@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{Config, Job, Source};
 use crate::error::{Error, Result};
 use crate::format::manifest::{MANIFEST_NAME, Manifest};
-use crate::size::human_bytes;
+use offsite_backends::units::human_bytes;
 
 /// A backup being built: `staging/<job>/.work-<id>/`, never uploaded.
 pub(crate) const WORK_PREFIX: &str = ".work-";

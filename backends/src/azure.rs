@@ -46,6 +46,10 @@
 //! Retries are the caller's ([`crate::Retrying`]): the SDK's own are off, so
 //! a block is never sent more often than the journal knows.
 
+mod settings;
+
+pub use settings::AzureSettings;
+
 use std::fmt;
 use std::num::NonZero;
 use std::ops::Range;

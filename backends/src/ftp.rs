@@ -48,6 +48,10 @@
 //! pool; a connection that failed is dropped. Reads use their own
 //! connection, closed when the stream ends.
 
+mod settings;
+
+pub use settings::FtpSettings;
+
 use std::fmt;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

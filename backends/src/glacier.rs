@@ -37,6 +37,10 @@
 //!
 //! Retries are the caller's ([`crate::Retrying`]); the SDK's are off.
 
+mod settings;
+
+pub use settings::GlacierSettings;
+
 pub mod catalog;
 
 use std::fmt;

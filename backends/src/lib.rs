@@ -31,11 +31,13 @@ mod retry;
 #[cfg(feature = "s3")]
 pub mod s3;
 mod secret;
+pub mod settings;
 #[cfg(feature = "sftp")]
 pub mod sftp;
 mod throttle;
 #[cfg(feature = "glacier")]
 pub mod treehash;
+pub mod units;
 
 use std::fmt::Debug;
 use std::ops::Range;

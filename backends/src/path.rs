@@ -23,6 +23,10 @@
 //! Every filesystem call runs on tokio's blocking pool, never on the async
 //! runtime's threads.
 
+mod settings;
+
+pub use settings::PathSettings;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;

@@ -40,6 +40,11 @@
 //! Retries are the caller's ([`crate::Retrying`]): the SDK's own are off, so
 //! a part is never sent more often than the journal knows.
 
+mod settings;
+
+pub use settings::DEFAULT_RESTORE_DAYS;
+pub use settings::S3Settings;
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;

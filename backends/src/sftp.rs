@@ -34,6 +34,10 @@
 //! (measured in ../shared/CRATES.md: 32 KiB writes reach a third of OpenSSH's
 //! `sftp`, 1 MiB about the same).
 
+mod settings;
+
+pub use settings::SftpSettings;
+
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};

@@ -39,12 +39,12 @@ use crate::format::manifest::{
     SourceInfo, Stats, Volume,
 };
 use crate::progress::Progress;
-use crate::size::human_bytes;
 use crate::staging::{
     JobStaging, WORK_PREFIX, check_free_space, check_overlap, private_file, sync_dir,
     write_file_atomic,
 };
 use crate::stop::Stop;
+use offsite_backends::units::human_bytes;
 
 const READ_BUF: usize = 1 << 20;
 

@@ -35,10 +35,10 @@ use offsite::remote::catalog::{self, Listing};
 use offsite::remote::prune::{self, PruneReport};
 use offsite::remote::restore;
 use offsite::retention::Action;
-use offsite::size::human_bytes;
 use offsite::staging::{self, JobStaging};
 use offsite::status::Status;
 use offsite::stop::Stop;
+use offsite_backends::units::human_bytes;
 use serde_json::{Value, json};
 
 use crate::{Cli, Command};
@@ -662,7 +662,7 @@ async fn listings(
 ) -> Result<Vec<(String, Result<Listing, Error>)>, Error> {
     let mut all = Vec::new();
     for j in cfg.select_jobs(job)? {
-        for t in destinations::job_targets(cfg, j, destination)? {
+        for t in cfg.job_targets(j, destination)? {
             let l = catalog::list_job(&t, &j.name).await;
             all.push((j.name.clone(), l));
         }
@@ -773,7 +773,7 @@ async fn verify(
     let mut pending = Vec::new();
     for j in cfg.select_jobs(job)? {
         let ids = Identities::find(identity, j.encryption.as_ref(), &j.name)?.map(Arc::new);
-        for t in destinations::job_targets(cfg, j, destination)? {
+        for t in cfg.job_targets(j, destination)? {
             let listing = match catalog::list_job(&t, &j.name).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -890,7 +890,7 @@ async fn restore_cmd(
     catalog::check_backup_arg(backup)?;
     let j = cfg.job(job)?;
     let ids = Identities::find(identity, j.encryption.as_ref(), &j.name)?.map(Arc::new);
-    let mut targets = destinations::job_targets(cfg, j, destination)?;
+    let mut targets = cfg.job_targets(j, destination)?;
     // Destinations that can be read at once first: a backup also on a NAS
     // is restored from there, without waiting for (or paying) a retrieval.
     targets.sort_by_key(|t| t.backend.capabilities().cold_storage);
@@ -954,8 +954,8 @@ async fn restore_cmd(
 /// while a job is under way, 0 once the catalog is whole.
 async fn glacier_inventory(out: &Out, cfg: &Config, destination: &str) -> Result<i32, Error> {
     use offsite_backends::glacier::{GlacierBackend, Rebuild};
-    let target = destinations::target(cfg, destination)?;
-    let config::DestinationKind::Glacier(options) = &target.config.kind else {
+    let target = cfg.target(destination)?;
+    let destinations::DestinationKind::Glacier(options) = &target.config.kind else {
         return Err(Error::Usage(format!(
             "destination {destination:?} is not a Glacier vault; `offsite glacier inventory` is for kind = \"glacier\" only"
         )));
@@ -1032,9 +1032,9 @@ fn policy_s3(
 ) -> Result<i32, Error> {
     use crate::PolicyRole;
     use offsite::iam::{self, Role};
-    let target = destinations::target(cfg, destination)?;
+    let target = cfg.target(destination)?;
     let d = &target.config;
-    let config::DestinationKind::S3(s3) = &d.kind else {
+    let destinations::DestinationKind::S3(s3) = &d.kind else {
         return Err(Error::Usage(format!(
             "destination {destination:?} is not an S3 destination; `offsite policy s3` prints policies for kind = \"s3\" only"
         )));

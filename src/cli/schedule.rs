@@ -7,10 +7,10 @@ use offsite::config::{Config, Job};
 use offsite::daemon::{self, Event, RunLog};
 use offsite::error::Error;
 use offsite::schedule::{JobSchedule, Task};
-use offsite::size::human_bytes;
 use offsite::staging::{self, JobStaging};
 use offsite::status::Status;
 use offsite::status::{self, BackupRun};
+use offsite_backends::units::human_bytes;
 use serde_json::json;
 
 use super::{Out, stop_on_signals};

@@ -12,7 +12,6 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::config::{Config, Job};
-use crate::destinations;
 use crate::error::{Error, Result};
 use crate::remote::catalog;
 use std::collections::BTreeMap;
@@ -171,7 +170,7 @@ pub async fn prune_job(
     now: OffsetDateTime,
     dry_run: bool,
 ) -> Result<JobPrune> {
-    let targets = destinations::job_targets(config, job, destination)?;
+    let targets = config.job_targets(job, destination)?;
     let _lock = if dry_run {
         None
     } else {
