@@ -70,10 +70,10 @@ use suppaftp::types::FileType;
 use suppaftp::{FtpError, RustlsConnector, RustlsFtpStream, Status};
 
 use crate::files::{
-    Pool, blocking_stream, clamp_range, contiguous_size, file_tree_capabilities, folder_of,
-    is_hidden_work_file, on_blocking_pool, partial_name, receipt_for, temp_name, unique_id,
-    upload_gone,
+    Pool, blocking_stream, clamp_range, file_tree_capabilities, folder_of, is_hidden_work_file,
+    on_blocking_pool, unique_id,
 };
+use crate::partial::{self, FileOps};
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, FileBody, ListStream, ObjectMeta, Part,
     PartReceipt, Readiness, Result, Secret, UploadId, validate_key,
@@ -692,22 +692,6 @@ impl Inner {
         Ok(())
     }
 
-    /// The folder and file name of `key`, relative to the root.
-    fn split(key: &str) -> Result<(&str, &str)> {
-        validate_key(key)?;
-        Ok(key.rsplit_once('/').unwrap_or(("", key)))
-    }
-
-    fn partial_path(key: &str, upload: &UploadId) -> Result<String> {
-        let (dir, name) = Self::split(key)?;
-        let p = partial_name(name, upload)?;
-        Ok(if dir.is_empty() {
-            p
-        } else {
-            format!("{dir}/{p}")
-        })
-    }
-
     /// Creates the folders of `key` below the root.
     fn make_dirs(conn: &mut Conn, key: &str) -> Result<()> {
         let parts: Vec<&str> = key.split('/').collect();
@@ -813,6 +797,72 @@ impl Read for FtpReader {
     }
 }
 
+/// The server's files below the root, for the partial-file protocol.
+struct FtpFiles<'a> {
+    inner: &'a Inner,
+    conn: &'a mut Conn,
+}
+
+impl FileOps for FtpFiles<'_> {
+    fn make_parents(&mut self, path: &str) -> Result<()> {
+        Inner::make_dirs(self.conn, path)
+    }
+
+    /// STOR replaces a file: the protocol has nothing better, and the
+    /// callers' names are fresh random ones.
+    fn write_new(&mut self, path: &str, body: &[u8]) -> Result<()> {
+        Inner::store_at(self.conn, path, 0, body)
+    }
+
+    fn size(&mut self, path: &str) -> Result<Option<u64>> {
+        Inner::size(self.conn, path)
+    }
+
+    /// REST + STOR, then SIZE: a server that ignored REST would have
+    /// rewritten the file from 0.
+    fn write_at(&mut self, path: &str, offset: u64, body: &[u8]) -> Result<()> {
+        if let Err(e) = Inner::store_at(self.conn, path, offset, body) {
+            return Err(self.inner.restart_refused(e));
+        }
+        let end = offset + body.len() as u64;
+        match Inner::size(self.conn, path)? {
+            Some(n) if n >= end => Ok(()),
+            other => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{path} is {} bytes after writing {offset}..{end}: the server does not honour REST before STOR",
+                    other.map_or("missing".to_string(), |n| n.to_string()),
+                ),
+            )
+            .with_hint("use a server that supports resuming uploads (REST + STOR), or send to another destination kind")),
+        }
+    }
+
+    /// FTP cannot cut a file: a partial file longer than its parts (left
+    /// by an attempt that wrote more) is not completed.
+    fn truncate(&mut self, path: &str, len: u64) -> Result<()> {
+        Err(Error::new(
+            ErrorKind::Precondition,
+            format!(
+                "{path} holds more bytes than the parts say ({len}), and FTP cannot cut a file"
+            ),
+        ))
+    }
+
+    fn rename_new(&mut self, from: &str, to: &str) -> Result<()> {
+        Inner::rename_into_place(self.conn, from, to)
+    }
+
+    fn remove(&mut self, path: &str) -> Result<()> {
+        let abs = self.conn.abs(path);
+        match self.conn.ftp.rm(&abs) {
+            Ok(()) => Ok(()),
+            Err(e) if is_550(&e) && Inner::size(self.conn, path)?.is_none() => Ok(()),
+            Err(e) => Err(ftp_error(format!("cannot remove {path}"), e)),
+        }
+    }
+}
+
 #[async_trait]
 impl Backend for FtpBackend {
     fn name(&self) -> &str {
@@ -838,32 +888,8 @@ impl Backend for FtpBackend {
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         let key_owned = key.to_string();
-        self.blocking(key, move |_, conn| {
-            let (dir, name) = Inner::split(&key_owned)?;
-            Inner::make_dirs(conn, &key_owned)?;
-            let tmp = if dir.is_empty() {
-                temp_name(name)
-            } else {
-                format!("{dir}/{}", temp_name(name))
-            };
-            let stored = Inner::store_at(conn, &tmp, 0, &body)
-                .and_then(|()| Inner::rename_into_place(conn, &tmp, &key_owned));
-            if let Err(e) = stored {
-                let abs = conn.abs(&tmp);
-                let _ = conn.ftp.rm(&abs);
-                return Err(e);
-            }
-            match Inner::size(conn, &key_owned)? {
-                Some(n) if n == body.len() as u64 => Ok(()),
-                other => Err(Error::new(
-                    ErrorKind::Unexpected,
-                    format!(
-                        "{key_owned} is {other:?} bytes after upload, expected {}",
-                        body.len()
-                    ),
-                )
-                .temporary()),
-            }
+        self.blocking(key, move |inner, conn| {
+            partial::put(&mut FtpFiles { inner, conn }, &key_owned, &body)
         })
         .await
     }
@@ -882,26 +908,20 @@ impl Backend for FtpBackend {
         }
         let key_owned = key.to_string();
         let rt = tokio::runtime::Handle::current();
-        self.blocking(key, move |_, conn| {
+        self.blocking(key, move |inner, conn| {
             Inner::make_dirs(conn, &key_owned)?;
-            let partial = Inner::partial_path(&key_owned, &UploadId(unique_id()))?;
-            let stored = Inner::store_file(conn, &partial, &file, &rt)
-                .and_then(|()| Inner::rename_into_place(conn, &partial, &key_owned));
-            if let Err(e) = stored {
-                let abs = conn.abs(&partial);
+            let hidden = partial::partial_key(&key_owned, &UploadId(unique_id()))?;
+            if let Err(e) = Inner::store_file(conn, &hidden, &file, &rt) {
+                let abs = conn.abs(&hidden);
                 let _ = conn.ftp.rm(&abs);
                 return Err(e);
             }
-            match Inner::size(conn, &key_owned)? {
-                Some(n) if n == file.size => Ok(()),
-                other => Err(Error::new(
-                    ErrorKind::Unexpected,
-                    format!(
-                        "{key_owned} is {other:?} bytes after upload, expected {}",
-                        file.size
-                    ),
-                )),
-            }
+            partial::place(
+                &mut FtpFiles { inner, conn },
+                &hidden,
+                &key_owned,
+                file.size,
+            )
         })
         .await
     }
@@ -916,12 +936,8 @@ impl Backend for FtpBackend {
             .with_key(key));
         }
         let key_owned = key.to_string();
-        self.blocking(key, move |_, conn| {
-            Inner::make_dirs(conn, &key_owned)?;
-            let id = UploadId(unique_id());
-            let partial = Inner::partial_path(&key_owned, &id)?;
-            Inner::store_at(conn, &partial, 0, &[])?;
-            Ok(id)
+        self.blocking(key, move |inner, conn| {
+            partial::create(&mut FtpFiles { inner, conn }, &key_owned)
         })
         .await
     }
@@ -930,42 +946,8 @@ impl Backend for FtpBackend {
         let key_owned = key.to_string();
         let upload = upload.clone();
         self.blocking(key, move |inner, conn| {
-            let partial = Inner::partial_path(&key_owned, &upload)?;
-            // Resume by SIZE: every byte before this part must be there.
-            let Some(size) = Inner::size(conn, &partial)? else {
-                return Err(upload_gone(&partial));
-            };
-            if size < part.offset {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "{partial} holds {size} bytes but part {} starts at {}: the unfinished upload was damaged",
-                        part.index, part.offset
-                    ),
-                )
-                .with_hint("the upload will be restarted from its first part"));
-            }
-            if let Err(e) = Inner::store_at(conn, &partial, part.offset, &part.body) {
-                return Err(inner.restart_refused(e));
-            }
-            // A server that ignored REST would have rewritten the file from 0.
-            let end = part.offset + part.body.len() as u64;
-            match Inner::size(conn, &partial)? {
-                Some(n) if n >= end => {}
-                other => {
-                    return Err(Error::new(
-                        ErrorKind::Unsupported,
-                        format!(
-                            "{partial} is {} bytes after writing part {} at {}..{end}: the server does not honour REST before STOR",
-                            other.map_or("missing".to_string(), |n| n.to_string()),
-                            part.index,
-                            part.offset
-                        ),
-                    )
-                    .with_hint("use a server that supports resuming uploads (REST + STOR), or send to another destination kind"));
-                }
-            }
-            Ok(receipt_for(&part))
+            let mut files = FtpFiles { inner, conn };
+            partial::write_part(&mut files, &key_owned, &upload, &part, true)
         })
         .await
     }
@@ -979,30 +961,8 @@ impl Backend for FtpBackend {
         let key_owned = key.to_string();
         let upload = upload.clone();
         let parts = parts.to_vec();
-        self.blocking(key, move |_, conn| {
-            let partial = Inner::partial_path(&key_owned, &upload)?;
-            let total = contiguous_size(&parts)?;
-            match Inner::size(conn, &partial)? {
-                None => {
-                    // Completed by an earlier attempt, or gone: the caller decides.
-                    return Err(upload_gone(&partial));
-                }
-                Some(n) if n != total => {
-                    return Err(Error::new(
-                        ErrorKind::Precondition,
-                        format!("{partial} holds {n} bytes, the parts say {total}"),
-                    ));
-                }
-                Some(_) => {}
-            }
-            Inner::rename_into_place(conn, &partial, &key_owned)?;
-            match Inner::size(conn, &key_owned)? {
-                Some(n) if n == total => Ok(()),
-                other => Err(Error::new(
-                    ErrorKind::Unexpected,
-                    format!("{key_owned} is {other:?} bytes after the rename, expected {total}"),
-                )),
-            }
+        self.blocking(key, move |inner, conn| {
+            partial::complete(&mut FtpFiles { inner, conn }, &key_owned, &upload, &parts)
         })
         .await
     }
@@ -1010,14 +970,8 @@ impl Backend for FtpBackend {
     async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<()> {
         let key_owned = key.to_string();
         let upload = upload.clone();
-        self.blocking(key, move |_, conn| {
-            let partial = Inner::partial_path(&key_owned, &upload)?;
-            let abs = conn.abs(&partial);
-            match conn.ftp.rm(&abs) {
-                Ok(()) => Ok(()),
-                Err(e) if is_550(&e) && Inner::size(conn, &partial)?.is_none() => Ok(()),
-                Err(e) => Err(ftp_error(format!("cannot remove {partial}"), e)),
-            }
+        self.blocking(key, move |inner, conn| {
+            partial::abort(&mut FtpFiles { inner, conn }, &key_owned, &upload)
         })
         .await
     }
@@ -1204,20 +1158,6 @@ fn walk_for(conn: &mut Conn, dir: &str, prefix: &str, out: &mut Found) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn partial_files_sit_beside_their_target() {
-        let id = UploadId("abc123".into());
-        assert_eq!(
-            Inner::partial_path("job/x/vol.tar.zst", &id).expect("ok"),
-            "job/x/.vol.tar.zst.abc123.partial"
-        );
-        assert_eq!(
-            Inner::partial_path("a", &id).expect("ok"),
-            ".a.abc123.partial"
-        );
-        assert!(Inner::partial_path("../a", &id).is_err());
-    }
 
     #[test]
     fn the_password_never_shows_in_debug() {

@@ -25,6 +25,7 @@ mod files;
 pub mod ftp;
 #[cfg(feature = "glacier")]
 pub mod glacier;
+mod partial;
 #[cfg(feature = "path")]
 pub mod path;
 mod retry;

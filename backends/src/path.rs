@@ -38,10 +38,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::files::{
-    blocking_stream, clamp_range, contiguous_size, file_tree_capabilities, folder_of,
-    is_hidden_work_file, on_blocking_pool, partial_name, receipt_for, temp_name, unique_id,
-    upload_gone,
+    blocking_stream, clamp_range, file_tree_capabilities, folder_of, is_hidden_work_file,
+    on_blocking_pool, upload_gone,
 };
+use crate::partial::{self, FileOps};
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
     Readiness, Result, UploadId, validate_key,
@@ -116,28 +116,13 @@ impl Inner {
         Ok(self.root.join(key))
     }
 
-    /// The folder holding `key`, created below the (existing) root if needed.
-    fn parent_dir(&self, key: &str) -> Result<(PathBuf, String)> {
+    /// Creates the folder holding `key` below the (existing) root if needed.
+    fn make_parents(&self, key: &str) -> Result<()> {
         self.check_root()?;
         let path = self.path_of(key)?;
-        let parent = path.parent().unwrap_or(&self.root).to_path_buf();
-        let file_name = path
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        fs::create_dir_all(&parent)
-            .map_err(|e| Error::from_io(format!("cannot create folder {}", parent.display()), e))?;
-        Ok((parent, file_name))
-    }
-
-    fn partial_path(&self, key: &str, upload: &UploadId) -> Result<PathBuf> {
-        let path = self.path_of(key)?;
         let parent = path.parent().unwrap_or(&self.root);
-        let name = path
-            .file_name()
-            .map(|s| s.to_string_lossy())
-            .unwrap_or_default();
-        Ok(parent.join(partial_name(&name, upload)?))
+        fs::create_dir_all(parent)
+            .map_err(|e| Error::from_io(format!("cannot create folder {}", parent.display()), e))
     }
 }
 
@@ -209,6 +194,75 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::from_io(format!("cannot sync folder {}", dir.display()), e))
 }
 
+/// The folder's files, for the partial-file protocol.
+struct LocalFiles<'a>(&'a Inner);
+
+impl FileOps for LocalFiles<'_> {
+    fn make_parents(&mut self, path: &str) -> Result<()> {
+        self.0.make_parents(path)
+    }
+
+    fn write_new(&mut self, path: &str, body: &[u8]) -> Result<()> {
+        let p = self.0.path_of(path)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&p)
+            .map_err(|e| Error::from_io(format!("cannot create {}", p.display()), e))?;
+        if let Err(e) = f.write_all(body).and_then(|()| f.sync_all()) {
+            let _ = fs::remove_file(&p);
+            return Err(Error::from_io(format!("cannot write {}", p.display()), e));
+        }
+        sync_dir(p.parent().unwrap_or(&self.0.root))
+    }
+
+    fn size(&mut self, path: &str) -> Result<Option<u64>> {
+        let p = self.0.path_of(path)?;
+        match fs::metadata(&p) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::from_io(format!("cannot stat {}", p.display()), e)),
+        }
+    }
+
+    fn write_at(&mut self, path: &str, offset: u64, body: &[u8]) -> Result<()> {
+        let p = self.0.path_of(path)?;
+        let f = match OpenOptions::new().write(true).open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(upload_gone(path)),
+            Err(e) => return Err(Error::from_io(format!("cannot open {}", p.display()), e)),
+        };
+        f.write_all_at(body, offset)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| Error::from_io(format!("cannot write {}", p.display()), e))
+    }
+
+    fn truncate(&mut self, path: &str, len: u64) -> Result<()> {
+        let p = self.0.path_of(path)?;
+        OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .and_then(|f| f.set_len(len).and_then(|()| f.sync_all()))
+            .map_err(|e| Error::from_io(format!("cannot cut {}", p.display()), e))
+    }
+
+    fn rename_new(&mut self, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (self.0.path_of(from)?, self.0.path_of(to)?);
+        rename_no_replace(&from, &to).map_err(|e| taken_or(e, &to))?;
+        sync_dir(to.parent().unwrap_or(&self.0.root))
+    }
+
+    fn remove(&mut self, path: &str) -> Result<()> {
+        let p = self.0.path_of(path)?;
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::from_io(format!("cannot remove {}", p.display()), e)),
+        }
+    }
+}
+
 #[async_trait]
 impl Backend for PathBackend {
     fn name(&self) -> &str {
@@ -240,27 +294,7 @@ impl Backend for PathBackend {
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         let key_owned = key.to_string();
         self.blocking(key, move |inner| {
-            let (parent, name) = inner.parent_dir(&key_owned)?;
-            let tmp = parent.join(temp_name(&name));
-            let write = || -> std::io::Result<()> {
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(FILE_MODE)
-                    .open(&tmp)?;
-                f.write_all(&body)?;
-                f.sync_all()
-            };
-            if let Err(e) = write() {
-                let _ = fs::remove_file(&tmp);
-                return Err(Error::from_io(format!("cannot write {}", tmp.display()), e));
-            }
-            let target = parent.join(&name);
-            rename_no_replace(&tmp, &target).map_err(|e| {
-                let _ = fs::remove_file(&tmp);
-                taken_or(e, &target)
-            })?;
-            sync_dir(&parent)
+            partial::put(&mut LocalFiles(inner), &key_owned, &body)
         })
         .await
     }
@@ -268,20 +302,7 @@ impl Backend for PathBackend {
     async fn create_upload(&self, key: &str, _part_size: u64) -> Result<UploadId> {
         let key_owned = key.to_string();
         self.blocking(key, move |inner| {
-            inner.parent_dir(&key_owned)?;
-            let id = UploadId(unique_id());
-            let partial = inner.partial_path(&key_owned, &id)?;
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(FILE_MODE)
-                .open(&partial)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::from_io(format!("cannot create {}", partial.display()), e))?;
-            if let Some(parent) = partial.parent() {
-                sync_dir(parent)?;
-            }
-            Ok(id)
+            partial::create(&mut LocalFiles(inner), &key_owned)
         })
         .await
     }
@@ -290,24 +311,7 @@ impl Backend for PathBackend {
         let key_owned = key.to_string();
         let upload = upload.clone();
         self.blocking(key, move |inner| {
-            inner.check_root()?;
-            let partial = inner.partial_path(&key_owned, &upload)?;
-            let f = match OpenOptions::new().write(true).open(&partial) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(upload_gone(&partial.display().to_string()));
-                }
-                Err(e) => {
-                    return Err(Error::from_io(
-                        format!("cannot open {}", partial.display()),
-                        e,
-                    ));
-                }
-            };
-            f.write_all_at(&part.body, part.offset)
-                .and_then(|_| f.sync_data())
-                .map_err(|e| Error::from_io(format!("cannot write {}", partial.display()), e))?;
-            Ok(receipt_for(&part))
+            partial::write_part(&mut LocalFiles(inner), &key_owned, &upload, &part, false)
         })
         .await
     }
@@ -323,40 +327,7 @@ impl Backend for PathBackend {
         let parts = parts.to_vec();
         self.blocking(key, move |inner| {
             inner.check_root()?;
-            let partial = inner.partial_path(&key_owned, &upload)?;
-            let target = inner.path_of(&key_owned)?;
-            let total = contiguous_size(&parts)?;
-            let f = match OpenOptions::new().write(true).open(&partial) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    // Completed by an earlier attempt, or gone: the caller decides.
-                    return Err(upload_gone(&partial.display().to_string()));
-                }
-                Err(e) => {
-                    return Err(Error::from_io(
-                        format!("cannot open {}", partial.display()),
-                        e,
-                    ));
-                }
-            };
-            let len = f
-                .metadata()
-                .map_err(|e| Error::from_io(format!("cannot stat {}", partial.display()), e))?
-                .len();
-            if len < total {
-                return Err(Error::new(
-                    ErrorKind::Precondition,
-                    format!(
-                        "{} holds {len} bytes, the parts say {total}",
-                        partial.display()
-                    ),
-                ));
-            }
-            f.set_len(total)
-                .and_then(|_| f.sync_all())
-                .map_err(|e| Error::from_io(format!("cannot sync {}", partial.display()), e))?;
-            rename_no_replace(&partial, &target).map_err(|e| taken_or(e, &target))?;
-            sync_dir(target.parent().unwrap_or(&inner.root))
+            partial::complete(&mut LocalFiles(inner), &key_owned, &upload, &parts)
         })
         .await
     }
@@ -365,15 +336,7 @@ impl Backend for PathBackend {
         let key_owned = key.to_string();
         let upload = upload.clone();
         self.blocking(key, move |inner| {
-            let partial = inner.partial_path(&key_owned, &upload)?;
-            match fs::remove_file(&partial) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(Error::from_io(
-                    format!("cannot remove {}", partial.display()),
-                    e,
-                )),
-            }
+            partial::abort(&mut LocalFiles(inner), &key_owned, &upload)
         })
         .await
     }

@@ -55,10 +55,10 @@ use ssh2::{
 };
 
 use crate::files::{
-    Pool, blocking_stream, clamp_range, contiguous_size, file_tree_capabilities, folder_of,
-    is_hidden_work_file, on_blocking_pool, partial_name, receipt_for, temp_name, unique_id,
-    upload_gone,
+    Pool, blocking_stream, clamp_range, file_tree_capabilities, folder_of, is_hidden_work_file,
+    on_blocking_pool, upload_gone,
 };
+use crate::partial::{self, FileOps};
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
     Readiness, Result, Secret, UploadId, validate_key,
@@ -449,20 +449,6 @@ impl Inner {
     }
 
     /// The folder and file name of `key`'s server path.
-    fn split(&self, key: &str) -> Result<(String, String)> {
-        let path = self.path_of(key)?;
-        Ok(match path.rsplit_once('/') {
-            Some((dir, name)) if !dir.is_empty() => (dir.to_string(), name.to_string()),
-            Some((_, name)) => ("/".to_string(), name.to_string()),
-            None => (".".to_string(), path),
-        })
-    }
-
-    fn partial_path(&self, key: &str, upload: &UploadId) -> Result<String> {
-        let (dir, name) = self.split(key)?;
-        Ok(format!("{dir}/{}", partial_name(&name, upload)?))
-    }
-
     fn check_root(&self, sftp: &Sftp) -> Result<()> {
         let root = self.path_of("")?;
         match sftp.stat(Path::new(&root)) {
@@ -556,6 +542,96 @@ fn io_error(what: String, e: std::io::Error) -> Error {
     Error::from_io(what, e).temporary()
 }
 
+/// The server's files below the root, for the partial-file protocol.
+struct RemoteFiles<'a> {
+    inner: &'a Inner,
+    sftp: &'a Sftp,
+}
+
+impl FileOps for RemoteFiles<'_> {
+    fn make_parents(&mut self, path: &str) -> Result<()> {
+        self.inner.check_root(self.sftp)?;
+        self.inner.make_dirs(self.sftp, path)
+    }
+
+    fn write_new(&mut self, path: &str, body: &[u8]) -> Result<()> {
+        let p = self.inner.path_of(path)?;
+        let mut f = self
+            .sftp
+            .open_mode(
+                Path::new(&p),
+                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
+                FILE_MODE,
+                OpenType::File,
+            )
+            .map_err(|e| ssh_error(format!("cannot create {p}"), e))?;
+        let written = write_slices(&mut f, body)
+            .map_err(|e| io_error(format!("cannot write {p}"), e))
+            .and_then(|()| fsync(&mut f, &p));
+        if written.is_err() {
+            let _ = self.sftp.unlink(Path::new(&p));
+        }
+        written
+    }
+
+    fn size(&mut self, path: &str) -> Result<Option<u64>> {
+        let p = self.inner.path_of(path)?;
+        match self.sftp.stat(Path::new(&p)) {
+            Ok(st) => Ok(Some(st.size.unwrap_or(0))),
+            Err(e) if is_sftp(&e, &[FX_NO_SUCH_FILE, FX_NO_SUCH_PATH]) => Ok(None),
+            Err(e) => Err(ssh_error(format!("cannot stat {p}"), e)),
+        }
+    }
+
+    fn write_at(&mut self, path: &str, offset: u64, body: &[u8]) -> Result<()> {
+        let p = self.inner.path_of(path)?;
+        let mut f =
+            match self
+                .sftp
+                .open_mode(Path::new(&p), OpenFlags::WRITE, FILE_MODE, OpenType::File)
+            {
+                Ok(f) => f,
+                Err(e) if is_sftp(&e, &[FX_NO_SUCH_FILE, FX_NO_SUCH_PATH]) => {
+                    return Err(upload_gone(path));
+                }
+                Err(e) => return Err(ssh_error(format!("cannot open {p}"), e)),
+            };
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| io_error(format!("cannot seek {p}"), e))?;
+        write_slices(&mut f, body).map_err(|e| io_error(format!("cannot write {p}"), e))?;
+        fsync(&mut f, &p)
+    }
+
+    fn truncate(&mut self, path: &str, len: u64) -> Result<()> {
+        let p = self.inner.path_of(path)?;
+        let st = FileStat {
+            size: Some(len),
+            uid: None,
+            gid: None,
+            perm: None,
+            atime: None,
+            mtime: None,
+        };
+        self.sftp
+            .setstat(Path::new(&p), st)
+            .map_err(|e| ssh_error(format!("cannot truncate {p}"), e))
+    }
+
+    fn rename_new(&mut self, from: &str, to: &str) -> Result<()> {
+        let (from, to) = (self.inner.path_of(from)?, self.inner.path_of(to)?);
+        self.inner.rename_into_place(self.sftp, &from, &to)
+    }
+
+    fn remove(&mut self, path: &str) -> Result<()> {
+        let p = self.inner.path_of(path)?;
+        match self.sftp.unlink(Path::new(&p)) {
+            Ok(()) => Ok(()),
+            Err(e) if is_sftp(&e, &[FX_NO_SUCH_FILE, FX_NO_SUCH_PATH]) => Ok(()),
+            Err(e) => Err(ssh_error(format!("cannot remove {p}"), e)),
+        }
+    }
+}
+
 #[async_trait]
 impl Backend for SftpBackend {
     fn name(&self) -> &str {
@@ -574,29 +650,7 @@ impl Backend for SftpBackend {
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         let key_owned = key.to_string();
         self.blocking(key, move |inner, sftp| {
-            inner.check_root(sftp)?;
-            inner.make_dirs(sftp, &key_owned)?;
-            let (dir, name) = inner.split(&key_owned)?;
-            let tmp = format!("{dir}/{}", temp_name(&name));
-            let target = inner.path_of(&key_owned)?;
-            let write = || -> Result<()> {
-                let mut f = sftp
-                    .open_mode(
-                        Path::new(&tmp),
-                        OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
-                        FILE_MODE,
-                        OpenType::File,
-                    )
-                    .map_err(|e| ssh_error(format!("cannot create {tmp}"), e))?;
-                write_slices(&mut f, &body)
-                    .map_err(|e| io_error(format!("cannot write {tmp}"), e))?;
-                fsync(&mut f, &tmp)
-            };
-            if let Err(e) = write().and_then(|()| inner.rename_into_place(sftp, &tmp, &target)) {
-                let _ = sftp.unlink(Path::new(&tmp));
-                return Err(e);
-            }
-            Ok(())
+            partial::put(&mut RemoteFiles { inner, sftp }, &key_owned, &body)
         })
         .await
     }
@@ -604,18 +658,7 @@ impl Backend for SftpBackend {
     async fn create_upload(&self, key: &str, _part_size: u64) -> Result<UploadId> {
         let key_owned = key.to_string();
         self.blocking(key, move |inner, sftp| {
-            inner.check_root(sftp)?;
-            inner.make_dirs(sftp, &key_owned)?;
-            let id = UploadId(unique_id());
-            let partial = inner.partial_path(&key_owned, &id)?;
-            sftp.open_mode(
-                Path::new(&partial),
-                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
-                FILE_MODE,
-                OpenType::File,
-            )
-            .map_err(|e| ssh_error(format!("cannot create {partial}"), e))?;
-            Ok(id)
+            partial::create(&mut RemoteFiles { inner, sftp }, &key_owned)
         })
         .await
     }
@@ -624,37 +667,8 @@ impl Backend for SftpBackend {
         let key_owned = key.to_string();
         let upload = upload.clone();
         self.blocking(key, move |inner, sftp| {
-            let partial = inner.partial_path(&key_owned, &upload)?;
-            let mut f = match sftp.open_mode(Path::new(&partial), OpenFlags::WRITE, FILE_MODE, OpenType::File)
-            {
-                Ok(f) => f,
-                Err(e) if is_sftp(&e, &[FX_NO_SUCH_FILE, FX_NO_SUCH_PATH]) => {
-                    return Err(upload_gone(&partial));
-                }
-                Err(e) => return Err(ssh_error(format!("cannot open {partial}"), e)),
-            };
-            // Resume by stat: the partial file must hold every byte before this part.
-            let size = f
-                .stat()
-                .map_err(|e| ssh_error(format!("cannot stat {partial}"), e))?
-                .size
-                .unwrap_or(0);
-            if size < part.offset {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "{partial} holds {size} bytes but part {} starts at {}: the unfinished upload was damaged",
-                        part.index, part.offset
-                    ),
-                )
-                .with_hint("the upload will be restarted from its first part"));
-            }
-            f.seek(SeekFrom::Start(part.offset))
-                .map_err(|e| io_error(format!("cannot seek {partial}"), e))?;
-            write_slices(&mut f, &part.body)
-                .map_err(|e| io_error(format!("cannot write {partial}"), e))?;
-            fsync(&mut f, &partial)?;
-            Ok(receipt_for(&part))
+            let mut files = RemoteFiles { inner, sftp };
+            partial::write_part(&mut files, &key_owned, &upload, &part, true)
         })
         .await
     }
@@ -669,36 +683,12 @@ impl Backend for SftpBackend {
         let upload = upload.clone();
         let parts = parts.to_vec();
         self.blocking(key, move |inner, sftp| {
-            let partial = inner.partial_path(&key_owned, &upload)?;
-            let target = inner.path_of(&key_owned)?;
-            let total = contiguous_size(&parts)?;
-            let size = match sftp.stat(Path::new(&partial)) {
-                Ok(st) => st.size.unwrap_or(0),
-                Err(e) if is_sftp(&e, &[FX_NO_SUCH_FILE, FX_NO_SUCH_PATH]) => {
-                    // Completed by an earlier attempt, or gone: the caller decides.
-                    return Err(upload_gone(&partial));
-                }
-                Err(e) => return Err(ssh_error(format!("cannot stat {partial}"), e)),
-            };
-            if size < total {
-                return Err(Error::new(
-                    ErrorKind::Precondition,
-                    format!("{partial} holds {size} bytes, the parts say {total}"),
-                ));
-            }
-            if size > total {
-                let st = FileStat {
-                    size: Some(total),
-                    uid: None,
-                    gid: None,
-                    perm: None,
-                    atime: None,
-                    mtime: None,
-                };
-                sftp.setstat(Path::new(&partial), st)
-                    .map_err(|e| ssh_error(format!("cannot truncate {partial}"), e))?;
-            }
-            inner.rename_into_place(sftp, &partial, &target)
+            partial::complete(
+                &mut RemoteFiles { inner, sftp },
+                &key_owned,
+                &upload,
+                &parts,
+            )
         })
         .await
     }
@@ -707,12 +697,7 @@ impl Backend for SftpBackend {
         let key_owned = key.to_string();
         let upload = upload.clone();
         self.blocking(key, move |inner, sftp| {
-            let partial = inner.partial_path(&key_owned, &upload)?;
-            match sftp.unlink(Path::new(&partial)) {
-                Ok(()) => Ok(()),
-                Err(e) if is_sftp(&e, &[FX_NO_SUCH_FILE, FX_NO_SUCH_PATH]) => Ok(()),
-                Err(e) => Err(ssh_error(format!("cannot remove {partial}"), e)),
-            }
+            partial::abort(&mut RemoteFiles { inner, sftp }, &key_owned, &upload)
         })
         .await
     }
@@ -908,28 +893,25 @@ mod tests {
         let b = backend("/srv/backups/");
         assert_eq!(b.inner.path_of("a/b c").expect("ok"), "/srv/backups/a/b c");
         assert_eq!(b.inner.path_of("").expect("ok"), "/srv/backups");
+        let upload = UploadId("abc".into());
+        let partial = partial::partial_key("job/x/manifest.json", &upload).expect("ok");
         assert_eq!(
-            b.inner.split("job/x/manifest.json").expect("ok"),
-            (
-                "/srv/backups/job/x".to_string(),
-                "manifest.json".to_string()
-            )
+            b.inner.path_of(&partial).expect("ok"),
+            "/srv/backups/job/x/.manifest.json.abc.partial"
         );
         assert!(b.inner.path_of("../etc/passwd").is_err());
         let rel = backend("backups");
         assert_eq!(rel.inner.path_of("a").expect("ok"), "backups/a");
         let home = backend("");
         assert_eq!(home.inner.path_of("a/b").expect("ok"), "a/b");
-        assert_eq!(
-            home.inner.split("a").expect("ok"),
-            (".".to_string(), "a".to_string())
-        );
+        let partial = partial::partial_key("a", &upload).expect("ok");
+        assert_eq!(home.inner.path_of(&partial).expect("ok"), ".a.abc.partial");
         let slash = backend("/");
         assert_eq!(slash.inner.path_of("").expect("ok"), "/");
         assert_eq!(slash.inner.path_of("a/b").expect("ok"), "/a/b");
         assert_eq!(
-            slash.inner.split("a").expect("ok"),
-            ("/".to_string(), "a".to_string())
+            slash.inner.path_of(&partial).expect("ok"),
+            "/.a.abc.partial"
         );
     }
 
