@@ -144,6 +144,13 @@ pub enum Event {
         reason: String,
     },
     Ran(Box<RunLog>),
+    /// The daemon sleeps until `until`, when the job's next task is due
+    /// (`None`: nothing is ever due); said when it changes, so once after
+    /// each round of runs.
+    Waiting {
+        job: String,
+        until: Option<Timestamp>,
+    },
     /// Something went wrong around the runs (the state file could not be written).
     Warning {
         job: String,
@@ -183,6 +190,7 @@ async fn job_loop(
 ) {
     let staging = JobStaging::new(config, &job.name);
     let mut first = true;
+    let mut said_wake: Option<Option<Timestamp>> = None;
     loop {
         if stop.requested() {
             return;
@@ -246,6 +254,13 @@ async fn job_loop(
             return;
         }
         let wake = schedule::next_wake(sched, &state.handled, after);
+        if said_wake != Some(wake) {
+            log(Event::Waiting {
+                job: job.name.clone(),
+                until: wake,
+            });
+            said_wake = Some(wake);
+        }
         let wait = match wake {
             Some(w) => w
                 .duration_since(Timestamp::now())

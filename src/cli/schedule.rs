@@ -182,6 +182,17 @@ pub async fn daemon_cmd(out: &Out, cfg: &Config, job: Option<&str>) -> Result<i3
                 utc_text(*slot)
             ),
             Event::Ran(r) => run_line(r),
+            Event::Waiting { job, until } => match until {
+                Some(at) => format!(
+                    "{} job {job} waits: next task due at {}",
+                    utc_text(Timestamp::now()),
+                    utc_text(*at)
+                ),
+                None => format!(
+                    "{} job {job} waits: no task is due again",
+                    utc_text(Timestamp::now())
+                ),
+            },
             Event::Warning { job, message } => format!(
                 "{} job {job} warning: {message}",
                 utc_text(Timestamp::now())

@@ -202,7 +202,18 @@ fn on_change_fail_ships_nothing() {
 fn a_second_run_of_the_same_job_is_refused() {
     let sb = Sandbox::new("a_second_run_of_the_same_job_is_refused");
     write(&sb.path("src/a.dat"), b"x");
-    sb.config_dir_job("pre = [\"touch started; sleep 3\"]", &["nas"], NAS);
+    // The first run's hook holds the job lock until the test writes to the FIFO.
+    let fifo = sb.path("hold");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    sb.config_dir_job(
+        "pre = [\"touch started; cat hold > /dev/null\"]",
+        &["nas"],
+        NAS,
+    );
     let mut first = sb.command(&["backup"]).spawn().expect("first run");
     wait_for(
         "the first run to hold the lock",
@@ -210,6 +221,7 @@ fn a_second_run_of_the_same_job_is_refused() {
         || sb.path("started").exists(),
     );
     let second = sb.offsite(&["backup"]);
+    std::fs::write(&fifo, b"go\n").expect("release the first run");
     assert_eq!(second.code, 1, "{second:?}");
     assert!(second.stderr.contains("already running"), "{second:?}");
     assert!(first.wait().expect("wait").success());
