@@ -144,9 +144,12 @@ fn sqlite_recipe_backs_up_a_consistent_copy_and_a_wrong_path_fails() {
     {
         use std::io::Write;
         let stdin = writer.stdin.as_mut().expect("stdin");
+        // The busy timeout: the probe below takes the write lock for a moment,
+        // and an insert that met it without waiting would fail and leave an
+        // empty transaction that holds nothing.
         writeln!(
             stdin,
-            "begin; insert into orders values (9999, 'uncommitted', x'00');"
+            ".timeout 30000\nbegin; insert into orders values (9999, 'uncommitted', x'00');"
         )
         .expect("write");
         stdin.flush().expect("flush");
