@@ -6,12 +6,17 @@
 //! is one macro call:
 //!
 //! ```text
-//! offsite_backends::conformance_tests!(my_fixture().await);
+//! offsite_backends::conformance_tests!(|t| my_fixture(t).await; parts, out_of_order);
 //! ```
 //!
-//! Behaviours a backend lacks are declared in its [`Capabilities`], and the
-//! functions that need them demand the declared alternative instead (an
-//! append-only backend must refuse nothing when parts come in order).
+//! The behaviours every backend has are always registered; the others come
+//! in groups named after what the backend declares in its [`Capabilities`]:
+//! `parts` (multipart uploads), `out_of_order` (parts in any order) and
+//! `whole` (no parts: `put_file`). The macro call names the groups
+//! (`conformance_tests!(|t| fixture(t); parts, out_of_order)`), and a
+//! generated `declared_capabilities` test fails when they differ from what
+//! the backend says, so no behaviour returns early for want of a
+//! capability.
 //!
 //! These functions panic on failure: they are test code, shipped in the crate
 //! so every backend's tests (and later backends' crates) share one copy.
@@ -166,9 +171,10 @@ pub async fn put_get_list_delete(f: &Fixture) {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
 
-/// Writes are create-only: a `put`, a completed upload and a `put_file`
-/// onto a key that exists fail with `AlreadyExists`, and the object there
-/// keeps its bytes.
+/// Writes are create-only: a `put` onto a key that exists fails with
+/// `AlreadyExists` naming the destination and the key, and the object there
+/// keeps its bytes (uploads: `completing_onto_an_object_is_refused`,
+/// `put_file_onto_an_object_is_refused`).
 pub async fn writes_never_overwrite(f: &Fixture) {
     let b = (f.connect)();
     let key = f.key("once");
@@ -189,33 +195,90 @@ pub async fn writes_never_overwrite(f: &Fixture) {
         b"first version",
         "the first object is intact"
     );
+}
+
+/// Completing an upload onto a key that exists fails with `AlreadyExists`
+/// and leaves the object there as it was.
+pub async fn completing_onto_an_object_is_refused(f: &Fixture) {
+    let b = (f.connect)();
     let caps = b.capabilities();
+    assert!(caps.multipart, "registered for backends with parts");
+    let key = f.key("once");
+    b.put(&key, Bytes::from_static(b"first version"))
+        .await
+        .expect("put");
     let ps = part_size_for(&caps);
     let data = pattern(ps + 10, 21);
-    if caps.multipart {
-        let id = b
-            .create_upload(&key, ps as u64)
-            .await
-            .expect("create_upload");
-        let receipts = upload_parts(b.as_ref(), &key, &id, &data, ps, &[0, 1]).await;
-        let err = b
-            .complete_upload(&key, &id, &receipts)
-            .await
-            .expect_err("completing onto an existing key");
-        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
-        let _ = b.abort_upload(&key, &id).await;
-    } else {
-        let dir = tempfile_dir();
-        let path = dir.join("staged");
-        std::fs::write(&path, &data).expect("write");
-        let err = b
-            .put_file(&key, FileBody::new(&path, data.len() as u64))
-            .await
-            .expect_err("put_file onto an existing key");
-        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    let id = b
+        .create_upload(&key, ps as u64)
+        .await
+        .expect("create_upload");
+    let receipts = upload_parts(b.as_ref(), &key, &id, &data, ps, &[0, 1]).await;
+    let err = b
+        .complete_upload(&key, &id, &receipts)
+        .await
+        .expect_err("completing onto an existing key");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    let _ = b.abort_upload(&key, &id).await;
     assert_eq!(read_back(b.as_ref(), &key).await, b"first version");
+}
+
+/// `put_file` onto a key that exists fails with `AlreadyExists` and
+/// leaves the object there as it was.
+pub async fn put_file_onto_an_object_is_refused(f: &Fixture) {
+    let b = (f.connect)();
+    let caps = b.capabilities();
+    assert!(!caps.multipart, "registered for backends without parts");
+    let key = f.key("once");
+    b.put(&key, Bytes::from_static(b"first version"))
+        .await
+        .expect("put");
+    let data = pattern(part_size_for(&caps) + 10, 21);
+    let dir = tempfile_dir();
+    let path = dir.join("staged");
+    std::fs::write(&path, &data).expect("write");
+    let err = b
+        .put_file(&key, FileBody::new(&path, data.len() as u64))
+        .await
+        .expect_err("put_file onto an existing key");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(read_back(b.as_ref(), &key).await, b"first version");
+}
+
+/// Completing an upload a second time (its first answer lost on the way)
+/// never damages the object: it succeeds again, or fails with `NotFound`
+/// (the upload is gone) or `AlreadyExists` (the key is taken), which the
+/// caller resolves by finding the object there its own.
+pub async fn completing_twice_changes_nothing(f: &Fixture) {
+    let b = (f.connect)();
+    let caps = b.capabilities();
+    assert!(caps.multipart, "registered for backends with parts");
+    let ps = part_size_for(&caps);
+    let data = pattern(ps * 2 + 5, 22);
+    let key = f.key("twice.bin");
+    let id = b
+        .create_upload(&key, ps as u64)
+        .await
+        .expect("create_upload");
+    let receipts = upload_parts(b.as_ref(), &key, &id, &data, ps, &[0, 1, 2]).await;
+    b.complete_upload(&key, &id, &receipts)
+        .await
+        .expect("complete");
+    // Another process, from the journal: the same id and receipts.
+    let again = (f.connect)();
+    match again.complete_upload(&key, &id, &receipts).await {
+        Ok(()) => {}
+        Err(e) => assert!(
+            matches!(e.kind(), ErrorKind::NotFound | ErrorKind::AlreadyExists),
+            "a second completion is Ok, NotFound or AlreadyExists: {e}"
+        ),
+    }
+    assert_eq!(read_back(again.as_ref(), &key).await, data);
+    let listed = list_all(again.as_ref(), &format!("{}/", f.prefix))
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "one object, nothing beside it: {listed:?}");
 }
 
 /// Empty objects exist and read back empty.
@@ -240,45 +303,58 @@ pub async fn large_multipart(f: &Fixture) {
     assert_eq!(read_back(b.as_ref(), &key).await, data);
 }
 
+/// A backend with multipart uploads refuses `put_file`: volumes go in parts.
+pub async fn multipart_refuses_put_file(f: &Fixture) {
+    let b = (f.connect)();
+    assert!(
+        b.capabilities().multipart,
+        "registered for backends with parts"
+    );
+    let dir = tempfile_dir();
+    let path = dir.join("staged");
+    std::fs::write(&path, pattern(5000, 11)).expect("write");
+    let err = b
+        .put_file(&f.key("whole.bin"), FileBody::new(&path, 5000))
+        .await
+        .expect_err("put_file on a multipart backend");
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `put_file` is what a backend without multipart offers instead, and only
 /// that: it stores a file whole, refuses a file whose size is not the one
 /// given (a staged file that changed), and the multipart calls are refused.
-/// A backend with multipart refuses `put_file`.
-pub async fn put_file_matches_capabilities(f: &Fixture) {
+pub async fn put_file_stores_whole_files(f: &Fixture) {
     let b = (f.connect)();
+    assert!(
+        !b.capabilities().multipart,
+        "registered for backends without parts"
+    );
     let dir = tempfile_dir();
     let path = dir.join("staged");
     std::fs::write(&path, pattern(5000, 11)).expect("write");
     let key = f.key("whole.bin");
-    if b.capabilities().multipart {
-        let err = b
-            .put_file(&key, FileBody::new(&path, 5000))
-            .await
-            .expect_err("put_file on a multipart backend");
-        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
-    } else {
-        let err = b
-            .put_file(&key, FileBody::new(&path, 4000))
-            .await
-            .expect_err("a file of another size than staged");
-        assert_ne!(err.kind(), ErrorKind::Unsupported, "{err}");
-        let listed = list_all(b.as_ref(), &format!("{}/", f.prefix))
-            .await
-            .expect("list");
-        assert!(
-            listed.is_empty(),
-            "nothing stored from a changed file: {listed:?}"
-        );
-        let err = b
-            .create_upload(&key, 1 << 20)
-            .await
-            .expect_err("create_upload without multipart");
-        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
-        b.put_file(&key, FileBody::new(&path, 5000))
-            .await
-            .expect("put_file");
-        assert_eq!(read_back(b.as_ref(), &key).await, pattern(5000, 11));
-    }
+    let err = b
+        .put_file(&key, FileBody::new(&path, 4000))
+        .await
+        .expect_err("a file of another size than staged");
+    assert_ne!(err.kind(), ErrorKind::Unsupported, "{err}");
+    let listed = list_all(b.as_ref(), &format!("{}/", f.prefix))
+        .await
+        .expect("list");
+    assert!(
+        listed.is_empty(),
+        "nothing stored from a changed file: {listed:?}"
+    );
+    let err = b
+        .create_upload(&key, 1 << 20)
+        .await
+        .expect_err("create_upload without multipart");
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    b.put_file(&key, FileBody::new(&path, 5000))
+        .await
+        .expect("put_file");
+    assert_eq!(read_back(b.as_ref(), &key).await, pattern(5000, 11));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -286,9 +362,10 @@ pub async fn put_file_matches_capabilities(f: &Fixture) {
 pub async fn multipart_out_of_order(f: &Fixture) {
     let b = (f.connect)();
     let caps = b.capabilities();
-    if !caps.multipart {
-        return; // put_file_matches_capabilities covers a backend without parts
-    }
+    assert!(
+        caps.multipart && caps.parts_out_of_order,
+        "registered for backends whose parts go in any order"
+    );
     let ps = part_size_for(&caps);
     let data = pattern(ps * 3 + 17, 3);
     let key = f.key("shuffled.bin");
@@ -296,11 +373,7 @@ pub async fn multipart_out_of_order(f: &Fixture) {
         .create_upload(&key, ps as u64)
         .await
         .expect("create_upload");
-    let order: Vec<usize> = if caps.parts_out_of_order {
-        vec![3, 1, 0, 2]
-    } else {
-        vec![0, 1, 2, 3]
-    };
+    let order: Vec<usize> = vec![3, 1, 0, 2];
     let receipts = upload_parts(b.as_ref(), &key, &id, &data, ps, &order).await;
     b.complete_upload(&key, &id, &receipts)
         .await
@@ -308,25 +381,31 @@ pub async fn multipart_out_of_order(f: &Fixture) {
     assert_eq!(get_bytes(b.as_ref(), &key).await.expect("get"), data);
 }
 
-/// An upload started by one client (then dropped, as if the process died) is
-/// finished by another from the journaled id and receipts alone.
-///
-/// Without multipart the unit of resume is the object: what one client
-/// stored, a new one (another process) lists and reads.
-pub async fn resume_after_drop(f: &Fixture) {
-    let ps = part_size_for(&(f.connect)().capabilities());
+/// What one client stored whole, a new one (another process) lists and
+/// reads: without parts, the unit of resume is the object.
+pub async fn resume_whole_objects(f: &Fixture) {
+    let caps = (f.connect)().capabilities();
+    assert!(!caps.multipart, "registered for backends without parts");
+    let ps = part_size_for(&caps);
     let data = pattern(ps * 3, 4);
     let key = f.key("resumed.bin");
-    if !(f.connect)().capabilities().multipart {
-        store_large((f.connect)().as_ref(), &key, &data, ps).await;
-        let b = (f.connect)();
-        let listed = list_all(b.as_ref(), &format!("{}/", f.prefix))
-            .await
-            .expect("list");
-        assert_eq!(listed.len(), 1, "{listed:?}");
-        assert_eq!(read_back(b.as_ref(), &key).await, data);
-        return;
-    }
+    store_large((f.connect)().as_ref(), &key, &data, ps).await;
+    let b = (f.connect)();
+    let listed = list_all(b.as_ref(), &format!("{}/", f.prefix))
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(read_back(b.as_ref(), &key).await, data);
+}
+
+/// An upload started by one client (then dropped, as if the process died) is
+/// finished by another from the journaled id and receipts alone.
+pub async fn resume_after_drop(f: &Fixture) {
+    let caps = (f.connect)().capabilities();
+    assert!(caps.multipart, "registered for backends with parts");
+    let ps = part_size_for(&caps);
+    let data = pattern(ps * 3, 4);
+    let key = f.key("resumed.bin");
     let (id, first) = {
         let b = (f.connect)();
         let id = b
@@ -356,9 +435,10 @@ pub async fn resume_after_drop(f: &Fixture) {
 /// After abort the upload is gone: completing it is NotFound and nothing is listed.
 pub async fn abort_discards(f: &Fixture) {
     let b = (f.connect)();
-    if !b.capabilities().multipart {
-        return; // nothing unfinished ever exists; put_file_matches_capabilities covers it
-    }
+    assert!(
+        b.capabilities().multipart,
+        "registered for backends with parts"
+    );
     let ps = part_size_for(&b.capabilities());
     let data = pattern(ps, 5);
     let key = f.key("aborted.bin");
@@ -477,18 +557,52 @@ pub async fn probe_succeeds(f: &Fixture) {
     (f.connect)().probe().await.expect("probe");
 }
 
-/// Generates one `#[tokio::test]` per conformance behaviour. `$fixture` is an
-/// expression (it may `.await`) producing a [`Fixture`]; it is evaluated
-/// afresh in each test with the test's name available as `test_name: &str`.
+/// The capability groups a backend's test file declares are the ones its
+/// [`Capabilities`] say, so every behaviour it has is tested.
+pub async fn declared_capabilities(f: &Fixture, declared: &[&str]) {
+    let caps = (f.connect)().capabilities();
+    let has = |group: &str| declared.contains(&group);
+    assert_eq!(has("parts"), caps.multipart, "parts: {caps:?}");
+    assert_eq!(has("whole"), !caps.multipart, "whole: {caps:?}");
+    assert_eq!(
+        has("out_of_order"),
+        caps.parts_out_of_order,
+        "out_of_order: {caps:?}"
+    );
+}
+
+/// Generates one `#[tokio::test]` per conformance behaviour: those every
+/// backend has, and those of each capability group named after the `;`
+/// (`parts`, `out_of_order`, `whole`). `$fixture` is an expression (it may
+/// `.await`) producing a [`Fixture`]; it is evaluated afresh in each test
+/// with the test's name available as `$name: &str`.
 #[macro_export]
 macro_rules! conformance_tests {
-    (|$name:ident| $fixture:expr) => {
+    (|$name:ident| $fixture:expr; $($group:ident),+) => {
         $crate::conformance_tests!(@each |$name| $fixture;
             put_get_list_delete, writes_never_overwrite, zero_length, large_multipart,
-            put_file_matches_capabilities,
-            multipart_out_of_order, resume_after_drop, abort_discards, list_missing_prefix,
-            list_is_recursive_and_bounded, delete_missing_key, get_missing_key, ranged_get,
-            names_with_spaces_and_unicode, escaping_keys_are_refused, probe_succeeds);
+            list_missing_prefix, list_is_recursive_and_bounded, delete_missing_key,
+            get_missing_key, ranged_get, names_with_spaces_and_unicode,
+            escaping_keys_are_refused, probe_succeeds);
+        $( $crate::conformance_tests!(@group $group |$name| $fixture); )+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn declared_capabilities() {
+            let $name: &str = "declared_capabilities";
+            let fixture: $crate::conformance::Fixture = $fixture;
+            $crate::conformance::declared_capabilities(&fixture, &[$(stringify!($group)),+]).await;
+        }
+    };
+    (@group parts |$name:ident| $fixture:expr) => {
+        $crate::conformance_tests!(@each |$name| $fixture;
+            multipart_refuses_put_file, resume_after_drop, abort_discards,
+            completing_onto_an_object_is_refused, completing_twice_changes_nothing);
+    };
+    (@group out_of_order |$name:ident| $fixture:expr) => {
+        $crate::conformance_tests!(@each |$name| $fixture; multipart_out_of_order);
+    };
+    (@group whole |$name:ident| $fixture:expr) => {
+        $crate::conformance_tests!(@each |$name| $fixture;
+            put_file_stores_whole_files, resume_whole_objects, put_file_onto_an_object_is_refused);
     };
     (@each |$name:ident| $fixture:expr; $($t:ident),*) => {
         $(

@@ -81,7 +81,7 @@ fn fixture(test: &str, options: AzureOptions) -> Fixture {
 /// Every request signed with the account key (Shared Key).
 mod shared_key {
     use super::*;
-    offsite_backends::conformance_tests!(|t| fixture(t, shared_key()));
+    offsite_backends::conformance_tests!(|t| fixture(t, shared_key()); parts, out_of_order);
 }
 
 /// Every request authorized by a container SAS token in the URL.
@@ -94,7 +94,7 @@ mod sas_token {
             token.clone(),
         ))))
     }
-    offsite_backends::conformance_tests!(|t| fixture(t, full_sas()));
+    offsite_backends::conformance_tests!(|t| fixture(t, full_sas()); parts, out_of_order);
 }
 
 async fn upload(b: &AzureBackend, key: &str, body: &[u8], part_size: usize) {

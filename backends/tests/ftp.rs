@@ -54,19 +54,19 @@ fn fixture(test: &str, options: FtpOptions) -> Fixture {
 /// pyftpdlib, TLS required on control and data connections.
 mod pyftpdlib_ftps {
     use super::*;
-    offsite_backends::conformance_tests!(|t| fixture(t, options("PYFTPD", FtpTls::Explicit)));
+    offsite_backends::conformance_tests!(|t| fixture(t, options("PYFTPD", FtpTls::Explicit)); parts);
 }
 
 /// pyftpdlib with implicit TLS (TLS from the first byte; data protected too).
 mod implicit_ftps {
     use super::*;
-    offsite_backends::conformance_tests!(|t| fixture(t, options("IMPLICIT", FtpTls::Implicit)));
+    offsite_backends::conformance_tests!(|t| fixture(t, options("IMPLICIT", FtpTls::Implicit)); parts);
 }
 
 /// pure-ftpd, plain FTP, MLSD.
 mod pureftpd_plain {
     use super::*;
-    offsite_backends::conformance_tests!(|t| fixture(t, options("PUREFTPD", FtpTls::None)));
+    offsite_backends::conformance_tests!(|t| fixture(t, options("PUREFTPD", FtpTls::None)); parts);
 }
 
 /// pure-ftpd over explicit TLS, listing with LIST as on a server without MLSD (vsftpd).
@@ -78,7 +78,7 @@ mod pureftpd_ftps_list {
             force_list: true,
             ..options("PUREFTPD", FtpTls::Explicit)
         }
-    ));
+    ); parts);
 }
 
 /// pure-ftpd over LIST, with a relative root whose name has a space: every
@@ -86,7 +86,7 @@ mod pureftpd_ftps_list {
 /// left the session in.
 mod pureftpd_list_nested_root {
     use super::*;
-    offsite_backends::conformance_tests!(|t| fixture(t, nested_root()));
+    offsite_backends::conformance_tests!(|t| fixture(t, nested_root()); parts);
 }
 
 fn nested_root() -> FtpOptions {
@@ -223,7 +223,7 @@ fn proftpd_selfsigned(fingerprint: Option<[u8; 32]>) -> FtpOptions {
 /// ProFTPD over plain FTP, configured not to resume: files go whole.
 mod proftpd_stock_whole {
     use super::*;
-    offsite_backends::conformance_tests!(|t| fixture(t, proftpd(FtpTls::None, false)));
+    offsite_backends::conformance_tests!(|t| fixture(t, proftpd(FtpTls::None, false)); whole);
 }
 
 /// ProFTPD over explicit TLS as shipped: every data connection must resume
@@ -231,7 +231,7 @@ mod proftpd_stock_whole {
 /// control connections).
 mod proftpd_stock_ftps {
     use super::*;
-    offsite_backends::conformance_tests!(|t| fixture(t, proftpd(FtpTls::Explicit, false)));
+    offsite_backends::conformance_tests!(|t| fixture(t, proftpd(FtpTls::Explicit, false)); whole);
 }
 
 /// A server that refuses to resume is found at the first part past offset

@@ -86,7 +86,7 @@ async fn fixture(test: &str) -> Fixture {
     }
 }
 
-offsite_backends::conformance_tests!(|test_name| fixture(test_name).await);
+offsite_backends::conformance_tests!(|test_name| fixture(test_name).await; whole);
 
 /// Waits for `key` to become readable, counting the calls that said Pending.
 async fn wait_ready(b: &GlacierBackend, key: &str) -> Vec<bool> {

@@ -20,7 +20,7 @@ fn fixture(test: &str) -> Fixture {
     }
 }
 
-offsite_backends::conformance_tests!(|test_name| fixture(test_name));
+offsite_backends::conformance_tests!(|test_name| fixture(test_name); parts, out_of_order);
 
 #[tokio::test]
 async fn absent_mount_point_is_an_error_and_never_created() {

@@ -92,7 +92,7 @@ fn fixture(test: &str) -> Fixture {
     }
 }
 
-offsite_backends::conformance_tests!(|test_name| fixture(test_name));
+offsite_backends::conformance_tests!(|test_name| fixture(test_name); parts, out_of_order);
 
 /// The checksum a part's receipt carries (`"<etag> <base64>"`).
 fn receipt_checksum(tag: &str) -> &str {

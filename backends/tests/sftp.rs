@@ -56,7 +56,7 @@ fn fixture(test: &str) -> Fixture {
     }
 }
 
-offsite_backends::conformance_tests!(|test_name| fixture(test_name));
+offsite_backends::conformance_tests!(|test_name| fixture(test_name); parts);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_and_an_rsa_key_log_in_too() {
