@@ -557,6 +557,56 @@ pub async fn probe_succeeds(f: &Fixture) {
     (f.connect)().probe().await.expect("probe");
 }
 
+/// A write the destination does not allow (credentials without the right,
+/// a folder the login user may not write) fails with `PermissionDenied`
+/// at once (not temporary: retrying cannot help) and names the destination
+/// and the key; an upload is refused at its first write; nothing is left
+/// for `f`'s client to see. `denied` is a client for a place under `f`'s
+/// prefix, or for the same bucket, that may not write.
+///
+/// Not a macro behaviour: each backend's test file makes its `denied`
+/// client the way its server allows (a read-only key, SAS or FTP user, a
+/// folder owned by another user) and calls this.
+pub async fn writes_without_permission_are_denied(f: &Fixture, denied: Arc<dyn Backend>) {
+    let key = f.key("denied.bin");
+    let err = denied
+        .put(&key, Bytes::from_static(b"not allowed"))
+        .await
+        .expect_err("a put without the right to write");
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(!err.is_temporary(), "retrying cannot help: {err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(denied.name()) && text.contains("denied.bin"),
+        "the error names the destination and the key: {text}"
+    );
+    let caps = denied.capabilities();
+    if caps.multipart {
+        let ps = part_size_for(&caps);
+        let refused = match denied.create_upload(&key, ps as u64).await {
+            Err(e) => e,
+            Ok(id) => denied
+                .put_part(
+                    &key,
+                    &id,
+                    Part {
+                        index: 0,
+                        offset: 0,
+                        body: Bytes::from(pattern(ps, 23)),
+                    },
+                )
+                .await
+                .expect_err("a part without the right to write"),
+        };
+        assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
+        assert!(!refused.is_temporary(), "{refused}");
+    }
+    let listed = list_all((f.connect)().as_ref(), &format!("{}/", f.prefix))
+        .await
+        .expect("list");
+    assert!(listed.is_empty(), "nothing written: {listed:?}");
+}
+
 /// The capability groups a backend's test file declares are the ones its
 /// [`Capabilities`] say, so every behaviour it has is tested.
 pub async fn declared_capabilities(f: &Fixture, declared: &[&str]) {

@@ -354,6 +354,13 @@ fn ftp_error(what: impl Into<String>, e: FtpError) -> Error {
                         "check the user name and the password (the password itself is never printed)",
                     ),
                 ),
+                // 550 is "not available": a missing file, or one the user
+                // may not touch, which only the text tells apart.
+                Some(550) if says_no_permission(&reply_text(other)) => (
+                    ErrorKind::PermissionDenied,
+                    false,
+                    Some("check the FTP user's permissions on that folder"),
+                ),
                 Some(550) => (ErrorKind::NotFound, false, None),
                 Some(553) => (
                     ErrorKind::PermissionDenied,
@@ -395,6 +402,15 @@ fn refused_restart(e: &FtpError) -> Error {
     .with_hint(
         "each volume is sent whole from now on, without resume (on ProFTPD, `AllowStoreRestart on` lets offsite resume)",
     )
+}
+
+/// Whether a 550 reply's text says the user may not (pyftpdlib: "Not
+/// enough privileges", ProFTPD and pure-ftpd: "Permission denied").
+fn says_no_permission(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    ["permission", "privilege", "denied", "not allowed"]
+        .iter()
+        .any(|w| text.contains(w))
 }
 
 fn is_550(e: &FtpError) -> bool {
@@ -1158,6 +1174,20 @@ fn walk_for(conn: &mut Conn, dir: &str, prefix: &str, out: &mut Found) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_550_is_told_apart_by_its_text() {
+        for text in [
+            "550 Not enough privileges.",
+            "550 x: Permission denied",
+            "550 Can't create directory: Permission denied",
+        ] {
+            assert!(says_no_permission(text), "{text}");
+        }
+        for text in ["550 No such file or directory.", "550 x: not a plain file"] {
+            assert!(!says_no_permission(text), "{text}");
+        }
+    }
 
     #[test]
     fn the_password_never_shows_in_debug() {

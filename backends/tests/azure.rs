@@ -95,6 +95,17 @@ mod sas_token {
         ))))
     }
     offsite_backends::conformance_tests!(|t| fixture(t, full_sas()); parts, out_of_order);
+
+    /// A SAS that may read and list, not write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_without_permission_are_denied() {
+        let f = fixture("writes_without_permission_are_denied", full_sas());
+        let read_only = options(AzureCredential::Sas(SecretSource::Value(Secret::new(sas(
+            "rl", "2",
+        )))));
+        let denied = Arc::new(AzureBackend::new("azure", read_only));
+        offsite_backends::conformance::writes_without_permission_are_denied(&f, denied).await;
+    }
 }
 
 async fn upload(b: &AzureBackend, key: &str, body: &[u8], part_size: usize) {

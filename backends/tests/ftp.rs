@@ -61,6 +61,21 @@ mod pyftpdlib_ftps {
 mod implicit_ftps {
     use super::*;
     offsite_backends::conformance_tests!(|t| fixture(t, options("IMPLICIT", FtpTls::Implicit)); parts);
+
+    /// A user who may list and read, not write (pyftpdlib's perm "elr").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_without_permission_are_denied() {
+        let f = fixture(
+            "writes_without_permission_are_denied",
+            options("IMPLICIT", FtpTls::Implicit),
+        );
+        let reader = FtpOptions {
+            user: var("IMPLICIT_READER_USER"),
+            ..options("IMPLICIT", FtpTls::Implicit)
+        };
+        let denied = Arc::new(FtpBackend::new("ftp", reader));
+        offsite_backends::conformance::writes_without_permission_are_denied(&f, denied).await;
+    }
 }
 
 /// pure-ftpd, plain FTP, MLSD.

@@ -94,6 +94,14 @@ fn fixture(test: &str) -> Fixture {
 
 offsite_backends::conformance_tests!(|test_name| fixture(test_name); parts, out_of_order);
 
+/// The restorer's key may list and read, not write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_without_permission_are_denied() {
+    let f = fixture("writes_without_permission_are_denied");
+    let denied = Arc::new(backend("restorer", false, None));
+    offsite_backends::conformance::writes_without_permission_are_denied(&f, denied).await;
+}
+
 /// The checksum a part's receipt carries (`"<etag> <base64>"`).
 fn receipt_checksum(tag: &str) -> &str {
     tag.rsplit_once(' ').map(|(_, sum)| sum).unwrap_or("")

@@ -58,6 +58,27 @@ fn fixture(test: &str) -> Fixture {
 
 offsite_backends::conformance_tests!(|test_name| fixture(test_name); parts);
 
+/// A folder the SFTP user may enter and read, not write: made here, as
+/// root, inside the test's prefix (sshd's user is not root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_without_permission_are_denied() {
+    let f = fixture("writes_without_permission_are_denied");
+    let locked = format!("{}/{}/locked", var("SFTP_ROOT"), f.prefix);
+    std::fs::create_dir_all(&locked).expect("make the locked folder");
+    for dir in [&locked, &format!("{}/{}", var("SFTP_ROOT"), f.prefix)] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let denied = SftpBackend::new(
+        "sftp",
+        SftpOptions {
+            root: locked,
+            ..options(key_auth(), "SFTP_KNOWN_HOSTS")
+        },
+    );
+    offsite_backends::conformance::writes_without_permission_are_denied(&f, Arc::new(denied)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_and_an_rsa_key_log_in_too() {
     let password = SftpAuth::Password(Secret::new(var("SFTP_PASSWORD")));

@@ -187,7 +187,7 @@ print(a.getsockname()[1], b.getsockname()[1], c.getsockname()[1])')
   echo "$pure_pid $st" >"$PURE_PIDFILE"
   local imp_pid
   setsid "$VENV/bin/python" "$HERE/ftps_implicit.py" "$imp_port" "$IMP_ROOT" "$FTP_USER" "$py_pass" \
-    "$TLS/leaf.pem" "$TLS/leaf-key.pem" "$IMP_PASV" </dev/null >"$IMP_LOG" 2>&1 &
+    "$TLS/leaf.pem" "$TLS/leaf-key.pem" "$IMP_PASV" "$FTP_USER-reader" </dev/null >"$IMP_LOG" 2>&1 &
   imp_pid=$!
   st=$(stat_field "$imp_pid" 22) || st=0
   echo "$imp_pid $st" >"$IMP_PIDFILE"
@@ -213,6 +213,7 @@ PUREFTPD_ROOT=$PURE_ROOT
 IMPLICIT_PORT=$imp_port
 IMPLICIT_USER=$FTP_USER
 IMPLICIT_PASSWORD=$py_pass
+IMPLICIT_READER_USER=$FTP_USER-reader
 IMPLICIT_ROOT=$IMP_ROOT
 FTP_CA_FILE=$TLS/ca.pem
 FTP_OTHER_CA_FILE=$TLS/other-ca.pem

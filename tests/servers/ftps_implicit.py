@@ -2,8 +2,9 @@
 990), built on pyftpdlib, which only has explicit TLS (AUTH TLS) itself.
 TLS is required on the data connections too (PBSZ 0 + PROT P).
 
-Usage: python ftps_implicit.py PORT ROOT USER PASSWORD CERTFILE KEYFILE PASV_RANGE
-(PASV_RANGE as FIRST-LAST). Started and stopped by ftp.sh.
+Usage: python ftps_implicit.py PORT ROOT USER PASSWORD CERTFILE KEYFILE PASV_RANGE READER
+(PASV_RANGE as FIRST-LAST). READER logs in with the same password and may
+only list and read (for the permission tests). Started and stopped by ftp.sh.
 """
 import sys
 
@@ -26,10 +27,11 @@ class ImplicitTLSHandler(TLS_FTPHandler):
 
 
 def main():
-    port, root, user, password, certfile, keyfile, pasv = sys.argv[1:8]
+    port, root, user, password, certfile, keyfile, pasv, reader = sys.argv[1:9]
     first, last = (int(p) for p in pasv.split("-"))
     authorizer = DummyAuthorizer()
     authorizer.add_user(user, password, root, perm="elradfmwMT")
+    authorizer.add_user(reader, password, root, perm="elr")
     ImplicitTLSHandler.authorizer = authorizer
     ImplicitTLSHandler.certfile = certfile
     ImplicitTLSHandler.keyfile = keyfile
