@@ -62,3 +62,43 @@ wait_until_ready() { # NAME PID LOG PROBE [ARGS...]
     sleep 0.1
   done
 }
+
+# A private CA and a leaf for 127.0.0.1 signed by it (an end-entity
+# certificate: rustls refuses a CA certificate as a server's), and a second
+# CA that signed nothing, in a new folder DIR: ca.pem, other-ca.pem (EC
+# P-256), leaf.pem + leaf-key.pem (KEY: "ec" for P-256, "rsa" for RSA 2048,
+# as servers that only load RSA keys need), keys 0600. ~0.1 s.
+make_test_ca() { # DIR KEY LABEL
+  local dir=$1 key=$2 label=$3 usage=digitalSignature leafkey ca
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+  case $key in
+    ec) leafkey=("${ec[@]}") ;;
+    rsa) leafkey=(-newkey rsa:2048 -nodes) usage="digitalSignature, keyEncipherment" ;;
+    *) die "make_test_ca: key is ec or rsa, not $key" ;;
+  esac
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cat >"$dir/ext.cnf" <<CNF
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[leaf]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, $usage
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid:always
+CNF
+  for ca in ca other-ca; do
+    openssl req -x509 "${ec[@]}" -keyout "$dir/$ca-key.pem" -out "$dir/$ca.pem" \
+      -subj "/O=offsite tests/CN=offsite test $label$ca" -days 365 -config "$dir/ext.cnf" -extensions ca 2>/dev/null
+  done
+  openssl req -new "${leafkey[@]}" -keyout "$dir/leaf-key.pem" -out "$dir/leaf.csr" -subj /CN=127.0.0.1 2>/dev/null
+  openssl x509 -req -in "$dir/leaf.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 365 -extfile "$dir/ext.cnf" -extensions leaf \
+    -out "$dir/leaf.pem" 2>/dev/null
+  chmod 0600 "$dir"/*key*.pem
+  openssl verify -x509_strict -CAfile "$dir/ca.pem" "$dir/leaf.pem" >/dev/null || die "the new leaf does not verify"
+}

@@ -101,38 +101,12 @@ ensure_packages() {
   for deb in "$PKG"/debs/*.deb; do dpkg-deb -f "$deb" Package Version | sed 's/^[^:]*: //' | paste -sd' '; done >"$PKG/.installed"
 }
 
-# In target/servers/proftpd/tls/, new at every start:
-#   ca.pem (EC P-256), leaf.pem + leaf-key.pem (RSA 2048, signed by ca.pem,
-#   CA:FALSE, SAN IP:127.0.0.1 DNS:localhost), other-ca.pem (signed nothing);
-#   selfsigned.pem + selfsigned-key.pem: what Debian's proftpd-gencert makes
-#   (`openssl req -x509 -newkey rsa:2048 -nodes`, so CA:TRUE, no SAN), with
-#   -subj instead of its questions.
+# In target/servers/proftpd/tls/, new at every start: lib.sh's
+# make_test_ca with an RSA leaf, and selfsigned.pem + selfsigned-key.pem:
+# what Debian's proftpd-gencert makes (`openssl req -x509 -newkey rsa:2048
+# -nodes`, so CA:TRUE, no SAN), with -subj instead of its questions.
 make_certs() {
-  rm -rf "$TLS"
-  mkdir -p "$TLS"
-  cat >"$TLS/ext.cnf" <<'EOF'
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[leaf]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid:always
-EOF
-  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes) ca
-  for ca in ca other-ca; do
-    openssl req -x509 "${ec[@]}" -keyout "$TLS/$ca-key.pem" -out "$TLS/$ca.pem" \
-      -subj "/O=offsite tests/CN=offsite test proftpd $ca" -days 365 -config "$TLS/ext.cnf" -extensions ca 2>/dev/null
-  done
-  openssl req -new -newkey rsa:2048 -nodes -keyout "$TLS/leaf-key.pem" -out "$TLS/leaf.csr" -subj /CN=127.0.0.1 2>/dev/null
-  openssl x509 -req -in "$TLS/leaf.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca-key.pem" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 365 -extfile "$TLS/ext.cnf" -extensions leaf \
-    -out "$TLS/leaf.pem" 2>/dev/null
-  openssl verify -x509_strict -CAfile "$TLS/ca.pem" "$TLS/leaf.pem" >/dev/null || die "the new leaf does not verify"
+  make_test_ca "$TLS" rsa "proftpd "
   openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TLS/selfsigned-key.pem" -out "$TLS/selfsigned.pem" \
     -days 365 -subj /CN=127.0.0.1 2>/dev/null || die "openssl req -x509 failed"
   chmod 0600 "$TLS"/*key*.pem
