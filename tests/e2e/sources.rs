@@ -377,32 +377,21 @@ fn a_failing_dump_in_a_pipe_fails_and_a_commands_warnings_are_kept() {
             "[staging]\ndir = \"staging\"\nmin_free = \"1MiB\"\n\n[[job]]\nname = \"db\"\nsource = {{ kind = \"command\", run = \"{run}\", output = \"db.dump.zst\" }}\ndestinations = [\"nas\"]\n\n[destination.nas]\nkind = \"path\"\npath = \"dest\"\n"
         )
     };
-    sb.write_config(&config(
+    // Each of these fails with `why` in its error and ships nothing.
+    let fails = |run: &str, why: &str| {
+        sb.write_config(&config(run));
+        let r = sb.offsite(&["--json", "backup"]);
+        assert_eq!(r.code, 1, "{r:?}");
+        let error = r.json()["error"].as_str().unwrap_or("").to_string();
+        assert!(error.contains(why), "{why}: {r:?}");
+        assert!(complete_backups(&sb, "nas").is_empty());
+    };
+    fails(
         "(echo 'pg_dump: error: database nosuchdb does not exist' >&2; exit 1) | zstd -q",
-    ));
-    let r = sb.offsite(&["--json", "backup"]);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.json()["error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("nosuchdb"),
-        "{r:?}"
+        "nosuchdb",
     );
-    assert!(complete_backups(&sb, "nas").is_empty());
-
     // A dump that succeeds but writes nothing is no backup either.
-    sb.write_config(&config("true"));
-    let r = sb.offsite(&["--json", "backup"]);
-    assert_eq!(r.code, 1, "{r:?}");
-    assert!(
-        r.json()["error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("not one byte"),
-        "{r:?}"
-    );
-    assert!(complete_backups(&sb, "nas").is_empty());
+    fails("true", "not one byte");
 
     sb.write_config(&config(
         "(echo 'warning: line one' >&2; echo 'warning: server is older' >&2; printf data) | zstd -q",
