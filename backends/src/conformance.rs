@@ -279,6 +279,17 @@ pub async fn completing_twice_changes_nothing(f: &Fixture) {
         .await
         .expect("list");
     assert_eq!(listed.len(), 1, "one object, nothing beside it: {listed:?}");
+    assert_no_leftovers(again.as_ref(), f).await;
+}
+
+/// No hidden partial or temp file is left under the fixture's prefix
+/// (`list` never shows them; `list_leftovers` does).
+async fn assert_no_leftovers(b: &dyn Backend, f: &Fixture) {
+    let left = b
+        .list_leftovers(&format!("{}/", f.prefix))
+        .await
+        .expect("list_leftovers");
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
 }
 
 /// Empty objects exist and read back empty.
@@ -601,10 +612,12 @@ pub async fn writes_without_permission_are_denied(f: &Fixture, denied: Arc<dyn B
         assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
         assert!(!refused.is_temporary(), "{refused}");
     }
-    let listed = list_all((f.connect)().as_ref(), &format!("{}/", f.prefix))
+    let b = (f.connect)();
+    let listed = list_all(b.as_ref(), &format!("{}/", f.prefix))
         .await
         .expect("list");
     assert!(listed.is_empty(), "nothing written: {listed:?}");
+    assert_no_leftovers(b.as_ref(), f).await;
 }
 
 /// The capability groups a backend's test file declares are the ones its

@@ -408,9 +408,15 @@ fn refused_restart(e: &FtpError) -> Error {
 /// enough privileges", ProFTPD and pure-ftpd: "Permission denied").
 fn says_no_permission(text: &str) -> bool {
     let text = text.to_ascii_lowercase();
-    ["permission", "privilege", "denied", "not allowed"]
-        .iter()
-        .any(|w| text.contains(w))
+    [
+        "permission",
+        "privilege",
+        "denied",
+        "not allowed",
+        "not permitted",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
 }
 
 fn is_550(e: &FtpError) -> bool {
@@ -729,7 +735,7 @@ impl Inner {
         let abs = conn.abs(path);
         match conn.ftp.size(&abs) {
             Ok(n) => Ok(Some(n as u64)),
-            Err(e) if is_550(&e) => Ok(None),
+            Err(e) if is_550(&e) && !says_no_permission(&reply_text(&e)) => Ok(None),
             Err(e) => Err(ftp_error(format!("SIZE {path}"), e)),
         }
     }
@@ -843,25 +849,23 @@ impl FileOps for FtpFiles<'_> {
         let end = offset + body.len() as u64;
         match Inner::size(self.conn, path)? {
             Some(n) if n >= end => Ok(()),
-            other => Err(Error::new(
+            // Like a refused REST: the backend goes over to whole files.
+            other => Err(self.inner.restart_refused(Error::new(
                 ErrorKind::Unsupported,
                 format!(
-                    "{path} is {} bytes after writing {offset}..{end}: the server does not honour REST before STOR",
+                    "{path} is {} bytes after writing {offset}..{end}: the server does not honour REST before STOR, so files go whole",
                     other.map_or("missing".to_string(), |n| n.to_string()),
                 ),
-            )
-            .with_hint("use a server that supports resuming uploads (REST + STOR), or send to another destination kind")),
+            ))),
         }
     }
 
     /// FTP cannot cut a file: a partial file longer than its parts (left
-    /// by an attempt that wrote more) is not completed.
+    /// by an attempt that wrote more) is sent again from its first part.
     fn truncate(&mut self, path: &str, len: u64) -> Result<()> {
-        Err(Error::new(
-            ErrorKind::Precondition,
-            format!(
-                "{path} holds more bytes than the parts say ({len}), and FTP cannot cut a file"
-            ),
+        Err(partial::damaged(
+            path,
+            &format!("holds more bytes than the parts say ({len}), and FTP cannot cut a file"),
         ))
     }
 
@@ -1181,6 +1185,7 @@ mod tests {
             "550 Not enough privileges.",
             "550 x: Permission denied",
             "550 Can't create directory: Permission denied",
+            "550 x: Operation not permitted",
         ] {
             assert!(says_no_permission(text), "{text}");
         }

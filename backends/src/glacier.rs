@@ -524,22 +524,32 @@ impl GlacierBackend {
         Ok(archive)
     }
 
-    /// Records `archive` as the holder of its key, then deletes the
-    /// archives it replaces (a resend after a crash); one that cannot be
-    /// deleted now stays in the catalog and goes with the key's `delete`.
+    /// Records `archive` as the holder of its key, unless another writer
+    /// recorded one in the meantime (between [`Self::refuse_taken`] and
+    /// now): then the new archive is deleted again and the key refused, so
+    /// nobody's archive is ever replaced.
     async fn record(&self, archive: Archive) -> Result<()> {
         let key = archive.key.clone();
-        let newest = archive.id.clone();
-        let older = self
+        let ours = archive.id.clone();
+        let taken = self
             .catalog(move |c| {
-                let older: Vec<Archive> = c.all_of(&archive.key);
+                if c.newest(&archive.key).is_some() {
+                    return Ok(true);
+                }
                 c.add(archive);
-                Ok(older)
+                Ok(false)
             })
             .await?;
-        for old in older.iter().filter(|a| a.id != newest) {
-            // One that cannot go now stays in the catalog and goes with the key's `delete`.
-            let _ = self.drop_archive(&key, &old.id).await;
+        if taken {
+            // Not in the catalog: an archive nobody will read; a failure
+            // to delete it costs only its storage.
+            let _ = self.delete_archive(&key, &ours).await;
+            self.forget_object(&ours).await;
+            return Err(self.error(
+                ErrorKind::AlreadyExists,
+                "another writer recorded an archive under this key first",
+                Some(&key),
+            ));
         }
         Ok(())
     }

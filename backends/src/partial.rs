@@ -104,14 +104,13 @@ pub(crate) fn write_part(
         return Err(upload_gone(&partial));
     };
     if in_order && size < part.offset {
-        return Err(Error::new(
-            ErrorKind::NotFound,
-            format!(
-                "{partial} holds {size} bytes but part {} starts at {}: the unfinished upload was damaged",
+        return Err(damaged(
+            &partial,
+            &format!(
+                "holds {size} bytes but part {} starts at {}",
                 part.index, part.offset
             ),
-        )
-        .with_hint("the upload will be restarted from its first part"));
+        ));
     }
     fs.write_at(&partial, part.offset, &part.body)?;
     Ok(receipt_for(part))
@@ -135,9 +134,9 @@ pub(crate) fn complete(
         return Err(upload_gone(&partial));
     };
     if size < total {
-        return Err(Error::new(
-            ErrorKind::Precondition,
-            format!("{partial} holds {size} bytes, the parts say {total}"),
+        return Err(damaged(
+            &partial,
+            &format!("holds {size} bytes, the parts say {total}"),
         ));
     }
     if size > total {
@@ -145,6 +144,18 @@ pub(crate) fn complete(
     }
     fs.rename_new(&partial, key)?;
     check_placed(fs, key, total)
+}
+
+/// A partial file that does not hold what the journal says (a server that
+/// lost acknowledged writes, an attempt that wrote more): `NotFound`, so
+/// the caller sends the volume again from its first part instead of
+/// failing the same way at every run.
+pub(crate) fn damaged(partial: &str, detail: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("{partial} {detail}: the unfinished upload was damaged"),
+    )
+    .with_hint("the upload will be restarted from its first part")
 }
 
 /// Removes the upload's partial file, if it is still there.
@@ -341,7 +352,7 @@ mod tests {
             tag: String::new(),
         };
         let e = complete(&mut fs, "v", &id, &[receipt]).expect_err("short");
-        assert_eq!(e.kind(), ErrorKind::Precondition);
+        assert_eq!(e.kind(), ErrorKind::NotFound, "sent again: {e}");
         assert!(!fs.files.contains_key("v"));
     }
 }

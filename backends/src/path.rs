@@ -311,6 +311,9 @@ impl Backend for PathBackend {
         let key_owned = key.to_string();
         let upload = upload.clone();
         self.blocking(key, move |inner| {
+            // An unmounted share is a configuration error, not an upload
+            // gone: the journal keeps the parts already sent.
+            inner.check_root()?;
             partial::write_part(&mut LocalFiles(inner), &key_owned, &upload, &part, false)
         })
         .await

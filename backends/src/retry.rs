@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    Backend, ByteStream, Capabilities, FileBody, ListStream, Part, PartReceipt, Readiness, Result,
-    UploadId,
+    Backend, ByteStream, Capabilities, ErrorKind, FileBody, ListStream, Part, PartReceipt,
+    Readiness, Result, UploadId,
 };
 
 /// How often and how patiently to retry.
@@ -77,7 +77,8 @@ where
 /// without an answer (a temporary error: it may have landed), a later
 /// attempt's error is marked [`crate::Error::after_lost_answer`], so the
 /// caller can tell "the key was taken by my own lost attempt" from "the key
-/// was taken by someone else".
+/// was taken by someone else". A `RateLimited` answer (429, SlowDown) is an
+/// answer: the server stored nothing.
 pub async fn with_retries_create_only<T, F, Fut>(policy: &RetryPolicy, mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -88,7 +89,7 @@ where
     loop {
         match op().await {
             Err(e) if e.is_temporary() && attempt < policy.attempts => {
-                lost = true;
+                lost |= e.kind() != ErrorKind::RateLimited;
                 tokio::time::sleep(policy.delay(attempt)).await;
                 attempt += 1;
             }
@@ -266,6 +267,19 @@ mod tests {
         assert!(
             !first.unwrap_err().after_lost_answer(),
             "taken at the first attempt: someone else's"
+        );
+        let calls = AtomicU32::new(0);
+        let slowed: Result<()> = with_retries_create_only(&fast(), || async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(Error::new(ErrorKind::RateLimited, "slow down"))
+            } else {
+                Err(Error::new(ErrorKind::AlreadyExists, "taken"))
+            }
+        })
+        .await;
+        assert!(
+            !slowed.unwrap_err().after_lost_answer(),
+            "a 'slow down' is an answer: nothing was stored"
         );
     }
 

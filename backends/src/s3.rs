@@ -392,7 +392,9 @@ impl S3Backend {
                 (AlreadyExists, false)
             }
             // Another conditional write to the key was in flight: try again.
-            (Some("ConditionalRequestConflict"), _) | (None, Some(409)) => (Unexpected, true),
+            (Some("ConditionalRequestConflict"), _) | (None, Some(409)) if create_only => {
+                (Unexpected, true)
+            }
             (Some("NotImplemented"), _) | (_, Some(501)) => (Unsupported, false),
             // HTTP 403 too, but not a permission problem: the object is cold.
             (Some("InvalidObjectState"), _) => (Unsupported, false),
@@ -455,12 +457,20 @@ impl S3Backend {
                 self.options.region
             )),
             AlreadyExists => e.with_hint("it is never overwritten"),
-            Unsupported if status == Some(501) || code.as_deref() == Some("NotImplemented") => {
+            Unsupported
+                if create_only
+                    && (status == Some(501) || code.as_deref() == Some("NotImplemented")) =>
+            {
                 e.with_hint(
                     "this S3-compatible store does not take conditional writes (If-None-Match), which offsite sends so that nothing is ever overwritten; use a store that does (AWS S3, MinIO, Ceph RGW recent versions)",
                 )
             }
-            Unsupported => e.with_hint(
+            Unsupported if status == Some(501) || code.as_deref() == Some("NotImplemented") => {
+                e.with_hint(format!(
+                    "this S3-compatible store does not implement {call}, which this needs"
+                ))
+            }
+            Unsupported if code.as_deref() == Some("InvalidObjectState") => e.with_hint(
                 "the object is in a cold storage class (GLACIER or DEEP_ARCHIVE) and must be retrieved first: `offsite restore` and `offsite verify` request the retrieval and exit 4 until it is readable",
             ),
             _ => e,
@@ -699,9 +709,23 @@ impl Backend for S3Backend {
             .await
             .map_err(|e| self.err("CompleteMultipartUpload", Some(key), e))?;
         // Some servers (moto) ignore the lock given at CreateMultipartUpload:
-        // set it on the object now, as AWS would have.
+        // set it on the object now, as AWS would have. Retried here, and
+        // never as part of the completion: completing again would find the
+        // upload gone and leave the object unlocked without a word.
         if let Some((mode, until)) = self.lock_now() {
-            self.put_retention(key, mode, until).await?;
+            crate::retry::with_retries(&crate::RetryPolicy::default(), || {
+                self.put_retention(key, mode, until)
+            })
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Unexpected,
+                    format!("{key} is stored but its Object Lock could not be set: {e}"),
+                )
+                .with_destination(&self.name)
+                .with_key(key)
+                .with_hint("check s3:PutObjectRetention in the uploader's policy (`offsite policy s3 --role uploader`), then lock the object by hand or delete it and back up again")
+            })?;
         }
         Ok(())
     }

@@ -79,3 +79,40 @@ async fn partial_files_are_hidden_and_a_repeated_completion_changes_nothing() {
         b"abcd"
     );
 }
+
+/// A share unmounted between two parts is a configuration error, not an
+/// upload gone: the journal keeps the parts already sent, and the upload
+/// resumes once the share is back.
+#[tokio::test]
+async fn a_share_gone_mid_upload_keeps_the_upload() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let root = parent.path().join("share");
+    std::fs::create_dir(&root).expect("mkdir");
+    let b = PathBackend::new("nas", &root);
+    let id = b.create_upload("j/v", 2).await.expect("create");
+    let part = |index: u32, body: &'static [u8]| offsite_backends::Part {
+        index,
+        offset: u64::from(index) * 2,
+        body: bytes::Bytes::from_static(body),
+    };
+    let first = b
+        .put_part("j/v", &id, part(0, b"ab"))
+        .await
+        .expect("part 0");
+    let away = parent.path().join("unmounted");
+    std::fs::rename(&root, &away).expect("unmount");
+    let err = b
+        .put_part("j/v", &id, part(1, b"cd"))
+        .await
+        .expect_err("part 1 without the share");
+    assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{err}");
+    std::fs::rename(&away, &root).expect("mount again");
+    let second = b
+        .put_part("j/v", &id, part(1, b"cd"))
+        .await
+        .expect("part 1");
+    b.complete_upload("j/v", &id, &[first, second])
+        .await
+        .expect("complete");
+    assert_eq!(std::fs::read(root.join("j/v")).expect("read"), b"abcd");
+}
