@@ -43,9 +43,13 @@ enum Event {
     /// The manifest is on the destination under `key`: the backup is complete there.
     ManifestDone { key: String },
     /// A create-only write of `key` (a volume's completion, the manifest)
-    /// is about to be sent. If no answer is journaled after it, a later run
-    /// that finds `key` taken knows the write may have been its own.
+    /// is about to be sent. If no answer is journaled after it (`VolumeDone`,
+    /// `ManifestDone` or `Refused` of that key), a later run that finds `key`
+    /// taken knows the write may have been its own.
     Sending { key: String },
+    /// The create-only write of `key` was refused: another writer holds it.
+    /// A later run must not take that object for its own.
+    Refused { key: String },
 }
 
 /// The current upload of one volume.
@@ -75,7 +79,7 @@ impl VolumeState {
 struct State {
     volumes: HashMap<String, VolumeState>,
     manifest_key: Option<String>,
-    /// Keys a create-only write was sent for.
+    /// Keys a create-only write was sent for and no answer journaled.
     sending: std::collections::HashSet<String>,
 }
 
@@ -106,13 +110,20 @@ impl State {
                 self.volumes.insert(volume, VolumeState::default());
             }
             Event::VolumeDone { volume, key } => {
+                self.sending.remove(&key);
                 let v = self.volumes.entry(volume).or_default();
                 v.done_key = Some(key);
                 v.upload = None;
             }
-            Event::ManifestDone { key } => self.manifest_key = Some(key),
+            Event::ManifestDone { key } => {
+                self.sending.remove(&key);
+                self.manifest_key = Some(key);
+            }
             Event::Sending { key } => {
                 self.sending.insert(key);
+            }
+            Event::Refused { key } => {
+                self.sending.remove(&key);
             }
         }
     }
@@ -274,6 +285,12 @@ impl UploadJournal {
         self.append(Event::Sending { key: key.into() })
     }
 
+    /// Records that the create-only write of `key` was refused: the key is
+    /// another writer's.
+    pub fn refused(&self, key: &str) -> Result<()> {
+        self.append(Event::Refused { key: key.into() })
+    }
+
     /// Whether an earlier run sent a create-only write of `key` and may
     /// not have heard its answer.
     pub fn sent_by_an_earlier_run(&self, key: &str) -> bool {
@@ -361,5 +378,26 @@ mod tests {
         j.set_manifest_done("k/manifest.json").expect("manifest");
         assert!(j.manifest_done("k/manifest.json"));
         assert!(is_complete(d.path(), "nas"));
+    }
+
+    #[test]
+    fn only_an_unanswered_write_is_ambiguous_to_a_later_run() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let j = UploadJournal::open(d.path(), "nas").expect("open");
+        for key in ["k/refused", "k/done", "k/manifest.json", "k/lost"] {
+            j.sending(key).expect("sending");
+        }
+        j.refused("k/refused").expect("refused");
+        j.volume_done("v", "k/done").expect("done");
+        j.set_manifest_done("k/manifest.json").expect("manifest");
+        let later = UploadJournal::open(d.path(), "nas").expect("reopen");
+        assert!(later.sent_by_an_earlier_run("k/lost"), "no answer heard");
+        for key in ["k/refused", "k/done", "k/manifest.json"] {
+            assert!(!later.sent_by_an_earlier_run(key), "{key} was answered");
+        }
+        // Sent again after a refusal and unanswered this time: ambiguous again.
+        later.sending("k/refused").expect("sending again");
+        let last = UploadJournal::open(d.path(), "nas").expect("reopen");
+        assert!(last.sent_by_an_earlier_run("k/refused"));
     }
 }

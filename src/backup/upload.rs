@@ -264,6 +264,7 @@ async fn upload_to(
             )
             .await?
             {
+                journal.refused(&manifest_key)?;
                 return Err(taken_by_another(target, manifest, &manifest_key).await);
             }
         }
@@ -522,6 +523,7 @@ async fn finish_volume(
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
             let ambiguous = ambiguous || e.after_lost_answer();
             if !taken_by_us(target, key, Expected::Volume(volume), ambiguous).await? {
+                journal.refused(key)?;
                 return Err(taken_by_another(target, manifest, key).await);
             }
         }
