@@ -305,10 +305,95 @@ pub fn apply(
     out
 }
 
+/// Keeps every backup that a kept backup of any origin builds on.
+///
+/// [`apply`] judges one origin's backups at a time; a chain may cross
+/// origins (another host's incremental on a backup made before backups
+/// recorded their host, which counts as every host's). `all` is every
+/// complete backup on the destination; a backup without a decision (another
+/// host's, left alone) counts as kept.
+pub fn keep_needed_across_origins(decisions: &mut [Decision], all: &[BackupInfo]) {
+    let by_id: HashMap<&str, &BackupInfo> = all.iter().map(|b| (b.id.as_str(), b)).collect();
+    let deleted: HashSet<String> = decisions
+        .iter()
+        .filter(|d| d.action == Action::Delete)
+        .map(|d| d.id.clone())
+        .collect();
+    let mut needed: Vec<(String, String)> = Vec::new();
+    for b in all.iter().filter(|b| !deleted.contains(&b.id)) {
+        let mut child = b.id.as_str();
+        let mut steps = 0;
+        while let Some(parent) = by_id.get(child).and_then(|c| c.parent.as_deref()) {
+            steps += 1;
+            if steps > by_id.len() {
+                break;
+            }
+            if deleted.contains(parent) {
+                needed.push((parent.to_string(), child.to_string()));
+            }
+            child = parent;
+        }
+    }
+    for (parent, child) in needed {
+        if let Some(d) = decisions.iter_mut().find(|d| d.id == parent) {
+            if d.action == Action::Delete {
+                d.action = Action::Keep;
+                d.reasons.clear();
+            }
+            let why = format!("needed by {child}, which is kept");
+            if !d.reasons.contains(&why) {
+                d.reasons.push(why);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn a_chain_that_crosses_origins_keeps_its_parents() {
+        // Host B's kept incremental i2 builds on i1 (B's) and f0, made before
+        // backups recorded their host, which this host's policy judged alone.
+        let t = datetime!(2026-11-01 00:00 UTC);
+        let all = vec![
+            full("f0", t),
+            incr("i1", "f0", t + DAY),
+            incr("i2", "i1", t + DAY * 2),
+            full("f9", t + DAY * 3),
+        ];
+        let decision = |id: &str, action: Action| Decision {
+            id: id.into(),
+            action,
+            complete: true,
+            reasons: vec!["matched no keep rule".into()],
+        };
+        // Own decisions cover f0 and f9; i1 and i2 are another host's (no decision).
+        let mut d = vec![decision("f9", Action::Keep), decision("f0", Action::Delete)];
+        keep_needed_across_origins(&mut d, &all);
+        assert_eq!(d[1].action, Action::Keep, "{d:?}");
+        assert_eq!(
+            d[1].reasons,
+            vec!["needed by i1, which is kept".to_string()]
+        );
+        // Once the other host deletes its chain, f0 may go.
+        let mut d = vec![decision("f9", Action::Keep), decision("f0", Action::Delete)];
+        let mut gone = all.clone();
+        gone.retain(|b| b.id == "f0" || b.id == "f9");
+        keep_needed_across_origins(&mut d, &gone);
+        assert_eq!(d[1].action, Action::Delete);
+        // A chain deleted as a whole stays deleted.
+        let mut d = vec![
+            decision("f0", Action::Delete),
+            decision("i1", Action::Delete),
+            decision("i2", Action::Delete),
+            decision("f9", Action::Keep),
+        ];
+        keep_needed_across_origins(&mut d, &all);
+        assert_eq!(kept(&d), vec!["f9"]);
+    }
 
     const DAY: Duration = Duration::from_secs(86_400);
 

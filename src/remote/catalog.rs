@@ -94,9 +94,9 @@ pub async fn list_job(target: &Target, job: &str) -> Result<Listing> {
     Ok(listing)
 }
 
-/// Picks `wanted` (an id, or `latest`) from a listing.
-/// Refuses a `--backup` value that can be no backup's id: `latest`, or an
-/// id as offsite writes them (`20261122T021500Z-full`, `...-incr`).
+/// Refuses a `--backup` value that can be no backup's id: it must be
+/// `latest`, or an id as offsite writes them (`20261122T021500Z-full-db1`,
+/// `...-incr-db1`; older ones end at the kind).
 pub fn check_backup_arg(wanted: &str) -> Result<()> {
     let b = wanted.as_bytes();
     let shaped = b.len() > 17
@@ -109,7 +109,7 @@ pub fn check_backup_arg(wanted: &str) -> Result<()> {
         return Ok(());
     }
     Err(Error::Usage(format!(
-        "--backup {wanted:?} is not a backup id: give `latest` or an id as `offsite list` shows it (like 20261122T021500Z-full)"
+        "--backup {wanted:?} is not a backup id: give `latest` or an id as `offsite list` shows it (like 20261122T021500Z-full-db1)"
     )))
 }
 
@@ -122,11 +122,36 @@ pub fn origin(b: &RemoteBackup) -> Option<&str> {
         .or_else(|| host_of_id(&b.manifest.id))
 }
 
+/// Whose backups `latest` is taken from, given every backup's origin
+/// (`None`: made before backups recorded one): the host, and whether those
+/// that record none count too. Several other hosts and none of this one's:
+/// their names, to ask which.
+fn latest_of<'a>(
+    origins: &[Option<&'a str>],
+    host: &'a str,
+    only_host: Option<&'a str>,
+) -> std::result::Result<(&'a str, bool), Vec<&'a str>> {
+    let others: std::collections::BTreeSet<&str> = origins
+        .iter()
+        .copied()
+        .flatten()
+        .filter(|h| *h != host)
+        .collect();
+    match only_host {
+        Some(h) => Ok((h, false)),
+        None if origins.contains(&Some(host)) || others.is_empty() => Ok((host, true)),
+        None if others.len() > 1 => Err(others.into_iter().collect()),
+        None => Ok((others.first().copied().unwrap_or(host), true)),
+    }
+}
+
 /// Picks `wanted` (an id, or `latest`) from a listing. `latest` is the
-/// newest backup of `only_host` when given; else the newest of this host
-/// (`host`, with the backups that record no host), else the newest when
-/// every backup there comes from one host; with several other hosts'
-/// backups and none of this one's, it asks which.
+/// newest backup of `only_host` when given; else, where this host (`host`)
+/// has backups there or no backup records a host, the newest of this
+/// host's with those that record none; else, where every backup that
+/// records a host comes from one other host (a host rebuilt under a new
+/// name), the newest of that host's with those that record none; with
+/// several other hosts' backups and none of this one's, it asks which.
 pub fn select<'a>(
     listing: &'a Listing,
     job: &str,
@@ -150,7 +175,6 @@ pub fn select<'a>(
         return Err(damaged(&d.id));
     }
     let found = if wanted == "latest" {
-        let mine = |o: Option<&str>| o.is_none_or(|h| h == host);
         // Every backup there, complete or damaged, by whose it is.
         let origins: Vec<Option<&str>> = listing
             .backups
@@ -158,25 +182,17 @@ pub fn select<'a>(
             .map(origin)
             .chain(listing.damaged.iter().map(|d| host_of_id(&d.id)))
             .collect();
-        let chosen_host: Option<Option<String>> = match only_host {
-            Some(h) => Some(Some(h.to_string())),
-            None if origins.iter().any(|o| mine(*o)) => None,
-            None => {
-                let hosts: std::collections::BTreeSet<&str> =
-                    origins.iter().copied().flatten().collect();
-                if hosts.len() > 1 {
-                    return Err(Error::Usage(format!(
-                        "destination \"{}\": job {job:?} holds backups of several hosts ({}) and none of this host's ({host}); say whose with --host H, or name one with --backup ID",
-                        listing.destination,
-                        hosts.into_iter().collect::<Vec<_>>().join(", ")
-                    )));
-                }
-                Some(hosts.into_iter().next().map(str::to_string))
-            }
-        };
-        let of_group = |o: Option<&str>| match &chosen_host {
-            None => mine(o),
-            Some(h) => o == h.as_deref(),
+        let (whose, with_unrecorded) =
+            latest_of(&origins, host, only_host).map_err(|hosts| {
+                Error::Usage(format!(
+                    "destination \"{}\": job {job:?} holds backups of several hosts ({}) and none of this host's ({host}); say whose with --host H, or name one with --backup ID",
+                    listing.destination,
+                    hosts.join(", ")
+                ))
+            })?;
+        let of_group = |o: Option<&str>| match o {
+            Some(h) => h == whose,
+            None => with_unrecorded,
         };
         let latest = listing.backups.iter().rfind(|b| of_group(origin(b)));
         // Never fall back silently to an older backup when a newer one is damaged.
@@ -209,4 +225,25 @@ pub fn select<'a>(
 /// The time part of a backup id, which orders ids of different hosts.
 fn time_part(id: &str) -> &str {
     id.get(..16).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::latest_of;
+
+    #[test]
+    fn latest_is_this_hosts_else_a_lone_other_hosts_else_asked() {
+        let (db1, db2, db3) = (Some("db1"), Some("db2"), Some("db3"));
+        // This host's, with those made before hosts were recorded.
+        assert_eq!(latest_of(&[None, db1, db2], "db1", None), Ok(("db1", true)));
+        assert_eq!(latest_of(&[None, None], "db1", None), Ok(("db1", true)));
+        // A host rebuilt under a new name: the old host's newest, not an
+        // older unrecorded backup.
+        assert_eq!(latest_of(&[None, db2], "db9", None), Ok(("db2", true)));
+        assert_eq!(latest_of(&[db2, db3], "db9", None), Err(vec!["db2", "db3"]));
+        assert_eq!(
+            latest_of(&[None, db2, db3], "db9", Some("db3")),
+            Ok(("db3", false))
+        );
+    }
 }

@@ -275,6 +275,9 @@ pub async fn prune_destination(
                     .extend(retention::apply(&infos, &incomplete, &policy, now)),
             }
         }
+        // A chain may cross origins (another host's incremental on a backup
+        // made before backups recorded their host): its parents stay.
+        retention::keep_needed_across_origins(&mut report.decisions, &all);
         // What interrupted uploads left in this host's backups' folders
         // (every host's with origins = "all"), once older than the grace period.
         let prefix = target.layout().job_folder(&job.name);
