@@ -257,6 +257,11 @@ async fn prune_after_success(
             out.push(p);
         }
     }
+    if !out.is_empty()
+        && let Err(e) = prune::record(config, job, &out)
+    {
+        progress.note(&format!("could not record the prune in status: {e}"));
+    }
     out
 }
 
@@ -312,6 +317,11 @@ async fn upload_staged(
         }
     };
     let dir = staging.backup_dir(id);
+    // A backup kept locally (keep_local) that every destination already has:
+    // uploading it does nothing, and must not look like a fresh success.
+    let already_everywhere = targets
+        .iter()
+        .all(|t| journal::is_complete(&dir, &t.config.name));
     let destinations = upload::upload_backup(&dir, &manifest, targets, progress, stop).await;
     let status = combine(&destinations);
     let mut report = RunReport {
@@ -334,7 +344,7 @@ async fn upload_staged(
     {
         report.notes.push(format!("could not tidy staging: {e}"));
     }
-    if let Err(e) = record_status(staging, job, command, &report, None) {
+    if !already_everywhere && let Err(e) = record_status(staging, job, command, &report, None) {
         report.notes.push(format!("could not record status: {e}"));
     }
     report
@@ -428,7 +438,14 @@ fn record_status(
         entry.backup = report.backup.clone();
         entry.finished_at = now.clone();
         entry.error = d.error.clone();
-        if d.status == Status::Ok {
+        // Never back to an older backup (an upload of a backlog after a newer one).
+        let newer = match (&entry.last_success_backup, &report.backup) {
+            (Some(had), Some(new)) => {
+                crate::retention::time_of_id(new) >= crate::retention::time_of_id(had)
+            }
+            _ => true,
+        };
+        if d.status == Status::Ok && newer {
             entry.last_success_at = Some(now.clone());
             entry.last_success_backup = report.backup.clone();
         }

@@ -44,6 +44,30 @@ pub struct JobStatus {
     pub last_incremental: Option<BackupRun>,
     #[serde(default)]
     pub destinations: BTreeMap<String, DestinationStatus>,
+    /// The last prune (after a backup, `prune`, or the daemon's), dry runs aside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_prune: Option<LastPrune>,
+}
+
+/// How the last prune ended: `ok`, or `failed` with each destination's error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastPrune {
+    pub status: String,
+    pub finished_at: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// Records a prune's outcome in the job's status: `errors` holds one line
+/// per destination whose prune failed (empty: it went well).
+pub fn record_prune(job_dir: &Path, job: &str, errors: Vec<String>) -> Result<()> {
+    let mut s = read(job_dir, job)?;
+    s.last_prune = Some(LastPrune {
+        status: if errors.is_empty() { "ok" } else { "failed" }.to_string(),
+        finished_at: now_rfc3339(),
+        errors,
+    });
+    write(job_dir, &s)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,7 +166,7 @@ pub struct Problem {
     /// The destination it concerns, when it is one destination's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
-    /// `failed`, `partial`, `interrupted`, `stale` or `never`.
+    /// `failed`, `partial`, `interrupted`, `prune_failed`, `stale` or `never`.
     pub status: String,
     pub why: String,
 }
@@ -174,15 +198,34 @@ pub fn health(
     now: time::OffsetDateTime,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
-    if let Some(r) = &s.last_run
-        && r.status != "ok"
+    let job_problem = |status: &str, why: String| Problem {
+        job: job.to_string(),
+        destination: None,
+        status: status.to_string(),
+        why,
+    };
+    match &s.last_run {
+        None => out.push(job_problem(
+            "never",
+            "no run is recorded here yet: run `offsite backup` (or start the daemon)".into(),
+        )),
+        Some(r) if r.status != "ok" => out.push(job_problem(
+            &r.status,
+            format!("the last run ended {}: {}", r.status, r.describe()),
+        )),
+        Some(_) => {}
+    }
+    if let Some(p) = &s.last_prune
+        && p.status != "ok"
     {
-        out.push(Problem {
-            job: job.to_string(),
-            destination: None,
-            status: r.status.clone(),
-            why: format!("the last run ended {}: {}", r.status, r.describe()),
-        });
+        out.push(job_problem(
+            "prune_failed",
+            format!(
+                "the last prune at {} failed, so old backups are piling up: {}",
+                p.finished_at,
+                p.errors.join("; ")
+            ),
+        ));
     }
     let Some(max_age) = max_age else {
         return out;
@@ -202,13 +245,19 @@ pub fn health(
                     "stale".into(),
                     format!("its last success time {at:?} cannot be read"),
                 )),
-                Some(t) => {
+                Some(uploaded) => {
+                    // A backup's age is from when it was made (its id says),
+                    // not from when a late upload finished.
+                    let t = backup
+                        .as_deref()
+                        .and_then(crate::retention::time_of_id)
+                        .map_or(uploaded, |made| made.min(uploaded));
                     let age = (now - t).unsigned_abs();
                     (now - t > max_age).then(|| {
                         (
                             "stale".to_string(),
                             format!(
-                                "its newest complete backup ({}, {at}) is {} old, more than max_age ({})",
+                                "its newest complete backup ({}, uploaded {at}) is {} old, more than max_age ({})",
                                 backup.as_deref().unwrap_or("-"),
                                 age_text(age),
                                 age_text(max_age)
@@ -297,6 +346,38 @@ mod tests {
                 vec![("never", Some("s3"))],
             ),
             ("age not checked", ok_to(&[]), None, vec![]),
+            (
+                "never run",
+                JobStatus::default(),
+                None,
+                vec![("never", None)],
+            ),
+            (
+                "an old backup uploaded late is as old as it was made",
+                {
+                    let mut s = ok_to(&[("nas", "2026-12-02T11:00:00Z")]);
+                    if let Some(d) = s.destinations.get_mut("nas") {
+                        d.last_success_backup = Some("20261125T021000Z-full-db1".into());
+                    }
+                    s
+                },
+                Some(day),
+                vec![("stale", Some("nas")), ("never", Some("s3"))],
+            ),
+            (
+                "prune failed",
+                {
+                    let mut s = ok_to(&[]);
+                    s.last_prune = Some(LastPrune {
+                        status: "failed".into(),
+                        finished_at: "2026-12-02T02:11:00Z".into(),
+                        errors: vec!["nas: damaged manifest".into()],
+                    });
+                    s
+                },
+                None,
+                vec![("prune_failed", None)],
+            ),
             (
                 "last run failed",
                 {

@@ -1207,14 +1207,19 @@ async fn prune_cmd(
     };
     let mut reports = Vec::new();
     let mut skipped = Vec::new();
+    let mut notes = Vec::new();
     for j in cfg.select_jobs(job)? {
         let mut p = prune::prune_job(cfg, j, destination, now, dry_run).await?;
         reports.append(&mut p.reports);
         skipped.append(&mut p.skipped);
+        notes.append(&mut p.notes);
+    }
+    for n in &notes {
+        warn!("note: {n}");
     }
     let failed = reports.iter().any(|r| r.error.is_some());
     if out.json {
-        out.doc(&json!({"status": if failed {"failed"} else {"ok"}, "prunes": reports, "skipped": skipped}));
+        out.doc(&json!({"status": if failed {"failed"} else {"ok"}, "prunes": reports, "skipped": skipped, "notes": notes}));
     } else {
         for r in &reports {
             print_prune(r);

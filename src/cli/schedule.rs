@@ -269,7 +269,7 @@ pub fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>, check: bool) -> Re
         let next = j.schedule.as_ref().map(|sch| next_runs(sch, now));
         let max_age = j.max_age_at(now);
         let found = status::health(&j.name, &j.destinations, &s, max_age, now_t);
-        let job_status = job_health_word(&s, &found);
+        let job_status = job_health_word(&found);
         worst = worse(worst, job_status);
         if !out.json {
             if s.last_run.is_none() {
@@ -285,6 +285,18 @@ pub fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>, check: bool) -> Re
             }
             if let Some(r) = &s.last_run {
                 say!("  last run: {}", r.describe());
+            }
+            if let Some(p) = &s.last_prune {
+                say!(
+                    "  last prune: {} at {}{}",
+                    p.status,
+                    p.finished_at,
+                    if p.errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", p.errors.join("; "))
+                    }
+                );
             }
             for d in &j.destinations {
                 match s.destinations.get(d) {
@@ -353,13 +365,13 @@ pub fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>, check: bool) -> Re
 }
 
 /// A job's health in one word: `ok`, or the worst of its problems.
-fn job_health_word(s: &status::JobStatus, problems: &[status::Problem]) -> &'static str {
-    let _ = s;
+fn job_health_word(problems: &[status::Problem]) -> &'static str {
     problems
         .iter()
         .map(|p| match p.status.as_str() {
             "failed" | "interrupted" => "failed",
-            "partial" => "partial",
+            // The backups are there; what should remove the old ones is not working.
+            "partial" | "prune_failed" => "partial",
             _ => "stale",
         })
         .fold("ok", worse)

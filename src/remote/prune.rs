@@ -159,6 +159,9 @@ fn created_at(text: &str) -> Option<OffsetDateTime> {
 pub struct JobPrune {
     pub reports: Vec<PruneReport>,
     pub skipped: Vec<String>,
+    /// What went wrong around the prune (its status could not be recorded).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Prunes every destination of `job` (or only `destination`), holding the
@@ -189,7 +192,28 @@ pub async fn prune_job(
             )),
         }
     }
+    if !dry_run
+        && !out.reports.is_empty()
+        && let Err(e) = record(config, job, &out.reports)
+    {
+        out.notes
+            .push(format!("could not record the prune in status: {e}"));
+    }
     Ok(out)
+}
+
+/// Records how a prune went in the job's status, which `status --check`
+/// reads: a prune failing every night fills the destination unseen otherwise.
+pub fn record(config: &Config, job: &Job, reports: &[PruneReport]) -> Result<()> {
+    let errors = reports
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.destination)))
+        .collect();
+    crate::status::record_prune(
+        &JobStaging::new(config, &job.name).job_dir,
+        &job.name,
+        errors,
+    )
 }
 
 /// Applies the job's policy (or the destination's override) to `target`.

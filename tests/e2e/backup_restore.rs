@@ -374,6 +374,28 @@ fn a_hostile_manifest_is_refused_and_nothing_is_written() {
     );
     let v = sb.offsite(&["verify"]);
     assert_eq!(v.code, 1, "a damaged manifest fails verify: {v:?}");
+
+    // Prune stops rather than guess, and `status --check` says so: a prune
+    // failing every night would otherwise fill the destination unseen.
+    assert_eq!(sb.offsite(&["status", "--check"]).code, 0);
+    sb.config_dir_job(
+        "volume_size = \"64KiB\"\nretention = { keep_last = 1 }",
+        &["nas"],
+        NAS,
+    );
+    let p = sb.offsite(&["prune"]);
+    assert_eq!(p.code, 1, "{p:?}");
+    let c = sb.offsite(&["--json", "status", "--check"]);
+    assert_eq!(c.code, 1, "{c:?}");
+    let problems = &c.json()["jobs"][0]["problems"];
+    assert_eq!(problems[0]["status"], "prune_failed", "{c:?}");
+    assert!(
+        problems[0]["why"]
+            .as_str()
+            .unwrap_or("")
+            .contains("damaged"),
+        "{c:?}"
+    );
 }
 
 #[test]
