@@ -246,9 +246,19 @@ impl RunAs {
                 &mut found,
             )
         };
-        if rc != 0 || found.is_null() {
+        // Not found is 0 with no entry (or, as POSIX allows, one of these);
+        // anything else is the user database failing (NSS, LDAP): a failed
+        // run, not a configuration error.
+        let not_found = [0, libc::ENOENT, libc::ESRCH, libc::EBADF, libc::EPERM];
+        if found.is_null() && not_found.contains(&rc) {
             return Err(Error::Config(format!(
                 "run_as {user:?}: no such user on this host; create it or name another"
+            )));
+        }
+        if rc != 0 || found.is_null() {
+            return Err(Error::Failed(format!(
+                "run_as {user:?}: cannot look the user up: {}; check the user database (NSS, LDAP) is reachable",
+                std::io::Error::from_raw_os_error(rc)
             )));
         }
         // SAFETY: pw_dir points into `buf` (set by getpwnam_r), NUL-terminated.
@@ -274,7 +284,9 @@ impl RunAs {
         };
         // SAFETY: geteuid has no preconditions.
         let euid = unsafe { libc::geteuid() };
-        if euid != 0 && euid != who.uid {
+        // Root only, even for offsite's own user: the work folder is handed
+        // over with chown, and the groups are set, which only root may do.
+        if euid != 0 {
             return Err(Error::Config(format!(
                 "run_as {user:?}: offsite runs as uid {euid}, and only root can run a command as another user; run offsite as root or drop run_as"
             )));
@@ -429,24 +441,26 @@ pub fn run_shell(spec: Shell<'_>) -> Result<String> {
     // Read stderr to the end (so the child never blocks on a full pipe),
     // passing each line on and keeping the tail.
     let mut tail: Vec<u8> = Vec::new();
-    if let Some(err) = child.stderr.take() {
-        let mut lines = std::io::BufReader::new(err);
-        let mut line = Vec::new();
+    if let Some(mut err) = child.stderr.take() {
+        let mut lines = Lines::default();
+        let mut chunk = [0u8; 8192];
+        let pass_on = |line: &[u8], tail: &mut Vec<u8>| {
+            if let Some(p) = progress {
+                p.command_output(what, String::from_utf8_lossy(line).trim_end());
+            }
+            tail.extend_from_slice(line);
+            tail.push(b'\n');
+            if tail.len() > STDERR_TAIL * 2 {
+                tail.drain(..tail.len() - STDERR_TAIL);
+            }
+        };
         loop {
-            line.clear();
-            match std::io::BufRead::read_until(&mut lines, b'\n', &mut line) {
+            match std::io::Read::read(&mut err, &mut chunk) {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    if let Some(p) = progress {
-                        p.command_output(what, String::from_utf8_lossy(&line).trim_end());
-                    }
-                    tail.extend_from_slice(&line);
-                    if tail.len() > STDERR_TAIL * 2 {
-                        tail.drain(..tail.len() - STDERR_TAIL);
-                    }
-                }
+                Ok(n) => lines.push(&chunk[..n], |l| pass_on(l, &mut tail)),
             }
         }
+        lines.finish(|l| pass_on(l, &mut tail));
     }
     let status = child
         .wait()
@@ -504,9 +518,61 @@ impl Drop for GroupKiller {
     }
 }
 
+/// Splits a command's stderr into lines at `\n` or `\r` (progress meters
+/// redraw with `\r`), none longer than [`MAX_LINE`]: memory stays bounded
+/// and `-v` shows a meter as it goes, whatever the command writes.
+#[derive(Default)]
+struct Lines {
+    pending: Vec<u8>,
+}
+
+/// The longest line passed on; a longer one is cut into pieces.
+const MAX_LINE: usize = 8192;
+
+impl Lines {
+    fn push(&mut self, bytes: &[u8], mut line: impl FnMut(&[u8])) {
+        for &b in bytes {
+            if b == b'\n' || b == b'\r' {
+                if !self.pending.is_empty() {
+                    line(&self.pending);
+                    self.pending.clear();
+                }
+            } else {
+                self.pending.push(b);
+                if self.pending.len() == MAX_LINE {
+                    line(&self.pending);
+                    self.pending.clear();
+                }
+            }
+        }
+    }
+
+    fn finish(self, mut line: impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            line(&self.pending);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stderr_lines_end_at_newlines_and_carriage_returns_and_stay_short() {
+        let mut got: Vec<String> = Vec::new();
+        let mut lines = Lines::default();
+        let mut take = |l: &[u8]| got.push(String::from_utf8_lossy(l).into_owned());
+        lines.push(b"10%\r20%\r", &mut take);
+        lines.push(b"done\r\nwarn", &mut take);
+        lines.push(b"ing: x\n\n", &mut take);
+        lines.push(&vec![b'a'; MAX_LINE + 5], &mut take);
+        lines.finish(&mut take);
+        assert_eq!(&got[..4], ["10%", "20%", "done", "warning: x"]);
+        assert_eq!(got[4].len(), MAX_LINE);
+        assert_eq!(got[5], "aaaaa");
+        assert_eq!(got.len(), 6);
+    }
 
     fn tree(files: &[&str]) -> tempfile::TempDir {
         let d = tempfile::tempdir().expect("tempdir");
