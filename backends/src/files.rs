@@ -151,6 +151,41 @@ pub(crate) fn temp_name(name: &str) -> String {
     format!(".{name}.{}{TEMP_SUFFIX}", unique_id())
 }
 
+/// What a walk of a file tree collects: the objects (`list`), or the
+/// hidden work files (`list_leftovers`).
+pub(crate) enum Found<'a> {
+    Objects(&'a mut Vec<crate::ObjectMeta>),
+    Leftovers(&'a mut Vec<crate::Leftover>),
+}
+
+impl Found<'_> {
+    /// Takes the file `name`, at key `rel`, where it belongs: an object, a
+    /// work file, or neither. `modified` is asked only for a work file.
+    pub(crate) fn file(
+        &mut self,
+        name: &str,
+        rel: String,
+        size: u64,
+        modified: impl FnOnce() -> Option<std::time::SystemTime>,
+    ) {
+        match (self, is_hidden_work_file(name)) {
+            (Found::Objects(v), false) => v.push(crate::ObjectMeta { key: rel, size }),
+            (Found::Leftovers(v), true) => v.push(crate::Leftover {
+                key: rel,
+                modified: modified(),
+            }),
+            _ => {}
+        }
+    }
+}
+
+/// Whether a walk looking for keys that start with `prefix` must enter the
+/// folder at key `rel`.
+pub(crate) fn enters(rel: &str, prefix: &str) -> bool {
+    let as_dir = format!("{rel}/");
+    as_dir.starts_with(prefix) || prefix.starts_with(&as_dir)
+}
+
 /// Partial and temp files, which `list` never shows.
 pub(crate) fn is_hidden_work_file(name: &str) -> bool {
     name.starts_with('.') && (name.ends_with(PARTIAL_SUFFIX) || name.ends_with(TEMP_SUFFIX))

@@ -70,7 +70,7 @@ use suppaftp::types::FileType;
 use suppaftp::{FtpError, RustlsConnector, RustlsFtpStream, Status};
 
 use crate::files::{
-    Pool, blocking_stream, clamp_range, file_tree_capabilities, folder_of, is_hidden_work_file,
+    Found, Pool, blocking_stream, clamp_range, enters, file_tree_capabilities, folder_of,
     on_blocking_pool, unique_id,
 };
 use crate::partial::{self, FileOps};
@@ -1109,20 +1109,14 @@ fn list_inside(conn: &mut Conn, dir: &str) -> std::result::Result<Vec<String>, F
     conn.ftp.list(None)
 }
 
-/// Lists the files under `dir` (relative to the root; "" for the root)
-/// whose keys start with `prefix`.
-/// What a walk collects: the objects, or the hidden work files.
-enum Found<'a> {
-    Objects(&'a mut Vec<ObjectMeta>),
-    Leftovers(&'a mut Vec<crate::Leftover>),
-}
-
 fn walk(conn: &mut Conn, dir: &str, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
     walk_for(conn, dir, prefix, &mut Found::Objects(out))
 }
 
-/// Walks `dir`. LIST (servers without MLSD) hides names starting with a
-/// dot on most servers: there, leftovers are not found.
+/// Lists the files under `dir` (relative to the root; "" for the root)
+/// whose keys start with `prefix` into `out`. LIST (servers without MLSD)
+/// hides names starting with a dot on most servers: there, leftovers are
+/// not found.
 fn walk_for(conn: &mut Conn, dir: &str, prefix: &str, out: &mut Found) -> Result<()> {
     let shown = if dir.is_empty() { "." } else { dir };
     let lines = if conn.mlsd {
@@ -1154,22 +1148,11 @@ fn walk_for(conn: &mut Conn, dir: &str, prefix: &str, out: &mut Found) -> Result
             format!("{dir}/{name}")
         };
         if entry.is_directory() {
-            let as_dir = format!("{rel}/");
-            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+            if enters(&rel, prefix) {
                 walk_for(conn, &rel, prefix, out)?;
             }
         } else if entry.is_file() && rel.starts_with(prefix) {
-            match (&mut *out, is_hidden_work_file(&name)) {
-                (Found::Objects(v), false) => v.push(ObjectMeta {
-                    key: rel,
-                    size: entry.size() as u64,
-                }),
-                (Found::Leftovers(v), true) => v.push(crate::Leftover {
-                    key: rel,
-                    modified: Some(entry.modified()),
-                }),
-                _ => {}
-            }
+            out.file(&name, rel, entry.size() as u64, || Some(entry.modified()));
         }
     }
     Ok(())

@@ -246,10 +246,17 @@ pub enum Readiness {
 ///
 /// # Behavior shared by every implementation
 ///
-/// - `put` is atomic: a reader sees the old object, the new one, or nothing.
-/// - `complete_upload` is atomic in the same way and fails with
-///   [`ErrorKind::NotFound`] when the upload no longer exists (expired,
-///   aborted, cleaned up): the caller then restarts that object.
+/// - Writes are create-only: `put`, `complete_upload` and `put_file` never
+///   replace an object; onto a key that exists they fail with
+///   [`ErrorKind::AlreadyExists`]. They are atomic: a reader sees the whole
+///   object or nothing.
+/// - `complete_upload` fails with [`ErrorKind::NotFound`] when the upload no
+///   longer exists (expired, aborted, cleaned up, or completed by an earlier
+///   attempt whose answer was lost): the caller tells which, and restarts
+///   that object when it is not there.
+/// - [`Retrying`] marks an error that follows an unanswered attempt of a
+///   create-only write ([`Error::after_lost_answer`]): the key may be taken
+///   by that attempt itself.
 /// - `delete` of a missing key succeeds.
 /// - `list` of a missing prefix yields nothing, not an error; it never yields
 ///   unfinished uploads.

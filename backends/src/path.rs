@@ -7,9 +7,10 @@
 //! - Uploads grow a hidden partial file (`.<name>.<upload>.partial`) beside
 //!   the target, each part written at its offset and fsync'd before its
 //!   receipt is returned, so a journaled receipt is on stable storage. Parts
-//!   may come in any order. Completion truncates to the exact size, fsyncs and
-//!   renames into place, then fsyncs the folder: readers never see a
-//!   half-written object under its final name.
+//!   may come in any order. Completion cuts what a longer attempt left
+//!   (fsync'd), renames into place, then fsyncs the folder: readers never
+//!   see a half-written object under its final name. (The protocol is
+//!   `crate::partial`'s, shared with SFTP and FTP.)
 //! - `put` writes a hidden temp file and renames it the same way.
 //! - Nothing is overwritten: completion and `put` move the file into place
 //!   with `renameat2(RENAME_NOREPLACE)`, which fails when the name is taken
@@ -38,7 +39,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::files::{
-    blocking_stream, clamp_range, file_tree_capabilities, folder_of, is_hidden_work_file,
+    Found, blocking_stream, clamp_range, enters, file_tree_capabilities, folder_of,
     on_blocking_pool, upload_gone,
 };
 use crate::partial::{self, FileOps};
@@ -435,12 +436,6 @@ impl Backend for PathBackend {
     }
 }
 
-/// What a walk collects: the objects, or the hidden work files.
-enum Found<'a> {
-    Objects(&'a mut Vec<ObjectMeta>),
-    Leftovers(&'a mut Vec<crate::Leftover>),
-}
-
 fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
     walk_for(root, dir, prefix, &mut Found::Objects(out))
 }
@@ -465,25 +460,14 @@ fn walk_for(root: &Path, dir: &Path, prefix: &str, out: &mut Found) -> Result<()
             .file_type()
             .map_err(|e| Error::from_io(format!("cannot stat {}", path.display()), e))?;
         if ft.is_dir() {
-            let as_dir = format!("{rel}/");
-            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+            if enters(&rel, prefix) {
                 walk_for(root, &path, prefix, out)?;
             }
         } else if ft.is_file() && rel.starts_with(prefix) {
             let md = entry
                 .metadata()
                 .map_err(|e| Error::from_io(format!("cannot stat {}", path.display()), e))?;
-            match (&mut *out, is_hidden_work_file(&name)) {
-                (Found::Objects(v), false) => v.push(ObjectMeta {
-                    key: rel,
-                    size: md.len(),
-                }),
-                (Found::Leftovers(v), true) => v.push(crate::Leftover {
-                    key: rel,
-                    modified: md.modified().ok(),
-                }),
-                _ => {}
-            }
+            out.file(&name, rel, md.len(), || md.modified().ok());
         }
     }
     Ok(())

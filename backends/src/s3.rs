@@ -31,9 +31,11 @@
 //!   not retrieved yet gets RestoreObject (`restore_tier`, `restore_days`)
 //!   and answers Pending until its `x-amz-restore` says it is readable.
 //! - `get` → GetObject with a Range; `list` → ListObjectsV2 pages; `delete` →
-//!   DeleteObject; `abort_upload` → AbortMultipartUpload.
+//!   DeleteObject (with `object_lock`, every version of the key);
+//!   `abort_upload` → AbortMultipartUpload.
 //! - **`put_only`**: the backup path calls only PutObject,
-//!   CreateMultipartUpload, UploadPart and CompleteMultipartUpload. Every
+//!   CreateMultipartUpload, UploadPart and CompleteMultipartUpload (with
+//!   `object_lock`, also PutObjectRetention after a completion). Every
 //!   other call is refused here, before any request, with a message naming
 //!   the policy it needs; `probe` makes no request at all.
 //!

@@ -16,16 +16,16 @@
 //!   each written at its offset and fsync'd (`fsync@openssh.com`) before
 //!   its receipt is returned. A resumed upload checks the partial file's
 //!   size first: shorter than the journal says means it was damaged, and
-//!   the volume restarts. Completion truncates to the exact size and renames
-//!   into place; readers never see a half-written object under its name.
+//!   the volume restarts. Completion cuts what a longer attempt left and
+//!   renames into place (the protocol is `crate::partial`'s); readers never
+//!   see a half-written object under its name.
 //! - **Rename:** libssh2 has `posix-rename@openssh.com`, but the `ssh2`
 //!   crate exposes neither it nor a raw handle to call it with. So completion
 //!   uses SSH_FXP_RENAME. OpenSSH implements that as link + unlink: atomic,
-//!   but it refuses to replace an existing file. offsite never writes the
-//!   same key twice in normal operation. When the target exists anyway (a
-//!   completion whose answer was lost, a restarted volume), the target is
-//!   removed and the rename retried. Only in that rare case is there a short
-//!   window where the name is absent.
+//!   and it refuses to replace an existing file, which is what create-only
+//!   writes need: a target that exists fails with `AlreadyExists` and
+//!   nothing is removed (the upload engine then tells its own lost
+//!   completion from another writer's object).
 //! - `put` writes a hidden temp file and renames it the same way.
 //!
 //! libssh2 is blocking: every call runs on tokio's blocking pool, on a
@@ -55,7 +55,7 @@ use ssh2::{
 };
 
 use crate::files::{
-    Pool, blocking_stream, clamp_range, file_tree_capabilities, folder_of, is_hidden_work_file,
+    Found, Pool, blocking_stream, clamp_range, enters, file_tree_capabilities, folder_of,
     on_blocking_pool, upload_gone,
 };
 use crate::partial::{self, FileOps};
@@ -448,7 +448,7 @@ impl Inner {
         })
     }
 
-    /// The folder and file name of `key`'s server path.
+    /// The root must exist and be a folder (offsite never creates it).
     fn check_root(&self, sftp: &Sftp) -> Result<()> {
         let root = self.path_of("")?;
         match sftp.stat(Path::new(&root)) {
@@ -495,7 +495,6 @@ impl Inner {
         Ok(())
     }
 
-    /// Renames `from` to `to`, replacing `to` if it exists (see the module doc).
     /// Moves `from` to `to`, never over an existing `to`: SFTP's own rename
     /// (version 3, not the posix-rename extension) refuses an existing
     /// target, and OpenSSH's server makes it a hard link then an unlink, so
@@ -809,13 +808,6 @@ impl Read for ConnReader {
     }
 }
 
-/// Lists the files under `dir` (a key folder, "" for the root) whose keys start with `prefix`.
-/// What a walk collects: the objects, or the hidden work files.
-enum Found<'a> {
-    Objects(&'a mut Vec<ObjectMeta>),
-    Leftovers(&'a mut Vec<crate::Leftover>),
-}
-
 fn walk(
     inner: &Inner,
     sftp: &Sftp,
@@ -826,6 +818,8 @@ fn walk(
     walk_for(inner, sftp, dir, prefix, &mut Found::Objects(out))
 }
 
+/// Lists the files under `dir` (a key folder, "" for the root) whose keys
+/// start with `prefix` into `out`.
 fn walk_for(inner: &Inner, sftp: &Sftp, dir: &str, prefix: &str, out: &mut Found) -> Result<()> {
     let path = inner.path_of(dir)?;
     let entries = match sftp.readdir(Path::new(&path)) {
@@ -846,24 +840,14 @@ fn walk_for(inner: &Inner, sftp: &Sftp, dir: &str, prefix: &str, out: &mut Found
             format!("{dir}/{name}")
         };
         if st.is_dir() {
-            let as_dir = format!("{rel}/");
-            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+            if enters(&rel, prefix) {
                 walk_for(inner, sftp, &rel, prefix, out)?;
             }
         } else if st.is_file() && rel.starts_with(prefix) {
-            match (&mut *out, is_hidden_work_file(&name)) {
-                (Found::Objects(v), false) => v.push(ObjectMeta {
-                    key: rel,
-                    size: st.size.unwrap_or(0),
-                }),
-                (Found::Leftovers(v), true) => v.push(crate::Leftover {
-                    key: rel,
-                    modified: st
-                        .mtime
-                        .map(|t| std::time::UNIX_EPOCH + Duration::from_secs(t)),
-                }),
-                _ => {}
-            }
+            out.file(&name, rel, st.size.unwrap_or(0), || {
+                st.mtime
+                    .map(|t| std::time::UNIX_EPOCH + Duration::from_secs(t))
+            });
         }
     }
     Ok(())

@@ -8,9 +8,6 @@
 //! hash. Data under 1 MiB has its plain SHA-256 as tree hash, and so does
 //! empty data. The hasher streams: it keeps one running SHA-256 and 32 bytes
 //! per MiB seen (128 KiB for a 4 GiB archive).
-//!
-//! This is the first piece of the Glacier vault destination (issue 6); the
-//! backend that uses it is not built yet.
 
 use sha2::{Digest, Sha256};
 
