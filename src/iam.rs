@@ -231,11 +231,7 @@ pub fn expiry_days(policy: &Policy, full_interval: Duration) -> Result<u32, Stri
 
 /// One lifecycle rule expiring a job's objects after `days`.
 pub fn expiry_rule(destination: &str, job: &str, prefix: &str, days: u32) -> Value {
-    let job_prefix = if prefix.is_empty() {
-        format!("{job}/")
-    } else {
-        format!("{prefix}/{job}/")
-    };
+    let job_prefix = crate::format::layout::Layout::new(prefix).job_folder(job);
     json!({
         "ID": format!("offsite-{destination}-{job}-expire"),
         "Filter": {"Prefix": job_prefix},

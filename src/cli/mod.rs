@@ -1085,7 +1085,7 @@ fn policy_s3(
             notes.push(format!(
                 "job {}: objects under {} expire {days} days after upload, even the newest if backups stop; offsite prune remains the primary cleanup",
                 j.name,
-                if d.prefix.is_empty() { format!("{}/", j.name) } else { format!("{}/{}/", d.prefix, j.name) }
+                offsite::format::layout::Layout::new(&d.prefix).job_folder(&j.name)
             ));
             rules.push(iam::expiry_rule(destination, &j.name, &d.prefix, days));
         }

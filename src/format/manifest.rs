@@ -161,7 +161,8 @@ pub struct FileEntry {
     pub size: u64,
     /// Seconds since the Unix epoch.
     pub mtime: i64,
-    /// The nanoseconds of the modification time (for change detection).
+    /// The nanoseconds of the modification time (change detection, and
+    /// restored).
     #[serde(default)]
     pub mtime_nsec: u32,
     pub mode: u32,
@@ -253,6 +254,10 @@ impl Manifest {
             .map_err(|e| Error::Failed(format!("{origin}: the manifest is not valid: {e}")))?;
         if m.format == OLDEST_FORMAT {
             m.upgrade_names();
+            // Its names are now in this format's encoding: written out again,
+            // it must not be upgraded twice (`50%25` into `50%2525`). The
+            // sealed file list, opened later, still is (`legacy_names`).
+            m.format = FORMAT;
             m.legacy_names = true;
         }
         m.validate(origin)?;
@@ -585,6 +590,8 @@ mod validation_tests {
         assert_eq!(back.files[0].path, "50%25 off");
         assert_eq!(back.deleted, vec!["gone%25".to_string()]);
         assert!(back.legacy_names);
+        let again = Manifest::from_json(&back.to_json(), "t").expect("written out and read again");
+        assert_eq!(again.files[0].path, "50%25 off", "not upgraded twice");
         m.format = 3;
         assert!(
             Manifest::from_json(&m.to_json(), "t").is_err(),

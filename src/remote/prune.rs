@@ -17,7 +17,7 @@ use crate::remote::catalog;
 use std::collections::BTreeMap;
 
 use crate::destinations::Target;
-use crate::format::manifest::{MANIFEST_NAME, host_of_id};
+use crate::format::manifest::host_of_id;
 use crate::retention::{self, Action, BackupInfo, Decision, Origins};
 use crate::staging::{JobLock, JobStaging};
 use offsite_backends::ErrorKind;
@@ -112,7 +112,7 @@ async fn extend_locks(
             .retained_until(&manifest)
             .await?
             .is_none_or(|now| now < until);
-        let folder = format!("{}/", &manifest[..manifest.len() - MANIFEST_NAME.len() - 1]);
+        let folder = target.layout().backup_folder(job, id);
         for o in list_all(target.backend.as_ref(), &folder).await? {
             target.backend.extend_retention(&o.key, until).await?;
         }
@@ -242,7 +242,19 @@ pub async fn prune_destination(
     };
     let result = async {
         let listing = catalog::list_job(target, &job.name).await?;
-        if let Some(d) = listing.damaged.first() {
+        // Another host's damaged manifest is that host's to deal with: left
+        // alone (in `others`), as its backups are.
+        let (theirs, ours): (Vec<_>, Vec<_>) = listing.damaged.iter().partition(|d| {
+            policy.origins == Origins::Own && origin_of(&d.id, None).is_some_and(|h| h != host_id)
+        });
+        for d in theirs {
+            report.others.push(OtherBackup {
+                id: d.id.clone(),
+                host: origin_of(&d.id, None).unwrap_or_default(),
+                complete: false,
+            });
+        }
+        if let Some(d) = ours.first() {
             // Deciding without every backup's time and parent could delete a needed full.
             return Err(Error::Failed(format!(
                 "destination \"{}\": backup {} has a damaged manifest ({}); prune stops rather than guess; repair or remove it by hand",
@@ -342,9 +354,14 @@ pub async fn prune_destination(
                 Ok(()) => report.deleted.push(d.id.clone()),
                 // A volume locked longer than its manifest: not a failure either.
                 Err(Error::Backend(e)) if e.kind() == ErrorKind::Retained => {
+                    let locked = e.key().unwrap_or_default();
+                    let until = match target.backend.retained_until(locked).await {
+                        Ok(Some(t)) => rfc3339(t),
+                        _ => e.message().to_string(),
+                    };
                     report.retained.push(Locked {
                         id: d.id.clone(),
-                        until: e.message().to_string(),
+                        until,
                     });
                 }
                 Err(e) => return Err(e),
@@ -379,7 +396,7 @@ async fn delete_backup(target: &Target, job: &str, id: &str, complete: bool) -> 
     if complete {
         backend.delete(&manifest).await?;
     }
-    let folder = format!("{}/", &manifest[..manifest.len() - MANIFEST_NAME.len() - 1]);
+    let folder = target.layout().backup_folder(job, id);
     for o in list_all(backend, &folder).await? {
         backend.delete(&o.key).await?;
     }

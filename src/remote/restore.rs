@@ -265,8 +265,6 @@ struct Outcome {
     problems: Vec<String>,
 }
 
-/// Streams the backup through `sink`. With `stop_early` the first problem
-/// ends the read (restore); otherwise every problem found is collected (verify).
 /// The entries of `archive` whose bytes it holds itself (all of a full's;
 /// an incremental's changed files, folders and symlinks).
 fn own_entries(archive: &Manifest) -> HashMap<String, FileEntry> {
@@ -281,6 +279,8 @@ fn own_entries(archive: &Manifest) -> HashMap<String, FileEntry> {
 /// Streams `archive`'s volumes. Every archive entry must be one `archive`'s
 /// manifest says it holds; of those, the `wanted` ones (path → the entry to
 /// check against and restore with) go to `sink`, the others are skipped.
+/// With `stop_early` the first problem ends the read (restore); otherwise
+/// every problem found is collected (verify).
 fn read_backup(
     rt: tokio::runtime::Handle,
     target: &Target,
@@ -655,6 +655,9 @@ struct TreeWriter {
     root: PathBuf,
     /// The backup's root folder's metadata, given to `root` at the end.
     root_meta: Option<RootMeta>,
+    /// `root` was made by the restore or found empty: it gets the backup
+    /// root's mode and owner too, not only its time.
+    root_fresh: bool,
     dirs: Vec<FileEntry>,
     links: Vec<FileEntry>,
     hardlinks: Vec<FileEntry>,
@@ -888,8 +891,15 @@ impl TreeWriter {
             let path = self.ensure_dir(&d.path)?;
             self.apply_entry_meta(&path, d)?;
         }
-        if let Some(r) = &self.root_meta {
-            self.apply_meta(&self.root, r.uid, r.gid, r.mode, (r.mtime, r.mtime_nsec))?;
+        match &self.root_meta {
+            Some(r) if self.root_fresh => {
+                self.apply_meta(&self.root, r.uid, r.gid, r.mode, (r.mtime, r.mtime_nsec))?;
+            }
+            // A folder written into with --force keeps its mode and owner.
+            Some(r) => set_mtime(&self.root, r.mtime, r.mtime_nsec, true).map_err(|err| {
+                Error::io(format!("cannot set time of {}", self.root.display()), err)
+            })?,
+            None => {}
         }
         Ok(())
     }
@@ -1018,21 +1028,27 @@ pub async fn restore(
     let chain = chain_of(target, manifest, others, ids.as_deref())?;
     let parts: Vec<&Manifest> = chain.iter().map(|(m, _)| m).collect();
     ensure_readable(target, &parts).await?;
-    match fs::read_dir(to) {
+    // The backup's root folder's mode and owner go to a folder the restore
+    // made or found empty, never to one it writes into with --force
+    // (`--to /srv --force` must not make /srv the database user's, 0700).
+    let fresh = match fs::read_dir(to) {
         Ok(mut entries) => {
-            if entries.next().is_some() && !force {
+            let empty = entries.next().is_none();
+            if !empty && !force {
                 return Err(Error::Usage(format!(
                     "restore target {} is not empty; choose an empty folder or pass --force to write into it",
                     to.display()
                 )));
             }
+            empty
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(to)
                 .map_err(|e| Error::io(format!("cannot create {}", to.display()), e))?;
+            true
         }
         Err(e) => return Err(Error::io(format!("cannot read {}", to.display()), e)),
-    }
+    };
     let root = fs::canonicalize(to)
         .map_err(|e| Error::io(format!("cannot resolve {}", to.display()), e))?;
     let rt = tokio::runtime::Handle::current();
@@ -1045,6 +1061,7 @@ pub async fn restore(
         let mut writer = TreeWriter {
             root: root2,
             root_meta,
+            root_fresh: fresh,
             dirs: Vec::new(),
             links: Vec::new(),
             hardlinks: Vec::new(),

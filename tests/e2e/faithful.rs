@@ -127,6 +127,25 @@ fn a_restore_gives_back_the_root_owners_times_links_holes_and_every_name() {
     ]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_faithful(&sb.path("src"), &sb.path("restored"));
+
+    // A folder that held something, written into with --force, keeps its own
+    // mode and owner (the backup's root is 0700 and uid 4321).
+    let other = sb.path("other");
+    write(&other.join("keep.txt"), b"mine");
+    fs::set_permissions(&other, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let before = fs::metadata(&other).expect("stat");
+    let r = sb.offsite(&[
+        "restore",
+        "--job",
+        "db",
+        "--force",
+        "--to",
+        other.to_str().expect("utf8"),
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let after = fs::metadata(&other).expect("stat");
+    assert_eq!(after.mode() & 0o7777, 0o755);
+    assert_eq!(after.uid(), before.uid());
 }
 
 #[test]
