@@ -4,7 +4,8 @@
 //! Guarantees:
 //! - The staging folder never overlaps a source (neither inside the other):
 //!   refused before anything is written.
-//! - One run per job at a time (an exclusive lock on `staging/<job>/.lock`).
+//! - One run per job at a time: the caller holds the job's lock
+//!   ([`crate::staging::JobLock`], on `staging/<job>/.lock`).
 //! - Free space is checked against the source's size before packing.
 //! - A backup is built in `staging/<job>/.work-<id>/`, every file fsync'd, and
 //!   renamed to `staging/<job>/<id>/` only when complete, manifest last. A
@@ -14,8 +15,8 @@
 //!   stream: `cat vol-* | zstd -dc | tar -x` restores without offsite.
 //!   Volumes are cut between files where the next file fits, and inside a
 //!   file only when it would overflow the volume.
-//! - `pre` hooks run before the copy; `post` hooks run after it whenever a
-//!   `pre` hook was started, even when the copy failed.
+//! - `pre` hooks run before the copy; `post` hooks run after every attempt,
+//!   with or without `pre` hooks, whatever failed.
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -84,7 +85,7 @@ pub struct StagedBackup {
 
 /// Stages one backup of `job`, incremental when `requested` says so and
 /// there is a parent to build on (else full, with a note saying why). The
-/// caller holds the job's [`JobLock`].
+/// caller holds the job's [`crate::staging::JobLock`].
 ///
 /// `post` hooks run after every attempt that got this far (the backup's id
 /// and folder are made): whether `pre` hooks exist, failed or succeeded, and
@@ -516,7 +517,14 @@ fn pack_source(
         notes.push(format!(
             "{why}; shipped anyway (allow_degenerate = true), and retention keeps the last backup that passed the check"
         ));
-        manifest.degenerate = Some(why);
+        // The verdict stays in clear in an encrypted manifest: without the
+        // source's path there, which is sealed.
+        let recorded = if job.encryption.is_some() {
+            check_source(job, &manifest, previous, "the source").unwrap_or(why)
+        } else {
+            why
+        };
+        manifest.degenerate = Some(recorded);
     }
     Ok(StagedBackup {
         id: id.to_string(),
@@ -534,16 +542,26 @@ fn pack_source(
 /// degenerate: no file at all, no byte at all, or a file state that shrank
 /// by more than the job's `shrink_limit` since the job's last backup here.
 pub fn source_check(job: &Job, new: &Manifest, previous: Option<&Manifest>) -> Option<String> {
+    let what = match &job.source {
+        Source::Dir { path, .. } => format!("source {}", path.display()),
+        Source::Command { .. } => "the source command's output".to_string(),
+    };
+    check_source(job, new, previous, &what)
+}
+
+/// [`source_check`], naming the source `what`.
+fn check_source(
+    job: &Job,
+    new: &Manifest,
+    previous: Option<&Manifest>,
+    what: &str,
+) -> Option<String> {
     let files = new
         .files
         .iter()
         .filter(|f| matches!(f.kind, EntryKind::File | EntryKind::Hardlink))
         .count();
     let bytes = new.state_bytes();
-    let what = match &job.source {
-        Source::Dir { path, .. } => format!("source {}", path.display()),
-        Source::Command { .. } => "the source command's output".to_string(),
-    };
     if files == 0 {
         return Some(format!(
             "{what} holds no file (an unmounted or wiped volume looks like this)"

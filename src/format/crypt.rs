@@ -3,11 +3,13 @@
 //!
 //! - **Volumes** are encrypted after compression, each as its own age file
 //!   (`vol-000000.tar.zst.age`), streamed in age's 64 KiB chunks: nothing is
-//!   buffered beyond a chunk. The manifest's SHA-256 and size are those of
-//!   the ciphertext, so `verify` checks what is stored without any key.
+//!   buffered beyond a chunk. The manifest's hash (BLAKE3) and size are
+//!   those of the ciphertext, so `verify` checks what is stored without any
+//!   key.
 //! - **The manifest is split.** What `list`, retention and `prune` need stays
-//!   in clear: id, kind, created_at, parent, volume names, sizes and hashes,
-//!   counts. The file list (names, sizes, hashes, owners), the deleted and
+//!   in clear: id, kind, created_at, parent, host, volume names, sizes and
+//!   hashes, counts, the source folder's own mode, owner and time (`root`),
+//!   and the source check's verdict (`degenerate`). The file list (names, sizes, hashes, owners), the deleted and
 //!   changed paths and the source's description go into one age-encrypted
 //!   JSON document in the manifest's `encryption.payload` (base64).
 //! - **Keys**: public-key recipients (`age1…`, inline or in a file), or a
