@@ -3,7 +3,8 @@
 //! retried part is paced too).
 //!
 //! Adding a destination kind: its backend module in `offsite-backends`
-//! (with its `…Settings`), one variant and one arm here, one arm in
+//! (with its `…Settings`), one variant here with its arms in
+//! `bare_backend` and `DestinationKind::secret_variables`, one arm in
 //! `config::resolve_kind`.
 
 use std::sync::Arc;

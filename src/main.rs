@@ -145,11 +145,13 @@ pub enum Command {
     ///
     /// With --check, a health check for monitoring: exits 1 and prints one
     /// line per problem (job, destination, why) when a job's last run
-    /// failed, was partial or was stopped, or when a destination's newest
-    /// complete backup is older than the job's max_age (default: one and a
-    /// half times the longest gap between its scheduled backups; not
-    /// checked for a job with neither). The JSON's top-level status is the
-    /// worst job's: ok, stale, partial or failed.
+    /// failed, was partial or was stopped, when it never ran, when its last
+    /// prune failed, when no backup has reached a destination, or when a
+    /// destination's newest complete backup (counted from when it was made)
+    /// is older than the job's max_age (default: one and a half times the
+    /// longest gap between its scheduled backups; not checked for a job with
+    /// neither). The JSON's top-level status is the worst job's: ok, stale,
+    /// partial or failed.
     Status {
         #[command(flatten)]
         job: JobArg,
@@ -198,9 +200,11 @@ pub enum GlacierCommand {
 pub enum PolicyCommand {
     /// IAM policies for an S3 destination's uploader, pruner and restorer, or its lifecycle rule
     ///
-    /// uploader: s3:PutObject on the prefix, nothing else (the database host,
-    /// put_only = true). pruner: list, read manifests, delete. restorer: list,
-    /// read, RestoreObject. lifecycle: a bucket lifecycle configuration that
+    /// uploader: s3:PutObject on the prefix and a Deny of any write that
+    /// could overwrite (one without If-None-Match), plus
+    /// s3:PutObjectRetention with object_lock (the database host, put_only =
+    /// true). pruner: list, read manifests, delete (with object_lock: object
+    /// versions and retention too). restorer: list, read, RestoreObject. lifecycle: a bucket lifecycle configuration that
     /// expires each job's objects some days after the oldest backup its
     /// retention keeps (a backstop for a pruner that stopped) and aborts
     /// multipart uploads left unfinished. Without --role: all four in one

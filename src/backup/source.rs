@@ -3,7 +3,7 @@
 //!
 //! Order matters for databases that are copied while running: EventStoreDB's
 //! `*.chk` checkpoint files must be copied before the chunks they point into,
-//! so `order = ["*.chk", "index/**", "**"]` reads every file matching the first
+//! so `order = ["index/**/*.chk", "index/**", "*.chk", "**"]` reads every file matching the first
 //! pattern, then the second, and so on; files matching none come last. A
 //! pattern without `/` matches a file name at any depth; a pattern with `/`
 //! matches the path from the source folder (`**` crosses folders, `*` does
