@@ -324,11 +324,12 @@ impl Job {
 }
 
 /// The variables of the AWS credential chain that hold secrets.
-const AWS_SECRET_VARIABLES: [&str; 4] = [
+const AWS_SECRET_VARIABLES: [&str; 5] = [
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
 ];
 
 impl Config {

@@ -22,7 +22,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -814,10 +814,25 @@ fn pack(
                     continue;
                 }
                 record.kind = EntryKind::File;
-                let mut file = match File::open(&entry.abs) {
+                // Planned as a regular file: never followed if it became a
+                // symlink since (root reading a folder another user owns, as
+                // with run_as, must not pack what the link points at), and
+                // never blocked on if it became a FIFO.
+                let opened = File::options()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(&entry.abs);
+                let mut file = match opened {
                     Ok(f) => f,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         changed.push(format!("{} (deleted)", entry.rel));
+                        continue;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                        changed.push(format!(
+                            "{} (replaced by a symlink, not followed)",
+                            entry.rel
+                        ));
                         continue;
                     }
                     Err(e) => {
@@ -828,6 +843,10 @@ fn pack(
                 let before = file.metadata().map_err(|e| {
                     Error::io(format!("source: cannot stat {}", entry.abs.display()), e)
                 })?;
+                if !before.is_file() {
+                    changed.push(format!("{} (no longer a regular file)", entry.rel));
+                    continue;
+                }
                 let size = before.len();
                 record.mtime = before.mtime();
                 record.mtime_nsec = before.mtime_nsec().clamp(0, 999_999_999) as u32;
@@ -1323,6 +1342,57 @@ mod tests {
             packed.volumes,
             out,
         )
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_symlink_or_fifo_after_planning_is_not_followed() {
+        let src = tempfile::tempdir().expect("src");
+        let out = tempfile::tempdir().expect("out");
+        let secret = src.path().join("elsewhere");
+        fs::write(&secret, b"root only").expect("write");
+        for name in ["a", "b", "c"] {
+            fs::write(src.path().join(name), b"data").expect("write");
+        }
+        let plan = source::plan_dir(src.path(), &[], &[], OnUnreadable::Fail).expect("plan");
+        // Between planning and packing, another user swaps two files.
+        fs::remove_file(src.path().join("a")).expect("rm");
+        std::os::unix::fs::symlink(&secret, src.path().join("a")).expect("symlink");
+        fs::remove_file(src.path().join("b")).expect("rm");
+        let made = std::process::Command::new("mkfifo")
+            .arg(src.path().join("b"))
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let packed = pack(
+            &plan.entries,
+            out.path(),
+            "id",
+            &job(1 << 20),
+            None,
+            None,
+            &Silent,
+            &Stop::new(),
+        )
+        .expect("pack");
+        assert!(
+            packed
+                .changed
+                .iter()
+                .any(|c| c.starts_with("a (replaced by a symlink")),
+            "{:?}",
+            packed.changed
+        );
+        assert!(
+            packed
+                .changed
+                .iter()
+                .any(|c| c.starts_with("b (no longer a regular file")),
+            "{:?}",
+            packed.changed
+        );
+        let names: Vec<&str> = packed.files.iter().map(|f| f.path.as_str()).collect();
+        assert!(!names.contains(&"a") && !names.contains(&"b"), "{names:?}");
+        assert!(names.contains(&"c"), "{names:?}");
     }
 
     #[test]
