@@ -602,11 +602,14 @@ fn a_full_disk_while_staging_fails_cleanly_and_ships_nothing() {
 }
 
 /// A backup as an earlier offsite wrote it (manifest format 1: no host, no
-/// root folder; an id without the host) is still listed, verified,
-/// restored, and taken as this host's own for `latest`.
+/// root folder, names in plain UTF-8 with `%` as itself; an id without the
+/// host) is still listed, verified, restored, and taken as this host's own
+/// for `latest`.
 #[test]
 fn a_backup_from_before_origins_is_listed_verified_and_restored() {
     let sb = Sandbox::new("a_backup_from_before_origins_is_listed_verified_and_restored");
+    // A name with `%`: format 1 wrote it plainly, format 2 as `%25`.
+    write(&sb.path("src/50% off/100%.txt"), b"percent");
     let id = backed_up_awkward(&sb);
     let legacy = id
         .rsplitn(2, "-full-")
@@ -625,6 +628,9 @@ for k in ("host", "root"):
     m.pop(k, None)
 for f in m["files"]:
     f["backup"] = new
+    # Format 1 wrote names as plain UTF-8 (every name here is valid UTF-8).
+    f["path"] = f["path"].replace("%25", "%")
+    assert "%" not in f["path"] or "% off" in f["path"], f["path"]
 json.dump(m, open(path, "w"))
 "#;
     let status = Command::new("python3")
