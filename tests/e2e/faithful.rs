@@ -117,15 +117,18 @@ fn a_restore_gives_back_the_root_owners_times_links_holes_and_every_name() {
     );
 
     // Restoring again on top (--force) replaces every name, links included.
-    let r = sb.offsite(&[
-        "restore",
-        "--job",
-        "db",
-        "--force",
-        "--to",
-        sb.path("restored").to_str().expect("utf8"),
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
+    let force_into = |to: &std::path::Path| {
+        let r = sb.offsite(&[
+            "restore",
+            "--job",
+            "db",
+            "--force",
+            "--to",
+            to.to_str().expect("utf8"),
+        ]);
+        assert_eq!(r.code, 0, "{r:?}");
+    };
+    force_into(&sb.path("restored"));
     assert_faithful(&sb.path("src"), &sb.path("restored"));
 
     // A folder that held something, written into with --force, keeps its own
@@ -134,15 +137,7 @@ fn a_restore_gives_back_the_root_owners_times_links_holes_and_every_name() {
     write(&other.join("keep.txt"), b"mine");
     fs::set_permissions(&other, fs::Permissions::from_mode(0o755)).expect("chmod");
     let before = fs::metadata(&other).expect("stat");
-    let r = sb.offsite(&[
-        "restore",
-        "--job",
-        "db",
-        "--force",
-        "--to",
-        other.to_str().expect("utf8"),
-    ]);
-    assert_eq!(r.code, 0, "{r:?}");
+    force_into(&other);
     let after = fs::metadata(&other).expect("stat");
     assert_eq!(after.mode() & 0o7777, 0o755);
     assert_eq!(after.uid(), before.uid());
