@@ -869,7 +869,12 @@ impl FileOps for FtpFiles<'_> {
         ))
     }
 
+    /// The file is made the owner's only first (`SITE CHMOD 600`, which
+    /// pyftpdlib, pure-ftpd and ProFTPD take), so it never lies under its
+    /// name readable by others; a server without SITE CHMOD keeps its umask.
     fn rename_new(&mut self, from: &str, to: &str) -> Result<()> {
+        let abs = self.conn.abs(from);
+        let _ = self.conn.ftp.site(format!("CHMOD 600 {abs}"));
         Inner::rename_into_place(self.conn, from, to)
     }
 

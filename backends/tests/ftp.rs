@@ -360,3 +360,62 @@ async fn an_interrupted_upload_leaves_a_leftover_that_delete_removes() {
             .is_empty()
     );
 }
+
+/// What lands on the server is the owner's only (SITE CHMOD 600 before the
+/// move into place), on each server the suite runs: a put, a multipart
+/// upload, and a whole file where the server does not resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_on_the_server_are_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let servers = [
+        (options("PYFTPD", FtpTls::Explicit), var("PYFTPD_ROOT")),
+        (options("PUREFTPD", FtpTls::None), var("PUREFTPD_ROOT")),
+        (
+            proftpd(FtpTls::None, false),
+            proftpd_env()["PROFTPD_ROOT"].clone(),
+        ),
+    ];
+    for (opts, root) in servers {
+        let b = FtpBackend::new("ftp", opts);
+        let prefix = common::unique("modes");
+        let small = format!("{prefix}/manifest.json");
+        b.put(&small, bytes::Bytes::from_static(b"{}"))
+            .await
+            .expect("put");
+        let big = format!("{prefix}/vol-000000");
+        let data = offsite_backends::conformance::pattern(70_000, 9);
+        if b.capabilities().multipart {
+            let id = b.create_upload(&big, 65_536).await.expect("create");
+            let mut receipts = Vec::new();
+            for (i, chunk) in data.chunks(65_536).enumerate() {
+                let part = offsite_backends::Part {
+                    index: i as u32,
+                    offset: (i * 65_536) as u64,
+                    body: bytes::Bytes::copy_from_slice(chunk),
+                };
+                receipts.push(b.put_part(&big, &id, part).await.expect("part"));
+            }
+            b.complete_upload(&big, &id, &receipts)
+                .await
+                .expect("complete");
+        } else {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let staged = dir.path().join("staged");
+            std::fs::write(&staged, &data).expect("write");
+            b.put_file(
+                &big,
+                offsite_backends::FileBody::new(&staged, data.len() as u64),
+            )
+            .await
+            .expect("put_file");
+        }
+        for key in [&small, &big] {
+            let path = PathBuf::from(&root).join(key);
+            let mode = std::fs::metadata(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", path.display());
+        }
+    }
+}
