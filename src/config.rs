@@ -25,7 +25,7 @@ use crate::destinations::{Destination, DestinationKind, Target};
 use crate::error::{Error, Result};
 use crate::format::crypt::{self, Encryption};
 use crate::retention::{Origins, Policy};
-use crate::schedule::{Cron, JobSchedule};
+use crate::schedule::cron::{Cron, JobSchedule};
 
 /// The annotated example `offsite init` writes.
 pub const EXAMPLE: &str = include_str!("../fixtures/offsite.example.toml");

@@ -33,7 +33,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::retention::Policy;
-use crate::schedule::JobSchedule;
+use crate::schedule::cron::JobSchedule;
 
 /// Who the policy is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,7 +258,7 @@ pub fn abort_rule(destination: &str, prefix: &str, days: u32) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::Cron;
+    use crate::schedule::cron::Cron;
 
     fn policy() -> Policy {
         Policy {

@@ -18,11 +18,11 @@ use crate::config::{Config, Job};
 use crate::destinations::Target;
 use crate::error::{Error, Result};
 use crate::format::manifest::{BackupKind, Manifest};
+use crate::outcome::{Status, combine, worst};
 use crate::progress::Progress;
 use crate::remote::prune::{self, PruneReport};
+use crate::schedule::status::{self, BackupRun, DestinationStatus, LastRun};
 use crate::staging::{JobLock, JobStaging};
-use crate::status::Status;
-use crate::status::{self, BackupRun, DestinationStatus, LastRun};
 use crate::stop::Stop;
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,30 +86,9 @@ impl RunReport {
     }
 }
 
-/// The overall status of several destinations' reports.
-pub fn combine(reports: &[DestinationReport]) -> Status {
-    let ok = reports.iter().filter(|r| r.status == Status::Ok).count();
-    if ok == reports.len() {
-        Status::Ok
-    } else if reports.iter().any(|r| r.status == Status::Interrupted) {
-        Status::Interrupted
-    } else if ok > 0 {
-        Status::Partial
-    } else {
-        Status::Failed
-    }
-}
-
-/// The worst of several statuses: failed, interrupted, partial, then ok.
-pub fn worst(statuses: impl IntoIterator<Item = Status>) -> Status {
-    statuses
-        .into_iter()
-        .fold(Status::Ok, |acc, s| match (acc, s) {
-            (Status::Failed, _) | (_, Status::Failed) => Status::Failed,
-            (Status::Interrupted, _) | (_, Status::Interrupted) => Status::Interrupted,
-            (Status::Partial, _) | (_, Status::Partial) => Status::Partial,
-            _ => Status::Ok,
-        })
+/// Each destination's status, in order.
+fn statuses_of(reports: &[DestinationReport]) -> Vec<Status> {
+    reports.iter().map(|r| r.status).collect()
 }
 
 fn stats_of(m: &Manifest) -> StagedStats {
@@ -216,7 +195,7 @@ pub async fn backup(
     if upload {
         report.destinations =
             upload::upload_backup(&staged.dir, &staged.manifest, &targets, progress, stop).await;
-        report.status = combine(&report.destinations);
+        report.status = combine(&statuses_of(&report.destinations));
         if report.status == Status::Ok {
             // The backup is on every destination: bookkeeping failures from here on
             // are reported, never turned into a failed backup.
@@ -243,7 +222,7 @@ async fn prune_after_success(
     targets: &[Target],
     progress: &dyn Progress,
 ) -> Vec<PruneReport> {
-    let now = time::OffsetDateTime::now_utc();
+    let now = jiff::Timestamp::now();
     let mut out = Vec::new();
     for t in targets {
         // A put-only destination is pruned from another host, with other credentials.
@@ -258,7 +237,7 @@ async fn prune_after_success(
         }
     }
     if !out.is_empty()
-        && let Err(e) = prune::record(config, job, &out)
+        && let Err(e) = record_prune(config, job, &out)
     {
         progress.note(&format!("could not record the prune in status: {e}"));
     }
@@ -323,7 +302,7 @@ async fn upload_staged(
         .iter()
         .all(|t| journal::is_complete(&dir, &t.config.name));
     let destinations = upload::upload_backup(&dir, &manifest, targets, progress, stop).await;
-    let status = combine(&destinations);
+    let status = combine(&statuses_of(&destinations));
     let mut report = RunReport {
         job: job.name.clone(),
         host: config.host_id.clone(),
@@ -396,7 +375,7 @@ fn record_status(
     s.job = job.name.clone();
     s.host = Some(report.host.clone());
     let now = status::now_rfc3339();
-    let word = status::status_word(report.status).to_string();
+    let word = report.status.word().to_string();
     // The last full and incremental are the last that succeeded: a failed
     // run is `last_run`, and never hides the backup there is.
     if report.status == Status::Ok
@@ -434,7 +413,7 @@ fn record_status(
             .destinations
             .entry(d.name.clone())
             .or_insert_with(DestinationStatus::default);
-        entry.status = status::status_word(d.status).to_string();
+        entry.status = d.status.word().to_string();
         entry.backup = report.backup.clone();
         entry.finished_at = now.clone();
         entry.error = d.error.clone();
@@ -451,4 +430,67 @@ fn record_status(
         }
     }
     status::write(&staging.job_dir, &s)
+}
+
+/// What `prune` did for one job: a report per destination with a policy,
+/// and a line for each destination without one.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobPrune {
+    pub reports: Vec<PruneReport>,
+    pub skipped: Vec<String>,
+    /// What went wrong around the prune (its status could not be recorded).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// Prunes every destination of `job` (or only `destination`), holding the
+/// job's lock unless it is a dry run.
+pub async fn prune_job(
+    config: &Config,
+    job: &Job,
+    destination: Option<&str>,
+    now: jiff::Timestamp,
+    dry_run: bool,
+) -> Result<JobPrune> {
+    let targets = config.job_targets(job, destination)?;
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(JobLock::acquire(
+            &JobStaging::new(config, &job.name),
+            &job.name,
+        )?)
+    };
+    let mut out = JobPrune::default();
+    for t in &targets {
+        match prune::prune_destination(job, t, &config.host_id, now, dry_run).await {
+            Some(r) => out.reports.push(r),
+            None => out.skipped.push(format!(
+                "job {} on {}: no retention policy, nothing pruned",
+                job.name, t.config.name
+            )),
+        }
+    }
+    if !dry_run
+        && !out.reports.is_empty()
+        && let Err(e) = record_prune(config, job, &out.reports)
+    {
+        out.notes
+            .push(format!("could not record the prune in status: {e}"));
+    }
+    Ok(out)
+}
+
+/// Records how a prune went in the job's status, which `status --check`
+/// reads: a prune failing every night fills the destination unseen otherwise.
+pub fn record_prune(config: &Config, job: &Job, reports: &[PruneReport]) -> Result<()> {
+    let errors = reports
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.destination)))
+        .collect();
+    status::record_prune(
+        &JobStaging::new(config, &job.name).job_dir,
+        &job.name,
+        errors,
+    )
 }

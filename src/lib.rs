@@ -17,23 +17,22 @@
 //! [`progress::Progress`] and returns reports the command line renders.
 
 pub mod error;
+pub mod outcome;
 pub mod progress;
 pub mod stop;
 
 pub mod format;
 pub mod retention;
-pub mod schedule;
 
 pub mod config;
 pub mod destinations;
 pub mod iam;
 pub mod staging;
-pub mod status;
 
 pub mod backup;
 pub mod remote;
 
-pub mod daemon;
 pub mod job;
+pub mod schedule;
 
 pub use error::{Error, Result};

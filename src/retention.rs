@@ -24,8 +24,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
-use time::OffsetDateTime;
 
 use crate::format::manifest::BackupKind;
 
@@ -35,7 +36,7 @@ pub struct BackupInfo {
     pub id: String,
     pub kind: BackupKind,
     pub parent: Option<String>,
-    pub created_at: OffsetDateTime,
+    pub created_at: Timestamp,
     /// The source check found the source degenerate (see the manifest's `degenerate`).
     pub degenerate: bool,
 }
@@ -98,12 +99,23 @@ pub struct Decision {
 }
 
 /// The UTC time a backup id starts with (`20261122T021500Z-full`), if any.
-pub fn time_of_id(id: &str) -> Option<OffsetDateTime> {
-    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+pub fn time_of_id(id: &str) -> Option<Timestamp> {
     let stamp = id.get(..16)?;
-    time::PrimitiveDateTime::parse(stamp, &fmt)
+    jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp)
+        .ok()?
+        .to_zoned(TimeZone::UTC)
         .ok()
-        .map(|t| t.assume_utc())
+        .map(|z| z.timestamp())
+}
+
+/// How long after `earlier` `later` is (negative when it is before).
+pub fn elapsed(later: Timestamp, earlier: Timestamp) -> SignedDuration {
+    later.duration_since(earlier)
+}
+
+/// `d` as a signed duration (a policy's durations always fit).
+fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
 fn human_duration(d: Duration) -> String {
@@ -122,7 +134,7 @@ pub fn apply(
     backups: &[BackupInfo],
     incomplete: &[String],
     policy: &Policy,
-    now: OffsetDateTime,
+    now: Timestamp,
 ) -> Vec<Decision> {
     let mut sorted: Vec<&BackupInfo> = backups.iter().collect();
     // Newest first; ties broken by id so the result never depends on input order.
@@ -165,28 +177,24 @@ pub fn apply(
             keep(&b.id, format!("one of the last {n}"), &mut reasons);
         }
     }
-    type BucketFn = fn(OffsetDateTime) -> String;
+    type BucketFn = fn(Timestamp) -> String;
     let buckets: [(Option<u32>, &str, BucketFn); 5] = [
         (policy.keep_hourly, "hourly", |t| {
-            format!(
-                "{}-{:02}-{:02} {:02}h",
-                t.year(),
-                t.month() as u8,
-                t.day(),
-                t.hour()
-            )
+            t.strftime("%Y-%m-%d %Hh").to_string()
         }),
         (policy.keep_daily, "daily", |t| {
-            format!("{}-{:02}-{:02}", t.year(), t.month() as u8, t.day())
+            t.strftime("%Y-%m-%d").to_string()
         }),
         (policy.keep_weekly, "weekly", |t| {
-            let (y, w, _) = t.to_iso_week_date();
-            format!("{y}-W{w:02}")
+            let w = t.to_zoned(TimeZone::UTC).date().iso_week_date();
+            format!("{}-W{:02}", w.year(), w.week())
         }),
         (policy.keep_monthly, "monthly", |t| {
-            format!("{}-{:02}", t.year(), t.month() as u8)
+            t.strftime("%Y-%m").to_string()
         }),
-        (policy.keep_yearly, "yearly", |t| t.year().to_string()),
+        (policy.keep_yearly, "yearly", |t| {
+            t.strftime("%Y").to_string()
+        }),
     ];
     for (count, name, bucket) in buckets {
         let Some(n) = count else { continue };
@@ -203,7 +211,7 @@ pub fn apply(
     }
     if let (Some(within), Some(newest)) = (policy.keep_within, sorted.first()) {
         for b in &sorted {
-            if newest.created_at - b.created_at <= within {
+            if elapsed(newest.created_at, b.created_at) <= signed(within) {
                 keep(
                     &b.id,
                     format!("within {} of the newest backup", human_duration(within)),
@@ -214,7 +222,7 @@ pub fn apply(
     }
     if let Some(min_age) = policy.min_age {
         for b in &sorted {
-            if now - b.created_at < min_age {
+            if elapsed(now, b.created_at) < signed(min_age) {
                 keep(
                     &b.id,
                     format!("younger than min_age {}", human_duration(min_age)),
@@ -280,7 +288,7 @@ pub fn apply(
                 Action::Keep,
                 "incomplete, and its age cannot be read from its name".to_string(),
             ),
-            Some(t) if now - t > policy.incomplete_grace => (
+            Some(t) if elapsed(now, t) > signed(policy.incomplete_grace) => (
                 Action::Delete,
                 format!(
                     "incomplete (no manifest) for more than {}",
@@ -351,13 +359,24 @@ pub fn keep_needed_across_origins(decisions: &mut [Decision], all: &[BackupInfo]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
+
+    /// A UTC time written `2026-11-01 02:15` or `2026-11-01 02:15:00`.
+    fn utc(text: &str) -> Timestamp {
+        let text = if text.len() == 16 {
+            format!("{text}:00")
+        } else {
+            text.to_string()
+        };
+        format!("{}Z", text.replace(' ', "T"))
+            .parse()
+            .expect("a valid test time")
+    }
 
     #[test]
     fn a_chain_that_crosses_origins_keeps_its_parents() {
         // Host B's kept incremental i2 builds on i1 (B's) and f0, made before
         // backups recorded their host, which this host's policy judged alone.
-        let t = datetime!(2026-11-01 00:00 UTC);
+        let t = utc("2026-11-01 00:00");
         let all = vec![
             full("f0", t),
             incr("i1", "f0", t + DAY),
@@ -397,7 +416,7 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(86_400);
 
-    fn full(id: &str, t: OffsetDateTime) -> BackupInfo {
+    fn full(id: &str, t: Timestamp) -> BackupInfo {
         BackupInfo {
             id: id.into(),
             kind: BackupKind::Full,
@@ -407,7 +426,7 @@ mod tests {
         }
     }
 
-    fn incr(id: &str, parent: &str, t: OffsetDateTime) -> BackupInfo {
+    fn incr(id: &str, parent: &str, t: Timestamp) -> BackupInfo {
         BackupInfo {
             id: id.into(),
             kind: BackupKind::Incr,
@@ -427,7 +446,7 @@ mod tests {
             keep_last: Some(1),
             ..Policy::default()
         };
-        let d = apply(&history, &[], &policy, datetime!(2026-11-10 00:00 UTC));
+        let d = apply(&history, &[], &policy, utc("2026-11-10 00:00"));
         assert_eq!(kept(&d), vec!["d02", "d04"], "{d:?}");
     }
 
@@ -444,7 +463,7 @@ mod tests {
     fn daily_history(days: i64) -> Vec<BackupInfo> {
         (0..days)
             .map(|d| {
-                let t = datetime!(2026-11-01 02:15 UTC) + time::Duration::days(d);
+                let t = utc("2026-11-01 02:15") + SignedDuration::from_hours(24 * d);
                 full(&format!("d{d:02}"), t)
             })
             .collect()
@@ -458,10 +477,10 @@ mod tests {
         let mut previous = String::new();
         for d in 0..70 {
             // 2026-09-14 is a Monday; the last day, 2026-11-22, a Sunday.
-            let t = datetime!(2026-09-14 02:00 UTC) + time::Duration::days(d);
-            let date = t.date();
+            let t = utc("2026-09-14 02:00") + SignedDuration::from_hours(24 * d);
+            let date = t.to_zoned(TimeZone::UTC).date();
             let id = format!("{date}");
-            if t.weekday() == time::Weekday::Sunday || previous.is_empty() {
+            if date.weekday() == jiff::civil::Weekday::Sunday || previous.is_empty() {
                 history.push(full(&id, t));
             } else {
                 history.push(incr(&id, &previous, t));
@@ -473,7 +492,7 @@ mod tests {
             keep_weekly: Some(4),
             ..Policy::default()
         };
-        let d = apply(&history, &[], &policy, datetime!(2026-11-22 12:00 UTC));
+        let d = apply(&history, &[], &policy, utc("2026-11-22 12:00"));
         assert_eq!(
             kept(&d),
             vec![
@@ -494,7 +513,7 @@ mod tests {
     /// (name, policy, ids kept) over 30 daily fulls, d00 (Nov 1) .. d29 (Nov 30).
     #[test]
     fn keep_rules_over_a_month_of_dailies() {
-        let now = datetime!(2026-12-01 00:00 UTC);
+        let now = utc("2026-12-01 00:00");
         let cases: Vec<(&str, Policy, Vec<&str>)> = vec![
             (
                 "no rule keeps everything",
@@ -575,8 +594,8 @@ mod tests {
     #[test]
     fn ordering_uses_created_at_not_names() {
         // Names sort the other way round from time: WAL-G's bug deleted the newest.
-        let a = full("zzz-oldest", datetime!(2026-01-01 00:00 UTC));
-        let b = full("aaa-newest", datetime!(2026-06-01 00:00 UTC));
+        let a = full("zzz-oldest", utc("2026-01-01 00:00"));
+        let b = full("aaa-newest", utc("2026-06-01 00:00"));
         let d = apply(
             &[a, b],
             &[],
@@ -584,19 +603,19 @@ mod tests {
                 keep_last: Some(1),
                 ..Default::default()
             },
-            datetime!(2026-07-01 00:00 UTC),
+            utc("2026-07-01 00:00"),
         );
         assert_eq!(kept(&d), vec!["aaa-newest"]);
     }
 
     #[test]
     fn a_kept_incremental_keeps_its_whole_chain() {
-        let t = datetime!(2026-11-01 00:00 UTC);
+        let t = utc("2026-11-01 00:00");
         let h = vec![
             full("f1", t),
-            incr("i1", "f1", t + time::Duration::hours(6)),
-            incr("i2", "i1", t + time::Duration::hours(12)),
-            full("f0", t - time::Duration::days(7)),
+            incr("i1", "f1", t + SignedDuration::from_hours(6)),
+            incr("i2", "i1", t + SignedDuration::from_hours(12)),
+            full("f0", t - SignedDuration::from_hours(24 * 7)),
         ];
         let d = apply(
             &h,
@@ -605,7 +624,7 @@ mod tests {
                 keep_last: Some(1),
                 ..Default::default()
             },
-            t + time::Duration::days(1),
+            t + SignedDuration::from_hours(24 * 1),
         );
         assert_eq!(kept(&d), vec!["f1", "i1", "i2"]);
         let f1 = d.iter().find(|x| x.id == "f1").expect("f1");
@@ -621,7 +640,7 @@ mod tests {
 
     #[test]
     fn incomplete_backups_wait_for_the_grace_period() {
-        let now = datetime!(2026-11-22 12:00 UTC);
+        let now = utc("2026-11-22 12:00");
         let policy = Policy {
             keep_last: Some(1),
             incomplete_grace: DAY,
@@ -644,7 +663,7 @@ mod tests {
     fn ids_carry_their_time() {
         assert_eq!(
             time_of_id("20261122T021500Z-incr"),
-            Some(datetime!(2026-11-22 02:15:00 UTC))
+            Some(utc("2026-11-22 02:15:00"))
         );
         assert_eq!(time_of_id("2026"), None);
     }
@@ -674,12 +693,12 @@ mod tests {
     fn invariants_hold_over_random_histories() {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         for case in 0..2000 {
-            let start = datetime!(2025-01-01 00:00 UTC);
+            let start = utc("2025-01-01 00:00");
             let n = rng.below(40) as usize;
             let mut history: Vec<BackupInfo> = Vec::new();
             let mut t = start;
             for i in 0..n {
-                t += time::Duration::minutes(rng.below(3 * 24 * 60) as i64);
+                t += SignedDuration::from_mins(rng.below(3 * 24 * 60) as i64);
                 let id = format!("b{i:03}");
                 let fresh_full = rng.below(3) == 0;
                 match history.last().map(|b| b.id.clone()) {
@@ -702,7 +721,7 @@ mod tests {
                 incomplete_grace: DAY,
                 origins: Origins::Own,
             };
-            let now = t + time::Duration::hours(rng.below(100) as i64);
+            let now = t + SignedDuration::from_hours(rng.below(100) as i64);
             let d = apply(&history, &[], &policy, now);
             assert_eq!(
                 d.len(),
@@ -740,7 +759,7 @@ mod tests {
                     );
                 }
                 if let Some(min) = policy.min_age
-                    && now - b.created_at < min
+                    && elapsed(now, b.created_at) < signed(min)
                 {
                     assert_eq!(
                         act[b.id.as_str()],

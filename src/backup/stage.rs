@@ -18,6 +18,7 @@
 //! - `pre` hooks run before the copy; `post` hooks run after every attempt,
 //!   with or without `pre` hooks, whatever failed.
 
+use jiff::Timestamp;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
@@ -52,17 +53,17 @@ const READ_BUF: usize = 1 << 20;
 /// A backup's id: its UTC start time to the second, its kind, and the host
 /// that made it (`20261201T021500Z-full-db1`), so two hosts running the same
 /// job in the same second never share a key.
-fn new_backup_id(kind: BackupKind, now: time::OffsetDateTime, host: &str) -> String {
-    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    let stamp = now
-        .format(&fmt)
-        .unwrap_or_else(|_| "00000000T000000Z".into());
-    format!("{stamp}-{}-{host}", kind.as_str())
+fn new_backup_id(kind: BackupKind, now: Timestamp, host: &str) -> String {
+    format!(
+        "{}-{}-{host}",
+        now.strftime("%Y%m%dT%H%M%SZ"),
+        kind.as_str()
+    )
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    t.format(&fmt).unwrap_or_default()
+/// `t` in RFC 3339, UTC, to the second: `2026-11-22T02:15:00Z`.
+fn rfc3339(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// A backup written into staging.
@@ -140,7 +141,7 @@ pub fn stage(
     };
 
     let started = Instant::now();
-    let mut now = time::OffsetDateTime::now_utc();
+    let mut now = Timestamp::now();
     let mut id = new_backup_id(kind, now, &config.host_id);
     // Two backups in the same second would share an id (and the second would
     // overwrite the first on every destination): ids only ever grow, so wait
@@ -151,7 +152,7 @@ pub fn stage(
         || last.as_deref().is_some_and(|l| stamp(&id) <= stamp(l))
     {
         std::thread::sleep(std::time::Duration::from_millis(100));
-        now = time::OffsetDateTime::now_utc();
+        now = Timestamp::now();
         id = new_backup_id(kind, now, &config.host_id);
     }
     staging.set_last_id(&id)?;
@@ -277,7 +278,7 @@ fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
 /// The identity of the backup being staged.
 struct NewBackup<'a> {
     id: &'a str,
-    created: time::OffsetDateTime,
+    created: Timestamp,
     /// The host writing it (`host_id`).
     host: &'a str,
     /// The backup an incremental builds on.
@@ -1434,7 +1435,7 @@ mod tests {
 
     #[test]
     fn backup_ids_are_utc_seconds_and_kind() {
-        let t = time::macros::datetime!(2026-11-22 02:15:00 UTC);
+        let t: Timestamp = "2026-11-22T02:15:00Z".parse().expect("time");
         assert_eq!(
             new_backup_id(BackupKind::Full, t, "db1"),
             "20261122T021500Z-full-db1"

@@ -29,8 +29,8 @@ use crate::destinations::Target;
 use crate::error::{Error, Result};
 use crate::format::digest::Hasher;
 use crate::format::manifest::{MANIFEST_NAME, Manifest, Volume};
+use crate::outcome::Status;
 use crate::progress::Progress;
-use crate::status::Status;
 use crate::stop::Stop;
 
 /// What happened on one destination.

@@ -31,12 +31,12 @@ use offsite::error::Error;
 use offsite::format::crypt::Identities;
 use offsite::format::manifest::BackupKind;
 use offsite::job::{self, BackupOutcome, RunReport};
+use offsite::outcome::Status;
 use offsite::remote::catalog::{self, Listing};
 use offsite::remote::prune::{self, PruneReport};
 use offsite::remote::restore;
 use offsite::retention::Action;
 use offsite::staging::{self, JobStaging};
-use offsite::status::Status;
 use offsite::stop::Stop;
 use offsite_backends::units::human_bytes;
 use serde_json::{Value, json};
@@ -599,7 +599,7 @@ async fn backup(
             }
         }
     }
-    let status = job::worst(outcomes.iter().map(BackupOutcome::status));
+    let status = offsite::outcome::worst(outcomes.iter().map(BackupOutcome::status));
     if out.json {
         let doc = if outcomes.len() == 1 {
             serde_json::to_value(&outcomes[0])
@@ -638,7 +638,7 @@ async fn upload(
         }
         reports.extend(job::upload(cfg, j, progress.as_ref(), &stop).await?);
     }
-    let status = job::worst(reports.iter().map(|r| r.status));
+    let status = offsite::outcome::worst(reports.iter().map(|r| r.status));
     if out.json {
         out.doc(&json!({"status": status, "runs": reports}));
     } else {
@@ -1203,13 +1203,13 @@ async fn prune_cmd(
 ) -> Result<i32, Error> {
     let now = match now {
         Some(t) => prune::parse_now(t)?,
-        None => time::OffsetDateTime::now_utc(),
+        None => jiff::Timestamp::now(),
     };
     let mut reports = Vec::new();
     let mut skipped = Vec::new();
     let mut notes = Vec::new();
     for j in cfg.select_jobs(job)? {
-        let mut p = prune::prune_job(cfg, j, destination, now, dry_run).await?;
+        let mut p = job::prune_job(cfg, j, destination, now, dry_run).await?;
         reports.append(&mut p.reports);
         skipped.append(&mut p.skipped);
         notes.append(&mut p.notes);

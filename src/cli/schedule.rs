@@ -4,12 +4,12 @@
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use offsite::config::{Config, Job};
-use offsite::daemon::{self, Event, RunLog};
 use offsite::error::Error;
-use offsite::schedule::{JobSchedule, Task};
+use offsite::outcome::Status;
+use offsite::schedule::cron::{JobSchedule, Task};
+use offsite::schedule::daemon::{self, Event, RunLog};
+use offsite::schedule::status::{self, BackupRun};
 use offsite::staging::{self, JobStaging};
-use offsite::status::Status;
-use offsite::status::{self, BackupRun};
 use offsite_backends::units::human_bytes;
 use serde_json::json;
 
@@ -259,8 +259,6 @@ pub fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>, check: bool) -> Re
     let mut problems = Vec::new();
     let daemon_pid = daemon::running_daemon(&cfg.staging.dir);
     let now = Timestamp::now();
-    let now_t = time::OffsetDateTime::from_unix_timestamp(now.as_second())
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let mut worst = "ok";
     for j in cfg.select_jobs(job)? {
         let staging = JobStaging::new(cfg, &j.name);
@@ -268,7 +266,7 @@ pub fn status_cmd(out: &Out, cfg: &Config, job: Option<&str>, check: bool) -> Re
         let staged = staging.staged_backups()?;
         let next = j.schedule.as_ref().map(|sch| next_runs(sch, now));
         let max_age = j.max_age_at(now);
-        let found = status::health(&j.name, &j.destinations, &s, max_age, now_t);
+        let found = status::health(&j.name, &j.destinations, &s, max_age, now);
         let job_status = job_health_word(&found);
         worst = worse(worst, job_status);
         if !out.json {

@@ -398,9 +398,7 @@ pub fn keygen(path: &Path) -> Result<String> {
                 Error::io(format!("cannot create {}", path.display()), e)
             }
         })?;
-    let created = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let created = jiff::Timestamp::now();
     let text = format!(
         "# created: {created} by offsite keygen\n# public key: {public}\n{}\n",
         id.to_string().expose_secret()

@@ -7,11 +7,11 @@
 //! The caller holds the job's lock, so a prune never runs while a backup or a
 //! restore of the job runs on this host.
 
+use jiff::Timestamp;
 use offsite_backends::list_all;
 use serde::Serialize;
-use time::OffsetDateTime;
 
-use crate::config::{Config, Job};
+use crate::config::Job;
 use crate::error::{Error, Result};
 use crate::remote::catalog;
 use std::collections::BTreeMap;
@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use crate::destinations::Target;
 use crate::format::manifest::host_of_id;
 use crate::retention::{self, Action, BackupInfo, Decision, Origins};
-use crate::staging::{JobLock, JobStaging};
 use offsite_backends::ErrorKind;
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,8 +62,8 @@ pub struct Locked {
 }
 
 fn rfc3339(t: std::time::SystemTime) -> String {
-    OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
+    Timestamp::try_from(t)
+        .map(|t| t.to_string())
         .unwrap_or_default()
 }
 
@@ -141,79 +140,16 @@ fn origin_of(id: &str, recorded: Option<&str>) -> Option<String> {
 }
 
 /// Parses `--now` (RFC 3339, e.g. `2026-12-01T00:00:00Z`).
-pub fn parse_now(text: &str) -> Result<OffsetDateTime> {
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|e| {
+pub fn parse_now(text: &str) -> Result<Timestamp> {
+    text.parse::<Timestamp>().map_err(|e| {
         Error::Usage(format!(
             "--now {text:?}: {e}; write an RFC 3339 time like 2026-12-01T02:00:00Z"
         ))
     })
 }
 
-fn created_at(text: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
-}
-
-/// What `prune` did for one job: a report per destination with a policy,
-/// and a line for each destination without one.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct JobPrune {
-    pub reports: Vec<PruneReport>,
-    pub skipped: Vec<String>,
-    /// What went wrong around the prune (its status could not be recorded).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-}
-
-/// Prunes every destination of `job` (or only `destination`), holding the
-/// job's lock unless it is a dry run.
-pub async fn prune_job(
-    config: &Config,
-    job: &Job,
-    destination: Option<&str>,
-    now: OffsetDateTime,
-    dry_run: bool,
-) -> Result<JobPrune> {
-    let targets = config.job_targets(job, destination)?;
-    let _lock = if dry_run {
-        None
-    } else {
-        Some(JobLock::acquire(
-            &JobStaging::new(config, &job.name),
-            &job.name,
-        )?)
-    };
-    let mut out = JobPrune::default();
-    for t in &targets {
-        match prune_destination(job, t, &config.host_id, now, dry_run).await {
-            Some(r) => out.reports.push(r),
-            None => out.skipped.push(format!(
-                "job {} on {}: no retention policy, nothing pruned",
-                job.name, t.config.name
-            )),
-        }
-    }
-    if !dry_run
-        && !out.reports.is_empty()
-        && let Err(e) = record(config, job, &out.reports)
-    {
-        out.notes
-            .push(format!("could not record the prune in status: {e}"));
-    }
-    Ok(out)
-}
-
-/// Records how a prune went in the job's status, which `status --check`
-/// reads: a prune failing every night fills the destination unseen otherwise.
-pub fn record(config: &Config, job: &Job, reports: &[PruneReport]) -> Result<()> {
-    let errors = reports
-        .iter()
-        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.destination)))
-        .collect();
-    crate::status::record_prune(
-        &JobStaging::new(config, &job.name).job_dir,
-        &job.name,
-        errors,
-    )
+fn created_at(text: &str) -> Option<Timestamp> {
+    text.parse::<Timestamp>().ok()
 }
 
 /// Applies the job's policy (or the destination's override) to `target`.
@@ -222,7 +158,7 @@ pub async fn prune_destination(
     job: &Job,
     target: &Target,
     host_id: &str,
-    now: OffsetDateTime,
+    now: Timestamp,
     dry_run: bool,
 ) -> Option<PruneReport> {
     let policy = job.retention_for(&target.config)?.clone();

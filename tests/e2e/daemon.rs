@@ -126,8 +126,8 @@ fn a_seconds_schedule_runs_twice_within_ten_seconds_and_sigterm_stops_it() {
     assert!(job["status"]["last_full"]["backup"].is_string(), "{job:#}");
 }
 
-fn rfc3339(text: &str) -> time::OffsetDateTime {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+fn rfc3339(text: &str) -> jiff::Timestamp {
+    text.parse::<jiff::Timestamp>()
         .unwrap_or_else(|e| panic!("{text:?} is not RFC 3339: {e}"))
 }
 
@@ -141,10 +141,7 @@ fn missed_run_config(sb: &Sandbox, catch_up: bool) {
         NAS,
     );
     // The daemon last handled the schedule two days ago: at least one 03:00 was missed.
-    let then = time::OffsetDateTime::now_utc() - time::Duration::days(2);
-    let then = then
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("format");
+    let then = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48);
     write(
         &sb.path("staging/db/schedule.json"),
         format!("{{\"handled\": {{\"full\": \"{then}\"}}}}").as_bytes(),

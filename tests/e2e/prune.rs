@@ -63,9 +63,7 @@ fn prune_dry_run_with_now_previews_and_deletes_nothing() {
     }
     assert_eq!(backups_on(&sb, "nas"), 2, "min_age keeps both for now");
 
-    let later = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("format");
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(30 * 24)).to_string();
     let dry = sb.offsite(&["--json", "prune", "--dry-run", "--now", &later]);
     assert_eq!(dry.code, 0, "{dry:?}");
     let p = &dry.json()["prunes"][0];
@@ -121,11 +119,9 @@ fn incomplete_leftovers_are_removed_after_the_grace_period() {
         &sb.path("dest/db/20200101T000000Z-full/vol-000000.tar.zst"),
         b"old leftover",
     );
-    let fresh = time::OffsetDateTime::now_utc()
-        .format(time::macros::format_description!(
-            "[year][month][day]T[hour][minute][second]Z-full"
-        ))
-        .expect("format");
+    let fresh = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ-full")
+        .to_string();
     write(
         &sb.path("dest/db").join(&fresh).join("vol-000000.tar.zst"),
         b"an upload in progress",

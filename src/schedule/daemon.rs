@@ -1,7 +1,7 @@
 //! `offsite daemon`: runs each job's schedules in the foreground.
 //!
 //! One daemon per staging folder (`staging/.daemon.lock`, holding its pid).
-//! Each scheduled job has its own loop: it asks [`schedule::plan`] what is
+//! Each scheduled job has its own loop: it asks [`cron::plan`] what is
 //! due, runs it (a backup, then a prune), records what it handled in
 //! `staging/<job>/schedule.json` (atomically, with the next runs), and
 //! sleeps until the next slot. It wakes at least once a minute, so a clock
@@ -28,11 +28,11 @@ use crate::config::{Config, Job};
 use crate::error::{Error, Result};
 use crate::format::manifest::BackupKind;
 use crate::job::BackupOutcome;
+use crate::job::JobPrune;
+use crate::outcome::Status;
 use crate::progress::Silent;
-use crate::remote::prune::{self, JobPrune};
-use crate::schedule::{self, Due, Handled, JobSchedule, Task};
+use crate::schedule::cron::{self, Due, Handled, JobSchedule, Task};
 use crate::staging::{JobStaging, lock_with_pid, read_json_state, write_json_state};
-use crate::status::Status;
 use crate::stop::Stop;
 
 pub const LOCK_NAME: &str = ".daemon.lock";
@@ -196,7 +196,7 @@ async fn job_loop(
             return;
         }
         let now = Timestamp::now();
-        let plan = schedule::plan(sched, &state.handled, now);
+        let plan = cron::plan(sched, &state.handled, now);
         for d in &plan.skipped {
             state.handled.insert(d.task, now);
             let reason = if plan.run.iter().any(|r| r.task == Task::Full) {
@@ -253,7 +253,7 @@ async fn job_loop(
         if interrupted {
             return;
         }
-        let wake = schedule::next_wake(sched, &state.handled, after);
+        let wake = cron::next_wake(sched, &state.handled, after);
         if said_wake != Some(wake) {
             log(Event::Waiting {
                 job: job.name.clone(),
@@ -313,8 +313,8 @@ async fn run_task(config: &Config, job: &Job, due: &Due, stop: &Stop) -> RunLog 
             }
         }
         Task::Prune => {
-            let now = time::OffsetDateTime::now_utc();
-            match prune::prune_job(config, job, None, now, false).await {
+            let now = Timestamp::now();
+            match crate::job::prune_job(config, job, None, now, false).await {
                 Ok(p) => {
                     if p.reports.iter().any(|r| r.error.is_some()) {
                         line.status = Status::Failed;

@@ -20,17 +20,6 @@ use crate::error::Result;
 
 pub const STATUS_NAME: &str = "status.json";
 
-/// How a run, or one destination of it, ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Ok,
-    Partial,
-    /// Stopped on request; resumes on the next `upload` or `backup`.
-    Interrupted,
-    Failed,
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobStatus {
     pub job: String,
@@ -132,20 +121,10 @@ pub fn status_path(job_dir: &Path) -> PathBuf {
     job_dir.join(STATUS_NAME)
 }
 
-pub fn status_word(s: Status) -> &'static str {
-    match s {
-        Status::Ok => "ok",
-        Status::Partial => "partial",
-        Status::Interrupted => "interrupted",
-        Status::Failed => "failed",
-    }
-}
-
 pub fn now_rfc3339() -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::now_utc()
-        .format(&fmt)
-        .unwrap_or_default()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// The job's status, or an empty one if it never ran.
@@ -171,8 +150,8 @@ pub struct Problem {
     pub why: String,
 }
 
-fn parse_time(t: &str) -> Option<time::OffsetDateTime> {
-    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+fn parse_time(t: &str) -> Option<jiff::Timestamp> {
+    t.parse().ok()
 }
 
 fn age_text(d: std::time::Duration) -> String {
@@ -195,7 +174,7 @@ pub fn health(
     destinations: &[String],
     s: &JobStatus,
     max_age: Option<std::time::Duration>,
-    now: time::OffsetDateTime,
+    now: jiff::Timestamp,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
     let job_problem = |status: &str, why: String| Problem {
@@ -252,8 +231,9 @@ pub fn health(
                         .as_deref()
                         .and_then(crate::retention::time_of_id)
                         .map_or(uploaded, |made| made.min(uploaded));
-                    let age = (now - t).unsigned_abs();
-                    (now - t > max_age).then(|| {
+                    let elapsed = crate::retention::elapsed(now, t);
+                    let age = elapsed.unsigned_abs();
+                    (elapsed.is_positive() && age > max_age).then(|| {
                         (
                             "stale".to_string(),
                             format!(
@@ -282,7 +262,6 @@ pub fn health(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::datetime;
 
     fn ok_to(dests: &[(&str, &str)]) -> JobStatus {
         let mut s = JobStatus {
@@ -311,7 +290,7 @@ mod tests {
 
     #[test]
     fn health_names_each_failed_run_and_each_stale_destination() {
-        let now = datetime!(2026-12-02 12:00 UTC);
+        let now: jiff::Timestamp = "2026-12-02T12:00:00Z".parse().expect("time");
         let day = std::time::Duration::from_secs(86_400);
         let dests = vec!["nas".to_string(), "s3".to_string()];
         type Row<'a> = (
