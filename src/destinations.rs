@@ -119,7 +119,9 @@ fn bare_backend(d: &Destination) -> Arc<dyn Backend> {
     }
 }
 
-/// [`backend_for`], with `retries` instead of the destination's own.
+/// [`backend_for`], with `retries` instead of the destination's own:
+/// `Checked(Retrying(Throttled(backend)))`, so a refused call or a bad key
+/// is never retried and every error names the destination and the key.
 pub fn backend_with_retries(d: &Destination, retries: u32) -> Arc<dyn Backend> {
     let raw = bare_backend(d);
     let paced: Arc<dyn Backend> = match d.bwlimit {
@@ -130,5 +132,6 @@ pub fn backend_with_retries(d: &Destination, retries: u32) -> Arc<dyn Backend> {
         attempts: retries + 1,
         ..RetryPolicy::default()
     };
-    Arc::new(Retrying::new(paced, policy))
+    let retried = Arc::new(Retrying::new(paced, policy));
+    Arc::new(offsite_backends::Checked::new(retried))
 }

@@ -35,8 +35,9 @@
 //!   and deleting it.
 //! - **`put_only`**: with a create/write-only SAS (`sp=cw`, Azure's analogue
 //!   of S3's put-only policy) the backup calls only Put Block and Put Block
-//!   List; every read, list or delete is refused here before any request, and
-//!   `probe` makes none.
+//!   List; the capabilities then rule out every read, list or delete, which
+//!   [`crate::Checked`] refuses before any request with this backend's
+//!   `refusal`, and `probe` makes none.
 //!
 //! Secrets (the account key, the SAS token) are read from their environment
 //! variables when the client is first built. They never appear in errors,
@@ -81,8 +82,8 @@ use tokio::sync::OnceCell;
 
 use crate::error::causes;
 use crate::{
-    Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
-    Readiness, Result, Secret, UploadId, validate_key,
+    Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Operation, Part,
+    PartReceipt, Readiness, Result, Secret, UploadId,
 };
 
 /// Where a secret comes from.
@@ -340,29 +341,6 @@ impl AzureBackend {
 
     fn tier_for_volumes(&self) -> Option<AccessTier> {
         self.options.access_tier.as_deref().map(tier_from)
-    }
-
-    /// Refuses a call a put-only destination must never make.
-    fn allowed(&self, call: Call, key: Option<&str>) -> Result<()> {
-        if !self.options.put_only {
-            return Ok(());
-        }
-        let mut e = Error::new(
-            ErrorKind::PermissionDenied,
-            format!(
-                "{} is not made on a put_only destination (its SAS may only create and write blobs in container {:?})",
-                call.name(),
-                self.options.container
-            ),
-        )
-        .with_destination(&self.name)
-        .with_hint(
-            "run list, verify, restore and prune from a host whose destination has put_only = false and a key or SAS with read, list and delete permissions (sp=rld at least)",
-        );
-        if let Some(k) = key {
-            e = e.with_key(k);
-        }
-        Err(e)
     }
 
     fn err(
@@ -733,6 +711,28 @@ impl Backend for AzureBackend {
         }
     }
 
+    /// Only `put_only` rules calls out: the request `op` would have made,
+    /// and the permissions that may make it.
+    fn refusal(&self, op: Operation) -> Error {
+        let call = match op {
+            Operation::Get => Call::GetBlob,
+            Operation::PrepareRead | Operation::RetainedUntil => Call::GetBlobProperties,
+            Operation::List => Call::ListBlobs,
+            Operation::Delete | Operation::AbortUpload => Call::DeleteBlob,
+        };
+        Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{} is not made on a put_only destination (its SAS may only create and write blobs in container {:?})",
+                call.name(),
+                self.options.container
+            ),
+        )
+        .with_hint(
+            "run list, verify, restore and prune from a host whose destination has put_only = false and a key or SAS with read, list and delete permissions (sp=rld at least)",
+        )
+    }
+
     async fn probe(&self) -> Result<()> {
         // Building the client reads the secret: a missing variable shows now.
         let client = self.client().await?;
@@ -756,7 +756,6 @@ impl Backend for AzureBackend {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
-        validate_key(key).map_err(|e| e.with_destination(&self.name))?;
         let nonce = new_nonce();
         let id = block_id(&nonce, 0)?;
         self.stage(key, &id, body).await?;
@@ -765,8 +764,7 @@ impl Backend for AzureBackend {
             .await
     }
 
-    async fn create_upload(&self, key: &str, _part_size: u64) -> Result<UploadId> {
-        validate_key(key).map_err(|e| e.with_destination(&self.name))?;
+    async fn create_upload(&self, _key: &str, _part_size: u64) -> Result<UploadId> {
         Ok(UploadId(new_nonce()))
     }
 
@@ -808,8 +806,6 @@ impl Backend for AzureBackend {
     }
 
     async fn abort_upload(&self, key: &str, _upload: &UploadId) -> Result<()> {
-        self.allowed(Call::DeleteBlob, Some(key))?;
-        validate_key(key).map_err(|e| e.with_destination(&self.name))?;
         // Committing an empty list discards every uncommitted block; only
         // where no blob exists, so a finished object is never touched.
         match self.commit(key, Vec::new(), None, true).await {
@@ -824,8 +820,6 @@ impl Backend for AzureBackend {
     /// Get Blob Properties; for an Archive blob not being rehydrated yet,
     /// Set Blob Tier Hot with the configured priority.
     async fn prepare_read(&self, key: &str) -> Result<Readiness> {
-        validate_key(key).map_err(|e| e.with_destination(&self.name))?;
-        self.allowed(Call::GetBlobProperties, Some(key))?;
         let client = self.client().await?;
         let blob = self.blob(client, Call::GetBlobProperties, key)?;
         let props = blob
@@ -875,8 +869,6 @@ impl Backend for AzureBackend {
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
-        self.allowed(Call::GetBlob, Some(key))?;
-        validate_key(key).map_err(|e| e.with_destination(&self.name))?;
         if let Some(r) = &range
             && r.start >= r.end
         {
@@ -913,7 +905,6 @@ impl Backend for AzureBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<ListStream> {
-        self.allowed(Call::ListBlobs, None)?;
         let client = self.client().await?;
         let options = BlobContainerClientListBlobsOptions {
             prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
@@ -941,8 +932,6 @@ impl Backend for AzureBackend {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.allowed(Call::DeleteBlob, Some(key))?;
-        validate_key(key).map_err(|e| e.with_destination(&self.name))?;
         let client = self.client().await?;
         let options = BlobClientDeleteOptions {
             delete_snapshots: Some(DeleteSnapshotsOptionType::Include),
@@ -1058,6 +1047,44 @@ mod tests {
             azure_core::http::Method::Get,
         );
         assert!(string_to_sign("acct", &r, 0).starts_with("GET\n\n\n\n"));
+    }
+
+    /// Refused by [`crate::Checked`] before any request (there is no
+    /// server here), each naming the request and the permissions to use.
+    #[tokio::test]
+    async fn a_put_only_destination_refuses_reads_lists_and_deletes() {
+        let options = AzureOptions {
+            account: "acct".into(),
+            container: "c".into(),
+            endpoint: None,
+            credential: AzureCredential::Sas(SecretSource::Value(Secret::new("sp=cw"))),
+            access_tier: None,
+            rehydrate_priority: "Standard".into(),
+            put_only: true,
+            timeout: Duration::from_secs(60),
+        };
+        let b = crate::Checked::new(Arc::new(AzureBackend::new("blob", options)));
+        let err = b.list("db/").await.err().expect("list refused");
+        assert_eq!(
+            err.to_string(),
+            "destination \"blob\": List Blobs is not made on a put_only destination (its SAS may only create and write blobs in container \"c\"); run list, verify, restore and prune from a host whose destination has put_only = false and a key or SAS with read, list and delete permissions (sp=rld at least)"
+        );
+        let key = "db/j/1/vol-000000.tar.zst";
+        let refused = [
+            ("Get Blob", b.get(key, None).await.err()),
+            ("Get Blob Properties", b.prepare_read(key).await.err()),
+            ("Delete Blob", b.delete(key).await.err()),
+            (
+                "Delete Blob",
+                b.abort_upload(key, &UploadId("u".into())).await.err(),
+            ),
+        ];
+        for (call, err) in refused {
+            let err = err.expect(call);
+            assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+            let start = format!("destination \"blob\": {key}: {call} is not made on a put_only");
+            assert!(err.to_string().starts_with(&start), "{err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! offsite_backends::conformance_tests!(|t| my_fixture(t).await; parts, out_of_order);
 //! ```
 //!
+//! Each behaviour uses its clients wrapped in [`Checked`], as the
+//! application stacks every backend, so key checks, refusals and the
+//! destination and key in errors are demanded of the stack, not repeated in
+//! each backend.
+//!
 //! The behaviours every backend has are always registered; the others come
 //! in groups named after what the backend declares in its [`Capabilities`]:
 //! `parts` (multipart uploads), `out_of_order` (parts in any order) and
@@ -26,8 +31,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::{
-    Backend, Capabilities, ErrorKind, FileBody, Part, PartReceipt, Readiness, UploadId, get_bytes,
-    list_all,
+    Backend, Capabilities, Checked, ErrorKind, FileBody, Part, PartReceipt, Readiness, UploadId,
+    get_bytes, list_all,
 };
 
 /// A destination under test.
@@ -39,6 +44,12 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// A new client, wrapped in [`Checked`] as the application wraps every
+    /// backend: the suite tests what the pipeline sees.
+    pub fn client(&self) -> Arc<dyn Backend> {
+        Arc::new(Checked::new((self.connect)()))
+    }
+
     fn key(&self, name: &str) -> String {
         format!("{}/{name}", self.prefix)
     }
@@ -153,7 +164,7 @@ fn parts_of(len: usize, part_size: usize) -> usize {
 
 /// put, get, list and delete of one small object.
 pub async fn put_get_list_delete(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     let key = f.key("small.bin");
     let data = pattern(1000, 1);
     b.put(&key, Bytes::from(data.clone())).await.expect("put");
@@ -176,7 +187,7 @@ pub async fn put_get_list_delete(f: &Fixture) {
 /// keeps its bytes (uploads: `completing_onto_an_object_is_refused`,
 /// `put_file_onto_an_object_is_refused`).
 pub async fn writes_never_overwrite(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     let key = f.key("once");
     b.put(&key, Bytes::from_static(b"first version"))
         .await
@@ -200,7 +211,7 @@ pub async fn writes_never_overwrite(f: &Fixture) {
 /// Completing an upload onto a key that exists fails with `AlreadyExists`
 /// and leaves the object there as it was.
 pub async fn completing_onto_an_object_is_refused(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     let caps = b.capabilities();
     assert!(caps.multipart, "registered for backends with parts");
     let key = f.key("once");
@@ -226,7 +237,7 @@ pub async fn completing_onto_an_object_is_refused(f: &Fixture) {
 /// `put_file` onto a key that exists fails with `AlreadyExists` and
 /// leaves the object there as it was.
 pub async fn put_file_onto_an_object_is_refused(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     let caps = b.capabilities();
     assert!(!caps.multipart, "registered for backends without parts");
     let key = f.key("once");
@@ -251,7 +262,7 @@ pub async fn put_file_onto_an_object_is_refused(f: &Fixture) {
 /// (the upload is gone) or `AlreadyExists` (the key is taken), which the
 /// caller resolves by finding the object there its own.
 pub async fn completing_twice_changes_nothing(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     let caps = b.capabilities();
     assert!(caps.multipart, "registered for backends with parts");
     let ps = part_size_for(&caps);
@@ -266,7 +277,7 @@ pub async fn completing_twice_changes_nothing(f: &Fixture) {
         .await
         .expect("complete");
     // Another process, from the journal: the same id and receipts.
-    let again = (f.connect)();
+    let again = f.client();
     match again.complete_upload(&key, &id, &receipts).await {
         Ok(()) => {}
         Err(e) => assert!(
@@ -294,7 +305,7 @@ async fn assert_no_leftovers(b: &dyn Backend, f: &Fixture) {
 
 /// Empty objects exist and read back empty.
 pub async fn zero_length(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     let key = f.key("empty");
     b.put(&key, Bytes::new()).await.expect("put empty");
     assert!(get_bytes(b.as_ref(), &key).await.expect("get").is_empty());
@@ -306,7 +317,7 @@ pub async fn zero_length(f: &Fixture) {
 /// A multi-part upload in order, with a short last part; on a backend
 /// without multipart, the same object stored from a file with `put_file`.
 pub async fn large_multipart(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     let ps = part_size_for(&b.capabilities());
     let data = pattern(ps * 3 + ps / 3, 2);
     let key = f.key("large.bin");
@@ -316,7 +327,7 @@ pub async fn large_multipart(f: &Fixture) {
 
 /// A backend with multipart uploads refuses `put_file`: volumes go in parts.
 pub async fn multipart_refuses_put_file(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     assert!(
         b.capabilities().multipart,
         "registered for backends with parts"
@@ -336,7 +347,7 @@ pub async fn multipart_refuses_put_file(f: &Fixture) {
 /// that: it stores a file whole, refuses a file whose size is not the one
 /// given (a staged file that changed), and the multipart calls are refused.
 pub async fn put_file_stores_whole_files(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     assert!(
         !b.capabilities().multipart,
         "registered for backends without parts"
@@ -371,7 +382,7 @@ pub async fn put_file_stores_whole_files(f: &Fixture) {
 
 /// Parts sent out of order (where the backend allows it) assemble in index order.
 pub async fn multipart_out_of_order(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     let caps = b.capabilities();
     assert!(
         caps.multipart && caps.parts_out_of_order,
@@ -395,13 +406,13 @@ pub async fn multipart_out_of_order(f: &Fixture) {
 /// What one client stored whole, a new one (another process) lists and
 /// reads: without parts, the unit of resume is the object.
 pub async fn resume_whole_objects(f: &Fixture) {
-    let caps = (f.connect)().capabilities();
+    let caps = f.client().capabilities();
     assert!(!caps.multipart, "registered for backends without parts");
     let ps = part_size_for(&caps);
     let data = pattern(ps * 3, 4);
     let key = f.key("resumed.bin");
-    store_large((f.connect)().as_ref(), &key, &data, ps).await;
-    let b = (f.connect)();
+    store_large(f.client().as_ref(), &key, &data, ps).await;
+    let b = f.client();
     let listed = list_all(b.as_ref(), &format!("{}/", f.prefix))
         .await
         .expect("list");
@@ -412,13 +423,13 @@ pub async fn resume_whole_objects(f: &Fixture) {
 /// An upload started by one client (then dropped, as if the process died) is
 /// finished by another from the journaled id and receipts alone.
 pub async fn resume_after_drop(f: &Fixture) {
-    let caps = (f.connect)().capabilities();
+    let caps = f.client().capabilities();
     assert!(caps.multipart, "registered for backends with parts");
     let ps = part_size_for(&caps);
     let data = pattern(ps * 3, 4);
     let key = f.key("resumed.bin");
     let (id, first) = {
-        let b = (f.connect)();
+        let b = f.client();
         let id = b
             .create_upload(&key, ps as u64)
             .await
@@ -428,7 +439,7 @@ pub async fn resume_after_drop(f: &Fixture) {
     };
     // The id and receipts survive as plain data, as in the journal.
     let id: UploadId = serde_json::from_str(&serde_json::to_string(&id).expect("ser")).expect("de");
-    let b = (f.connect)();
+    let b = f.client();
     let listed = list_all(b.as_ref(), &format!("{}/", f.prefix))
         .await
         .expect("list");
@@ -445,7 +456,7 @@ pub async fn resume_after_drop(f: &Fixture) {
 
 /// After abort the upload is gone: completing it is NotFound and nothing is listed.
 pub async fn abort_discards(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     assert!(
         b.capabilities().multipart,
         "registered for backends with parts"
@@ -475,7 +486,7 @@ pub async fn abort_discards(f: &Fixture) {
 
 /// Listing a prefix with nothing under it yields nothing, not an error.
 pub async fn list_missing_prefix(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     let listed = list_all(b.as_ref(), &f.key("nothing/here/"))
         .await
         .expect("list");
@@ -484,7 +495,7 @@ pub async fn list_missing_prefix(f: &Fixture) {
 
 /// Listing is by key prefix, recursive, and only under the prefix.
 pub async fn list_is_recursive_and_bounded(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     // Different bodies: a server may name objects by their content (moto's Glacier does).
     for k in ["a/1", "a/b/2", "ab/3", "c/4"] {
         b.put(&f.key(k), Bytes::from(k.as_bytes().to_vec()))
@@ -502,7 +513,7 @@ pub async fn list_is_recursive_and_bounded(f: &Fixture) {
 
 /// Deleting a key that does not exist succeeds.
 pub async fn delete_missing_key(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     b.delete(&f.key("never-written"))
         .await
         .expect("delete of a missing key");
@@ -510,7 +521,7 @@ pub async fn delete_missing_key(f: &Fixture) {
 
 /// Reading a key that does not exist is NotFound and names the key.
 pub async fn get_missing_key(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     let key = f.key("absent");
     let err = get_bytes(b.as_ref(), &key)
         .await
@@ -522,7 +533,7 @@ pub async fn get_missing_key(f: &Fixture) {
 
 /// A byte range reads exactly those bytes.
 pub async fn ranged_get(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     let key = f.key("ranged");
     let data = pattern(10_000, 6);
     b.put(&key, Bytes::from(data.clone())).await.expect("put");
@@ -538,7 +549,7 @@ pub async fn ranged_get(f: &Fixture) {
 
 /// Names with spaces and non-ASCII characters round-trip and list as written.
 pub async fn names_with_spaces_and_unicode(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     let key = f.key("dir with space/Ünïcødé 名前 #1.tar.zst");
     b.put(&key, Bytes::from_static(b"data")).await.expect("put");
     assert_eq!(get_bytes(b.as_ref(), &key).await.expect("get"), b"data");
@@ -556,7 +567,7 @@ pub async fn names_with_spaces_and_unicode(f: &Fixture) {
 
 /// Keys that could escape the destination's root are refused before any I/O.
 pub async fn escaping_keys_are_refused(f: &Fixture) {
-    let b = (f.connect)();
+    let b = f.client();
     for bad in ["../escape", "/abs", "a/../../b"] {
         let err = b.put(bad, Bytes::from_static(b"x")).await.expect_err(bad);
         assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{bad}: {err}");
@@ -565,7 +576,7 @@ pub async fn escaping_keys_are_refused(f: &Fixture) {
 
 /// The destination answers its read-only probe.
 pub async fn probe_succeeds(f: &Fixture) {
-    (f.connect)().probe().await.expect("probe");
+    f.client().probe().await.expect("probe");
 }
 
 /// A write the destination does not allow (credentials without the right,
@@ -579,6 +590,7 @@ pub async fn probe_succeeds(f: &Fixture) {
 /// client the way its server allows (a read-only key, SAS or FTP user, a
 /// folder owned by another user) and calls this.
 pub async fn writes_without_permission_are_denied(f: &Fixture, denied: Arc<dyn Backend>) {
+    let denied = Checked::new(denied);
     let key = f.key("denied.bin");
     let err = denied
         .put(&key, Bytes::from_static(b"not allowed"))
@@ -612,7 +624,7 @@ pub async fn writes_without_permission_are_denied(f: &Fixture, denied: Arc<dyn B
         assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
         assert!(!refused.is_temporary(), "{refused}");
     }
-    let b = (f.connect)();
+    let b = f.client();
     let listed = list_all(b.as_ref(), &format!("{}/", f.prefix))
         .await
         .expect("list");
@@ -623,7 +635,7 @@ pub async fn writes_without_permission_are_denied(f: &Fixture, denied: Arc<dyn B
 /// The capability groups a backend's test file declares are the ones its
 /// [`Capabilities`] say, so every behaviour it has is tested.
 pub async fn declared_capabilities(f: &Fixture, declared: &[&str]) {
-    let caps = (f.connect)().capabilities();
+    let caps = f.client().capabilities();
     let has = |group: &str| declared.contains(&group);
     assert_eq!(has("parts"), caps.multipart, "parts: {caps:?}");
     assert_eq!(has("whole"), !caps.multipart, "whole: {caps:?}");

@@ -68,6 +68,7 @@ pub struct Error {
     after_lost_answer: bool,
 }
 
+/// The result of every [`crate::Backend`] call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -111,16 +112,19 @@ impl Error {
         e
     }
 
+    /// The same error, marked as one a retry can cure.
     pub fn temporary(mut self) -> Self {
         self.temporary = true;
         self
     }
 
+    /// The same error, marked as one a retry cannot cure.
     pub fn permanent(mut self) -> Self {
         self.temporary = false;
         self
     }
 
+    /// Names the destination, replacing any name set before.
     pub fn with_destination(mut self, destination: impl Into<String>) -> Self {
         self.destination = Some(destination.into());
         self
@@ -134,21 +138,33 @@ impl Error {
         self
     }
 
+    /// Names the key, replacing any key set before.
     pub fn with_key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
     }
 
+    /// Names the key only where none is set yet; an empty `key` names none.
+    pub fn or_key(mut self, key: &str) -> Self {
+        if self.key.is_none() && !key.is_empty() {
+            self.key = Some(key.to_string());
+        }
+        self
+    }
+
+    /// Adds what the operator should do next, shown after the message.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 
+    /// Keeps the error that caused this one; `Display` shows it after the message.
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
     }
 
+    /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
@@ -158,18 +174,22 @@ impl Error {
         self.temporary
     }
 
+    /// The destination's name, when the error names one.
     pub fn destination(&self) -> Option<&str> {
         self.destination.as_deref()
     }
 
+    /// The key concerned, when the error names one.
     pub fn key(&self) -> Option<&str> {
         self.key.as_deref()
     }
 
+    /// The message alone, without the context, source or hint.
     pub fn message(&self) -> &str {
         &self.message
     }
 
+    /// What the operator should do next, when the error says.
     pub fn hint(&self) -> Option<&str> {
         self.hint.as_deref()
     }

@@ -46,14 +46,8 @@ where
     let out = tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::new(ErrorKind::Unexpected, format!("worker failed: {e}")));
-    out.and_then(|r| r).map_err(|e| {
-        let e = e.or_destination(destination);
-        if e.key().is_none() && !key.is_empty() {
-            e.with_key(key)
-        } else {
-            e
-        }
-    })
+    out.and_then(|r| r)
+        .map_err(|e| e.or_destination(destination).or_key(key))
 }
 
 /// Idle network connections kept for reuse (blocking clients: SFTP, FTP).

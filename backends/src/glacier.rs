@@ -66,7 +66,7 @@ use crate::error::causes;
 use crate::treehash::TreeHasher;
 use crate::{
     Backend, ByteStream, Capabilities, Error, ErrorKind, FileBody, ListStream, Part, PartReceipt,
-    Readiness, Result, UploadId, validate_key,
+    Readiness, Result, UploadId,
 };
 
 /// The largest archive one UploadArchive takes.
@@ -1017,7 +1017,6 @@ impl Backend for GlacierBackend {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
-        validate_key(key)?;
         self.refuse_taken(key).await?;
         let what = Described::Object {
             key: key.to_string(),
@@ -1028,7 +1027,6 @@ impl Backend for GlacierBackend {
     }
 
     async fn put_file(&self, key: &str, file: FileBody) -> Result<()> {
-        validate_key(key)?;
         self.refuse_taken(key).await?;
         if file.size > MAX_ARCHIVE {
             return Err(self
@@ -1189,7 +1187,6 @@ impl Backend for GlacierBackend {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        validate_key(key)?;
         let all = self
             .read_catalog()
             .await?

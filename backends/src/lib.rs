@@ -8,16 +8,21 @@
 //! process, the way object_store's `MultipartStore` does.
 //!
 //! Wrappers compose around any backend: [`Throttled`] enforces a bandwidth
-//! limit, [`Retrying`] retries temporary errors with backoff. Retrying lives
-//! only there, never inside a backend.
+//! limit, [`Retrying`] retries temporary errors with backoff, and
+//! [`Checked`], outermost, validates keys, refuses the calls a backend's
+//! capabilities rule out and names the destination and key in every error.
+//! Retrying lives only in [`Retrying`], never inside a backend; the
+//! application stacks them as `Checked(Retrying(Throttled(backend)))`.
 //!
 //! Keys are relative, `/`-separated strings (`db/orders/20261122T021500Z-full/manifest.json`);
-//! a backend refuses keys with empty, `.` or `..` components.
+//! [`Checked`] refuses keys with empty, `.` or `..` components, and the
+//! file-tree backends check them again where a key becomes a path.
 
 #[cfg(any(feature = "s3", feature = "glacier"))]
 pub mod aws;
 #[cfg(feature = "azure")]
 pub mod azure;
+mod checked;
 pub mod conformance;
 mod error;
 mod files;
@@ -52,6 +57,7 @@ use bytes::Bytes;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 
+pub use checked::Checked;
 pub use error::{Error, ErrorKind, Result};
 pub use retry::{RetryPolicy, Retrying};
 pub use secret::Secret;
@@ -77,19 +83,72 @@ pub struct Capabilities {
     pub offset_resume: bool,
     /// Completion is an atomic rename: nobody sees a half-written object.
     pub atomic_rename: bool,
+    /// `list` is allowed (false on a put-only destination).
     pub list: bool,
+    /// `delete` and `abort_upload` are allowed (false on a put-only destination).
     pub delete: bool,
+    /// `get` and `prepare_read` are allowed (false on a put-only destination).
     pub read: bool,
     /// Objects must be restored (rehydrated) before they can be read.
     pub cold_storage: bool,
     /// Smallest part except the last.
     pub min_part_size: u64,
+    /// Largest part.
     pub max_part_size: u64,
+    /// Most parts in one upload.
     pub max_parts: u32,
+    /// Largest object, when the store has a limit.
     pub max_object_size: Option<u64>,
     /// Objects are locked (S3 Object Lock) for this long when written: they
     /// cannot be deleted or replaced before; see [`Backend::extend_retention`].
     pub retention: Option<Duration>,
+}
+
+impl Capabilities {
+    /// Whether a destination with these capabilities may make `op`; when
+    /// not, [`Checked`] answers [`Backend::refusal`] without calling the
+    /// backend.
+    pub fn allows(&self, op: Operation) -> bool {
+        match op {
+            Operation::Get | Operation::PrepareRead => self.read,
+            Operation::List => self.list,
+            Operation::Delete | Operation::AbortUpload => self.delete,
+            // Without locks there is nothing to read: the answer is `None`.
+            Operation::RetainedUntil => self.read || self.retention.is_none(),
+        }
+    }
+}
+
+/// A [`Backend`] call that [`Capabilities`] can rule out (see
+/// [`Capabilities::allows`]); every other call is always allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// [`Backend::get`]: needs `read`.
+    Get,
+    /// [`Backend::prepare_read`]: needs `read`.
+    PrepareRead,
+    /// [`Backend::list`]: needs `list`.
+    List,
+    /// [`Backend::delete`]: needs `delete`.
+    Delete,
+    /// [`Backend::abort_upload`]: dropping an upload's parts is a delete.
+    AbortUpload,
+    /// [`Backend::retained_until`]: reading a lock is a read, where objects are locked.
+    RetainedUntil,
+}
+
+impl Operation {
+    /// The trait method's name, as a message shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Get => "get",
+            Operation::PrepareRead => "prepare_read",
+            Operation::List => "list",
+            Operation::Delete => "delete",
+            Operation::AbortUpload => "abort_upload",
+            Operation::RetainedUntil => "retained_until",
+        }
+    }
 }
 
 /// One object found by [`Backend::list`].
@@ -97,6 +156,7 @@ pub struct Capabilities {
 pub struct ObjectMeta {
     /// The full key, including the listed prefix.
     pub key: String,
+    /// Its size in bytes.
     pub size: u64,
 }
 
@@ -117,8 +177,11 @@ pub struct UploadId(pub String);
 /// its bytes. Every part but the last has the same size.
 #[derive(Debug, Clone)]
 pub struct Part {
+    /// Its index in the upload, from 0.
     pub index: u32,
+    /// Where its bytes start in the object.
     pub offset: u64,
+    /// Its bytes.
     pub body: Bytes,
 }
 
@@ -126,8 +189,11 @@ pub struct Part {
 /// hash); the caller journals it and passes it back to `complete_upload`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartReceipt {
+    /// The part's index, from 0.
     pub index: u32,
+    /// Where the part's bytes start in the object.
     pub offset: u64,
+    /// The part's size in bytes.
     pub size: u64,
     /// The server's receipt for the part, as the backend needs it at completion.
     pub tag: String,
@@ -139,12 +205,15 @@ pub struct PartReceipt {
 /// memory; [`Throttled`] attaches its rate limiter here.
 #[derive(Debug, Clone)]
 pub struct FileBody {
+    /// Where the staged file is.
     pub path: PathBuf,
+    /// Its size as staged: reading another size is an error.
     pub size: u64,
     pace: Option<Arc<RateLimiter>>,
 }
 
 impl FileBody {
+    /// The staged file at `path`, `size` bytes long, read at full speed.
     pub fn new(path: impl Into<PathBuf>, size: u64) -> FileBody {
         FileBody {
             path: path.into(),
@@ -230,6 +299,7 @@ fn stream_file(body: FileBody, block: usize) -> ByteStream {
 /// Whether an object can be read now; see [`Backend::prepare_read`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
+    /// `get` can read the object now.
     Ready,
     /// A retrieval from cold storage is under way; read again later.
     Pending {
@@ -261,13 +331,33 @@ pub enum Readiness {
 /// - `list` of a missing prefix yields nothing, not an error; it never yields
 ///   unfinished uploads.
 /// - `get` of a missing key fails with [`ErrorKind::NotFound`].
-/// - Every error names the destination and the key.
+///
+/// # What [`Checked`] adds
+///
+/// A backend is used behind [`Checked`], which checks every key with
+/// [`validate_key`], answers [`Backend::refusal`] for a call the
+/// capabilities rule out ([`Capabilities::allows`]) before the backend sees
+/// it, and names the destination and the key in every error that does not
+/// name them yet. A backend need not repeat any of it.
 #[async_trait]
 pub trait Backend: Send + Sync + Debug {
     /// The destination's name, as the configuration calls it.
     fn name(&self) -> &str;
 
+    /// What this destination can do; building it makes no request.
     fn capabilities(&self) -> Capabilities;
+
+    /// The error for `op`, which this destination's capabilities rule out
+    /// (called only then, by [`Checked`], which adds the destination and
+    /// the key). A backend says here which request it would have made and
+    /// what to do instead (S3 and Azure on a put-only destination);
+    /// wrappers pass it through. The default says the destination cannot.
+    fn refusal(&self, op: Operation) -> Error {
+        Error::new(
+            ErrorKind::Unsupported,
+            format!("{} is not possible on this destination", op.name()),
+        )
+    }
 
     /// Reaches the destination with the read-only calls a backup depends on
     /// (the folder exists, the credentials are accepted) without writing.
@@ -280,6 +370,8 @@ pub trait Backend: Send + Sync + Debug {
     /// (the last may be shorter).
     async fn create_upload(&self, key: &str, part_size: u64) -> Result<UploadId>;
 
+    /// Stores one part of `upload` and returns its receipt, which the
+    /// caller journals for `complete_upload`.
     async fn put_part(&self, key: &str, upload: &UploadId, part: Part) -> Result<PartReceipt>;
 
     /// Makes the object visible under `key`, made of exactly `parts` in index order.
@@ -328,6 +420,7 @@ pub trait Backend: Send + Sync + Debug {
     /// Every object whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> Result<ListStream>;
 
+    /// Removes `key`; a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
     /// The hidden files unfinished uploads and puts left under `prefix`: a

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    Backend, ByteStream, Capabilities, ErrorKind, FileBody, ListStream, Part, PartReceipt,
-    Readiness, Result, UploadId,
+    Backend, ByteStream, Capabilities, Error, ErrorKind, FileBody, ListStream, Operation, Part,
+    PartReceipt, Readiness, Result, UploadId,
 };
 
 /// How often and how patiently to retry.
@@ -21,7 +21,9 @@ use crate::{
 pub struct RetryPolicy {
     /// Total attempts, the first included.
     pub attempts: u32,
+    /// The delay before the second attempt; it doubles for each one after.
     pub initial_delay: Duration,
+    /// The longest delay between two attempts.
     pub max_delay: Duration,
 }
 
@@ -107,6 +109,7 @@ pub struct Retrying {
 }
 
 impl Retrying {
+    /// `inner`, its calls retried as `policy` says.
     pub fn new(inner: Arc<dyn Backend>, policy: RetryPolicy) -> Self {
         Retrying { inner, policy }
     }
@@ -120,6 +123,10 @@ impl Backend for Retrying {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+
+    fn refusal(&self, op: Operation) -> Error {
+        self.inner.refusal(op)
     }
 
     async fn probe(&self) -> Result<()> {
@@ -196,7 +203,6 @@ impl Backend for Retrying {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Error, ErrorKind};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn fast() -> RetryPolicy {

@@ -35,9 +35,10 @@
 //!   `abort_upload` → AbortMultipartUpload.
 //! - **`put_only`**: the backup path calls only PutObject,
 //!   CreateMultipartUpload, UploadPart and CompleteMultipartUpload (with
-//!   `object_lock`, also PutObjectRetention after a completion). Every
-//!   other call is refused here, before any request, with a message naming
-//!   the policy it needs; `probe` makes no request at all.
+//!   `object_lock`, also PutObjectRetention after a completion). The
+//!   capabilities then rule out reads, lists and deletes, which
+//!   [`crate::Checked`] refuses before any request with this backend's
+//!   `refusal`, naming the policy they need; `probe` makes no request at all.
 //!
 //! Retries are the caller's ([`crate::Retrying`]): the SDK's own are off, so
 //! a part is never sent more often than the journal knows.
@@ -70,8 +71,8 @@ pub use crate::aws::StaticCredentials;
 use crate::aws::{Failure, failure, load_config, no_retries};
 use crate::error::causes;
 use crate::{
-    Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Part, PartReceipt,
-    Readiness, Result, UploadId, validate_key,
+    Backend, ByteStream, Capabilities, Error, ErrorKind, ListStream, ObjectMeta, Operation, Part,
+    PartReceipt, Readiness, Result, UploadId,
 };
 
 /// An S3 destination's settings.
@@ -350,28 +351,6 @@ impl S3Backend {
         Ok(())
     }
 
-    /// Refuses a call a put-only destination must never make.
-    fn allowed(&self, call: &str, key: Option<&str>) -> Result<()> {
-        if !self.options.put_only {
-            return Ok(());
-        }
-        let mut e = Error::new(
-            ErrorKind::PermissionDenied,
-            format!(
-                "{call} is not made on a put_only destination (its credentials may only write to bucket {:?})",
-                self.bucket()
-            ),
-        )
-        .with_destination(&self.name)
-        .with_hint(
-            "run list, verify, restore and prune from a host whose destination has put_only = false and credentials with the restorer or pruner policy (s3:ListBucket, s3:GetObject, s3:DeleteObject)",
-        );
-        if let Some(k) = key {
-            e = e.with_key(k);
-        }
-        Err(e)
-    }
-
     fn err<E>(&self, call: &str, key: Option<&str>, err: SdkError<E, HttpResponse>) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -549,6 +528,28 @@ impl Backend for S3Backend {
         }
     }
 
+    /// Only `put_only` rules calls out: the request `op` would have made,
+    /// and the policy that may make it.
+    fn refusal(&self, op: Operation) -> Error {
+        let call = match op {
+            Operation::Get => "GetObject",
+            Operation::PrepareRead | Operation::RetainedUntil => "HeadObject",
+            Operation::List => "ListObjectsV2",
+            Operation::Delete => "DeleteObject",
+            Operation::AbortUpload => "AbortMultipartUpload",
+        };
+        Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{call} is not made on a put_only destination (its credentials may only write to bucket {:?})",
+                self.bucket()
+            ),
+        )
+        .with_hint(
+            "run list, verify, restore and prune from a host whose destination has put_only = false and credentials with the restorer or pruner policy (s3:ListBucket, s3:GetObject, s3:DeleteObject)",
+        )
+    }
+
     async fn probe(&self) -> Result<()> {
         // A put-only key may not even HeadBucket: nothing to check without writing.
         if self.options.put_only {
@@ -565,7 +566,6 @@ impl Backend for S3Backend {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
-        validate_key(key).map_err(|e| e.with_destination(&self.name))?;
         let sum = crc32c_b64(&body);
         let op = self
             .client()
@@ -594,7 +594,6 @@ impl Backend for S3Backend {
     }
 
     async fn create_upload(&self, key: &str, _part_size: u64) -> Result<UploadId> {
-        validate_key(key).map_err(|e| e.with_destination(&self.name))?;
         let out = self
             .client()
             .await
@@ -733,7 +732,6 @@ impl Backend for S3Backend {
     }
 
     async fn abort_upload(&self, key: &str, upload: &UploadId) -> Result<()> {
-        self.allowed("AbortMultipartUpload", Some(key))?;
         match self
             .client()
             .await
@@ -759,8 +757,6 @@ impl Backend for S3Backend {
     /// HeadObject; for a GLACIER or DEEP_ARCHIVE object not yet retrieved,
     /// RestoreObject with the configured tier and days.
     async fn prepare_read(&self, key: &str) -> Result<Readiness> {
-        validate_key(key)?;
-        self.allowed("HeadObject", Some(key))?;
         let client = self.client().await;
         let head = client
             .head_object()
@@ -821,8 +817,6 @@ impl Backend for S3Backend {
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<ByteStream> {
-        self.allowed("GetObject", Some(key))?;
-        validate_key(key).map_err(|e| e.with_destination(&self.name))?;
         if let Some(r) = &range
             && r.start >= r.end
         {
@@ -865,7 +859,6 @@ impl Backend for S3Backend {
     }
 
     async fn list(&self, prefix: &str) -> Result<ListStream> {
-        self.allowed("ListObjectsV2", None)?;
         let pages = self
             .client()
             .await
@@ -918,7 +911,6 @@ impl Backend for S3Backend {
         if self.options.object_lock.is_none() {
             return Ok(None);
         }
-        self.allowed("HeadObject", Some(key))?;
         match self.lock_of(key, None).await {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             other => other,
@@ -946,8 +938,6 @@ impl Backend for S3Backend {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.allowed("DeleteObject", Some(key))?;
-        validate_key(key).map_err(|e| e.with_destination(&self.name))?;
         if self.options.object_lock.is_some() {
             return self.delete_versions(key).await;
         }
@@ -988,26 +978,25 @@ mod tests {
         assert!(part_number(10_000).is_err());
     }
 
+    fn options(storage_class: Option<&str>, put_only: bool) -> S3Options {
+        S3Options {
+            bucket: "b".into(),
+            region: "us-east-1".into(),
+            endpoint: None,
+            storage_class: storage_class.map(Into::into),
+            put_only,
+            profile: None,
+            credentials: None,
+            restore_tier: "Standard".into(),
+            restore_days: 1,
+            timeout: std::time::Duration::from_secs(60),
+            object_lock: None,
+        }
+    }
+
     #[test]
     fn manifests_stay_in_standard_and_volumes_take_the_class() {
-        let b = |class: &str| {
-            S3Backend::new(
-                "s3",
-                S3Options {
-                    bucket: "b".into(),
-                    region: "us-east-1".into(),
-                    endpoint: None,
-                    storage_class: Some(class.into()),
-                    put_only: false,
-                    profile: None,
-                    credentials: None,
-                    restore_tier: "Standard".into(),
-                    restore_days: 1,
-                    timeout: std::time::Duration::from_secs(60),
-                    object_lock: None,
-                },
-            )
-        };
+        let b = |class: &str| S3Backend::new("s3", options(Some(class), false));
         assert_eq!(b("DEEP_ARCHIVE").class_for_put(), None);
         assert_eq!(b("GLACIER").class_for_put(), None);
         assert_eq!(b("STANDARD_IA").class_for_put(), None);
@@ -1016,6 +1005,39 @@ mod tests {
             Some(StorageClass::Glacier)
         );
         assert!(b("GLACIER").capabilities().cold_storage);
+    }
+
+    /// Refused by [`crate::Checked`] before any request (there is no
+    /// server here), each naming the request and the policy to use instead.
+    #[tokio::test]
+    async fn a_put_only_destination_refuses_reads_lists_and_deletes() {
+        let b = crate::Checked::new(std::sync::Arc::new(S3Backend::new(
+            "s3",
+            options(None, true),
+        )));
+        let err = b.list("db/").await.err().expect("list refused");
+        assert_eq!(
+            err.to_string(),
+            "destination \"s3\": ListObjectsV2 is not made on a put_only destination (its credentials may only write to bucket \"b\"); run list, verify, restore and prune from a host whose destination has put_only = false and credentials with the restorer or pruner policy (s3:ListBucket, s3:GetObject, s3:DeleteObject)"
+        );
+        let key = "db/j/1/vol-000000.tar.zst";
+        let refused = [
+            ("GetObject", b.get(key, None).await.err()),
+            ("HeadObject", b.prepare_read(key).await.err()),
+            ("DeleteObject", b.delete(key).await.err()),
+            (
+                "AbortMultipartUpload",
+                b.abort_upload(key, &UploadId("u".into())).await.err(),
+            ),
+        ];
+        for (call, err) in refused {
+            let err = err.expect(call);
+            assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+            let start = format!("destination \"s3\": {key}: {call} is not made on a put_only");
+            assert!(err.to_string().starts_with(&start), "{err}");
+        }
+        // Without Object Lock there is no lock to read: answered, not refused.
+        assert_eq!(b.retained_until(key).await.expect("no lock"), None);
     }
 
     #[test]

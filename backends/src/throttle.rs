@@ -17,10 +17,11 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::{
-    Backend, ByteStream, Capabilities, FileBody, ListStream, Part, PartReceipt, Readiness, Result,
-    UploadId,
+    Backend, ByteStream, Capabilities, Error, FileBody, ListStream, Operation, Part, PartReceipt,
+    Readiness, Result, UploadId,
 };
 
+/// A byte rate shared by everyone sending to one destination.
 #[derive(Debug)]
 pub struct RateLimiter {
     bytes_per_second: u64,
@@ -28,6 +29,7 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// A limiter of `bytes_per_second` (at least 1).
     pub fn new(bytes_per_second: u64) -> Self {
         RateLimiter {
             bytes_per_second: bytes_per_second.max(1),
@@ -61,6 +63,7 @@ pub struct Throttled {
 }
 
 impl Throttled {
+    /// `inner`, its uploads held to `bytes_per_second`.
     pub fn new(inner: Arc<dyn Backend>, bytes_per_second: u64) -> Self {
         Throttled {
             inner,
@@ -77,6 +80,10 @@ impl Backend for Throttled {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+
+    fn refusal(&self, op: Operation) -> Error {
+        self.inner.refusal(op)
     }
 
     async fn probe(&self) -> Result<()> {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use offsite_backends::azure::{AzureBackend, AzureCredential, AzureOptions, SecretSource};
 use offsite_backends::conformance::{Fixture, pattern};
-use offsite_backends::{Backend, ErrorKind, Part, Readiness, Secret, get_bytes, list_all};
+use offsite_backends::{Backend, Checked, ErrorKind, Part, Readiness, Secret, get_bytes, list_all};
 
 const CONFORMANCE: &str = "offsite-conformance";
 
@@ -108,7 +108,7 @@ mod sas_token {
     }
 }
 
-async fn upload(b: &AzureBackend, key: &str, body: &[u8], part_size: usize) {
+async fn upload(b: &dyn Backend, key: &str, body: &[u8], part_size: usize) {
     let id = b
         .create_upload(key, part_size as u64)
         .await
@@ -135,7 +135,8 @@ async fn a_put_only_sas_uploads_and_nothing_else() {
     ))));
     o.put_only = true;
     o.access_tier = Some("Cool".into());
-    let up = AzureBackend::new("azure", o.clone());
+    // Checked, as the application stacks it: it refuses what put_only rules out.
+    let up = Checked::new(Arc::new(AzureBackend::new("azure", o.clone())));
     let caps = up.capabilities();
     assert!(!caps.list && !caps.read && !caps.delete);
     up.probe().await.expect("a put-only probe makes no call");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use offsite_backends::conformance::{Fixture, pattern};
 use offsite_backends::s3::{S3Backend, S3Options, StaticCredentials};
-use offsite_backends::{Backend, ErrorKind, Part, Readiness, Secret};
+use offsite_backends::{Backend, Checked, ErrorKind, Part, Readiness, Secret};
 
 /// The server's address and the users' keys, from `target/servers/moto.env`.
 fn moto_env() -> HashMap<String, String> {
@@ -165,7 +165,8 @@ async fn new_uploads_use_crc32c_and_an_earlier_sha256_upload_still_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_only_credentials_upload_and_nothing_else() {
-    let up = backend("uploader", true, Some("STANDARD_IA"));
+    // Checked, as the application stacks it: it refuses what put_only rules out.
+    let up = Checked::new(Arc::new(backend("uploader", true, Some("STANDARD_IA"))));
     let key = format!("{}/vol-000000.tar.zst", common::unique("put_only"));
     let caps = up.capabilities();
     assert!(!caps.list && !caps.read && !caps.delete);
@@ -322,7 +323,7 @@ async fn a_glacier_object_is_read_only_after_restore_object() {
         Readiness::Ready
     );
     // A put-only destination refuses before any request.
-    let up = backend("uploader", true, None);
+    let up = Checked::new(Arc::new(backend("uploader", true, None)));
     let err = up.prepare_read(&key).await.expect_err("put_only");
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
 }
