@@ -19,23 +19,22 @@ use crate::{Error, ErrorKind, ObjectMeta, Result};
 const MARK: &str = "offsite:v1:";
 
 /// `t` as the catalog writes times (RFC 3339, whole seconds, UTC), so that
-/// times from the vault and from this host compare as strings.
+/// times from the vault and from this host compare as strings; what is not
+/// a time is kept as it is.
 pub fn normalize_time(t: &str) -> String {
-    use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::parse(t, &Rfc3339)
-        .ok()
-        .and_then(|d| d.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).ok())
-        .and_then(|d| d.format(&Rfc3339).ok())
-        .unwrap_or_else(|| t.to_string())
+    t.parse::<jiff::Timestamp>()
+        .map(format_time)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 /// Now, as the catalog writes times.
 pub fn now() -> String {
-    use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .map(|t| normalize_time(&t))
-        .unwrap_or_default()
+    format_time(jiff::Timestamp::now())
+}
+
+/// `t` in UTC, to the second below (`2026-11-21T06:00:00Z`).
+fn format_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// What an archive holds, as its description says.
