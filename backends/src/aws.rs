@@ -18,7 +18,9 @@ use crate::{Error, ErrorKind, Secret};
 /// Static credentials, for callers that do not use the AWS chain.
 #[derive(Clone)]
 pub struct StaticCredentials {
+    /// The access key id (`AKIA…`), which is not secret.
     pub access_key_id: String,
+    /// The secret access key.
     pub secret_access_key: Secret,
 }
 

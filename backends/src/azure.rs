@@ -9,7 +9,7 @@
 //! on single-shot puts, so neither a resume in a new process nor `Archive`
 //! volumes would work. `azure_storage_blob` does block staging with our own
 //! block ids, access tiers at commit and Set Blob Tier; SAS tokens go in the
-//! URL. It has no shared-key signing built in: [`SharedKeyPolicy`] below
+//! URL. It has no shared-key signing built in: `SharedKeyPolicy` below
 //! signs each try (the Shared Key scheme of the Storage REST API).
 //!
 //! How the trait maps to Azure:
@@ -116,11 +116,14 @@ pub enum AzureCredential {
 /// An Azure destination's settings.
 #[derive(Debug, Clone)]
 pub struct AzureOptions {
+    /// The storage account's name.
     pub account: String,
+    /// The container the blobs go in; offsite never creates it.
     pub container: String,
     /// The blob service endpoint; default `https://<account>.blob.core.windows.net`.
     /// Azurite and sovereign clouds set it (Azurite: `http://127.0.0.1:10000/devstoreaccount1`).
     pub endpoint: Option<String>,
+    /// How requests are authorized: the account key or a SAS token.
     pub credential: AzureCredential,
     /// The access tier of volumes (one of [`ACCESS_TIERS`]); `None`: the account's default.
     pub access_tier: Option<String>,
@@ -155,6 +158,7 @@ const MAX_BLOCKS: u32 = 50_000;
 /// Bytes of a block id before base64: a 16-digit nonce and an 8-digit index.
 const NONCE_LEN: usize = 16;
 
+/// An Azure Blob Storage destination: block blobs in one container.
 pub struct AzureBackend {
     name: String,
     options: AzureOptions,
@@ -229,6 +233,8 @@ impl Call {
 }
 
 impl AzureBackend {
+    /// A backend named `name` (the destination's name); it makes no
+    /// request and reads no secret until its first call.
     pub fn new(name: impl Into<String>, options: AzureOptions) -> AzureBackend {
         AzureBackend {
             name: name.into(),

@@ -26,7 +26,7 @@
 //!   created.
 //! - Uploads grow a hidden partial file (`.<name>.<upload>.partial`) one part
 //!   after the other (`parts_out_of_order = false`). Each part is sent with
-//!   REST <offset> + STOR after SIZE has shown that every earlier byte is
+//!   `REST <offset>` + STOR after SIZE has shown that every earlier byte is
 //!   there; a partial file shorter than the journal says restarts the
 //!   volume. Completion renames into place (RNFR/RNTO) and checks the final
 //!   size. FTP has no fsync: a part counts as stored once the server
@@ -82,8 +82,11 @@ use crate::{
 /// How the connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FtpTls {
+    /// Plain FTP: the password and the data cross the network in clear.
     None,
+    /// FTPS with `AUTH TLS` on the usual port before logging in.
     Explicit,
+    /// FTPS with TLS from the first byte (usually port 990).
     Implicit,
 }
 
@@ -108,12 +111,17 @@ impl fmt::Debug for FtpPassword {
 /// An FTP destination's settings.
 #[derive(Debug, Clone)]
 pub struct FtpOptions {
+    /// The server's host name or address.
     pub host: String,
+    /// The control connection's port.
     pub port: u16,
+    /// The login user.
     pub user: String,
+    /// The login password.
     pub password: FtpPassword,
     /// The root folder on the server (absolute, or relative to the login folder).
     pub root: String,
+    /// How the connection is protected.
     pub tls: FtpTls,
     /// PEM certificates to trust instead of the Mozilla roots.
     pub ca_file: Option<PathBuf>,
@@ -155,6 +163,8 @@ impl Conn {
     }
 }
 
+/// An FTP or FTPS destination: a folder on the server, reached through a
+/// small pool of blocking connections.
 #[derive(Clone)]
 pub struct FtpBackend {
     inner: Arc<Inner>,
@@ -424,6 +434,8 @@ fn is_550(e: &FtpError) -> bool {
 }
 
 impl FtpBackend {
+    /// A backend named `name` (the destination's name); it connects at its
+    /// first call.
     pub fn new(name: impl Into<String>, options: FtpOptions) -> FtpBackend {
         let resume = options.resume;
         FtpBackend {

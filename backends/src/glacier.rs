@@ -91,10 +91,13 @@ const BLOCK: usize = 1 << 20;
 /// A vault destination's settings.
 #[derive(Debug, Clone)]
 pub struct GlacierOptions {
+    /// The vault's name; offsite never creates it.
     pub vault: String,
+    /// The AWS region the vault is in.
     pub region: String,
     /// Another endpoint than AWS's (a test server).
     pub endpoint: Option<String>,
+    /// A profile of the shared AWS config files, instead of the default chain.
     pub profile: Option<String>,
     /// Set by tests and embedders; the configuration uses the AWS chain.
     pub credentials: Option<StaticCredentials>,
@@ -102,6 +105,7 @@ pub struct GlacierOptions {
     pub retrieval_tier: String,
     /// Where the catalog is kept (in the staging folder).
     pub catalog_dir: PathBuf,
+    /// Connect timeout, and the longest wait for the next bytes of an answer.
     pub timeout: Duration,
 }
 
@@ -110,6 +114,8 @@ struct Clients {
     config: SdkConfig,
 }
 
+/// An Amazon Glacier vault destination: each object one archive, found
+/// through the catalog offsite keeps beside the staging folder.
 pub struct GlacierBackend {
     name: String,
     options: GlacierOptions,
@@ -130,19 +136,32 @@ impl fmt::Debug for GlacierBackend {
 /// Where [`GlacierBackend::rebuild_catalog`] stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rebuild {
-    /// The inventory job is under way (`requested`: this call started it).
-    InventoryPending { job: String, requested: bool },
+    /// The inventory job is under way.
+    InventoryPending {
+        /// The inventory job's id.
+        job: String,
+        /// This call started the job (false: an earlier call did).
+        requested: bool,
+    },
     /// The catalog is rebuilt; the manifests' copies are being retrieved.
     ManifestsPending {
+        /// What the inventory held.
         count: RebuildCount,
+        /// Manifests whose retrieval job has not finished.
         waiting: usize,
+        /// Of those, the retrievals this call started.
         requested: usize,
     },
     /// The catalog is whole again.
-    Done { count: RebuildCount },
+    Done {
+        /// What the inventory held.
+        count: RebuildCount,
+    },
 }
 
 impl GlacierBackend {
+    /// A backend named `name` (the destination's name), its catalog under
+    /// `options.catalog_dir`; it makes no request until its first call.
     pub fn new(name: impl Into<String>, options: GlacierOptions) -> GlacierBackend {
         let store = Store::new(&options.catalog_dir, &options.vault);
         GlacierBackend {

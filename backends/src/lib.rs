@@ -18,6 +18,8 @@
 //! [`Checked`] refuses keys with empty, `.` or `..` components, and the
 //! file-tree backends check them again where a key becomes a path.
 
+#![warn(missing_docs)]
+
 #[cfg(any(feature = "s3", feature = "glacier"))]
 pub mod aws;
 #[cfg(feature = "azure")]

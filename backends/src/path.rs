@@ -52,6 +52,7 @@ use crate::{
 /// only, whatever the umask.
 const FILE_MODE: u32 = 0o600;
 
+/// A folder destination (a mounted share, or a local folder).
 #[derive(Debug, Clone)]
 pub struct PathBackend {
     inner: Arc<Inner>,
@@ -74,6 +75,7 @@ impl PathBackend {
         }
     }
 
+    /// The folder objects are stored under.
     pub fn root(&self) -> &Path {
         &self.inner.root
     }

@@ -78,11 +78,16 @@ use crate::{
 /// An S3 destination's settings.
 #[derive(Debug, Clone)]
 pub struct S3Options {
+    /// The bucket; offsite never creates it.
     pub bucket: String,
+    /// The bucket's region.
     pub region: String,
     /// An S3-compatible store (path-style addressing is used).
     pub endpoint: Option<String>,
+    /// The storage class of volumes; manifests stay in STANDARD.
     pub storage_class: Option<String>,
+    /// Credentials that may only write (the uploader policy): the
+    /// capabilities then rule out reads, lists and deletes.
     pub put_only: bool,
     /// A profile of the shared AWS config files, instead of the default chain.
     pub profile: Option<String>,
@@ -102,6 +107,7 @@ pub struct S3Options {
 /// How objects are locked when written (S3 Object Lock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectLock {
+    /// Who may lift the lock early.
     pub mode: LockMode,
     /// How long after it is written an object stays locked.
     pub retain: std::time::Duration,
@@ -112,7 +118,9 @@ pub struct ObjectLock {
 /// account, until it expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
+    /// Lifted early only with s3:BypassGovernanceRetention.
     Governance,
+    /// Never lifted early.
     Compliance,
 }
 
@@ -168,6 +176,7 @@ pub fn needs_restore(class: &str) -> bool {
 
 const MIB: u64 = 1 << 20;
 
+/// An S3 (or S3-compatible) destination: objects in one bucket.
 pub struct S3Backend {
     name: String,
     options: S3Options,
@@ -184,6 +193,8 @@ impl fmt::Debug for S3Backend {
 }
 
 impl S3Backend {
+    /// A backend named `name` (the destination's name); it makes no
+    /// request until its first call.
     pub fn new(name: impl Into<String>, options: S3Options) -> S3Backend {
         S3Backend {
             name: name.into(),

@@ -4,10 +4,12 @@
 
 use std::fmt;
 
+/// A secret value, printed as `***` everywhere.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Keeps `value` secret.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }

@@ -118,7 +118,9 @@ pub fn check_host(host: &str, example: &str) -> Result<(), Invalid> {
 
 /// Which of two alternative keys a table gives.
 pub enum OneOf<A, B> {
+    /// The first key, with its value.
     First(A),
+    /// The second key, with its value.
     Second(B),
 }
 

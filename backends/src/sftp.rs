@@ -67,13 +67,18 @@ use crate::{
 /// How the client proves who it is.
 #[derive(Clone)]
 pub enum SftpAuth {
-    /// A private key file; its passphrase, if any, in `passphrase_env`.
+    /// A private key file.
     KeyFile {
+        /// Where the private key is (OpenSSH or PEM format).
         path: PathBuf,
+        /// The environment variable holding its passphrase, if it has one.
         passphrase_env: Option<String>,
     },
-    /// A password read from the environment variable `env` when connecting.
-    PasswordEnv { env: String },
+    /// A password read from an environment variable when connecting.
+    PasswordEnv {
+        /// The environment variable's name.
+        env: String,
+    },
     /// A password given directly (tests and embedders).
     Password(Secret),
 }
@@ -100,9 +105,13 @@ impl fmt::Debug for SftpAuth {
 /// An SFTP destination's settings.
 #[derive(Debug, Clone)]
 pub struct SftpOptions {
+    /// The server's host name or address.
     pub host: String,
+    /// The SSH port.
     pub port: u16,
+    /// The login user.
     pub user: String,
+    /// How the client proves who it is.
     pub auth: SftpAuth,
     /// OpenSSH-format known_hosts file the server's key must be in.
     pub known_hosts: PathBuf,
@@ -142,6 +151,8 @@ struct Conn {
     _session: Session,
 }
 
+/// An SFTP destination: a folder on the server, reached through a small
+/// pool of blocking libssh2 sessions.
 #[derive(Clone)]
 pub struct SftpBackend {
     inner: Arc<Inner>,
@@ -163,6 +174,8 @@ impl fmt::Debug for SftpBackend {
 }
 
 impl SftpBackend {
+    /// A backend named `name` (the destination's name); it connects at its
+    /// first call.
     pub fn new(name: impl Into<String>, options: SftpOptions) -> SftpBackend {
         SftpBackend {
             inner: Arc::new(Inner {

@@ -23,10 +23,12 @@ pub struct TreeHasher {
 }
 
 impl TreeHasher {
+    /// A hasher that has seen no data.
     pub fn new() -> TreeHasher {
         TreeHasher::default()
     }
 
+    /// Adds `data`, which follows what was added before.
     pub fn update(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let take = (CHUNK - self.filled).min(data.len());

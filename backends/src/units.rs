@@ -9,10 +9,13 @@
 
 use std::fmt;
 
+/// A number of bytes written as `"16MiB"`, `"500MB"` or `"1048576"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
+    /// Reads a size as the configuration writes it; the error is the
+    /// message to show, naming the units.
     pub fn parse(text: &str) -> Result<ByteSize, String> {
         let t = text.trim();
         let split = t
@@ -103,6 +106,8 @@ impl<'de> serde::Deserialize<'de> for ByteSize {
 pub struct HumanDuration(pub std::time::Duration);
 
 impl HumanDuration {
+    /// Reads a duration as the configuration writes it; the error is the
+    /// message to show, naming the units.
     pub fn parse(text: &str) -> Result<HumanDuration, String> {
         let bad = || {
             format!(

@@ -41,7 +41,12 @@ fn format_time(t: jiff::Timestamp) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Described {
     /// An object stored by `put` (small: a manifest) or `put_file` (a volume).
-    Object { key: String, small: bool },
+    Object {
+        /// The object's key.
+        key: String,
+        /// Stored by `put`, so a copy is kept beside the catalog.
+        small: bool,
+    },
     /// A copy of the catalog itself.
     Catalog,
 }
@@ -107,8 +112,11 @@ pub fn parse_description(d: &str) -> Option<Described> {
 /// One archive in the vault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Archive {
+    /// The archive id Glacier gave it.
     pub id: String,
+    /// The key of the object it holds.
     pub key: String,
+    /// Its size in bytes.
     pub size: u64,
     /// The SHA-256 tree hash, hex.
     pub tree_hash: String,
@@ -122,15 +130,21 @@ pub struct Archive {
 /// A retrieval or inventory job the vault is running for us.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
+    /// The job id Glacier gave it.
     pub id: String,
+    /// The retrieval tier it was started with (`Standard`, `Bulk`, `Expedited`).
     pub tier: String,
     /// RFC 3339, UTC.
     pub started: String,
 }
 
+/// Which archive of the vault holds which key, and the jobs under way: the
+/// `catalog.json` kept in the staging folder and shipped to the vault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
+    /// The file format's version (1).
     pub version: u32,
+    /// The vault it describes: a catalog is never used for another.
     pub vault: String,
     /// `started empty` or `rebuilt from the inventory of <date>`.
     pub origin: String,
@@ -164,18 +178,26 @@ pub struct Catalog {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Inventory {
+    /// When Glacier took the inventory (RFC 3339); up to a day old.
     pub inventory_date: String,
+    /// Every archive in the vault then.
     pub archive_list: Vec<InventoryArchive>,
 }
 
+/// One archive of an [`Inventory`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct InventoryArchive {
+    /// The archive id.
     pub archive_id: String,
+    /// Its description; offsite's start with `offsite:v1:` (see [`describe`]).
     #[serde(default)]
     pub archive_description: String,
+    /// When it was uploaded (RFC 3339).
     pub creation_date: String,
+    /// Its size in bytes.
     pub size: u64,
+    /// Its SHA-256 tree hash, hex.
     #[serde(rename = "SHA256TreeHash")]
     pub sha256_tree_hash: String,
 }
@@ -183,14 +205,18 @@ pub struct InventoryArchive {
 /// What an inventory held, for the operator.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RebuildCount {
+    /// Archives holding offsite's objects.
     pub archives: usize,
+    /// Distinct keys they hold (an object stored twice counts once).
     pub keys: usize,
+    /// Copies of the catalog itself.
     pub copies: usize,
     /// Archives offsite did not write (left alone, never deleted).
     pub foreign: usize,
 }
 
 impl Catalog {
+    /// An empty catalog of `vault`.
     pub fn new(vault: &str) -> Catalog {
         Catalog {
             version: 1,
@@ -359,6 +385,7 @@ pub struct Store {
 }
 
 impl Store {
+    /// The catalog of `vault` in the folder `dir`.
     pub fn new(dir: impl Into<PathBuf>, vault: &str) -> Store {
         Store {
             dir: dir.into(),
@@ -366,14 +393,17 @@ impl Store {
         }
     }
 
+    /// The folder the catalog's files are in.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The catalog file, `catalog.json`.
     pub fn file(&self) -> PathBuf {
         self.dir.join("catalog.json")
     }
 
+    /// Whether a catalog was written here.
     pub fn exists(&self) -> bool {
         self.file().exists()
     }
