@@ -403,6 +403,32 @@ impl Config {
     }
 }
 
+/// Writes the commented example configuration to `dir/offsite.toml`,
+/// never over an existing file; answers its path.
+pub fn write_example(dir: &Path) -> Result<PathBuf, Error> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let path = dir.join("offsite.toml");
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Usage(format!(
+                "{} already exists; not overwritten",
+                path.display()
+            )));
+        }
+        Err(e) => return Err(Error::io(format!("cannot write {}", path.display()), e)),
+    };
+    f.write_all(EXAMPLE.as_bytes())
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    Ok(path)
+}
+
 /// Where the configuration file is: `--config`, else `$OFFSITE_CONFIG`, else `./offsite.toml`.
 pub fn config_path(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {

@@ -135,3 +135,86 @@ pub fn backend_with_retries(d: &Destination, retries: u32) -> Arc<dyn Backend> {
     let retried = Arc::new(Retrying::new(paced, policy));
     Arc::new(offsite_backends::Checked::new(retried))
 }
+
+/// `offsite glacier inventory`, as `--json` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InventoryReport {
+    /// The vault's destination name.
+    pub destination: String,
+    /// `pending` while an inventory or manifest retrieval job runs, `ok`
+    /// once the catalog is whole.
+    pub status: crate::outcome::Status,
+    /// Where the rebuilt catalog is kept.
+    pub catalog: std::path::PathBuf,
+    /// What the inventory held, once it is read.
+    pub count: Option<offsite_backends::glacier::catalog::RebuildCount>,
+    /// What happened and what to do next, for a person.
+    pub message: String,
+}
+
+/// One step of rebuilding the lost catalog of the Glacier vault `target`.
+pub async fn glacier_inventory(target: &Target) -> crate::Result<InventoryReport> {
+    use crate::outcome::Status;
+    use offsite_backends::glacier::Rebuild;
+    let destination = &target.config.name;
+    let DestinationKind::Glacier(options) = &target.config.kind else {
+        return Err(crate::Error::Usage(format!(
+            "destination {destination:?} is not a Glacier vault; `offsite glacier inventory` is for kind = \"glacier\" only"
+        )));
+    };
+    // The bare backend: the rebuild is a conversation with the vault's job
+    // API, stepped by the operator, not an upload to retry.
+    let vault = GlacierBackend::new(destination, options.clone());
+    let step = vault.rebuild_catalog().await?;
+    let catalog = vault.catalog_dir().join("catalog.json");
+    let (status, message, count) = match step {
+        Rebuild::InventoryPending { job, requested } => (
+            Status::Pending,
+            format!(
+                "{} an inventory job on vault {:?} (job {job}); AWS takes about 3 to 5 hours: run this command again later",
+                if requested {
+                    "started"
+                } else {
+                    "still waiting for"
+                },
+                options.vault
+            ),
+            None,
+        ),
+        Rebuild::ManifestsPending {
+            count,
+            waiting,
+            requested,
+        } => (
+            Status::Pending,
+            format!(
+                "catalog rebuilt in {}: {} keys in {} archives ({} not written by offsite, left alone); waiting for {waiting} manifest retrieval jobs ({requested} started now, {} tier): run this command again later",
+                catalog.display(),
+                count.keys,
+                count.archives,
+                count.foreign,
+                options.retrieval_tier
+            ),
+            Some(count),
+        ),
+        Rebuild::Done { count } => (
+            Status::Ok,
+            format!(
+                "catalog of vault {:?} is whole in {}: {} keys in {} archives ({} not written by offsite, left alone); `offsite list` reads it",
+                options.vault,
+                catalog.display(),
+                count.keys,
+                count.archives,
+                count.foreign
+            ),
+            Some(count),
+        ),
+    };
+    Ok(InventoryReport {
+        destination: destination.clone(),
+        status,
+        catalog,
+        count,
+        message,
+    })
+}

@@ -32,6 +32,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
+use crate::config::{Config, Job};
+use crate::destinations::{Destination, DestinationKind};
+use crate::error::Error;
 use crate::retention::Policy;
 use crate::schedule::cron::JobSchedule;
 
@@ -253,6 +256,118 @@ pub fn abort_rule(destination: &str, prefix: &str, days: u32) -> Value {
         "Status": "Enabled",
         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": days},
     })
+}
+
+/// Which document `offsite policy s3` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Document {
+    /// The IAM policy of one role.
+    Role(Role),
+    /// The bucket lifecycle configuration.
+    Lifecycle,
+    /// Every role's policy and the lifecycle, in one object.
+    All,
+}
+
+/// `offsite policy s3`: the `document` for S3 destination `destination`,
+/// with notes for the person applying it. `expire_after` replaces the
+/// expiry the jobs' retention implies; `abort_after` is when unfinished
+/// multipart uploads are dropped.
+pub fn s3_document(
+    config: &Config,
+    destination: &str,
+    document: Document,
+    expire_after: Option<u32>,
+    abort_after: u32,
+) -> crate::Result<(Value, Vec<String>)> {
+    let target = config.target(destination)?;
+    let d = &target.config;
+    let DestinationKind::S3(s3) = &d.kind else {
+        return Err(Error::Usage(format!(
+            "destination {destination:?} is not an S3 destination; `offsite policy s3` prints policies for kind = \"s3\" only"
+        )));
+    };
+    let iam = |r| {
+        iam_policy(
+            r,
+            &s3.region,
+            &s3.bucket,
+            &d.prefix,
+            s3.object_lock.is_some(),
+        )
+    };
+    let mut notes = Vec::new();
+    let lifecycle = |notes: &mut Vec<String>| -> crate::Result<Value> {
+        let mut rules = Vec::new();
+        for j in config
+            .jobs
+            .iter()
+            .filter(|j| j.destinations.iter().any(|x| x == destination))
+        {
+            if let Some(days) = expiry_for(j, d, expire_after, notes)? {
+                rules.push(expiry_rule(destination, &j.name, &d.prefix, days));
+            }
+        }
+        rules.push(abort_rule(destination, &d.prefix, abort_after));
+        notes.push(format!(
+            "apply with: aws s3api put-bucket-lifecycle-configuration --bucket {} --lifecycle-configuration file://lifecycle.json (it REPLACES the bucket's rules: merge any you have)",
+            s3.bucket
+        ));
+        Ok(json!({"Rules": rules}))
+    };
+    let doc = match document {
+        Document::Role(r) => iam(r),
+        Document::Lifecycle => lifecycle(&mut notes)?,
+        Document::All => json!({
+            "uploader": iam(Role::Uploader),
+            "pruner": iam(Role::Pruner),
+            "restorer": iam(Role::Restorer),
+            "lifecycle": lifecycle(&mut notes)?,
+        }),
+    };
+    Ok((doc, notes))
+}
+
+/// The days after which `job`'s objects on `d` expire: `expire_after`
+/// (with a note when it is shorter than the retention needs), else what
+/// the retention implies; `None` without a retention.
+fn expiry_for(
+    job: &Job,
+    d: &Destination,
+    expire_after: Option<u32>,
+    notes: &mut Vec<String>,
+) -> crate::Result<Option<u32>> {
+    let Some(p) = job.retention_for(d) else {
+        notes.push(format!(
+            "job {}: no retention on {}, so no expiration rule (offsite never deletes its backups either)",
+            job.name, d.name
+        ));
+        return Ok(None);
+    };
+    let derived = expiry_days(p, full_interval(job.schedule.as_ref(), Timestamp::now()));
+    let days = match (expire_after, derived) {
+        (Some(days), Ok(safe)) if days < safe => {
+            notes.push(format!(
+                "job {}: --expire-after {days} is shorter than the {safe} days its retention needs: S3 will delete backups the retention keeps",
+                job.name
+            ));
+            days
+        }
+        (Some(days), _) => days,
+        (None, Ok(days)) => days,
+        (None, Err(why)) => {
+            return Err(Error::Usage(format!(
+                "job {} on destination {}: {why}; pass --expire-after DAYS (longer than the oldest backup you want kept)",
+                job.name, d.name
+            )));
+        }
+    };
+    notes.push(format!(
+        "job {}: objects under {} expire {days} days after upload, even the newest if backups stop; offsite prune remains the primary cleanup",
+        job.name,
+        crate::format::layout::Layout::new(&d.prefix).job_folder(&job.name)
+    ));
+    Ok(Some(days))
 }
 
 #[cfg(test)]

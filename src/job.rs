@@ -71,7 +71,7 @@ impl RunReport {
             backup: None,
             kind: None,
             status: match error {
-                Error::Interrupted(_) => Status::Interrupted,
+                Error::Stopped(_) => Status::Interrupted,
                 _ => Status::Failed,
             },
             staged: None,
@@ -150,7 +150,7 @@ pub async fn backup(
         Ok(s) => s,
         // A configuration or usage problem (a missing passphrase) is not a
         // failed run: it exits 2 before anything is staged.
-        Err(e) if e.exit_code() == 2 => return Err(e),
+        Err(e) if e.is_usage() => return Err(e),
         Err(e) => {
             let mut report = RunReport::failed(&job.name, &config.host_id, &e);
             if let Err(e) = record_status(&staging, job, "backup", &report, Some(&started)) {
@@ -493,4 +493,124 @@ pub fn record_prune(config: &Config, job: &Job, reports: &[PruneReport]) -> Resu
         &job.name,
         errors,
     )
+}
+
+/// `offsite backup` of several jobs, as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupRuns {
+    /// The worst job's status.
+    pub status: Status,
+    /// One outcome per job run, in order.
+    pub jobs: Vec<BackupOutcome>,
+}
+
+/// `offsite backup`: every job (or `job`), one after the other, until
+/// `stop`. The staging folders are checked before any job runs. One job's
+/// refusal (its lock is held) does not stop the others: it is that job's
+/// failed outcome. A single job's refusal, and a usage or configuration
+/// error, is the error.
+pub async fn backup_jobs(
+    config: &Config,
+    job: Option<&str>,
+    kind: BackupKind,
+    upload: bool,
+    progress: Arc<dyn Progress>,
+    stop: &Stop,
+) -> Result<BackupRuns> {
+    let jobs = config.select_jobs(job)?;
+    // Refuse an overlapping staging folder before any job runs, not halfway through.
+    for j in &jobs {
+        crate::staging::check_overlap(config, j)?;
+    }
+    let mut outcomes = Vec::new();
+    for j in &jobs {
+        if stop.requested() {
+            break;
+        }
+        match backup(config, j, kind, upload, progress.clone(), stop).await {
+            Ok(o) => outcomes.push(o),
+            Err(e) if jobs.len() == 1 || e.is_usage() => return Err(e),
+            Err(e) => {
+                progress.note(&e.to_string());
+                outcomes.push(BackupOutcome {
+                    report: RunReport::failed(&j.name, &config.host_id, &e),
+                    earlier: Vec::new(),
+                });
+            }
+        }
+    }
+    Ok(BackupRuns {
+        status: worst(outcomes.iter().map(BackupOutcome::status)),
+        jobs: outcomes,
+    })
+}
+
+/// `offsite upload`, as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UploadRuns {
+    /// The worst run's status.
+    pub status: Status,
+    /// One report per staged backup uploaded, oldest first per job.
+    pub runs: Vec<RunReport>,
+}
+
+/// `offsite upload`: the staged backups of every job (or `job`) not yet on
+/// every destination, until `stop`.
+pub async fn upload_jobs(
+    config: &Config,
+    job: Option<&str>,
+    progress: &dyn Progress,
+    stop: &Stop,
+) -> Result<UploadRuns> {
+    let mut runs = Vec::new();
+    for j in config.select_jobs(job)? {
+        if stop.requested() {
+            break;
+        }
+        runs.extend(upload(config, j, progress, stop).await?);
+    }
+    Ok(UploadRuns {
+        status: worst(runs.iter().map(|r| r.status)),
+        runs,
+    })
+}
+
+/// `offsite prune`, as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneRuns {
+    /// `failed` when a destination's prune failed, else `ok`.
+    pub status: Status,
+    /// One report per job and destination with a policy.
+    pub prunes: Vec<PruneReport>,
+    /// A line per job and destination without a policy.
+    pub skipped: Vec<String>,
+    /// What went wrong around the prunes (a status not recorded).
+    pub notes: Vec<String>,
+}
+
+/// `offsite prune`: every job (or `job`) on each of its destinations (or
+/// `destination`), as of `now`.
+pub async fn prune_jobs(
+    config: &Config,
+    job: Option<&str>,
+    destination: Option<&str>,
+    now: jiff::Timestamp,
+    dry_run: bool,
+) -> Result<PruneRuns> {
+    let mut out = PruneRuns {
+        status: Status::Ok,
+        prunes: Vec::new(),
+        skipped: Vec::new(),
+        notes: Vec::new(),
+    };
+    for j in config.select_jobs(job)? {
+        let mut p = prune_job(config, j, destination, now, dry_run).await?;
+        out.prunes.append(&mut p.reports);
+        out.skipped.append(&mut p.skipped);
+        out.notes.append(&mut p.notes);
+    }
+    if out.prunes.iter().any(|r| r.error.is_some()) {
+        out.status = Status::Failed;
+    }
+    Ok(out)
 }

@@ -32,6 +32,7 @@ pub mod staging;
 pub mod backup;
 pub mod remote;
 
+pub mod check;
 pub mod job;
 pub mod schedule;
 

@@ -1,8 +1,11 @@
-//! How a run, or one destination of it, ended, and the exit code each
-//! outcome calls for: the one place statuses become exit codes (DESIGN.md:
-//! 0 ok, 1 failed, 2 usage or configuration, 3 partial, 4 pending).
+//! How a command, a run or one destination of it ended, and the exit code
+//! each outcome calls for: [`Exit::code`] is the one place outcomes and
+//! errors become exit codes (DESIGN.md: 0 ok, 1 failed, 2 usage or
+//! configuration, 3 partial, 4 pending).
 
 use serde::Serialize;
+
+use crate::error::Error;
 
 /// How a run, or one destination of it, ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -16,6 +19,9 @@ pub enum Status {
     Interrupted,
     /// Nothing asked for was done.
     Failed,
+    /// Cold storage is retrieving what was asked for; the same command run
+    /// later completes it.
+    Pending,
 }
 
 impl Status {
@@ -26,15 +32,48 @@ impl Status {
             Status::Partial => "partial",
             Status::Interrupted => "interrupted",
             Status::Failed => "failed",
+            Status::Pending => "pending",
         }
     }
+}
 
-    /// The process exit code of a command that ended so.
-    pub fn exit_code(self) -> i32 {
+/// How a command ended, as far as its exit code goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It did its work; the status says how that went.
+    Done(Status),
+    /// The command line or the configuration is wrong: nothing was tried.
+    Invalid,
+}
+
+impl Exit {
+    /// The process exit code (DESIGN.md).
+    pub fn code(self) -> i32 {
         match self {
-            Status::Ok => 0,
-            Status::Failed | Status::Interrupted => 1,
-            Status::Partial => 3,
+            Exit::Done(Status::Ok) => 0,
+            Exit::Done(Status::Failed | Status::Interrupted) => 1,
+            Exit::Invalid => 2,
+            Exit::Done(Status::Partial) => 3,
+            Exit::Done(Status::Pending) => 4,
+        }
+    }
+}
+
+impl From<Status> for Exit {
+    fn from(s: Status) -> Exit {
+        Exit::Done(s)
+    }
+}
+
+impl From<&Error> for Exit {
+    fn from(e: &Error) -> Exit {
+        match e {
+            Error::Usage(_) | Error::Config(_) => Exit::Invalid,
+            Error::Pending(_) => Exit::Done(Status::Pending),
+            Error::Stopped(_) => Exit::Done(Status::Interrupted),
+            Error::Failed(_) | Error::Io { .. } | Error::Destination(_) | Error::Integrity(_) => {
+                Exit::Done(Status::Failed)
+            }
         }
     }
 }
@@ -54,7 +93,8 @@ pub fn combine(statuses: &[Status]) -> Status {
     }
 }
 
-/// The worst of several statuses: failed, interrupted, partial, then ok.
+/// The worst of several statuses: failed, interrupted, partial, pending,
+/// then ok.
 pub fn worst(statuses: impl IntoIterator<Item = Status>) -> Status {
     statuses
         .into_iter()
@@ -62,6 +102,7 @@ pub fn worst(statuses: impl IntoIterator<Item = Status>) -> Status {
             (Status::Failed, _) | (_, Status::Failed) => Status::Failed,
             (Status::Interrupted, _) | (_, Status::Interrupted) => Status::Interrupted,
             (Status::Partial, _) | (_, Status::Partial) => Status::Partial,
+            (Status::Pending, _) | (_, Status::Pending) => Status::Pending,
             _ => Status::Ok,
         })
 }
@@ -86,8 +127,9 @@ mod tests {
             assert_eq!(worst(given.iter().copied()), *worst_of, "worst {given:?}");
         }
         assert_eq!(
-            [Ok, Partial, Interrupted, Failed].map(Status::exit_code),
-            [0, 3, 1, 1]
+            [Ok, Failed, Interrupted, Partial, Pending].map(|s| Exit::from(s).code()),
+            [0, 1, 1, 3, 4]
         );
+        assert_eq!(Exit::Invalid.code(), 2);
     }
 }

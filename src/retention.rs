@@ -624,7 +624,7 @@ mod tests {
                 keep_last: Some(1),
                 ..Default::default()
             },
-            t + SignedDuration::from_hours(24 * 1),
+            t + SignedDuration::from_hours(24),
         );
         assert_eq!(kept(&d), vec!["f1", "i1", "i2"]);
         let f1 = d.iter().find(|x| x.id == "f1").expect("f1");

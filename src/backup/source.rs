@@ -471,7 +471,7 @@ pub fn run_shell(spec: Shell<'_>) -> Result<String> {
         return Ok(stderr);
     }
     if stop.is_some_and(Stop::requested) {
-        return Err(Error::Interrupted(format!(
+        return Err(Error::Stopped(format!(
             "{what}: stopped on request (`{command}` was sent SIGTERM)"
         )));
     }
@@ -758,7 +758,7 @@ mod tests {
             Some(&stop),
         ))
         .expect_err("must be stopped");
-        assert!(matches!(err, Error::Interrupted(_)), "{err}");
+        assert!(matches!(err, Error::Stopped(_)), "{err}");
         // Both sides of the pipe are gone, or stderr would still be open.
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }

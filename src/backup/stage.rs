@@ -257,7 +257,7 @@ fn run_hook(
 }
 
 fn interrupted() -> Error {
-    Error::Interrupted(
+    Error::Stopped(
         "staging stopped on request; nothing was shipped, the next run stages a new backup".into(),
     )
 }

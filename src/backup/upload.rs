@@ -80,7 +80,7 @@ pub async fn upload_backup(
             name: t.config.name.clone(),
             status: match &result {
                 Ok(()) => Status::Ok,
-                Err(Error::Interrupted(_)) => Status::Interrupted,
+                Err(Error::Stopped(_)) => Status::Interrupted,
                 Err(_) => Status::Failed,
             },
             bytes_sent: counters.sent.load(Ordering::Relaxed),
@@ -364,7 +364,7 @@ async fn upload_volume(
     match upload_in_parts(&parts, &mut ambiguous).await {
         // The server turned out not to take uploads in parts (an FTP server
         // refusing to resume): this volume, and the next ones, go whole.
-        Err(Error::Backend(e))
+        Err(Error::Destination(e))
             if e.kind() == ErrorKind::Unsupported && !backend.capabilities().multipart =>
         {
             counters.note_once(e.to_string());
@@ -466,7 +466,7 @@ async fn upload_in_parts(p: &InParts<'_>, ambiguous: &mut bool) -> Result<()> {
             .await;
         let sent = match sent {
             Ok(s) => s,
-            Err(Error::Backend(e)) if e.kind() == ErrorKind::NotFound && !restarted => {
+            Err(Error::Destination(e)) if e.kind() == ErrorKind::NotFound && !restarted => {
                 // The unfinished upload expired or was aborted: send this volume again.
                 progress.note(&format!("{e}; sending {} again", volume.name));
                 journal.restarted(&volume.name)?;
@@ -535,7 +535,7 @@ async fn finish_volume(
 /// An error once a stop is requested.
 fn stopped(target: &Target, stop: &Stop) -> Result<()> {
     if stop.requested() {
-        return Err(Error::Interrupted(format!(
+        return Err(Error::Stopped(format!(
             "destination \"{}\": stopped on request; the journal keeps what was sent, `offsite upload` resumes it",
             target.config.name
         )));

@@ -338,7 +338,7 @@ pub fn open_manifest(m: &Manifest, ids: Option<&Identities>) -> Result<Manifest>
     let cipher = base64::engine::general_purpose::STANDARD
         .decode(&sealed.payload)
         .map_err(|e| {
-            Error::Failed(format!(
+            Error::Integrity(format!(
                 "backup {}: the encrypted file list is not base64: {e}",
                 m.id
             ))
@@ -351,13 +351,13 @@ pub fn open_manifest(m: &Manifest, ids: Option<&Identities>) -> Result<Manifest>
         })?
         .read_to_end(&mut json)
         .map_err(|e| {
-            Error::Failed(format!(
+            Error::Integrity(format!(
                 "backup {}: the encrypted file list is damaged: {e}",
                 m.id
             ))
         })?;
     let hidden: Hidden = serde_json::from_slice(&json).map_err(|e| {
-        Error::Failed(format!(
+        Error::Integrity(format!(
             "backup {}: the decrypted file list cannot be read: {e}",
             m.id
         ))

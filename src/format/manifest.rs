@@ -251,7 +251,7 @@ pub fn safe_id(id: &str) -> bool {
 impl Manifest {
     pub fn from_json(bytes: &[u8], origin: &str) -> Result<Manifest> {
         let mut m: Manifest = serde_json::from_slice(bytes)
-            .map_err(|e| Error::Failed(format!("{origin}: the manifest is not valid: {e}")))?;
+            .map_err(|e| Error::Integrity(format!("{origin}: the manifest is not valid: {e}")))?;
         if m.format == OLDEST_FORMAT {
             m.upgrade_names();
             // Its names are now in this format's encoding: written out again,
@@ -300,7 +300,7 @@ impl Manifest {
     /// escape a restore folder.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let bad = |what: String| {
-            Err(Error::Failed(format!(
+            Err(Error::Integrity(format!(
                 "{origin}: the manifest is not valid: {what}"
             )))
         };

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use offsite_backends::{get_bytes, list_all};
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::destinations::Target;
 use crate::error::{Error, Result};
-use crate::format::manifest::{MANIFEST_NAME, Manifest, host_of_id};
+use crate::format::manifest::{BackupKind, MANIFEST_NAME, Manifest, host_of_id};
+use crate::outcome::Status;
 
 #[derive(Debug, Clone)]
 pub struct RemoteBackup {
@@ -64,7 +66,7 @@ pub async fn list_job(target: &Target, job: &str) -> Result<Listing> {
         let parsed = match get_bytes(target.backend.as_ref(), &key).await {
             Ok(bytes) => Manifest::from_json(&bytes, &origin).and_then(|m| {
                 if m.id != id || m.job != job {
-                    Err(Error::Failed(format!(
+                    Err(Error::Integrity(format!(
                         "{origin}: the manifest says job {:?} backup {:?}, not what its key says",
                         m.job, m.id
                     )))
@@ -92,6 +94,128 @@ pub async fn list_job(target: &Target, job: &str) -> Result<Listing> {
             .then(a.manifest.id.cmp(&b.manifest.id))
     });
     Ok(listing)
+}
+
+/// Which backup a command reads: `backup` (an id, `latest`, or every one
+/// when absent) and, for `latest`, `host`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Which<'a> {
+    /// `--backup`: an id or `latest`.
+    pub backup: Option<&'a str>,
+    /// `--host`: whose `latest`.
+    pub host: Option<&'a str>,
+}
+
+/// `offsite list`, as `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListReport {
+    /// `failed` when a destination could not be listed, else `ok`.
+    pub status: Status,
+    /// One per job and destination.
+    pub listings: Vec<JobListing>,
+}
+
+/// One job on one destination, or why it could not be listed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum JobListing {
+    /// What the destination holds of the job.
+    Listed {
+        /// The job's name.
+        job: String,
+        /// The destination's name.
+        destination: String,
+        /// Complete backups, oldest first.
+        backups: Vec<ListedBackup>,
+        /// Ids with objects but no manifest.
+        incomplete: Vec<String>,
+        /// Ids whose manifest cannot be read or trusted.
+        damaged: Vec<DamagedBackup>,
+    },
+    /// The listing failed.
+    Failed {
+        /// The job's name.
+        job: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// A complete backup as `list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedBackup {
+    /// Its id.
+    pub id: String,
+    /// Full or incremental.
+    pub kind: BackupKind,
+    /// The backup an incremental builds on.
+    pub parent: Option<String>,
+    /// The host that made it, when it says.
+    pub host: Option<String>,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+    /// Files in it.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The bytes stored (compressed, encrypted).
+    pub stored_bytes: u64,
+    /// How many volumes hold them.
+    pub volumes: usize,
+    /// Why the source check flagged it, when it did.
+    pub degenerate: Option<String>,
+}
+
+impl ListedBackup {
+    fn of(b: &RemoteBackup) -> ListedBackup {
+        let m = &b.manifest;
+        ListedBackup {
+            id: m.id.clone(),
+            kind: m.kind,
+            parent: m.parent.clone(),
+            host: origin(b).map(str::to_string),
+            created_at: m.created_at.clone(),
+            files: m.stats.files,
+            bytes: m.stats.bytes,
+            stored_bytes: m.stats.stored_bytes,
+            volumes: m.volumes.len(),
+            degenerate: m.degenerate.clone(),
+        }
+    }
+}
+
+/// `offsite list`: every job (or `job`) on each of its destinations (or
+/// only `destination`).
+pub async fn list_jobs(
+    config: &Config,
+    job: Option<&str>,
+    destination: Option<&str>,
+) -> Result<ListReport> {
+    let mut listings = Vec::new();
+    for j in config.select_jobs(job)? {
+        for t in config.job_targets(j, destination)? {
+            listings.push(match list_job(&t, &j.name).await {
+                Ok(l) => JobListing::Listed {
+                    job: j.name.clone(),
+                    destination: l.destination,
+                    backups: l.backups.iter().map(ListedBackup::of).collect(),
+                    incomplete: l.incomplete,
+                    damaged: l.damaged,
+                },
+                Err(e) => JobListing::Failed {
+                    job: j.name.clone(),
+                    error: e.to_string(),
+                },
+            });
+        }
+    }
+    let failed = listings
+        .iter()
+        .any(|l| matches!(l, JobListing::Failed { .. }));
+    Ok(ListReport {
+        status: if failed { Status::Failed } else { Status::Ok },
+        listings,
+    })
 }
 
 /// Refuses a `--backup` value that can be no backup's id: it must be
@@ -160,7 +284,7 @@ pub fn select<'a>(
     only_host: Option<&str>,
 ) -> Result<&'a RemoteBackup> {
     let damaged = |id: &str| {
-        Error::Failed(format!(
+        Error::Integrity(format!(
             "destination \"{}\": job {job:?} backup {id:?} is damaged ({}); choose another with --backup ID (see `offsite list`)",
             listing.destination,
             listing

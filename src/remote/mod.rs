@@ -4,4 +4,6 @@
 
 pub mod catalog;
 pub mod prune;
+pub mod read;
 pub mod restore;
+pub mod verify;

@@ -192,7 +192,7 @@ pub async fn prune_destination(
         }
         if let Some(d) = ours.first() {
             // Deciding without every backup's time and parent could delete a needed full.
-            return Err(Error::Failed(format!(
+            return Err(Error::Integrity(format!(
                 "destination \"{}\": backup {} has a damaged manifest ({}); prune stops rather than guess; repair or remove it by hand",
                 target.config.name, d.id, d.error
             )));
@@ -209,7 +209,7 @@ pub async fn prune_destination(
         for b in &listing.backups {
             let m = &b.manifest;
             let t = created_at(&m.created_at).ok_or_else(|| {
-                Error::Failed(format!(
+                Error::Integrity(format!(
                     "destination \"{}\": backup {}: created_at {:?} is not a valid time; prune stops rather than guess",
                     target.config.name, m.id, m.created_at
                 ))
@@ -289,7 +289,7 @@ pub async fn prune_destination(
             match delete_backup(target, &job.name, &d.id, d.complete).await {
                 Ok(()) => report.deleted.push(d.id.clone()),
                 // A volume locked longer than its manifest: not a failure either.
-                Err(Error::Backend(e)) if e.kind() == ErrorKind::Retained => {
+                Err(Error::Destination(e)) if e.kind() == ErrorKind::Retained => {
                     let locked = e.key().unwrap_or_default();
                     let until = match target.backend.retained_until(locked).await {
                         Ok(Some(t)) => rfc3339(t),

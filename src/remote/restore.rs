@@ -1,18 +1,13 @@
-//! `verify` and `restore`: stream a backup's volumes from a destination
-//! through zstd and tar, checking every hash on the way.
-//!
-//! Both read the same way: the volumes in order as one stream, each volume's
-//! size and hash (BLAKE3, or SHA-256 for older backups) checked when it ends, every archive entry matched against
-//! the manifest (an entry the manifest does not list is an error), every
-//! file's content hashed. `verify` collects every problem and writes nothing;
-//! `restore` stops at the first one.
+//! `restore`: rebuilds a backup (an incremental from its chain) into a
+//! folder, reading it as [`super::read`] does and stopping at the first
+//! problem.
 //!
 //! Restore never writes outside `--to`: paths are checked (relative, no `..`),
 //! no path component may be a symlink, symlinks are created last and only
 //! when they stay inside, and files are written to a temp name and renamed
 //! into place once their hash is right. Memory is bounded by one read buffer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -20,30 +15,18 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::format::digest::{Algorithm, Digest, Hasher};
-use bytes::Bytes;
-use futures::StreamExt;
-use offsite_backends::{Backend, ByteStream, ErrorKind, Readiness};
+use crate::format::digest::Digest;
 use serde::Serialize;
 
 use crate::destinations::Target;
 use crate::error::{Error, Result};
 use crate::format::crypt::{self, Identities};
-use crate::format::manifest::{self, EntryKind, FileEntry, Manifest, RootMeta, Volume};
+use crate::format::manifest::{self, FileEntry, Manifest, RootMeta};
 
-#[derive(Debug, Clone, Serialize)]
-pub struct VerifyReport {
-    pub job: String,
-    pub destination: String,
-    pub backup: String,
-    pub ok: bool,
-    pub files: u64,
-    pub bytes: u64,
-    pub volumes: u64,
-    /// False when only the stored (encrypted) volumes were checked, without an identity.
-    pub contents_checked: bool,
-    pub problems: Vec<String>,
-}
+use super::catalog::{self, Which};
+use super::read::{EntrySink, Outcome, ensure_readable, hash_stream, read_backup};
+use crate::config::Config;
+use crate::staging::{JobLock, JobStaging};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
@@ -58,596 +41,6 @@ pub struct RestoreReport {
     /// What did not stop the restore but needs a look (owners not set).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
-}
-
-/// The volumes of a backup read one after the other as a single stream
-/// (decrypted volume by volume when the backup is encrypted).
-struct VolumeChain {
-    rt: tokio::runtime::Handle,
-    backend: Arc<dyn Backend>,
-    volumes: Vec<(String, Volume)>,
-    next: usize,
-    current: Option<Box<dyn Read + Send>>,
-    problems: Arc<Mutex<Vec<String>>>,
-    /// The name of the volume being read, for messages.
-    position: Arc<Mutex<String>>,
-    ids: Option<Arc<Identities>>,
-}
-
-/// ` (in volume X)`, for a problem found while reading volume X.
-fn at(position: &Arc<Mutex<String>>) -> String {
-    match position.lock() {
-        Ok(p) if !p.is_empty() => format!(" (in {})", *p),
-        _ => String::new(),
-    }
-}
-
-fn note(problems: &Arc<Mutex<Vec<String>>>, p: String) {
-    if let Ok(mut v) = problems.lock() {
-        v.push(p);
-    }
-}
-
-/// One volume's stored bytes as they stream in, hashed; at the end its size
-/// and hash are checked against the manifest.
-struct StoredVolume {
-    rt: tokio::runtime::Handle,
-    stream: ByteStream,
-    buf: Bytes,
-    /// Of the volume's recorded algorithm; taken when the volume ends.
-    hasher: Option<Hasher>,
-    size: u64,
-    volume: Volume,
-    problems: Arc<Mutex<Vec<String>>>,
-    ended: bool,
-}
-
-impl Read for StoredVolume {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if !self.buf.is_empty() {
-                let n = out.len().min(self.buf.len());
-                out[..n].copy_from_slice(&self.buf[..n]);
-                self.buf = self.buf.slice(n..);
-                return Ok(n);
-            }
-            if self.ended {
-                return Ok(0);
-            }
-            match self.rt.block_on(self.stream.next()) {
-                Some(Ok(chunk)) => {
-                    if let Some(h) = self.hasher.as_mut() {
-                        h.update(&chunk);
-                    }
-                    self.size += chunk.len() as u64;
-                    self.buf = chunk;
-                }
-                Some(Err(e)) => return Err(io::Error::other(e.to_string())),
-                None => {
-                    self.ended = true;
-                    let v = &self.volume;
-                    let hash = self.hasher.take().map(Hasher::finish);
-                    if self.size != v.size {
-                        note(
-                            &self.problems,
-                            format!(
-                                "volume {} is {} bytes, the manifest says {} (truncated or damaged)",
-                                v.name, self.size, v.size
-                            ),
-                        );
-                    } else if let Some(want) = v.digest()
-                        && hash.as_ref() != Some(&want)
-                    {
-                        note(
-                            &self.problems,
-                            format!(
-                                "volume {}: {} does not match the manifest (damaged)",
-                                v.name,
-                                want.algorithm.label()
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl VolumeChain {
-    /// Opens volume `index` as stored (no decryption).
-    fn open_stored(&self, index: usize) -> io::Result<StoredVolume> {
-        let (key, v) = &self.volumes[index];
-        if let Ok(mut p) = self.position.lock() {
-            *p = v.name.clone();
-        }
-        match self.rt.block_on(self.backend.get(key, None)) {
-            Ok(stream) => Ok(StoredVolume {
-                rt: self.rt.clone(),
-                stream,
-                buf: Bytes::new(),
-                hasher: v.digest().map(|d| Hasher::new(d.algorithm)),
-                size: 0,
-                volume: v.clone(),
-                problems: self.problems.clone(),
-                ended: false,
-            }),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let msg = format!("volume {} is missing on the destination", v.name);
-                note(&self.problems, msg.clone());
-                Err(io::Error::other(msg))
-            }
-            Err(e) => Err(io::Error::other(e.to_string())),
-        }
-    }
-}
-
-impl Read for VolumeChain {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if let Some(cur) = self.current.as_mut() {
-                let n = cur.read(out)?;
-                if n > 0 || out.is_empty() {
-                    return Ok(n);
-                }
-                self.current = None;
-                continue;
-            }
-            if self.next >= self.volumes.len() {
-                return Ok(0);
-            }
-            let index = self.next;
-            self.next += 1;
-            let stored = self.open_stored(index)?;
-            self.current = Some(match &self.ids {
-                None => Box::new(stored),
-                Some(ids) => Box::new(ids.decrypt(stored).map_err(io::Error::other)?),
-            });
-        }
-    }
-}
-
-/// What to do with each entry as it streams by.
-trait EntrySink {
-    /// Called for each file with its content; returns its size and its
-    /// hash, in the algorithm the manifest recorded for it.
-    fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, Digest)>;
-    fn dir(&mut self, entry: &FileEntry) -> Result<()>;
-    fn symlink(&mut self, entry: &FileEntry) -> Result<()>;
-    fn hardlink(&mut self, entry: &FileEntry) -> Result<()>;
-}
-
-struct HashOnly;
-
-/// Reads `content` to its end (copying it to `out`), hashed as `entry`'s
-/// recorded hash is.
-fn hash_stream(
-    entry: &FileEntry,
-    content: &mut dyn Read,
-    mut out: Option<&mut dyn Write>,
-) -> io::Result<(u64, Digest)> {
-    let algorithm = entry.digest().map_or(Algorithm::CURRENT, |d| d.algorithm);
-    let mut hasher = Hasher::new(algorithm);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = content.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        if let Some(f) = out.as_deref_mut() {
-            f.write_all(&buf[..n])?;
-        }
-        total += n as u64;
-    }
-    Ok((total, hasher.finish()))
-}
-
-impl EntrySink for HashOnly {
-    fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, Digest)> {
-        hash_stream(entry, content, None)
-            .map_err(|e| Error::io(format!("reading {}", entry.path), e))
-    }
-    fn dir(&mut self, _: &FileEntry) -> Result<()> {
-        Ok(())
-    }
-    fn symlink(&mut self, _: &FileEntry) -> Result<()> {
-        Ok(())
-    }
-    fn hardlink(&mut self, _: &FileEntry) -> Result<()> {
-        Ok(())
-    }
-}
-
-struct Outcome {
-    files: u64,
-    bytes: u64,
-    problems: Vec<String>,
-}
-
-/// The entries of `archive` whose bytes it holds itself (all of a full's;
-/// an incremental's changed files, folders and symlinks).
-fn own_entries(archive: &Manifest) -> HashMap<String, FileEntry> {
-    archive
-        .files
-        .iter()
-        .filter(|f| f.backup == archive.id)
-        .map(|f| (f.path.clone(), f.clone()))
-        .collect()
-}
-
-/// Streams `archive`'s volumes. Every archive entry must be one `archive`'s
-/// manifest says it holds; of those, the `wanted` ones (path → the entry to
-/// check against and restore with) go to `sink`, the others are skipped.
-/// With `stop_early` the first problem ends the read (restore); otherwise
-/// every problem found is collected (verify).
-fn read_backup(
-    rt: tokio::runtime::Handle,
-    target: &Target,
-    manifest: &Manifest,
-    ids: Option<Arc<Identities>>,
-    wanted: &HashMap<String, FileEntry>,
-    sink: &mut dyn EntrySink,
-    stop_early: bool,
-) -> Outcome {
-    let problems = Arc::new(Mutex::new(Vec::new()));
-    let position = Arc::new(Mutex::new(String::new()));
-    let mut out = Outcome {
-        files: 0,
-        bytes: 0,
-        problems: Vec::new(),
-    };
-    let volumes = volume_keys(target, manifest);
-    let ids = ids.filter(|_| crypt::is_encrypted(manifest));
-    let chain = VolumeChain {
-        rt,
-        backend: target.backend.clone(),
-        volumes,
-        next: 0,
-        current: None,
-        problems: problems.clone(),
-        position: position.clone(),
-        ids,
-    };
-    let push = |p: String| {
-        if let Ok(mut v) = problems.lock() {
-            v.push(p);
-        }
-    };
-    let stop = |problems: &Arc<Mutex<Vec<String>>>| {
-        stop_early && problems.lock().map(|v| !v.is_empty()).unwrap_or(true)
-    };
-
-    let expected: HashMap<&str, &FileEntry> = manifest
-        .files
-        .iter()
-        .filter(|f| f.backup == manifest.id)
-        .map(|f| (f.path.as_str(), f))
-        .collect();
-    let mut seen: HashSet<String> = HashSet::new();
-    let decoder = match zstd::stream::read::Decoder::new(chain) {
-        Ok(d) => d,
-        Err(e) => {
-            push(format!("cannot start decompression: {e}"));
-            out.problems = problems.lock().map(|v| v.clone()).unwrap_or_default();
-            return out;
-        }
-    };
-    let mut archive = tar::Archive::new(decoder);
-    let mut broken = false;
-    match archive.entries() {
-        Err(e) => {
-            push(format!("the archive cannot be read: {e}"));
-            broken = true;
-        }
-        Ok(entries) => {
-            for entry in entries {
-                if stop(&problems) {
-                    break;
-                }
-                let mut entry = match entry {
-                    Ok(e) => e,
-                    Err(e) => {
-                        push(format!(
-                            "the archive stream is broken{}: {e}",
-                            at(&position)
-                        ));
-                        broken = true;
-                        break;
-                    }
-                };
-                let raw = entry.path_bytes().into_owned();
-                let name = crate::format::names::encode(&raw);
-                let name = name.trim_end_matches('/').to_string();
-                if !manifest::safe_relative_path(&name) {
-                    push(format!("archive entry {name:?} is an unsafe path; refused"));
-                    continue;
-                }
-                let Some(held) = expected.get(name.as_str()) else {
-                    push(format!(
-                        "archive entry {name:?} is not in the manifest; refused"
-                    ));
-                    continue;
-                };
-                let Some(fe) = wanted.get(name.as_str()) else {
-                    // Held here but not part of what is read now (a later backup replaced it).
-                    seen.insert(name.clone());
-                    continue;
-                };
-                if fe.kind != held.kind {
-                    push(format!(
-                        "{name:?} is a {:?} in {} but a {:?} in the backup being restored",
-                        held.kind, manifest.id, fe.kind
-                    ));
-                    continue;
-                }
-                if !seen.insert(name.clone()) {
-                    push(format!("archive entry {name:?} appears twice"));
-                    continue;
-                }
-                let et = entry.header().entry_type();
-                let kind_ok = match fe.kind {
-                    EntryKind::File => et.is_file(),
-                    EntryKind::Dir => et.is_dir(),
-                    EntryKind::Symlink => et.is_symlink(),
-                    EntryKind::Hardlink => et.is_hard_link(),
-                };
-                if !kind_ok {
-                    push(format!(
-                        "archive entry {name:?} is not a {:?} as the manifest says",
-                        fe.kind
-                    ));
-                    continue;
-                }
-                let res = match fe.kind {
-                    EntryKind::File => match sink.file(fe, &mut entry) {
-                        Ok((size, hash)) => {
-                            if size != fe.size {
-                                push(format!(
-                                    "file {name:?} is {size} bytes, the manifest says {}",
-                                    fe.size
-                                ));
-                            } else if Some(&hash) != fe.digest().as_ref() {
-                                push(format!(
-                                    "file {name:?}: {} does not match the manifest (damaged)",
-                                    hash.algorithm.label()
-                                ));
-                            } else {
-                                out.files += 1;
-                                out.bytes += size;
-                            }
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    },
-                    EntryKind::Dir => sink.dir(fe),
-                    EntryKind::Symlink | EntryKind::Hardlink => {
-                        let target = entry
-                            .link_name_bytes()
-                            .map(|b| crate::format::names::encode(&b));
-                        if target.as_deref() != fe.target.as_deref() {
-                            push(format!(
-                                "link {name:?} points elsewhere than the manifest says"
-                            ));
-                            Ok(())
-                        } else if fe.kind == EntryKind::Symlink {
-                            sink.symlink(fe)
-                        } else {
-                            sink.hardlink(fe)
-                        }
-                    }
-                };
-                if let Err(e) = res {
-                    // A broken stream surfaces here as a read error of the file.
-                    push(format!("{e}{}", at(&position)));
-                    if problems
-                        .lock()
-                        .map(|v| v.iter().any(|p| p.contains("missing")))
-                        .unwrap_or(false)
-                    {
-                        broken = true;
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    if !stop(&problems) {
-        // Read to the very end, so every volume's size and hash are checked:
-        // past the tar trailer, and past a point where decompression broke.
-        let mut decoder = archive.into_inner();
-        if !broken && let Err(e) = io::copy(&mut decoder, &mut io::sink()) {
-            push(format!(
-                "the compressed stream is damaged{}: {e}",
-                at(&position)
-            ));
-        }
-        let mut chain = decoder.finish();
-        let _ = io::copy(&mut chain, &mut io::sink());
-        if !broken {
-            for f in wanted.values() {
-                if !seen.contains(&f.path) {
-                    push(format!(
-                        "{:?} is in the manifest but not in the archive",
-                        f.path
-                    ));
-                }
-            }
-        }
-    }
-    out.problems = problems.lock().map(|v| v.clone()).unwrap_or_default();
-    out
-}
-
-/// How many volumes are asked about at once by [`ensure_readable`].
-const READINESS_CONCURRENCY: usize = 8;
-
-/// Makes every volume of `manifests` readable on `target` before any is
-/// read: cold storage starts the retrievals it needs, all in one pass, so
-/// one later run finds them all ready. [`Error::Pending`] (exit 4) while any
-/// is still being retrieved; a missing volume is left to the read that
-/// follows, which reports it like any other damage.
-pub async fn ensure_readable(target: &Target, manifests: &[&Manifest]) -> Result<()> {
-    let keys: Vec<(String, String)> = manifests
-        .iter()
-        .flat_map(|m| {
-            m.volumes
-                .iter()
-                .map(move |v| (m.id.clone(), target.layout().key(&m.job, &m.id, &v.name)))
-        })
-        .collect();
-    let total = keys.len();
-    let answers: Vec<_> = futures::stream::iter(keys)
-        .map(|(id, key)| async move {
-            let r = target.backend.prepare_read(&key).await;
-            (id, r)
-        })
-        .buffer_unordered(READINESS_CONCURRENCY)
-        .collect()
-        .await;
-    let mut pending = 0usize;
-    let mut requested = 0usize;
-    let mut detail = String::new();
-    let mut longest: Option<std::time::Duration> = None;
-    for (_, answer) in answers {
-        match answer {
-            Ok(Readiness::Ready) => {}
-            Ok(Readiness::Pending {
-                requested: now,
-                detail: d,
-                expected,
-            }) => {
-                pending += 1;
-                requested += usize::from(now);
-                detail = d;
-                longest = longest.max(expected);
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if pending == 0 {
-        return Ok(());
-    }
-    let ids: std::collections::BTreeSet<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
-    let ids: Vec<&str> = ids.into_iter().collect();
-    let what = match requested {
-        0 => format!("retrieval already under way for {pending} of {total} volume(s)"),
-        r if r == pending => format!("retrieval requested for {pending} of {total} volume(s)"),
-        r => format!(
-            "retrieval requested for {r} more volume(s); {pending} of {total} are being retrieved"
-        ),
-    };
-    let when = match longest {
-        Some(d) => format!("ready in about {}", human_wait(d)),
-        None => "ready later".to_string(),
-    };
-    Err(Error::Pending(format!(
-        "destination \"{}\": backup {} is in cold storage ({detail}): {what}; {when}; run the same command again then",
-        target.config.name,
-        ids.join(", ")
-    )))
-}
-
-/// "5 minutes", "5 hours", "2 days": a wait as a person says it.
-fn human_wait(d: std::time::Duration) -> String {
-    let mins = d.as_secs().div_ceil(60);
-    match mins {
-        0..=1 => "a minute".to_string(),
-        2..=119 => format!("{mins} minutes"),
-        _ => format!("{} hours", mins.div_ceil(60)),
-    }
-}
-
-/// Downloads `manifest`'s backup from `target` and checks every hash. An
-/// encrypted backup without `ids` is checked as stored: every volume's size
-/// and hash (of the ciphertext), not the files inside.
-pub async fn verify(
-    target: &Target,
-    manifest: &Manifest,
-    ids: Option<Arc<Identities>>,
-) -> Result<VerifyReport> {
-    ensure_readable(target, &[manifest]).await?;
-    let rt = tokio::runtime::Handle::current();
-    let target2 = target.clone();
-    let sealed = crypt::is_encrypted(manifest) && ids.is_none();
-    let m = if sealed {
-        manifest.clone()
-    } else {
-        crypt::open_manifest(manifest, ids.as_deref())?
-    };
-    let outcome = tokio::task::spawn_blocking(move || {
-        if sealed {
-            return verify_stored(rt, &target2, &m);
-        }
-        let own = own_entries(&m);
-        read_backup(rt, &target2, &m, ids, &own, &mut HashOnly, false)
-    })
-    .await
-    .map_err(|e| Error::Failed(format!("verify task failed: {e}")))?;
-    Ok(VerifyReport {
-        job: manifest.job.clone(),
-        destination: target.config.name.clone(),
-        backup: manifest.id.clone(),
-        ok: outcome.problems.is_empty(),
-        files: outcome.files,
-        bytes: outcome.bytes,
-        volumes: manifest.volumes.len() as u64,
-        contents_checked: !sealed,
-        problems: outcome.problems,
-    })
-}
-
-/// Reads every volume of `manifest` as stored and checks its size and
-/// hash; nothing is decrypted or unpacked.
-fn verify_stored(rt: tokio::runtime::Handle, target: &Target, manifest: &Manifest) -> Outcome {
-    let problems = Arc::new(Mutex::new(Vec::new()));
-    let mut chain = VolumeChain {
-        rt,
-        backend: target.backend.clone(),
-        volumes: volume_keys(target, manifest),
-        next: 0,
-        current: None,
-        problems: problems.clone(),
-        position: Arc::new(Mutex::new(String::new())),
-        ids: None,
-    };
-    let mut bytes = 0;
-    loop {
-        match io::copy(&mut chain, &mut io::sink()) {
-            Ok(n) => {
-                bytes += n;
-                break;
-            }
-            // A missing volume is noted; go on with the next one.
-            Err(e) => {
-                let text = e.to_string();
-                if !problems.lock().map(|v| v.contains(&text)).unwrap_or(true) {
-                    note(&problems, format!("{text}{}", at(&chain.position)));
-                }
-                chain.current = None;
-            }
-        }
-    }
-    Outcome {
-        files: 0,
-        bytes,
-        problems: problems.lock().map(|v| v.clone()).unwrap_or_default(),
-    }
-}
-
-/// Each volume of `manifest` with its key on `target`.
-fn volume_keys(target: &Target, manifest: &Manifest) -> Vec<(String, Volume)> {
-    manifest
-        .volumes
-        .iter()
-        .map(|v| {
-            (
-                target.layout().key(&manifest.job, &manifest.id, &v.name),
-                v.clone(),
-            )
-        })
-        .collect()
 }
 
 /// Writes entries under `root`, refusing any path through a symlink.
@@ -998,7 +391,7 @@ fn chain_of(
             manifest.clone()
         } else {
             let found = others.iter().find(|m| m.id == holder).ok_or_else(|| {
-                Error::Failed(format!(
+                Error::Integrity(format!(
                     "destination \"{}\": backup {} needs the files held by {holder}, which is not complete there; restore another backup, or from another destination",
                     target.config.name, manifest.id
                 ))
@@ -1108,7 +501,7 @@ pub async fn restore(
     .await
     .map_err(|e| Error::Failed(format!("restore task failed: {e}")))?;
     if !outcome.problems.is_empty() {
-        return Err(Error::Failed(format!(
+        return Err(Error::Integrity(format!(
             "destination \"{}\": restore of {} refused: {}; nothing was written outside {}, but {} may hold part of the backup",
             target.config.name,
             manifest.id,
@@ -1137,4 +530,58 @@ pub async fn restore(
         bytes: outcome.bytes,
         warnings,
     })
+}
+
+/// `offsite restore`: `which` backup of `job` (default `latest`) into `to`,
+/// from the first of its destinations (or `destination`) that has it
+/// readable. Destinations that can be read at once go first: a backup also
+/// on a NAS is restored from there, without waiting for (or paying) a
+/// cold-storage retrieval. Holds the job's lock, so no prune (or backup)
+/// of the job runs meanwhile.
+pub async fn restore_job(
+    config: &Config,
+    job: &str,
+    destination: Option<&str>,
+    which: Which<'_>,
+    to: &Path,
+    force: bool,
+    identity: Option<&Path>,
+) -> Result<RestoreReport> {
+    let backup = which.backup.unwrap_or("latest");
+    catalog::check_backup_arg(backup)?;
+    let j = config.job(job)?;
+    let ids = Identities::find(identity, j.encryption.as_ref(), &j.name)?.map(Arc::new);
+    let mut targets = config.job_targets(j, destination)?;
+    targets.sort_by_key(|t| t.backend.capabilities().cold_storage);
+    let _lock = JobLock::acquire(&JobStaging::new(config, job), job)?;
+    let mut last_err = None;
+    let mut pending = None;
+    for t in &targets {
+        let listing = match catalog::list_job(t, job).await {
+            Ok(l) => l,
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let chosen = match catalog::select(&listing, job, backup, &config.host_id, which.host) {
+            Ok(b) => b,
+            // Several hosts' backups and none of ours: the person must say which.
+            Err(e @ Error::Usage(_)) => return Err(e),
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let others: Vec<_> = listing.backups.iter().map(|b| b.manifest.clone()).collect();
+        match restore(t, &chosen.manifest, &others, to, force, ids.clone()).await {
+            // Another destination may have it readable now; this one's
+            // retrieval is requested either way.
+            Err(e @ Error::Pending(_)) => pending = Some(e),
+            done => return done,
+        }
+    }
+    Err(pending.or(last_err).unwrap_or_else(|| {
+        Error::Failed(format!("job {job:?} has no destination to restore from"))
+    }))
 }

@@ -131,6 +131,14 @@ pub struct RunLog {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
+    /// The daemon holds the staging folder and runs the schedules of `jobs`;
+    /// the jobs without a schedule are never run by it.
+    Started {
+        time: Timestamp,
+        pid: u32,
+        jobs: Vec<String>,
+        unscheduled: Vec<String>,
+    },
     /// The daemon watches `job`; its next slots.
     Watching {
         job: String,
@@ -156,15 +164,58 @@ pub enum Event {
         job: String,
         message: String,
     },
+    /// Stopped on request, every running job wound down.
+    Stopped {
+        time: Timestamp,
+    },
+}
+
+/// `offsite daemon`: runs the schedules of every job (or only `job`) until
+/// `stop` is requested, telling `log` about it from start to stop. Refuses
+/// a configuration where none of them has a schedule.
+pub async fn serve(
+    config: &Config,
+    job: Option<&str>,
+    stop: &Stop,
+    log: &(dyn Fn(Event) + Sync),
+) -> Result<()> {
+    let jobs = config.select_jobs(job)?;
+    let (scheduled, unscheduled): (Vec<&Job>, Vec<&Job>) =
+        jobs.iter().copied().partition(|j| j.schedule.is_some());
+    if scheduled.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: no job{} has a schedule; add schedule = {{ full = \"0 2 * * *\" }} (and optionally incremental, prune) to a [[job]]",
+            config.file.display(),
+            job.map(|j| format!(" named {j:?}")).unwrap_or_default()
+        )));
+    }
+    for j in &scheduled {
+        crate::staging::check_overlap(config, j)?;
+    }
+    let names = |jobs: &[&Job]| jobs.iter().map(|j| j.name.clone()).collect();
+    run(config, &scheduled, stop, log, || {
+        log(Event::Started {
+            time: Timestamp::now(),
+            pid: std::process::id(),
+            jobs: names(&scheduled),
+            unscheduled: names(&unscheduled),
+        })
+    })
+    .await?;
+    log(Event::Stopped {
+        time: Timestamp::now(),
+    });
+    Ok(())
 }
 
 /// Runs the schedules of `jobs` until `stop` is requested, then returns once
 /// every running job has wound down. Every job must have a schedule.
-pub async fn run(
+async fn run(
     config: &Config,
     jobs: &[&Job],
     stop: &Stop,
     log: &(dyn Fn(Event) + Sync),
+    started: impl FnOnce(),
 ) -> Result<()> {
     let _lock = DaemonLock::acquire(&config.staging.dir)?;
     // Every job's state is read before any loop starts: a damaged file stops the
@@ -176,6 +227,7 @@ pub async fn run(
             loops.push(job_loop(config, job, sched, state, stop, log));
         }
     }
+    started();
     futures::future::join_all(loops).await;
     Ok(())
 }
@@ -305,7 +357,7 @@ async fn run_task(config: &Config, job: &Job, due: &Due, stop: &Stop) -> RunLog 
                 }
                 Err(e) => {
                     line.status = match e {
-                        Error::Interrupted(_) => Status::Interrupted,
+                        Error::Stopped(_) => Status::Interrupted,
                         _ => Status::Failed,
                     };
                     line.error = Some(e.to_string());

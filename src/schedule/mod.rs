@@ -5,4 +5,5 @@
 
 pub mod cron;
 pub mod daemon;
+pub mod report;
 pub mod status;
