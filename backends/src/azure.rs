@@ -1055,8 +1055,8 @@ mod tests {
         assert!(string_to_sign("acct", &r, 0).starts_with("GET\n\n\n\n"));
     }
 
-    /// Refused by [`crate::Checked`] before any request (there is no
-    /// server here), each naming the request and the permissions to use.
+    /// Refused by [`crate::Checked`] before any request, each naming the
+    /// request and the permissions to use instead.
     #[tokio::test]
     async fn a_put_only_destination_refuses_reads_lists_and_deletes() {
         let options = AzureOptions {
@@ -1070,27 +1070,12 @@ mod tests {
             timeout: Duration::from_secs(60),
         };
         let b = crate::Checked::new(Arc::new(AzureBackend::new("blob", options)));
-        let err = b.list("db/").await.err().expect("list refused");
-        assert_eq!(
-            err.to_string(),
-            "destination \"blob\": List Blobs is not made on a put_only destination (its SAS may only create and write blobs in container \"c\"); run list, verify, restore and prune from a host whose destination has put_only = false and a key or SAS with read, list and delete permissions (sp=rld at least)"
-        );
-        let key = "db/j/1/vol-000000.tar.zst";
-        let refused = [
-            ("Get Blob", b.get(key, None).await.err()),
-            ("Get Blob Properties", b.prepare_read(key).await.err()),
-            ("Delete Blob", b.delete(key).await.err()),
-            (
-                "Delete Blob",
-                b.abort_upload(key, &UploadId("u".into())).await.err(),
-            ),
-        ];
-        for (call, err) in refused {
-            let err = err.expect(call);
-            assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
-            let start = format!("destination \"blob\": {key}: {call} is not made on a put_only");
-            assert!(err.to_string().starts_with(&start), "{err}");
-        }
+        crate::checked::assert_put_only_refusals(
+            &b,
+            "destination \"blob\": List Blobs is not made on a put_only destination (its SAS may only create and write blobs in container \"c\"); run list, verify, restore and prune from a host whose destination has put_only = false and a key or SAS with read, list and delete permissions (sp=rld at least)",
+            ["Get Blob", "Get Blob Properties", "Delete Blob", "Delete Blob"],
+        )
+        .await;
     }
 
     #[test]

@@ -49,31 +49,37 @@ impl Checked {
         move |e| e.or_destination(&name).or_key(&key)
     }
 
-    /// The refusal of `op` when the capabilities rule it out.
-    fn allow(&self, op: Option<Operation>, key: &str) -> Result<()> {
-        match op {
-            Some(op) if !self.inner.capabilities().allows(op) => {
-                Err((self.context(key))(self.inner.refusal(op)))
-            }
-            _ => Ok(()),
+    /// Runs `call`, an inner call on `key` (which does nothing until
+    /// awaited), if the capabilities allow `op` and the key is `valid`;
+    /// every error names the destination and `key`.
+    async fn guarded<T>(
+        &self,
+        op: Option<Operation>,
+        key: &str,
+        valid: Result<()>,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let named = self.context(key);
+        if let Some(op) = op
+            && !self.inner.capabilities().allows(op)
+        {
+            return Err(named(self.inner.refusal(op)));
         }
+        valid.map_err(&named)?;
+        call.await.map_err(named)
     }
 
-    /// Runs `call` (an inner call, which does nothing until awaited) on
-    /// `key` once the key is valid and `op` allowed, and names the
-    /// destination and `key` in its error.
+    /// [`Checked::guarded`] for a call on `key`.
     async fn keyed<T>(
         &self,
         op: Option<Operation>,
         key: &str,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        self.allow(op, key)?;
-        validate_key(key).map_err(self.context(key))?;
-        call.await.map_err(self.context(key))
+        self.guarded(op, key, validate_key(key), call).await
     }
 
-    /// [`Checked::keyed`] for a call on a `prefix` (a key, or a folder
+    /// [`Checked::guarded`] for a call on a `prefix` (a key, or a folder
     /// ending in `/`; empty for everything), whose errors name the
     /// destination only.
     async fn under<T>(
@@ -82,9 +88,7 @@ impl Checked {
         prefix: &str,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        self.allow(op, "")?;
-        validate_prefix(prefix).map_err(self.context(""))?;
-        call.await.map_err(self.context(""))
+        self.guarded(op, "", validate_prefix(prefix), call).await
     }
 }
 
@@ -194,6 +198,34 @@ impl Backend for Checked {
     async fn extend_retention(&self, key: &str, until: SystemTime) -> Result<()> {
         self.keyed(None, key, self.inner.extend_retention(key, until))
             .await
+    }
+}
+
+/// Test support for the backends whose capabilities rule calls out:
+/// asserts that `b`, put-only, answers `list` with `list_refusal` word for
+/// word, and refuses get, prepare_read, delete and abort_upload, each
+/// naming the request it would have made (`requests`, in that order).
+/// There is no server: a call that got through would fail otherwise.
+#[cfg(all(test, any(feature = "s3", feature = "azure")))]
+pub(crate) async fn assert_put_only_refusals(b: &Checked, list_refusal: &str, requests: [&str; 4]) {
+    let err = b.list("db/").await.err().expect("list refused");
+    assert_eq!(err.to_string(), list_refusal);
+    let key = "db/j/1/vol-000000.tar.zst";
+    let upload = UploadId("u".into());
+    let refused = [
+        b.get(key, None).await.err(),
+        b.prepare_read(key).await.err(),
+        b.delete(key).await.err(),
+        b.abort_upload(key, &upload).await.err(),
+    ];
+    for (request, err) in requests.into_iter().zip(refused) {
+        let err = err.expect(request);
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+        let start = format!(
+            "destination \"{}\": {key}: {request} is not made on a put_only",
+            b.name()
+        );
+        assert!(err.to_string().starts_with(&start), "{err}");
     }
 }
 

@@ -1018,37 +1018,21 @@ mod tests {
         assert!(b("GLACIER").capabilities().cold_storage);
     }
 
-    /// Refused by [`crate::Checked`] before any request (there is no
-    /// server here), each naming the request and the policy to use instead.
+    /// Refused by [`crate::Checked`] before any request, each naming the
+    /// request and the policy to use instead.
     #[tokio::test]
     async fn a_put_only_destination_refuses_reads_lists_and_deletes() {
-        let b = crate::Checked::new(std::sync::Arc::new(S3Backend::new(
-            "s3",
-            options(None, true),
-        )));
-        let err = b.list("db/").await.err().expect("list refused");
-        assert_eq!(
-            err.to_string(),
-            "destination \"s3\": ListObjectsV2 is not made on a put_only destination (its credentials may only write to bucket \"b\"); run list, verify, restore and prune from a host whose destination has put_only = false and credentials with the restorer or pruner policy (s3:ListBucket, s3:GetObject, s3:DeleteObject)"
-        );
-        let key = "db/j/1/vol-000000.tar.zst";
-        let refused = [
-            ("GetObject", b.get(key, None).await.err()),
-            ("HeadObject", b.prepare_read(key).await.err()),
-            ("DeleteObject", b.delete(key).await.err()),
-            (
-                "AbortMultipartUpload",
-                b.abort_upload(key, &UploadId("u".into())).await.err(),
-            ),
-        ];
-        for (call, err) in refused {
-            let err = err.expect(call);
-            assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
-            let start = format!("destination \"s3\": {key}: {call} is not made on a put_only");
-            assert!(err.to_string().starts_with(&start), "{err}");
-        }
+        let b = S3Backend::new("s3", options(None, true));
+        let b = crate::Checked::new(std::sync::Arc::new(b));
+        crate::checked::assert_put_only_refusals(
+            &b,
+            "destination \"s3\": ListObjectsV2 is not made on a put_only destination (its credentials may only write to bucket \"b\"); run list, verify, restore and prune from a host whose destination has put_only = false and credentials with the restorer or pruner policy (s3:ListBucket, s3:GetObject, s3:DeleteObject)",
+            ["GetObject", "HeadObject", "DeleteObject", "AbortMultipartUpload"],
+        )
+        .await;
         // Without Object Lock there is no lock to read: answered, not refused.
-        assert_eq!(b.retained_until(key).await.expect("no lock"), None);
+        let unlocked = b.retained_until("db/j/1/manifest.json").await;
+        assert_eq!(unlocked.expect("no lock"), None);
     }
 
     #[test]
