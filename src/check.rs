@@ -200,7 +200,7 @@ async fn probe_parts(backend: &dyn Backend, key: &str) -> Result<Vec<String>> {
             Ok(r) => receipts.push(r),
             Err(e) if e.kind() == ErrorKind::Unsupported => {
                 let _ = backend.abort_upload(key, &id).await;
-                return Ok(vec![format!("destination \"{}\": {e}", backend.name())]);
+                return Ok(vec![e.to_string()]);
             }
             Err(e) => return Err(e.into()),
         }

@@ -143,40 +143,105 @@ pub fn apply(
             .cmp(&a.created_at)
             .then_with(|| b.id.cmp(&a.id))
     });
-    let mut reasons: BTreeMap<&str, Vec<String>> =
-        sorted.iter().map(|b| (b.id.as_str(), Vec::new())).collect();
-    let keep = |id: &str, why: String, reasons: &mut BTreeMap<&str, Vec<String>>| {
-        if let Some(r) = reasons.get_mut(id) {
+    let mut reasons = Reasons(sorted.iter().map(|b| (b.id.as_str(), Vec::new())).collect());
+    keep_by_rules(&sorted, policy, now, &mut reasons);
+    keep_by_buckets(&sorted, policy, &mut reasons);
+    let by_id: HashMap<&str, &BackupInfo> = sorted.iter().map(|b| (b.id.as_str(), *b)).collect();
+    keep_ancestors(&sorted, &by_id, &mut reasons);
+    let mut out: Vec<Decision> = sorted
+        .iter()
+        .map(|b| {
+            let mut r = reasons.0.remove(b.id.as_str()).unwrap_or_default();
+            let action = if r.is_empty() {
+                r.push("matched no keep rule".into());
+                if b.kind == BackupKind::Incr
+                    && b.parent.as_deref().is_some_and(|p| !by_id.contains_key(p))
+                {
+                    r.push("its parent is already gone".into());
+                }
+                Action::Delete
+            } else {
+                Action::Keep
+            };
+            Decision {
+                id: b.id.clone(),
+                action,
+                complete: true,
+                reasons: r,
+            }
+        })
+        .collect();
+    out.extend(decide_incomplete(incomplete, policy, now));
+    out
+}
+
+/// Why each complete backup is kept, by id (no reason: it is deleted).
+struct Reasons<'a>(BTreeMap<&'a str, Vec<String>>);
+
+impl Reasons<'_> {
+    fn keep(&mut self, id: &str, why: String) {
+        if let Some(r) = self.0.get_mut(id)
+            && !r.contains(&why)
+        {
             r.push(why);
         }
-    };
+    }
 
+    fn kept(&self, id: &str) -> bool {
+        self.0.get(id).is_some_and(|r| !r.is_empty())
+    }
+}
+
+/// The rules that keep backups by position and age: the newest, the
+/// newest sane one, `keep_last`, `keep_within`, `min_age`, and everything
+/// when no keep rule is set. `sorted` is newest first.
+fn keep_by_rules(sorted: &[&BackupInfo], policy: &Policy, now: Timestamp, reasons: &mut Reasons) {
     if let Some(newest) = sorted.first() {
-        keep(&newest.id, "newest complete backup".into(), &mut reasons);
+        reasons.keep(&newest.id, "newest complete backup".into());
     }
     if let Some(sane) = sorted.iter().find(|b| !b.degenerate)
         && sorted.first().is_some_and(|n| n.degenerate)
     {
-        keep(
+        reasons.keep(
             &sane.id,
             "newest backup that passed the source check (newer ones were of an empty or shrunken source)".into(),
-            &mut reasons,
         );
     }
     if !policy.has_keep_rule() {
-        for b in &sorted {
-            keep(
-                &b.id,
-                "no keep_* rule is set, so everything is kept".into(),
-                &mut reasons,
-            );
+        for b in sorted {
+            reasons.keep(&b.id, "no keep_* rule is set, so everything is kept".into());
         }
     }
     if let Some(n) = policy.keep_last {
         for b in sorted.iter().take(n as usize) {
-            keep(&b.id, format!("one of the last {n}"), &mut reasons);
+            reasons.keep(&b.id, format!("one of the last {n}"));
         }
     }
+    if let (Some(within), Some(newest)) = (policy.keep_within, sorted.first()) {
+        for b in sorted {
+            if elapsed(newest.created_at, b.created_at) <= signed(within) {
+                reasons.keep(
+                    &b.id,
+                    format!("within {} of the newest backup", human_duration(within)),
+                );
+            }
+        }
+    }
+    if let Some(min_age) = policy.min_age {
+        for b in sorted {
+            if elapsed(now, b.created_at) < signed(min_age) {
+                reasons.keep(
+                    &b.id,
+                    format!("younger than min_age {}", human_duration(min_age)),
+                );
+            }
+        }
+    }
+}
+
+/// The `keep_hourly` .. `keep_yearly` rules: the newest backup of each of
+/// the last N hours, days, ISO weeks, months or years that have one (UTC).
+fn keep_by_buckets(sorted: &[&BackupInfo], policy: &Policy, reasons: &mut Reasons) {
     type BucketFn = fn(Timestamp) -> String;
     let buckets: [(Option<u32>, &str, BucketFn); 5] = [
         (policy.keep_hourly, "hourly", |t| {
@@ -199,43 +264,27 @@ pub fn apply(
     for (count, name, bucket) in buckets {
         let Some(n) = count else { continue };
         let mut seen = HashSet::new();
-        for b in &sorted {
+        for b in sorted {
             if seen.len() >= n as usize {
                 break;
             }
             let key = bucket(b.created_at);
             if seen.insert(key.clone()) {
-                keep(&b.id, format!("{name} backup for {key}"), &mut reasons);
+                reasons.keep(&b.id, format!("{name} backup for {key}"));
             }
         }
     }
-    if let (Some(within), Some(newest)) = (policy.keep_within, sorted.first()) {
-        for b in &sorted {
-            if elapsed(newest.created_at, b.created_at) <= signed(within) {
-                keep(
-                    &b.id,
-                    format!("within {} of the newest backup", human_duration(within)),
-                    &mut reasons,
-                );
-            }
-        }
-    }
-    if let Some(min_age) = policy.min_age {
-        for b in &sorted {
-            if elapsed(now, b.created_at) < signed(min_age) {
-                keep(
-                    &b.id,
-                    format!("younger than min_age {}", human_duration(min_age)),
-                    &mut reasons,
-                );
-            }
-        }
-    }
-    // Chains: a kept backup keeps every ancestor it needs, transitively.
-    let by_id: HashMap<&str, &BackupInfo> = sorted.iter().map(|b| (b.id.as_str(), *b)).collect();
+}
+
+/// Chains: a kept backup keeps every ancestor it needs, transitively.
+fn keep_ancestors(
+    sorted: &[&BackupInfo],
+    by_id: &HashMap<&str, &BackupInfo>,
+    reasons: &mut Reasons,
+) {
     let kept: Vec<&str> = sorted
         .iter()
-        .filter(|b| reasons.get(b.id.as_str()).is_some_and(|r| !r.is_empty()))
+        .filter(|b| reasons.kept(&b.id))
         .map(|b| b.id.as_str())
         .collect();
     for id in kept {
@@ -246,71 +295,47 @@ pub fn apply(
             if guard > by_id.len() || !by_id.contains_key(parent) {
                 break;
             }
-            let why = format!("needed by {child}, which is kept");
-            if let Some(r) = reasons.get_mut(parent)
-                && !r.contains(&why)
-            {
-                r.push(why);
-            }
+            reasons.keep(parent, format!("needed by {child}, which is kept"));
             child = parent;
         }
     }
+}
 
-    let mut out: Vec<Decision> = sorted
-        .iter()
-        .map(|b| {
-            let mut r = reasons.remove(b.id.as_str()).unwrap_or_default();
-            let action = if r.is_empty() {
-                r.push("matched no keep rule".into());
-                if b.kind == BackupKind::Incr
-                    && b.parent.as_deref().is_some_and(|p| !by_id.contains_key(p))
-                {
-                    r.push("its parent is already gone".into());
-                }
-                Action::Delete
-            } else {
-                Action::Keep
-            };
-            Decision {
-                id: b.id.clone(),
-                action,
-                complete: true,
-                reasons: r,
-            }
-        })
-        .collect();
-
+/// Incomplete backups (no manifest), newest first: deleted once older than
+/// the grace period, by the time their id starts with; kept otherwise.
+fn decide_incomplete(incomplete: &[String], policy: &Policy, now: Timestamp) -> Vec<Decision> {
     let mut inc: Vec<&String> = incomplete.iter().collect();
     inc.sort_by(|a, b| b.cmp(a));
-    for id in inc {
-        let (action, why) = match time_of_id(id) {
-            None => (
-                Action::Keep,
-                "incomplete, and its age cannot be read from its name".to_string(),
-            ),
-            Some(t) if elapsed(now, t) > signed(policy.incomplete_grace) => (
-                Action::Delete,
-                format!(
-                    "incomplete (no manifest) for more than {}",
-                    human_duration(policy.incomplete_grace)
+    inc.into_iter()
+        .map(|id| {
+            let (action, why) = match time_of_id(id) {
+                None => (
+                    Action::Keep,
+                    "incomplete, and its age cannot be read from its name".to_string(),
                 ),
-            ),
-            Some(_) => (
-                Action::Keep,
-                format!(
-                    "incomplete, but within the {} grace period (an upload may still be running)",
-                    human_duration(policy.incomplete_grace)
+                Some(t) if elapsed(now, t) > signed(policy.incomplete_grace) => (
+                    Action::Delete,
+                    format!(
+                        "incomplete (no manifest) for more than {}",
+                        human_duration(policy.incomplete_grace)
+                    ),
                 ),
-            ),
-        };
-        out.push(Decision {
-            id: id.clone(),
-            action,
-            complete: false,
-            reasons: vec![why],
-        });
-    }
-    out
+                Some(_) => (
+                    Action::Keep,
+                    format!(
+                        "incomplete, but within the {} grace period (an upload may still be running)",
+                        human_duration(policy.incomplete_grace)
+                    ),
+                ),
+            };
+            Decision {
+                id: id.clone(),
+                action,
+                complete: false,
+                reasons: vec![why],
+            }
+        })
+        .collect()
 }
 
 /// Keeps every backup that a kept backup of any origin builds on.

@@ -331,15 +331,6 @@ fn pack_source(
     stop: &Stop,
     stderr: &mut Vec<CommandStderr>,
 ) -> Result<StagedBackup> {
-    let NewBackup {
-        id,
-        created: now,
-        host,
-        parent,
-        previous,
-        key,
-        run_as,
-    } = *new;
     let (root, order, exclude, description, kind) = match &job.source {
         Source::Dir {
             path,
@@ -353,48 +344,12 @@ fn pack_source(
             "dir",
         ),
         Source::Command { run, output, .. } => {
-            let out_dir = work.join(".source");
-            fs::create_dir_all(&out_dir)
-                .map_err(|e| Error::io(format!("cannot create {}", out_dir.display()), e))?;
-            if let Some(who) = run_as {
-                open_stage_dir_to(who, work, &out_dir)?;
-            }
-            check_free_space(work, 0, config.staging.min_free)?;
-            let mut env = env.clone();
-            env.vars
-                .push(("OFFSITE_STAGE_DIR".into(), out_dir.display().to_string()));
-            let what = format!("job {:?}: source command", job.name);
-            let stdout =
-                match output {
-                    Some(name) => {
-                        let target = out_dir.join(name);
-                        if let Some(parent) = target.parent() {
-                            fs::create_dir_all(parent).map_err(|e| {
-                                Error::io(format!("cannot create {}", parent.display()), e)
-                            })?;
-                        }
-                        Some(private_file(&target).map_err(|e| {
-                            Error::io(format!("cannot create {}", target.display()), e)
-                        })?)
-                    }
-                    None => None,
-                };
-            let tail = source::run_shell(Shell {
-                what: &what,
-                command: run,
-                workdir: &job.workdir,
-                env: &env,
-                stdout,
-                stop: Some(stop),
-                run_as,
-                progress: Some(progress),
-            })?;
-            if !tail.is_empty() {
-                stderr.push(CommandStderr {
-                    command: "source command".into(),
-                    tail,
-                });
-            }
+            let command = SourceCommand {
+                run,
+                output: output.as_deref(),
+            };
+            let out_dir =
+                command.run(config, job, work, env, new.run_as, progress, stop, stderr)?;
             (out_dir, Vec::new(), Vec::new(), run.clone(), "command")
         }
     };
@@ -416,19 +371,119 @@ fn pack_source(
     let packed = pack(
         &plan.entries,
         work,
-        id,
+        new.id,
         job,
-        parent,
-        key.cloned(),
+        new.parent,
+        new.key.cloned(),
         progress,
         stop,
     );
     progress.stage_finished(&job.name);
-    let packed = packed?;
+    let mut packed = packed?;
     if kind == "command" {
         let _ = fs::remove_dir_all(&root);
     }
+    let mut skipped = plan.skipped;
+    skipped.append(&mut packed.skipped);
+    let mut unreadable = plan.unreadable;
+    unreadable.append(&mut packed.unreadable);
+    let (deleted, mut notes) = review(job, new.parent, &packed, &skipped, &unreadable)?;
+    let changed = packed.changed.clone();
+    let source = SourceInfo {
+        kind: kind.to_string(),
+        description,
+    };
+    let mut manifest = manifest_of(job, new, source, root_meta, packed, deleted);
+    judge_source(job, &mut manifest, new.previous, &mut notes)?;
+    Ok(StagedBackup {
+        id: new.id.to_string(),
+        dir: work.to_path_buf(),
+        manifest,
+        changed,
+        skipped,
+        unreadable,
+        stderr: Vec::new(),
+        notes,
+    })
+}
 
+/// A job's source command and the file its stdout goes to.
+struct SourceCommand<'a> {
+    run: &'a str,
+    output: Option<&'a str>,
+}
+
+impl SourceCommand<'_> {
+    /// Runs the command with `OFFSITE_STAGE_DIR` set to a fresh folder in
+    /// `work` (its stdout into `output` there, when set); answers the folder.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        config: &Config,
+        job: &Job,
+        work: &Path,
+        env: &CommandEnv,
+        run_as: Option<&RunAs>,
+        progress: &dyn Progress,
+        stop: &Stop,
+        stderr: &mut Vec<CommandStderr>,
+    ) -> Result<PathBuf> {
+        let out_dir = work.join(".source");
+        fs::create_dir_all(&out_dir)
+            .map_err(|e| Error::io(format!("cannot create {}", out_dir.display()), e))?;
+        if let Some(who) = run_as {
+            open_stage_dir_to(who, work, &out_dir)?;
+        }
+        check_free_space(work, 0, config.staging.min_free)?;
+        let mut env = env.clone();
+        env.vars
+            .push(("OFFSITE_STAGE_DIR".into(), out_dir.display().to_string()));
+        let what = format!("job {:?}: source command", job.name);
+        let stdout = match self.output {
+            Some(name) => {
+                let target = out_dir.join(name);
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent)
+                        .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+                }
+                Some(
+                    private_file(&target)
+                        .map_err(|e| Error::io(format!("cannot create {}", target.display()), e))?,
+                )
+            }
+            None => None,
+        };
+        let tail = source::run_shell(Shell {
+            what: &what,
+            command: self.run,
+            workdir: &job.workdir,
+            env: &env,
+            stdout,
+            stop: Some(stop),
+            run_as,
+            progress: Some(progress),
+        })?;
+        if !tail.is_empty() {
+            stderr.push(CommandStderr {
+                command: "source command".into(),
+                tail,
+            });
+        }
+        Ok(out_dir)
+    }
+}
+
+/// What a packed backup says for a person: the files an incremental
+/// records as deleted since `parent`, and the notes on what was skipped,
+/// unreadable or changed. A file that changed while read fails the backup
+/// when the job says `on_change = "fail"`.
+fn review(
+    job: &Job,
+    parent: Option<&Manifest>,
+    packed: &Packed,
+    skipped: &[String],
+    unreadable: &[String],
+) -> Result<(Vec<String>, Vec<String>)> {
     let mut notes = Vec::new();
     let mut deleted = Vec::new();
     if let Some(p) = parent {
@@ -448,16 +503,12 @@ fn pack_source(
             deleted.len()
         ));
     }
-    let mut skipped = plan.skipped;
-    skipped.extend(packed.skipped);
-    for s in &skipped {
-        notes.push(format!("skipped {s}"));
-    }
-    let mut unreadable = plan.unreadable;
-    unreadable.extend(packed.unreadable);
-    for u in &unreadable {
-        notes.push(format!("unreadable, left out: {u}"));
-    }
+    notes.extend(skipped.iter().map(|s| format!("skipped {s}")));
+    notes.extend(
+        unreadable
+            .iter()
+            .map(|u| format!("unreadable, left out: {u}")),
+    );
     if !packed.changed.is_empty() {
         let list = packed.changed.join(", ");
         match job.on_change {
@@ -471,25 +522,34 @@ fn pack_source(
             OnChange::Warn => notes.push(format!("changed while read: {list}")),
         }
     }
+    Ok((deleted, notes))
+}
+
+/// The manifest of the backup `new` just packed.
+fn manifest_of(
+    job: &Job,
+    new: &NewBackup,
+    source: SourceInfo,
+    root: Option<RootMeta>,
+    packed: Packed,
+    deleted: Vec<String>,
+) -> Manifest {
     let stored: u64 = packed.volumes.iter().map(|v| v.size).sum();
-    let mut manifest = Manifest {
+    Manifest {
         format: manifest::FORMAT,
         tool: format!("offsite {}", env!("CARGO_PKG_VERSION")),
         job: job.name.clone(),
-        id: id.to_string(),
-        host: Some(host.to_string()),
-        kind: if parent.is_some() {
+        id: new.id.to_string(),
+        host: Some(new.host.to_string()),
+        kind: if new.parent.is_some() {
             BackupKind::Incr
         } else {
             BackupKind::Full
         },
-        parent: parent.map(|p| p.id.clone()),
-        created_at: rfc3339(now),
-        source: SourceInfo {
-            kind: kind.to_string(),
-            description,
-        },
-        root: root_meta,
+        parent: new.parent.map(|p| p.id.clone()),
+        created_at: rfc3339(new.created),
+        source,
+        root,
         compression: Compression {
             algorithm: "zstd".into(),
             level: job.compression_level,
@@ -498,7 +558,7 @@ fn pack_source(
         volumes: packed.volumes,
         files: packed.files,
         deleted,
-        changed: packed.changed.clone(),
+        changed: packed.changed,
         stats: Stats {
             files: packed.packed_files,
             bytes: packed.bytes,
@@ -507,36 +567,38 @@ fn pack_source(
         },
         degenerate: None,
         legacy_names: false,
-    };
-    if let Some(why) = source_check(job, &manifest, previous) {
-        if !job.allow_degenerate {
-            return Err(Error::Failed(format!(
-                "job {:?}: {why}; nothing is shipped, and the earlier backups stay as they are. If the source really is meant to be like this, set allow_degenerate = true on the job (or raise shrink_limit) and run the backup again",
-                job.name
-            )));
-        }
-        notes.push(format!(
-            "{why}; shipped anyway (allow_degenerate = true), and retention keeps the last backup that passed the check"
-        ));
-        // The verdict stays in clear in an encrypted manifest: without the
-        // source's path there, which is sealed.
-        let recorded = if job.encryption.is_some() {
-            check_source(job, &manifest, previous, "the source").unwrap_or(why)
-        } else {
-            why
-        };
-        manifest.degenerate = Some(recorded);
     }
-    Ok(StagedBackup {
-        id: id.to_string(),
-        dir: work.to_path_buf(),
-        manifest,
-        changed: packed.changed,
-        skipped,
-        unreadable,
-        stderr: Vec::new(),
-        notes,
-    })
+}
+
+/// The source check on a staged backup: a degenerate source fails the
+/// backup, unless the job allows it, when the manifest records why.
+fn judge_source(
+    job: &Job,
+    manifest: &mut Manifest,
+    previous: Option<&Manifest>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let Some(why) = source_check(job, manifest, previous) else {
+        return Ok(());
+    };
+    if !job.allow_degenerate {
+        return Err(Error::Failed(format!(
+            "job {:?}: {why}; nothing is shipped, and the earlier backups stay as they are. If the source really is meant to be like this, set allow_degenerate = true on the job (or raise shrink_limit) and run the backup again",
+            job.name
+        )));
+    }
+    notes.push(format!(
+        "{why}; shipped anyway (allow_degenerate = true), and retention keeps the last backup that passed the check"
+    ));
+    // The verdict stays in clear in an encrypted manifest: without the
+    // source's path there, which is sealed.
+    let recorded = if job.encryption.is_some() {
+        check_source(job, manifest, previous, "the source").unwrap_or(why)
+    } else {
+        why
+    };
+    manifest.degenerate = Some(recorded);
+    Ok(())
 }
 
 /// The source check: what is wrong with a backup whose source looks
@@ -679,6 +741,10 @@ fn unreadable_entry(
     ))
 }
 
+/// Packs `plan` into the volumes of backup `id` in `work`: each entry is
+/// read as it is now (a file that changed or vanished since the plan is
+/// noted), and an incremental's files unchanged since `parent` keep their
+/// place in the chain.
 #[allow(clippy::too_many_arguments)]
 fn pack(
     plan: &[PlannedEntry],
@@ -690,32 +756,82 @@ fn pack(
     progress: &dyn Progress,
     stop: &Stop,
 ) -> Result<Packed> {
-    let parent_files: std::collections::HashMap<&str, &FileEntry> = parent
-        .map(|p| p.files.iter().map(|f| (f.path.as_str(), f)).collect())
-        .unwrap_or_default();
-    let mut packed_files = 0u64;
-    let mut unchanged = 0u64;
     let writer = VolumeWriter::new(work, job.compression_level, job.volume_size, key)?;
-    let mut tar = tar::Builder::new(writer);
-    let mut files = Vec::with_capacity(plan.len());
-    let mut changed = Vec::new();
-    let mut skipped = Vec::new();
-    let mut unreadable = Vec::new();
-    // The first name seen of each hard-linked file (device, inode): later
-    // names are stored as links to it.
-    let mut first_names: std::collections::HashMap<(u64, u64), String> = Default::default();
-    let mut bytes = 0u64;
-    let tar_err = |rel: &str, e: io::Error| {
-        Error::io(format!("staging {}: cannot pack {rel}", work.display()), e)
+    let mut packer = Packer {
+        work,
+        id,
+        job,
+        parent_files: parent
+            .map(|p| p.files.iter().map(|f| (f.path.as_str(), f)).collect())
+            .unwrap_or_default(),
+        progress,
+        stop,
+        tar: tar::Builder::new(writer),
+        first_names: Default::default(),
+        out: Packed {
+            volumes: Vec::new(),
+            files: Vec::with_capacity(plan.len()),
+            changed: Vec::new(),
+            skipped: Vec::new(),
+            unreadable: Vec::new(),
+            bytes: 0,
+            packed_files: 0,
+            unchanged: 0,
+        },
     };
-
     for entry in plan {
         stopped(stop)?;
+        packer.entry(entry)?;
+    }
+    let writer = packer
+        .tar
+        .into_inner()
+        .map_err(|e| tar_error(work, "the end of the archive", e))?;
+    packer.out.volumes = writer.finish()?;
+    Ok(packer.out)
+}
+
+/// A failure to write `rel` into the archive in staging folder `work`.
+fn tar_error(work: &Path, rel: &str, e: io::Error) -> Error {
+    Error::io(format!("staging {}: cannot pack {rel}", work.display()), e)
+}
+
+/// One backup's packing under way: the archive being written and what was
+/// recorded so far.
+struct Packer<'a> {
+    work: &'a Path,
+    id: &'a str,
+    job: &'a Job,
+    /// The parent's files by path (an incremental's).
+    parent_files: std::collections::HashMap<&'a str, &'a FileEntry>,
+    progress: &'a dyn Progress,
+    stop: &'a Stop,
+    tar: tar::Builder<VolumeWriter>,
+    /// The first name seen of each hard-linked file (device, inode): later
+    /// names are stored as links to it.
+    first_names: std::collections::HashMap<(u64, u64), String>,
+    out: Packed,
+}
+
+/// An entry about to be packed: its tar name and header, and its record.
+struct Pending {
+    tar_path: PathBuf,
+    header: tar::Header,
+    record: FileEntry,
+}
+
+impl Packer<'_> {
+    fn tar_err(&self, rel: &str, e: io::Error) -> Error {
+        tar_error(self.work, rel, e)
+    }
+
+    /// Packs one planned entry, as it is now.
+    fn entry(&mut self, entry: &PlannedEntry) -> Result<()> {
         let md = match fs::symlink_metadata(&entry.abs) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                changed.push(format!("{} (deleted)", entry.rel));
-                continue;
+                self.out.changed.push(format!("{} (deleted)", entry.rel));
+                return Ok(());
             }
             Err(e) => {
                 return Err(Error::io(
@@ -724,6 +840,18 @@ fn pack(
                 ));
             }
         };
+        let pending = self.pending(entry, &md);
+        let record = match entry.kind {
+            EntryKind::Dir => Some(self.dir(entry, pending)?),
+            EntryKind::Symlink => self.symlink(entry, pending)?,
+            EntryKind::File | EntryKind::Hardlink => self.file(entry, &md, pending)?,
+        };
+        self.out.files.extend(record);
+        Ok(())
+    }
+
+    /// The tar name, header and record of `entry`, from its metadata.
+    fn pending(&self, entry: &PlannedEntry, md: &fs::Metadata) -> Pending {
         // The tar stream holds the file system's own bytes for every name.
         let tar_path = Path::new(OsStr::from_bytes(
             &crate::format::names::decode(&entry.rel).unwrap_or_default(),
@@ -734,7 +862,7 @@ fn pack(
         header.set_mtime(md.mtime().max(0) as u64);
         header.set_uid(md.uid() as u64);
         header.set_gid(md.gid() as u64);
-        let mut record = FileEntry {
+        let record = FileEntry {
             path: entry.rel.clone(),
             kind: entry.kind,
             size: 0,
@@ -748,179 +876,221 @@ fn pack(
             target: None,
             sparse: false,
             volume: 0,
-            backup: id.to_string(),
+            backup: self.id.to_string(),
         };
-        match entry.kind {
-            EntryKind::Dir => {
-                tar.get_mut()
-                    .before_entry(0)
-                    .map_err(|e| tar_err(&entry.rel, e))?;
-                record.volume = tar.get_ref().next_index();
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_size(0);
-                let mut dir_path = tar_path.into_os_string();
-                dir_path.push("/");
-                tar.append_data(&mut header, dir_path, io::empty())
-                    .map_err(|e| tar_err(&entry.rel, e))?;
+        Pending {
+            tar_path,
+            header,
+            record,
+        }
+    }
+
+    /// Starts an archive entry of about `estimate` stored bytes: answers
+    /// the volume it goes into.
+    fn start_entry(&mut self, rel: &str, estimate: u64) -> Result<u32> {
+        self.tar
+            .get_mut()
+            .before_entry(estimate)
+            .map_err(|e| tar_error(self.work, rel, e))?;
+        Ok(self.tar.get_ref().next_index())
+    }
+
+    fn dir(&mut self, entry: &PlannedEntry, p: Pending) -> Result<FileEntry> {
+        let Pending {
+            tar_path,
+            mut header,
+            mut record,
+        } = p;
+        record.volume = self.start_entry(&entry.rel, 0)?;
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        let mut dir_path = tar_path.into_os_string();
+        dir_path.push("/");
+        self.tar
+            .append_data(&mut header, dir_path, io::empty())
+            .map_err(|e| self.tar_err(&entry.rel, e))?;
+        Ok(record)
+    }
+
+    /// A relative symlink that stays inside the source; others are left
+    /// out and listed.
+    fn symlink(&mut self, entry: &PlannedEntry, p: Pending) -> Result<Option<FileEntry>> {
+        let Pending {
+            tar_path,
+            mut header,
+            mut record,
+        } = p;
+        let target = fs::read_link(&entry.abs).map_err(|e| {
+            Error::io(
+                format!("source: cannot read link {}", entry.abs.display()),
+                e,
+            )
+        })?;
+        let raw_target = target.as_os_str().as_bytes();
+        let encoded = crate::format::names::encode(raw_target);
+        if raw_target.starts_with(b"/") {
+            self.out.skipped.push(format!(
+                "{} (symlink to the absolute path {encoded}: after a restore elsewhere it would point at the original location, so it is not backed up; make it relative to keep it)",
+                entry.rel
+            ));
+            return Ok(None);
+        }
+        if !manifest::symlink_stays_inside(&entry.rel, &encoded) {
+            self.out.skipped.push(format!(
+                "{} (symlink to {encoded} leaves the source; not followed)",
+                entry.rel
+            ));
+            return Ok(None);
+        }
+        record.volume = self.start_entry(&entry.rel, 0)?;
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        self.tar
+            .append_link(&mut header, &tar_path, &target)
+            .map_err(|e| self.tar_err(&entry.rel, e))?;
+        record.target = Some(encoded);
+        Ok(Some(record))
+    }
+
+    /// A regular file: a link to its first name when it has several, its
+    /// parent's bytes when unchanged, else its content, read as it is now.
+    fn file(
+        &mut self,
+        entry: &PlannedEntry,
+        md: &fs::Metadata,
+        p: Pending,
+    ) -> Result<Option<FileEntry>> {
+        let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
+        if let Some(first) = inode.and_then(|i| self.first_names.get(&i)).cloned() {
+            return self.hardlink(entry, p, first).map(Some);
+        }
+        let Pending {
+            tar_path,
+            mut header,
+            mut record,
+        } = p;
+        record.kind = EntryKind::File;
+        let Some(mut file) = self.open_planned(entry)? else {
+            return Ok(None);
+        };
+        let before = file
+            .metadata()
+            .map_err(|e| Error::io(format!("source: cannot stat {}", entry.abs.display()), e))?;
+        if !before.is_file() {
+            self.out
+                .changed
+                .push(format!("{} (no longer a regular file)", entry.rel));
+            return Ok(None);
+        }
+        let size = before.len();
+        record.mtime = before.mtime();
+        record.mtime_nsec = before.mtime_nsec().clamp(0, 999_999_999) as u32;
+        record.sparse = is_sparse(&before);
+        let same = unchanged_in_parent(&self.parent_files, &entry.rel, &before, &mut file)
+            .map_err(|e| Error::io(format!("source: cannot read {}", entry.abs.display()), e))?;
+        if let Some(p) = same {
+            // The bytes stay where they are in the chain; only the metadata is new.
+            record.size = p.size;
+            record.set_digest(p.digest());
+            record.volume = p.volume;
+            record.backup = p.backup.clone();
+            self.out.unchanged += 1;
+        } else {
+            record.volume =
+                self.start_entry(&entry.rel, self.tar.get_ref().estimate_compressed(size))?;
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(size);
+            header.set_mtime(before.mtime().max(0) as u64);
+            let mut reader = HashingReader::new(file, size, self.stop.clone());
+            self.tar
+                .append_data(&mut header, &tar_path, &mut reader)
+                .map_err(|e| {
+                    if self.stop.requested() {
+                        interrupted()
+                    } else {
+                        tar_error(self.work, &entry.rel, e)
+                    }
+                })?;
+            if self.changed_while_read(entry, &before, &reader)? {
+                self.out.changed.push(entry.rel.clone());
             }
-            EntryKind::Symlink => {
-                let target = fs::read_link(&entry.abs).map_err(|e| {
-                    Error::io(
-                        format!("source: cannot read link {}", entry.abs.display()),
-                        e,
-                    )
-                })?;
-                let raw_target = target.as_os_str().as_bytes();
-                let encoded = crate::format::names::encode(raw_target);
-                if raw_target.starts_with(b"/") {
-                    skipped.push(format!(
-                        "{} (symlink to the absolute path {encoded}: after a restore elsewhere it would point at the original location, so it is not backed up; make it relative to keep it)",
-                        entry.rel
-                    ));
-                    continue;
-                }
-                if !manifest::symlink_stays_inside(&entry.rel, &encoded) {
-                    skipped.push(format!(
-                        "{} (symlink to {encoded} leaves the source; not followed)",
-                        entry.rel
-                    ));
-                    continue;
-                }
-                tar.get_mut()
-                    .before_entry(0)
-                    .map_err(|e| tar_err(&entry.rel, e))?;
-                record.volume = tar.get_ref().next_index();
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_size(0);
-                tar.append_link(&mut header, &tar_path, &target)
-                    .map_err(|e| tar_err(&entry.rel, e))?;
-                record.target = Some(encoded);
+            record.size = size;
+            record.set_digest(Some(reader.hasher.finish()));
+            self.out.bytes += size;
+            self.out.packed_files += 1;
+        }
+        self.progress.stage_advanced(1, size);
+        if let Some(inode) = inode {
+            self.first_names.insert(inode, entry.rel.clone());
+        }
+        Ok(Some(record))
+    }
+
+    /// A second name of a file already packed (as `first`): a link to it.
+    fn hardlink(&mut self, entry: &PlannedEntry, p: Pending, first: String) -> Result<FileEntry> {
+        let Pending {
+            tar_path,
+            mut header,
+            mut record,
+        } = p;
+        record.kind = EntryKind::Hardlink;
+        record.volume = self.start_entry(&entry.rel, 0)?;
+        header.set_entry_type(tar::EntryType::Link);
+        header.set_size(0);
+        let first_raw = crate::format::names::decode(&first).unwrap_or_default();
+        self.tar
+            .append_link(&mut header, &tar_path, OsStr::from_bytes(&first_raw))
+            .map_err(|e| self.tar_err(&entry.rel, e))?;
+        record.target = Some(first);
+        Ok(record)
+    }
+
+    /// Opens a file planned as a regular file. Never follows it if it
+    /// became a symlink since (root reading a folder another user owns, as
+    /// with run_as, must not pack what the link points at), and never
+    /// blocks on it if it became a FIFO. `None`: it is left out (gone,
+    /// replaced, or unreadable with `on_unreadable = "skip"`).
+    fn open_planned(&mut self, entry: &PlannedEntry) -> Result<Option<File>> {
+        let opened = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&entry.abs);
+        match opened {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.out.changed.push(format!("{} (deleted)", entry.rel));
+                Ok(None)
             }
-            EntryKind::File | EntryKind::Hardlink => {
-                let inode = (md.nlink() > 1).then(|| (md.dev(), md.ino()));
-                if let Some(first) = inode.and_then(|i| first_names.get(&i)) {
-                    // A second name of a file already packed: a link to it.
-                    tar.get_mut()
-                        .before_entry(0)
-                        .map_err(|e| tar_err(&entry.rel, e))?;
-                    record.kind = EntryKind::Hardlink;
-                    record.volume = tar.get_ref().next_index();
-                    header.set_entry_type(tar::EntryType::Link);
-                    header.set_size(0);
-                    let first_raw = crate::format::names::decode(first).unwrap_or_default();
-                    tar.append_link(&mut header, &tar_path, OsStr::from_bytes(&first_raw))
-                        .map_err(|e| tar_err(&entry.rel, e))?;
-                    record.target = Some(first.clone());
-                    files.push(record);
-                    continue;
-                }
-                record.kind = EntryKind::File;
-                // Planned as a regular file: never followed if it became a
-                // symlink since (root reading a folder another user owns, as
-                // with run_as, must not pack what the link points at), and
-                // never blocked on if it became a FIFO.
-                let opened = File::options()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(&entry.abs);
-                let mut file = match opened {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        changed.push(format!("{} (deleted)", entry.rel));
-                        continue;
-                    }
-                    Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                        changed.push(format!(
-                            "{} (replaced by a symlink, not followed)",
-                            entry.rel
-                        ));
-                        continue;
-                    }
-                    Err(e) => {
-                        unreadable_entry(job, entry, e, &mut unreadable)?;
-                        continue;
-                    }
-                };
-                let before = file.metadata().map_err(|e| {
-                    Error::io(format!("source: cannot stat {}", entry.abs.display()), e)
-                })?;
-                if !before.is_file() {
-                    changed.push(format!("{} (no longer a regular file)", entry.rel));
-                    continue;
-                }
-                let size = before.len();
-                record.mtime = before.mtime();
-                record.mtime_nsec = before.mtime_nsec().clamp(0, 999_999_999) as u32;
-                record.sparse = is_sparse(&before);
-                let same = unchanged_in_parent(&parent_files, &entry.rel, &before, &mut file)
-                    .map_err(|e| {
-                        Error::io(format!("source: cannot read {}", entry.abs.display()), e)
-                    })?;
-                if let Some(p) = same {
-                    // The bytes stay where they are in the chain; only the metadata is new.
-                    record.size = p.size;
-                    record.set_digest(p.digest());
-                    record.volume = p.volume;
-                    record.backup = p.backup.clone();
-                    unchanged += 1;
-                    progress.stage_advanced(1, size);
-                    if let Some(inode) = inode {
-                        first_names.insert(inode, entry.rel.clone());
-                    }
-                    files.push(record);
-                    continue;
-                }
-                let estimate = tar.get_ref().estimate_compressed(size);
-                tar.get_mut()
-                    .before_entry(estimate)
-                    .map_err(|e| tar_err(&entry.rel, e))?;
-                record.volume = tar.get_ref().next_index();
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(size);
-                header.set_mtime(before.mtime().max(0) as u64);
-                let mut reader = HashingReader::new(file, size, stop.clone());
-                tar.append_data(&mut header, &tar_path, &mut reader)
-                    .map_err(|e| {
-                        if stop.requested() {
-                            interrupted()
-                        } else {
-                            tar_err(&entry.rel, e)
-                        }
-                    })?;
-                let after = reader.file.metadata().map_err(|e| {
-                    Error::io(format!("source: cannot stat {}", entry.abs.display()), e)
-                })?;
-                let now_md = fs::metadata(&entry.abs).ok();
-                let replaced = now_md.as_ref().is_none_or(|m| m.ino() != before.ino());
-                if reader.short || !same_state(&before, &after) || replaced {
-                    changed.push(entry.rel.clone());
-                }
-                record.size = size;
-                record.set_digest(Some(reader.hasher.finish()));
-                bytes += size;
-                packed_files += 1;
-                progress.stage_advanced(1, size);
-                if let Some(inode) = inode {
-                    first_names.insert(inode, entry.rel.clone());
-                }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                self.out.changed.push(format!(
+                    "{} (replaced by a symlink, not followed)",
+                    entry.rel
+                ));
+                Ok(None)
+            }
+            Err(e) => {
+                unreadable_entry(self.job, entry, e, &mut self.out.unreadable)?;
+                Ok(None)
             }
         }
-        files.push(record);
     }
-    let writer = tar
-        .into_inner()
-        .map_err(|e| tar_err("the end of the archive", e))?;
-    let volumes = writer.finish()?;
-    Ok(Packed {
-        volumes,
-        files,
-        changed,
-        skipped,
-        unreadable,
-        bytes,
-        packed_files,
-        unchanged,
-    })
+
+    /// Whether the file changed while it was read: it was shorter than
+    /// its size, its size or time moved, or another file took its name.
+    fn changed_while_read(
+        &self,
+        entry: &PlannedEntry,
+        before: &fs::Metadata,
+        reader: &HashingReader,
+    ) -> Result<bool> {
+        let after = reader
+            .file
+            .metadata()
+            .map_err(|e| Error::io(format!("source: cannot stat {}", entry.abs.display()), e))?;
+        let now_md = fs::metadata(&entry.abs).ok();
+        let replaced = now_md.as_ref().is_none_or(|m| m.ino() != before.ino());
+        Ok(reader.short || !same_state(before, &after) || replaced)
+    }
 }
 
 /// Reads exactly `size` bytes of a file, hashing them; pads with zeros (and

@@ -176,12 +176,79 @@ pub async fn prune_destination(
         extended: Vec::new(),
         error: None,
     };
-    let result = async {
-        let listing = catalog::list_job(target, &job.name).await?;
+    let pruning = Pruning {
+        job,
+        target,
+        host_id,
+        policy: &policy,
+    };
+    let result = pruning.run(now, dry_run, &mut report).await;
+    // The Glacier vault ships its catalog after deletes, even when a later delete failed.
+    let result = match (result, report.deleted.is_empty()) {
+        (Ok(()), false) => target.backend.flush().await.map_err(Error::from),
+        (Err(e), false) => {
+            let _ = target.backend.flush().await;
+            Err(e)
+        }
+        (r, true) => r,
+    };
+    if let Err(e) = result {
+        report.status = "failed";
+        report.error = Some(e.to_string());
+    }
+    Some(report)
+}
+
+/// One job's prune on one destination.
+struct Pruning<'a> {
+    job: &'a Job,
+    target: &'a Target,
+    host_id: &'a str,
+    policy: &'a retention::Policy,
+}
+
+impl Pruning<'_> {
+    /// The group a backup of `origin` is judged in: `None` for this host's
+    /// (and those made before backups recorded a host: they can only be
+    /// its own or a lone host's, and its chains may start there).
+    fn group(&self, origin: Option<String>) -> Option<String> {
+        origin.filter(|h| h != self.host_id)
+    }
+
+    async fn run(&self, now: Timestamp, dry_run: bool, report: &mut PruneReport) -> Result<()> {
+        let all = self.decide(now, report).await?;
+        self.find_leftovers(report).await?;
+        let retain = self.target.backend.capabilities().retention;
+        // Object Lock: a backup still locked cannot be deleted yet; the plan says until when.
+        if retain.is_some() {
+            self.find_retained(report).await?;
+        }
+        if dry_run {
+            return Ok(());
+        }
+        if retain.is_some() {
+            extend_locks(
+                self.target,
+                &self.job.name,
+                &all,
+                &report.decisions,
+                &mut report.extended,
+            )
+            .await?;
+        }
+        self.delete(report).await
+    }
+
+    /// Lists the destination and decides on every backup of the origins
+    /// judged here (the others go to `others`); answers every backup's
+    /// retention facts, whatever its origin.
+    async fn decide(&self, now: Timestamp, report: &mut PruneReport) -> Result<Vec<BackupInfo>> {
+        let (target, policy) = (self.target, self.policy);
+        let listing = catalog::list_job(target, &self.job.name).await?;
         // Another host's damaged manifest is that host's to deal with: left
         // alone (in `others`), as its backups are.
         let (theirs, ours): (Vec<_>, Vec<_>) = listing.damaged.iter().partition(|d| {
-            policy.origins == Origins::Own && origin_of(&d.id, None).is_some_and(|h| h != host_id)
+            policy.origins == Origins::Own && self.group(origin_of(&d.id, None)).is_some()
         });
         for d in theirs {
             report.others.push(OtherBackup {
@@ -197,15 +264,7 @@ pub async fn prune_destination(
                 target.config.name, d.id, d.error
             )));
         }
-        // Each origin's backups are judged on their own; this host's include
-        // those made before backups recorded a host (they can only be its own
-        // or a lone host's, and its chains may start there).
-        let group = |origin: Option<String>| match origin {
-            Some(h) if h != host_id => Some(h),
-            _ => None,
-        };
-        let mut groups: BTreeMap<Option<String>, (Vec<BackupInfo>, Vec<String>)> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<Option<String>, (Vec<BackupInfo>, Vec<String>)> = BTreeMap::new();
         for b in &listing.backups {
             let m = &b.manifest;
             let t = created_at(&m.created_at).ok_or_else(|| {
@@ -214,7 +273,7 @@ pub async fn prune_destination(
                     target.config.name, m.id, m.created_at
                 ))
             })?;
-            let origin = group(origin_of(&m.id, m.host.as_deref()));
+            let origin = self.group(origin_of(&m.id, m.host.as_deref()));
             groups.entry(origin).or_default().0.push(BackupInfo {
                 id: m.id.clone(),
                 kind: m.kind,
@@ -224,7 +283,7 @@ pub async fn prune_destination(
             });
         }
         for id in &listing.incomplete {
-            let origin = group(origin_of(id, None));
+            let origin = self.group(origin_of(id, None));
             groups.entry(origin).or_default().1.push(id.clone());
         }
         let all: Vec<BackupInfo> = groups.values().flat_map(|g| g.0.clone()).collect();
@@ -236,58 +295,76 @@ pub async fn prune_destination(
                         host: host.clone(),
                         complete: true,
                     }));
-                    report.others.extend(incomplete.iter().map(|id| OtherBackup {
-                        id: id.clone(),
-                        host: host.clone(),
-                        complete: false,
-                    }));
+                    report
+                        .others
+                        .extend(incomplete.iter().map(|id| OtherBackup {
+                            id: id.clone(),
+                            host: host.clone(),
+                            complete: false,
+                        }));
                 }
                 _ => report
                     .decisions
-                    .extend(retention::apply(&infos, &incomplete, &policy, now)),
+                    .extend(retention::apply(&infos, &incomplete, policy, now)),
             }
         }
         // A chain may cross origins (another host's incremental on a backup
         // made before backups recorded their host): its parents stay.
         retention::keep_needed_across_origins(&mut report.decisions, &all);
-        // What interrupted uploads left in this host's backups' folders
-        // (every host's with origins = "all"), once older than the grace period.
-        let prefix = target.layout().job_folder(&job.name);
-        for l in target.backend.list_leftovers(&prefix).await? {
+        Ok(all)
+    }
+
+    /// What interrupted uploads left in this host's backups' folders (every
+    /// host's with origins = "all"), once older than the grace period.
+    async fn find_leftovers(&self, report: &mut PruneReport) -> Result<()> {
+        let prefix = self.target.layout().job_folder(&self.job.name);
+        for l in self.target.backend.list_leftovers(&prefix).await? {
             let id = l.key[prefix.len()..].split('/').next().unwrap_or("");
-            let ours = group(origin_of(id, None)).is_none() || policy.origins == Origins::All;
+            let ours =
+                self.group(origin_of(id, None)).is_none() || self.policy.origins == Origins::All;
             let age = l
                 .modified
                 .and_then(|m| std::time::SystemTime::now().duration_since(m).ok());
-            if ours && age.is_some_and(|a| a > policy.incomplete_grace) {
+            if ours && age.is_some_and(|a| a > self.policy.incomplete_grace) {
                 report.leftovers.push(l.key);
             }
         }
-        let retain = target.backend.capabilities().retention;
-        // Object Lock: a backup still locked cannot be deleted yet; the plan says until when.
-        if retain.is_some() {
-            for d in report.decisions.iter().filter(|d| d.action == Action::Delete && d.complete) {
-                let manifest = target.layout().manifest(&job.name, &d.id);
-                if let Some(until) = target.backend.retained_until(&manifest).await? {
-                    report.retained.push(Locked {
-                        id: d.id.clone(),
-                        until: rfc3339(until),
-                    });
-                }
+        Ok(())
+    }
+
+    /// The complete backups to delete that Object Lock still holds.
+    async fn find_retained(&self, report: &mut PruneReport) -> Result<()> {
+        for d in report
+            .decisions
+            .iter()
+            .filter(|d| d.action == Action::Delete && d.complete)
+        {
+            let manifest = self.target.layout().manifest(&self.job.name, &d.id);
+            if let Some(until) = self.target.backend.retained_until(&manifest).await? {
+                report.retained.push(Locked {
+                    id: d.id.clone(),
+                    until: rfc3339(until),
+                });
             }
         }
-        if dry_run {
-            return Ok(());
-        }
-        if retain.is_some() {
-            extend_locks(target, &job.name, &all, &report.decisions, &mut report.extended).await?;
-        }
-        for d in report.decisions.iter().filter(|d| d.action == Action::Delete) {
-            if report.retained.iter().any(|r| r.id == d.id) {
-                continue;
-            }
-            match delete_backup(target, &job.name, &d.id, d.complete).await {
-                Ok(()) => report.deleted.push(d.id.clone()),
+        Ok(())
+    }
+
+    /// Deletes what the decisions delete and Object Lock allows, then the
+    /// leftovers (last, so a pruned backup's folder is left empty and goes
+    /// with them).
+    async fn delete(&self, report: &mut PruneReport) -> Result<()> {
+        let target = self.target;
+        let doomed: Vec<(String, bool)> = report
+            .decisions
+            .iter()
+            .filter(|d| d.action == Action::Delete)
+            .filter(|d| !report.retained.iter().any(|r| r.id == d.id))
+            .map(|d| (d.id.clone(), d.complete))
+            .collect();
+        for (id, complete) in doomed {
+            match delete_backup(target, &self.job.name, &id, complete).await {
+                Ok(()) => report.deleted.push(id),
                 // A volume locked longer than its manifest: not a failure either.
                 Err(Error::Destination(e)) if e.kind() == ErrorKind::Retained => {
                     let locked = e.key().unwrap_or_default();
@@ -295,35 +372,16 @@ pub async fn prune_destination(
                         Ok(Some(t)) => rfc3339(t),
                         _ => e.message().to_string(),
                     };
-                    report.retained.push(Locked {
-                        id: d.id.clone(),
-                        until,
-                    });
+                    report.retained.push(Locked { id, until });
                 }
                 Err(e) => return Err(e),
             }
         }
-        // Last, so a pruned backup's folder is left empty and goes with them.
         for key in &report.leftovers {
             target.backend.delete(key).await?;
         }
-        Ok::<(), Error>(())
+        Ok(())
     }
-    .await;
-    // The Glacier vault ships its catalog after deletes, even when a later delete failed.
-    let result = match (result, report.deleted.is_empty()) {
-        (Ok(()), false) => target.backend.flush().await.map_err(Error::from),
-        (Err(e), false) => {
-            let _ = target.backend.flush().await;
-            Err(e)
-        }
-        (r, true) => r,
-    };
-    if let Err(e) = result {
-        report.status = "failed";
-        report.error = Some(e.to_string());
-    }
-    Some(report)
 }
 
 async fn delete_backup(target: &Target, job: &str, id: &str, complete: bool) -> Result<()> {
