@@ -14,6 +14,7 @@ mod ftp;
 mod glacier;
 mod health;
 mod incremental;
+mod json_contract;
 mod postgres;
 mod prune;
 mod recipes;
