@@ -240,35 +240,58 @@ pub enum OnChange {
     Fail,
 }
 
+/// The configuration file, resolved: paths absolute, defaults filled in, every
+/// name checked.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file this was read from.
     pub file: PathBuf,
     /// The origin this host's backups record (`host_id`, else the host name).
     pub host_id: String,
+    /// The `[staging]` table.
     pub staging: Staging,
+    /// The `[[job]]` tables in file order; never empty.
     pub jobs: Vec<Job>,
+    /// The `[destination.NAME]` tables, by name.
     pub destinations: BTreeMap<String, Destination>,
 }
 
+/// Where backups are staged before upload (the `[staging]` table, resolved).
 #[derive(Debug, Clone)]
 pub struct Staging {
+    /// The staging folder, absolute: never inside a source, nor a source inside
+    /// it.
     pub dir: PathBuf,
     /// Free space to leave on the staging filesystem beyond the estimate.
     pub min_free: u64,
 }
 
+/// One `[[job]]`, resolved: what to back up, where to ship it, and how.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// The job's name, unique in the file (letters, digits, `-`, `_` and `.`).
     pub name: String,
+    /// What the job backs up.
     pub source: Source,
+    /// Shell commands run before the copy, in order; a failing one stops the
+    /// backup.
     pub pre: Vec<String>,
+    /// Shell commands run after every attempt, even a failed one; a failing one
+    /// fails the backup.
     pub post: Vec<String>,
+    /// The names of the destinations the job ships to: at least one, none
+    /// twice.
     pub destinations: Vec<String>,
+    /// The size in bytes at which staged volumes are cut (default 1 GiB).
     pub volume_size: u64,
+    /// The zstd level, 1 to 19 (default 3).
     pub compression_level: i32,
+    /// How many staged backups to keep after every destination has them
+    /// (default 0).
     pub keep_local: u32,
+    /// What to do when a file changes while it is read (default: warn).
     pub on_change: OnChange,
+    /// What to do with an entry the source cannot read (default: fail).
     pub on_unreadable: OnUnreadable,
     /// The source check fails a backup whose file state shrank by more
     /// than this fraction since the job's last backup (1.0: never).
@@ -289,14 +312,24 @@ pub struct Job {
     pub encryption: Option<Encryption>,
 }
 
+/// What a job backs up (its `source` table, resolved).
 #[derive(Debug, Clone)]
 pub enum Source {
+    /// A folder, read entry by entry.
     Dir {
+        /// The folder, absolute.
         path: PathBuf,
+        /// Glob patterns giving the order files are read in; files matching
+        /// none come last.
         order: Vec<String>,
+        /// Glob patterns of entries left out; an excluded folder is not
+        /// entered.
         exclude: Vec<String>,
     },
+    /// A command that makes what is backed up: its stdout saved as `output`, or
+    /// the files it writes into `$OFFSITE_STAGE_DIR`.
     Command {
+        /// The shell command line.
         run: String,
         /// Stream stdout into this file; without it the command writes into
         /// `$OFFSITE_STAGE_DIR`.
@@ -352,6 +385,7 @@ impl Config {
         out
     }
 
+    /// The job named `name`, or a usage error listing the jobs there are.
     pub fn job(&self, name: &str) -> Result<&Job, Error> {
         self.jobs.iter().find(|j| j.name == name).ok_or_else(|| {
             let known: Vec<&str> = self.jobs.iter().map(|j| j.name.as_str()).collect();

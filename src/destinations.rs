@@ -23,12 +23,18 @@ use crate::retention::Policy;
 /// One `[destination.NAME]` of the configuration, resolved.
 #[derive(Debug, Clone)]
 pub struct Destination {
+    /// The `NAME` of `[destination.NAME]`.
     pub name: String,
+    /// The kind, with the options its backend takes.
     pub kind: DestinationKind,
     /// Key prefix on the destination, without slashes at either end; may be empty.
     pub prefix: String,
+    /// The bandwidth limit in bytes per second; None: no limit.
     pub bwlimit: Option<u64>,
+    /// The size of an upload part in bytes (default 16 MiB): what a resume may
+    /// have to resend.
     pub part_size: u64,
+    /// How many parts are in flight at once (default 4).
     pub concurrency: usize,
     /// Retries of a request that failed for a temporary reason.
     pub retries: u32,
@@ -40,7 +46,10 @@ pub struct Destination {
 #[derive(Debug, Clone)]
 pub enum DestinationKind {
     /// A local or mounted folder (NFS, SMB).
-    Path { path: std::path::PathBuf },
+    Path {
+        /// The folder backups are written into; it must exist.
+        path: std::path::PathBuf,
+    },
     /// Amazon S3 or an S3-compatible store (credentials from the AWS chain).
     S3(S3Options),
     /// An SFTP server (secrets read when connecting).
@@ -77,7 +86,9 @@ impl Destination {
 /// A destination ready to receive: its settings and its (wrapped) backend.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The destination's settings.
     pub config: Destination,
+    /// Its backend, wrapped with its bandwidth limit, retries and checks.
     pub backend: Arc<dyn Backend>,
 }
 
@@ -96,6 +107,8 @@ impl Target {
     }
 }
 
+/// The backend of `d`, wrapped with its bandwidth limit and its own retries
+/// (see [`backend_with_retries`]).
 pub fn backend_for(d: &Destination) -> Arc<dyn Backend> {
     backend_with_retries(d, d.retries)
 }

@@ -41,8 +41,13 @@ use crate::schedule::cron::JobSchedule;
 /// Who the policy is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// The database host (`put_only = true`): creates objects, never
+    /// overwrites, reads or deletes one.
     Uploader,
+    /// The host running `prune`: lists, reads manifests and deletes.
     Pruner,
+    /// The host running `list`, `verify` and `restore`: lists, reads, and
+    /// restores objects from the archive classes.
     Restorer,
 }
 
@@ -179,7 +184,7 @@ fn iam_statements(role: Role, part: &str, bucket: &str, objects: &str) -> Vec<Va
 
 /// The longest a full stays the base of kept incrementals: the largest gap
 /// between two scheduled fulls over the next year (DST and month lengths
-/// included), or [`DEFAULT_FULL_INTERVAL`] when no full is scheduled.
+/// included), or 31 days (`DEFAULT_FULL_INTERVAL`) when no full is scheduled.
 pub fn full_interval(schedule: Option<&JobSchedule>, now: Timestamp) -> Duration {
     let Some((cron, tz)) = schedule.and_then(|s| s.full.as_ref().map(|c| (c, &s.timezone))) else {
         return DEFAULT_FULL_INTERVAL;
@@ -210,7 +215,7 @@ pub fn full_interval(schedule: Option<&JobSchedule>, now: Timestamp) -> Duration
 /// `policy` keeps: the oldest backup its rules can keep, when backups come at
 /// least once per rule period (keep_daily 7: 7 days; keep_monthly 12: 372
 /// days), plus one `full_interval` (a kept incremental's full is older than
-/// it), plus [`MARGIN`]. `keep_last` alone is no age limit: an error.
+/// it), plus 7 days (`MARGIN`). `keep_last` alone is no age limit: an error.
 pub fn expiry_days(policy: &Policy, full_interval: Duration) -> Result<u32, String> {
     let per = |n: Option<u32>, period: u64| n.map(|n| Duration::from_secs(u64::from(n) * period));
     let span = [

@@ -25,24 +25,38 @@ use crate::schedule::status::{self, BackupRun, DestinationStatus, LastRun};
 use crate::staging::{JobLock, JobStaging};
 use crate::stop::Stop;
 
+/// What staging packed, from the backup's manifest (see
+/// [`crate::format::manifest::Stats`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct StagedStats {
+    /// Files packed into the backup's volumes (an incremental's unchanged files
+    /// are not counted).
     pub files: u64,
+    /// Their bytes, before compression.
     pub bytes: u64,
+    /// The volumes' total size as stored, in bytes.
     pub stored_bytes: u64,
+    /// How long staging took, hooks included, in seconds.
     pub seconds: f64,
 }
 
 /// The result of one backup (staged and/or uploaded), as `--json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// The job's name.
     pub job: String,
     /// The host that ran it (`host_id`): the origin its backup records.
     pub host: String,
+    /// The backup's id; None when the run failed before a backup was staged.
     pub backup: Option<String>,
+    /// Full or incremental; None when the run failed before that was known.
     pub kind: Option<BackupKind>,
+    /// How the run ended over all destinations (see
+    /// [`crate::outcome::combine`]).
     pub status: Status,
+    /// What staging packed; None when the run failed before that was known.
     pub staged: Option<StagedStats>,
+    /// One report per destination; empty when nothing was uploaded.
     pub destinations: Vec<DestinationReport>,
     /// Files that changed while they were read.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -53,8 +67,12 @@ pub struct RunReport {
     /// What hooks and the source command printed on stderr (its end).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stderr: Vec<CommandStderr>,
+    /// Messages for the operator: how the backup was built, entries skipped,
+    /// bookkeeping that failed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Why the run failed (or stopped) before any upload; a destination's own
+    /// error is in its report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Retention applied after a successful backup, per destination with a policy.
@@ -104,13 +122,17 @@ fn stats_of(m: &Manifest) -> StagedStats {
 /// staged backups it finished uploading first.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupOutcome {
+    /// The run of the new backup.
     #[serde(flatten)]
     pub report: RunReport,
+    /// The earlier staged backups uploaded (or resumed) before it, oldest
+    /// first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub earlier: Vec<RunReport>,
 }
 
 impl BackupOutcome {
+    /// The worst status of the new backup's run and the earlier ones.
     pub fn status(&self) -> Status {
         worst(std::iter::once(self.report.status).chain(self.earlier.iter().map(|r| r.status)))
     }
@@ -436,7 +458,9 @@ fn record_status(
 /// and a line for each destination without one.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JobPrune {
+    /// One report per destination with a retention policy.
     pub reports: Vec<PruneReport>,
+    /// One line per destination without a policy, which was left alone.
     pub skipped: Vec<String>,
     /// What went wrong around the prune (its status could not be recorded).
     #[serde(skip_serializing_if = "Vec::is_empty")]

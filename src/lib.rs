@@ -16,6 +16,8 @@
 //! below everything. The library never prints: it reports through
 //! [`progress::Progress`] and returns reports the command line renders.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod outcome;
 pub mod progress;

@@ -33,23 +33,38 @@ use crate::format::manifest::BackupKind;
 /// What retention needs to know of a complete backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupInfo {
+    /// The backup's id.
     pub id: String,
+    /// Full or incremental.
     pub kind: BackupKind,
+    /// The id of the backup an incremental builds on; None for a full backup.
     pub parent: Option<String>,
+    /// When it was made (the manifest's `created_at`), which orders backups.
     pub created_at: Timestamp,
     /// The source check found the source degenerate (see the manifest's `degenerate`).
     pub degenerate: bool,
 }
 
+/// A retention policy: which backups a prune keeps (a `retention` table,
+/// resolved).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
+    /// Keep the n newest backups.
     pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the last n hours that have one (UTC).
     pub keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the last n days that have one (UTC).
     pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the last n ISO weeks that have one
+    /// (UTC).
     pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the last n months that have one (UTC).
     pub keep_monthly: Option<u32>,
+    /// Keep the newest backup of each of the last n years that have one (UTC).
     pub keep_yearly: Option<u32>,
+    /// Keep every backup made within this long of the newest one (not of now).
     pub keep_within: Option<Duration>,
+    /// Keep every backup younger than this, measured from now.
     pub min_age: Option<Duration>,
     /// How long an incomplete backup may sit before it is deleted.
     pub incomplete_grace: Duration,
@@ -82,19 +97,26 @@ impl Policy {
     }
 }
 
+/// What retention decides for one backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
+    /// The backup stays.
     Keep,
+    /// Prune deletes the backup.
     Delete,
 }
 
 /// One backup's fate and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
+    /// The backup's id.
     pub id: String,
+    /// Keep or delete.
     pub action: Action,
+    /// False for an incomplete backup (one without a manifest).
     pub complete: bool,
+    /// Why, for people to read; never empty.
     pub reasons: Vec<String>,
 }
 

@@ -29,16 +29,19 @@ const LOCAL_MANIFESTS_KEPT: usize = 20;
 /// Where a job's staged backups live.
 #[derive(Debug, Clone)]
 pub struct JobStaging {
+    /// The job's folder, `<staging dir>/<job>/`.
     pub job_dir: PathBuf,
 }
 
 impl JobStaging {
+    /// The staging of job `job`, in the configuration's staging folder.
     pub fn new(config: &Config, job: &str) -> JobStaging {
         JobStaging {
             job_dir: config.staging.dir.join(job),
         }
     }
 
+    /// The folder of staged backup `id`, `<staging dir>/<job>/<id>/`.
     pub fn backup_dir(&self, id: &str) -> PathBuf {
         self.job_dir.join(id)
     }
@@ -70,6 +73,7 @@ impl JobStaging {
         Ok(ids)
     }
 
+    /// Reads and validates the manifest of staged backup `id`.
     pub fn read_manifest(&self, id: &str) -> Result<Manifest> {
         let path = self.backup_dir(id).join(MANIFEST_NAME);
         let bytes =
@@ -170,6 +174,8 @@ pub struct JobLock {
 }
 
 impl JobLock {
+    /// Takes the lock of `job`, creating its folder; fails at once when another
+    /// run holds it.
     pub fn acquire(staging: &JobStaging, job: &str) -> Result<JobLock> {
         fs::create_dir_all(&staging.job_dir).map_err(|e| {
             Error::io(

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
 
+/// A stop request shared by its clones: requested through one, seen by all.
 #[derive(Debug, Clone, Default)]
 pub struct Stop(Arc<Inner>);
 
@@ -27,11 +28,13 @@ impl Stop {
         Stop::default()
     }
 
+    /// Requests the stop and wakes every task in [`Stop::wait`].
     pub fn request(&self) {
         self.0.requested.store(true, Ordering::SeqCst);
         self.0.notify.notify_waiters();
     }
 
+    /// Whether a stop was requested.
     pub fn requested(&self) -> bool {
         self.0.requested.load(Ordering::SeqCst)
     }

@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The folder of a staged backup that holds its journals, one file per
+/// destination.
 pub const JOURNAL_DIR: &str = ".journal";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,14 +57,20 @@ enum Event {
 /// The current upload of one volume.
 #[derive(Debug, Clone)]
 pub struct OpenUpload {
+    /// The key the volume is being uploaded to.
     pub key: String,
+    /// The backend's id of the multipart upload.
     pub upload: UploadId,
+    /// The part size in bytes the upload was started with.
     pub part_size: u64,
+    /// The receipts of the parts the server acknowledged, by part index.
     pub parts: BTreeMap<u32, PartReceipt>,
 }
 
+/// What the journal says of one volume on its destination.
 #[derive(Debug, Clone, Default)]
 pub struct VolumeState {
+    /// Its multipart upload in progress; None when none is open.
     pub upload: Option<OpenUpload>,
     /// The key the volume was completed under, if it was.
     pub done_key: Option<String>,
@@ -129,6 +137,7 @@ impl State {
     }
 }
 
+/// The journal of one staged backup on one destination, open for appending.
 #[derive(Debug)]
 pub struct UploadJournal {
     path: PathBuf,
@@ -175,7 +184,8 @@ fn read_state(path: &Path) -> Result<(State, u64)> {
     Ok((state, good_len))
 }
 
-/// Whether the journal at `path` says the backup is complete on its destination.
+/// Whether the journal of `destination` in the staged backup `backup_dir` says
+/// the backup is complete there.
 pub fn is_complete(backup_dir: &Path, destination: &str) -> bool {
     read_state(&journal_path(backup_dir, destination))
         .map(|(s, _)| s.manifest_key.is_some())
@@ -183,6 +193,8 @@ pub fn is_complete(backup_dir: &Path, destination: &str) -> bool {
 }
 
 impl UploadJournal {
+    /// Opens the journal of `destination` in `backup_dir` (created if missing),
+    /// cutting off a torn last line.
     pub fn open(backup_dir: &Path, destination: &str) -> Result<UploadJournal> {
         let path = journal_path(backup_dir, destination);
         if let Some(dir) = path.parent() {
@@ -232,6 +244,8 @@ impl UploadJournal {
         }
     }
 
+    /// What the journal says of `volume`: the default (nothing sent) when it
+    /// says nothing.
     pub fn volume(&self, volume: &str) -> VolumeState {
         self.with_state(|s| s.volumes.get(volume).cloned().unwrap_or_default())
     }
@@ -241,6 +255,8 @@ impl UploadJournal {
         self.with_state(|s| s.manifest_key.as_deref() == Some(key))
     }
 
+    /// Records a new multipart upload of `volume` to `key`, replacing any
+    /// earlier one.
     pub fn started(
         &self,
         volume: &str,
@@ -256,6 +272,8 @@ impl UploadJournal {
         })
     }
 
+    /// Records a part of `volume`'s current upload that the server
+    /// acknowledged.
     pub fn part(&self, volume: &str, receipt: &PartReceipt) -> Result<()> {
         self.append(Event::Part {
             volume: volume.into(),
@@ -263,12 +281,15 @@ impl UploadJournal {
         })
     }
 
+    /// Records that `volume`'s upload is gone on the server: it starts again
+    /// from nothing.
     pub fn restarted(&self, volume: &str) -> Result<()> {
         self.append(Event::Restarted {
             volume: volume.into(),
         })
     }
 
+    /// Records that `volume` is complete on the destination under `key`.
     pub fn volume_done(&self, volume: &str, key: &str) -> Result<()> {
         self.append(Event::VolumeDone {
             volume: volume.into(),
@@ -276,6 +297,8 @@ impl UploadJournal {
         })
     }
 
+    /// Records that the manifest is stored under `key`: the backup is complete
+    /// on the destination.
     pub fn set_manifest_done(&self, key: &str) -> Result<()> {
         self.append(Event::ManifestDone { key: key.into() })
     }

@@ -31,8 +31,11 @@ pub struct PlannedEntry {
     /// Relative to the source folder, `/`-separated, in the encoding of
     /// [`crate::format::names`] (any byte a file name may hold).
     pub rel: String,
+    /// Its path on this host (the source folder joined with `rel`).
     pub abs: PathBuf,
+    /// File, folder or symlink (hard links are told apart when packing).
     pub kind: EntryKind,
+    /// The size in bytes when it was listed; 0 for folders and symlinks.
     pub size: u64,
     /// What the entry takes on disk, for the free-space check: a sparse
     /// file its allocated blocks, a second name of a hard-linked file nothing.
@@ -42,8 +45,11 @@ pub struct PlannedEntry {
 /// A data directory's entries in backup order, and what was left out.
 #[derive(Debug, Default)]
 pub struct Plan {
+    /// Folders first, then files and symlinks by `order` group, each group
+    /// sorted by path.
     pub entries: Vec<PlannedEntry>,
-    /// Special files and symlinks leaving the source, with the reason.
+    /// Special files (sockets, FIFOs, devices), with the reason; symlinks
+    /// leaving the source are skipped later, when packing.
     pub skipped: Vec<String>,
     /// Entries that could not be read (`on_unreadable = "skip"`), with the error.
     pub unreadable: Vec<String>,
@@ -207,9 +213,11 @@ pub fn plan_dir(
 /// The environment a hook or source command runs with, besides the process's own.
 #[derive(Debug, Clone, Default)]
 pub struct CommandEnv {
+    /// Variables set for the command (`OFFSITE_JOB`, `OFFSITE_BACKUP_ID`, ...).
     pub vars: Vec<(String, String)>,
     /// Variables a command run as another user (`run_as`) does not get:
-    /// the ones offsite reads its destinations' secrets from.
+    /// the ones offsite reads secrets from
+    /// ([`crate::config::Config::secret_variables`]).
     pub secrets: Vec<String>,
 }
 
@@ -219,10 +227,16 @@ const STDERR_TAIL: usize = 2000;
 /// run: its ids, its supplementary groups and its home folder.
 #[derive(Debug, Clone)]
 pub struct RunAs {
+    /// The user name, as configured.
     pub user: String,
+    /// The user's id.
     pub uid: u32,
+    /// The user's primary group.
     pub gid: u32,
+    /// Its supplementary groups (only the primary group when they cannot be
+    /// read).
     pub groups: Vec<u32>,
+    /// Its home folder, given to the command as `HOME`.
     pub home: PathBuf,
 }
 
@@ -340,13 +354,17 @@ pub struct CommandStderr {
 pub struct Shell<'a> {
     /// What the command is, for messages: `job "db": source command`.
     pub what: &'a str,
+    /// The shell command line.
     pub command: &'a str,
+    /// The folder it runs in.
     pub workdir: &'a Path,
+    /// Variables to set, and the secret ones to withhold from another user.
     pub env: &'a CommandEnv,
     /// Where its stdout goes (a dump streamed into staging); else discarded.
     pub stdout: Option<std::fs::File>,
     /// Kills the command's process group when a stop is requested.
     pub stop: Option<&'a Stop>,
+    /// The user to run it as; None: offsite's own user.
     pub run_as: Option<&'a RunAs>,
     /// Each line of its stderr as it comes (`-v` shows them all).
     pub progress: Option<&'a dyn crate::progress::Progress>,

@@ -69,8 +69,12 @@ fn rfc3339(t: Timestamp) -> String {
 /// A backup written into staging.
 #[derive(Debug, Clone)]
 pub struct StagedBackup {
+    /// The backup's id.
     pub id: String,
+    /// Its folder in staging, `staging/<job>/<id>/`.
     pub dir: PathBuf,
+    /// The manifest as written in `dir` and shipped: sealed when the job
+    /// encrypts.
     pub manifest: Manifest,
     /// Files that changed while read (also in the manifest).
     pub changed: Vec<String>,
@@ -1287,12 +1291,16 @@ pub struct VolumeWriter {
     pending_rotate: bool,
 }
 
+/// The file name of volume `index` (from 0): `vol-000000.tar.zst`, with `.age`
+/// when encrypted.
 pub fn volume_name(index: u32, encrypted: bool) -> String {
     let suffix = if encrypted { crypt::VOLUME_SUFFIX } else { "" };
     format!("vol-{index:06}.tar.zst{suffix}")
 }
 
 impl VolumeWriter {
+    /// A writer of volumes into `dir` at zstd `level`, cut at about
+    /// `volume_size` bytes, each encrypted to `key` when there is one.
     pub fn new(dir: &Path, level: i32, volume_size: u64, key: Option<Arc<Key>>) -> Result<Self> {
         // Multithreaded zstd holds several MiB per worker before it writes, which
         // would overshoot small volumes; use it only where that is noise.

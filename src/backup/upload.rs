@@ -36,17 +36,21 @@ use crate::stop::Stop;
 /// What happened on one destination.
 #[derive(Debug, Clone, Serialize)]
 pub struct DestinationReport {
+    /// The destination's name.
     pub name: String,
+    /// `ok`, `failed`, or `interrupted` when a stop was requested.
     pub status: Status,
     /// Bytes sent by this run.
     pub bytes_sent: u64,
     /// Bytes an earlier run had already sent, not sent again.
     pub bytes_resumed: u64,
+    /// How long the upload to this destination took, in seconds.
     pub seconds: f64,
     /// What the operator should know besides the outcome (an FTP server
     /// that made offsite send volumes whole), each said once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Why it failed or stopped; None when it succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -82,7 +82,9 @@ pub fn check_recipient(r: &str) -> std::result::Result<(), String> {
 
 /// What encrypts: the recipients, or the passphrase.
 pub enum Key {
+    /// Public keys: any of their identities opens the backup.
     Recipients(Vec<age::x25519::Recipient>),
+    /// The passphrase from the job's `passphrase_env` variable (age's scrypt).
     Passphrase(SecretString),
 }
 

@@ -14,9 +14,12 @@
 
 use sha2::Digest as _;
 
+/// A hash algorithm a manifest can record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
+    /// SHA-256: what earlier versions wrote, still read and checked.
     Sha256,
+    /// BLAKE3: what this version writes ([`Algorithm::CURRENT`]).
     Blake3,
 }
 
@@ -36,7 +39,9 @@ impl Algorithm {
 /// A hash as a manifest records it: the algorithm and the lowercase hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digest {
+    /// The algorithm that made it.
     pub algorithm: Algorithm,
+    /// The hash in lowercase hex.
     pub hex: String,
 }
 
@@ -76,11 +81,14 @@ impl Digest {
 /// A running hash of either algorithm.
 #[derive(Clone)]
 pub enum Hasher {
+    /// A SHA-256 state.
     Sha256(sha2::Sha256),
+    /// A BLAKE3 state, boxed for its size.
     Blake3(Box<blake3::Hasher>),
 }
 
 impl Hasher {
+    /// An empty hash of `algorithm`.
     pub fn new(algorithm: Algorithm) -> Hasher {
         match algorithm {
             Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
@@ -88,6 +96,7 @@ impl Hasher {
         }
     }
 
+    /// Feeds `data` into the hash.
     pub fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(data),
@@ -97,6 +106,7 @@ impl Hasher {
         }
     }
 
+    /// The hash of everything fed in.
     pub fn finish(self) -> Digest {
         match self {
             Hasher::Sha256(h) => Digest {

@@ -25,16 +25,23 @@ use crate::format::digest::Digest;
 pub const FORMAT: u32 = 2;
 /// The oldest format this version reads.
 pub const OLDEST_FORMAT: u32 = 1;
+/// The manifest's file name, in a staged backup's folder and beside the volumes
+/// on a destination.
 pub const MANIFEST_NAME: &str = "manifest.json";
 
+/// Whether a backup holds every file or builds on a parent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackupKind {
+    /// Every file's bytes are in this backup's own volumes.
     Full,
+    /// An incremental: only new and changed files are packed, the unchanged
+    /// ones point into the parent's chain.
     Incr,
 }
 
 impl BackupKind {
+    /// The kind as backup ids and the manifest write it (`full`, `incr`).
     pub fn as_str(self) -> &'static str {
         match self {
             BackupKind::Full => "full",
@@ -43,30 +50,46 @@ impl BackupKind {
     }
 }
 
+/// The description of one backup, as `manifest.json` holds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The format it is written in, from [`OLDEST_FORMAT`] to [`FORMAT`] (a
+    /// format-1 manifest is read as format 2).
     pub format: u32,
     /// The offsite version that wrote it.
     pub tool: String,
+    /// The name of the job that made the backup.
     pub job: String,
+    /// The backup's id (`20261201T021500Z-full-db1`: UTC start time, kind,
+    /// host; ids made before ids carried their host end at the kind).
     pub id: String,
     /// The host that wrote the backup (its `host_id`); absent in backups
     /// written before origins were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Full, or incremental on `parent`.
     pub kind: BackupKind,
+    /// The id of the backup an incremental builds on; None for a full backup.
     pub parent: Option<String>,
     /// RFC 3339, UTC. Ordering uses this, never the id.
     pub created_at: String,
+    /// What was backed up.
     pub source: SourceInfo,
     /// The backup's root folder (a `dir` source's folder): its mode, owner
     /// and time are given to the folder a restore writes into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<RootMeta>,
+    /// How the volumes are compressed.
     pub compression: Compression,
+    /// None in clear; in an encrypted backup, the sealed part (scheme, mode and
+    /// the encrypted file list, see [`crate::format::crypt`]).
     pub encryption: Option<serde_json::Value>,
+    /// The volumes this backup wrote, in order.
     pub volumes: Vec<Volume>,
+    /// Every entry of the backup's file state, an incremental's unchanged files
+    /// included; empty in a sealed manifest, whose list is in the encrypted
+    /// payload.
     pub files: Vec<FileEntry>,
     /// Paths deleted since the parent (incrementals).
     #[serde(default)]
@@ -74,6 +97,7 @@ pub struct Manifest {
     /// Files that changed while they were read.
     #[serde(default)]
     pub changed: Vec<String>,
+    /// What staging packed, and how long it took.
     pub stats: Stats,
     /// Set when the source check found the source degenerate (empty, or
     /// shrunk past the job's `shrink_limit`) and the job allowed it anyway:
@@ -90,41 +114,59 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RootMeta {
+    /// Permission bits, setuid, setgid and sticky included (`mode & 0o7777`).
     pub mode: u32,
+    /// The numeric owner.
     pub uid: u32,
+    /// The numeric group.
     pub gid: u32,
+    /// The modification time, in seconds since the Unix epoch.
     pub mtime: i64,
+    /// The nanoseconds of the modification time.
     #[serde(default)]
     pub mtime_nsec: u32,
 }
 
+/// Where a backup's files came from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceInfo {
+    /// `dir` or `command`.
     pub kind: String,
+    /// The folder's path or the command line; `(encrypted)` in a sealed
+    /// manifest.
     pub description: String,
 }
 
+/// How a backup's volumes are compressed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Compression {
+    /// The compressor: `zstd` in everything this version writes.
     pub algorithm: String,
+    /// The zstd level, from the job's `compression_level`.
     pub level: i32,
 }
 
+/// One volume of a backup: a piece of its compressed tar stream, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Volume {
+    /// The file name, `vol-000000.tar.zst`, with `.age` added when encrypted.
     pub name: String,
+    /// The size in bytes as stored (compressed, and encrypted when it is).
     pub size: u64,
     /// The hash of the volume as stored: one of the two (see [`crate::format::digest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The other of the two: the BLAKE3 hash, what this version writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blake3: Option<String>,
 }
 
 impl Volume {
+    /// A volume record of `size` bytes whose hash goes in the field of
+    /// `digest`'s algorithm.
     pub fn new(name: String, size: u64, digest: Digest) -> Volume {
         let (sha256, blake3) = Digest::into_fields(Some(digest));
         Volume {
@@ -141,23 +183,30 @@ impl Volume {
     }
 }
 
+/// What an entry of a backup's file list is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
+    /// A regular file, its bytes in a volume.
     File,
+    /// A folder.
     Dir,
+    /// A symbolic link; `target` says where it points.
     Symlink,
     /// A second name of a file already in the backup (`target` names it):
     /// stored once, restored as a hard link.
     Hardlink,
 }
 
+/// One entry of a backup's file list.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileEntry {
     /// Relative, `/`-separated, in the encoding of [`crate::format::names`].
     pub path: String,
+    /// File, folder, symlink or hard link.
     pub kind: EntryKind,
+    /// The file's size in bytes; 0 for folders, symlinks and hard links.
     pub size: u64,
     /// Seconds since the Unix epoch.
     pub mtime: i64,
@@ -165,12 +214,16 @@ pub struct FileEntry {
     /// restored).
     #[serde(default)]
     pub mtime_nsec: u32,
+    /// Permission bits, setuid, setgid and sticky included (`mode & 0o7777`).
     pub mode: u32,
+    /// The numeric owner.
     pub uid: u32,
+    /// The numeric group.
     pub gid: u32,
     /// The hash of the content (files only): one of the two (see [`crate::format::digest`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The other of the two: the BLAKE3 hash, what this version writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blake3: Option<String>,
     /// A symlink's target, or the path a hard link shares its file with
@@ -193,17 +246,24 @@ impl FileEntry {
         Digest::from_fields(&self.sha256, &self.blake3)
     }
 
+    /// Records `digest` in its field and clears the other (None clears both).
     pub fn set_digest(&mut self, digest: Option<Digest>) {
         (self.sha256, self.blake3) = Digest::into_fields(digest);
     }
 }
 
+/// What staging packed into a backup, and how long it took.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stats {
+    /// The files packed into this backup's volumes (not an incremental's
+    /// unchanged files).
     pub files: u64,
+    /// Their bytes, before compression.
     pub bytes: u64,
+    /// The volumes' total size as stored, in bytes.
     pub stored_bytes: u64,
+    /// How long staging took, hooks included, in seconds.
     pub seconds: f64,
 }
 
@@ -249,6 +309,8 @@ pub fn safe_id(id: &str) -> bool {
 }
 
 impl Manifest {
+    /// Reads and validates a manifest (a format-1 one brought into format 2);
+    /// `origin` names where it came from in errors.
     pub fn from_json(bytes: &[u8], origin: &str) -> Result<Manifest> {
         let mut m: Manifest = serde_json::from_slice(bytes)
             .map_err(|e| Error::Integrity(format!("{origin}: the manifest is not valid: {e}")))?;
@@ -280,6 +342,7 @@ impl Manifest {
         }
     }
 
+    /// The manifest as pretty-printed JSON, ending in a newline.
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
         v.push(b'\n');

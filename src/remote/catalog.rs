@@ -14,20 +14,29 @@ use crate::error::{Error, Result};
 use crate::format::manifest::{BackupKind, MANIFEST_NAME, Manifest, host_of_id};
 use crate::outcome::Status;
 
+/// A complete backup on a destination.
 #[derive(Debug, Clone)]
 pub struct RemoteBackup {
+    /// The destination's name.
     pub destination: String,
+    /// Its manifest, read and validated (still sealed when the backup is
+    /// encrypted).
     pub manifest: Manifest,
 }
 
+/// A backup whose manifest cannot be read or trusted.
 #[derive(Debug, Clone, Serialize)]
 pub struct DamagedBackup {
+    /// Its id (its folder's name under the job).
     pub id: String,
+    /// What is wrong with its manifest.
     pub error: String,
 }
 
+/// What a destination holds of one job.
 #[derive(Debug, Clone)]
 pub struct Listing {
+    /// The destination's name.
     pub destination: String,
     /// Complete backups, oldest first.
     pub backups: Vec<RemoteBackup>,
@@ -37,6 +46,8 @@ pub struct Listing {
     pub damaged: Vec<DamagedBackup>,
 }
 
+/// Lists `job` on `target`: its complete backups (manifests read and checked),
+/// and the incomplete and damaged ones.
 pub async fn list_job(target: &Target, job: &str) -> Result<Listing> {
     let prefix = target.layout().job_folder(job);
     let objects = list_all(target.backend.as_ref(), &prefix).await?;
@@ -154,9 +165,10 @@ pub struct ListedBackup {
     pub host: Option<String>,
     /// When it was made (RFC 3339).
     pub created_at: String,
-    /// Files in it.
+    /// Files packed into its volumes (an incremental's unchanged files are
+    /// not counted).
     pub files: u64,
-    /// Their bytes.
+    /// Their bytes, before compression.
     pub bytes: u64,
     /// The bytes stored (compressed, encrypted).
     pub stored_bytes: u64,

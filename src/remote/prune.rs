@@ -21,15 +21,21 @@ use crate::format::manifest::host_of_id;
 use crate::retention::{self, Action, BackupInfo, Decision, Origins};
 use offsite_backends::ErrorKind;
 
+/// What a prune did on one destination (in a dry run, what it would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneReport {
+    /// The job's name.
     pub job: String,
+    /// The destination's name.
     pub destination: String,
+    /// A dry run: decided and reported, nothing deleted.
     pub dry_run: bool,
+    /// `ok`, or `failed` when listing, deciding or deleting failed.
     pub status: &'static str,
     /// Whose backups the policy was applied to: `own` (this host's, and
     /// those that record no host) or `all` (each host's on its own).
     pub origins: Origins,
+    /// The fate of every backup the policy was applied to, and why.
     pub decisions: Vec<Decision>,
     /// Backups whose objects were all deleted.
     pub deleted: Vec<String>,
@@ -50,6 +56,7 @@ pub struct PruneReport {
     /// long as the newest backup that needs them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extended: Vec<Locked>,
+    /// Why the prune failed; None when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -57,7 +64,10 @@ pub struct PruneReport {
 /// A backup and the time its objects are locked until (S3 Object Lock).
 #[derive(Debug, Clone, Serialize)]
 pub struct Locked {
+    /// The backup's id.
     pub id: String,
+    /// When the lock ends, in RFC 3339 (or the destination's message when that
+    /// cannot be read).
     pub until: String,
 }
 
@@ -128,8 +138,11 @@ async fn extend_locks(
 /// A backup another host made, which a prune of this host's backups leaves alone.
 #[derive(Debug, Clone, Serialize)]
 pub struct OtherBackup {
+    /// The backup's id.
     pub id: String,
+    /// The host that made it.
     pub host: String,
+    /// Whether it has a readable manifest (false: incomplete or damaged).
     pub complete: bool,
 }
 

@@ -3,7 +3,7 @@
 //! hash (BLAKE3, or SHA-256 for older backups) checked when it ends, every
 //! archive entry matched against the manifest (an entry the manifest does
 //! not list is an error), every file's content hashed and handed to an
-//! [`EntrySink`]. Cold storage is asked for every volume first
+//! `EntrySink`. Cold storage is asked for every volume first
 //! ([`ensure_readable`]). Memory is bounded by one read buffer.
 
 use std::collections::{HashMap, HashSet};

@@ -28,15 +28,22 @@ use super::read::{EntrySink, Outcome, ensure_readable, hash_stream, read_backup}
 use crate::config::Config;
 use crate::staging::{JobLock, JobStaging};
 
+/// What a restore wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct RestoreReport {
+    /// The job's name.
     pub job: String,
+    /// The destination it was read from.
     pub destination: String,
+    /// The id of the backup restored.
     pub backup: String,
     /// The host that made the backup, when it recorded one.
     pub host: Option<String>,
+    /// The folder it was restored into.
     pub to: PathBuf,
+    /// Files written and their hashes checked, across the backup's whole chain.
     pub files: u64,
+    /// Their bytes.
     pub bytes: u64,
     /// What did not stop the restore but needs a look (owners not set).
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -16,17 +16,28 @@ use crate::outcome::Status;
 use super::catalog::{self, Which};
 use super::read::{HashOnly, ensure_readable, own_entries, read_backup, read_stored};
 
+/// What `verify` found in one backup on one destination.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
+    /// The job's name.
     pub job: String,
+    /// The destination's name.
     pub destination: String,
+    /// The backup's id.
     pub backup: String,
+    /// True when no problem was found.
     pub ok: bool,
+    /// Files whose size and hash matched (0 when only the stored volumes were
+    /// checked).
     pub files: u64,
+    /// The bytes of those files, or of the volumes read when only the stored
+    /// volumes were checked.
     pub bytes: u64,
+    /// How many volumes the backup has.
     pub volumes: u64,
     /// False when only the stored (encrypted) volumes were checked, without an identity.
     pub contents_checked: bool,
+    /// Every problem found, for people to read; empty when `ok`.
     pub problems: Vec<String>,
 }
 

@@ -167,6 +167,8 @@ impl FieldSpec {
 }
 
 impl Cron {
+    /// Parses a schedule: 5 fields, 6 with seconds first, or `@hourly` to
+    /// `@yearly`; refuses one that never runs.
     pub fn parse(text: &str) -> Result<Cron, String> {
         let expanded = match text.trim() {
             "@yearly" | "@annually" => "0 0 1 1 *",
@@ -300,12 +302,17 @@ impl fmt::Display for Cron {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
+    /// A full backup.
     Full,
+    /// An incremental backup (full when there is nothing to build on).
     Incremental,
+    /// A prune of the job's destinations.
     Prune,
 }
 
 impl Task {
+    /// The task as the configuration's `schedule` keys name it: `full`,
+    /// `incremental`, `prune`.
     pub fn word(self) -> &'static str {
         match self {
             Task::Full => "full",
@@ -318,15 +325,21 @@ impl Task {
 /// A job's schedules.
 #[derive(Debug, Clone)]
 pub struct JobSchedule {
+    /// When full backups run; None: never on a schedule.
     pub full: Option<Cron>,
+    /// When incremental backups run; None: never on a schedule.
     pub incremental: Option<Cron>,
+    /// When the job's destinations are pruned; None: no scheduled prune
+    /// (retention still runs after each successful backup).
     pub prune: Option<Cron>,
     /// Run a missed slot once when the daemon finds it (at start, or after a long run).
     pub catch_up: bool,
+    /// The zone the times are read in: `timezone`, else the system's.
     pub timezone: TimeZone,
 }
 
 impl JobSchedule {
+    /// The tasks that have a schedule, with it: full, incremental, then prune.
     pub fn tasks(&self) -> impl Iterator<Item = (Task, &Cron)> {
         [
             (Task::Full, self.full.as_ref()),
@@ -389,6 +402,7 @@ pub type Handled = BTreeMap<Task, Timestamp>;
 /// A slot that came due.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
+    /// The task due.
     pub task: Task,
     /// The first slot not yet handled (with catch-up, later missed ones fold into it).
     pub slot: Timestamp,

@@ -35,7 +35,9 @@ use crate::schedule::cron::{self, Due, Handled, JobSchedule, Task};
 use crate::staging::{JobStaging, lock_with_pid, read_json_state, write_json_state};
 use crate::stop::Stop;
 
+/// The daemon's lock file in the staging folder; it holds the daemon's pid.
 pub const LOCK_NAME: &str = ".daemon.lock";
+/// The file in a job's staging folder that holds its [`ScheduleState`].
 pub const STATE_NAME: &str = "schedule.json";
 
 /// The longest the daemon sleeps before looking at the clock again.
@@ -52,6 +54,8 @@ pub struct ScheduleState {
     pub next: BTreeMap<Task, Timestamp>,
 }
 
+/// Where the schedule state of the job whose staging folder is `job_dir` is
+/// kept.
 pub fn state_path(job_dir: &Path) -> PathBuf {
     job_dir.join(STATE_NAME)
 }
@@ -76,6 +80,8 @@ pub struct DaemonLock {
 }
 
 impl DaemonLock {
+    /// Takes the daemon lock of `staging_dir` (created if missing); fails at
+    /// once when another daemon holds it.
     pub fn acquire(staging_dir: &Path) -> Result<DaemonLock> {
         fs::create_dir_all(staging_dir).map_err(|e| {
             Error::io(
@@ -110,16 +116,28 @@ pub fn running_daemon(staging_dir: &Path) -> Option<String> {
 /// One run the daemon did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunLog {
+    /// The job's name.
     pub job: String,
+    /// What ran.
     pub task: Task,
     /// The slot this run is for; `late` when it ran over a minute after it.
     pub slot: Timestamp,
+    /// Whether the daemon found it due more than [`cron::GRACE`] after its
+    /// slot.
     pub late: bool,
+    /// When the run started.
     pub started_at: Timestamp,
+    /// How long it took, in seconds.
     pub seconds: f64,
+    /// How it ended: the backup's worst status, or `failed` when a prune
+    /// failed.
     pub status: Status,
+    /// What the backup did; None for a prune, or for a backup that could not
+    /// start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupOutcome>,
+    /// What the prune did; None for a backup, or for a prune that could not
+    /// start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<JobPrune>,
     /// Why the run could not start (another run holds the job's lock, ...).
@@ -134,38 +152,54 @@ pub enum Event {
     /// The daemon holds the staging folder and runs the schedules of `jobs`;
     /// the jobs without a schedule are never run by it.
     Started {
+        /// When the daemon started.
         time: Timestamp,
+        /// The daemon's process id.
         pid: u32,
+        /// The jobs it runs.
         jobs: Vec<String>,
+        /// The jobs it leaves alone, having no schedule.
         unscheduled: Vec<String>,
     },
     /// The daemon watches `job`; its next slots.
     Watching {
+        /// The job's name.
         job: String,
+        /// Each task's next slot.
         next: BTreeMap<Task, Timestamp>,
     },
     /// A slot that is not run: missed with catch-up off, or replaced by a full.
     Skipped {
+        /// The job's name.
         job: String,
+        /// The task not run.
         task: Task,
+        /// The slot it was due at.
         slot: Timestamp,
+        /// Why it is not run, for people to read.
         reason: String,
     },
+    /// A run ended: what it did.
     Ran(Box<RunLog>),
     /// The daemon sleeps until `until`, when the job's next task is due
     /// (`None`: nothing is ever due); said when it changes, so once after
     /// each round of runs.
     Waiting {
+        /// The job's name.
         job: String,
+        /// The time of the job's next slot; None when nothing is ever due.
         until: Option<Timestamp>,
     },
     /// Something went wrong around the runs (the state file could not be written).
     Warning {
+        /// The job's name.
         job: String,
+        /// What went wrong.
         message: String,
     },
     /// Stopped on request, every running job wound down.
     Stopped {
+        /// When the daemon stopped.
         time: Timestamp,
     },
 }

@@ -1,8 +1,8 @@
 //! The record of each job's last run, per destination, kept in
 //! `staging/<job>/status.json` and shown by `offsite status`.
 //!
-//! Written atomically after every backup or upload run (temp file, fsync,
-//! rename), so a crash leaves the previous record, never half of one.
+//! Written atomically after every backup, upload or prune run (temp file,
+//! fsync, rename), so a crash leaves the previous record, never half of one.
 //! `last_run` is the latest run whatever came of it; `last_full` and
 //! `last_incremental` are the latest that succeeded, so a failed night
 //! never hides the backup there is.
@@ -18,19 +18,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+/// The file in a job's staging folder that holds its [`JobStatus`].
 pub const STATUS_NAME: &str = "status.json";
 
+/// The record of a job's runs, as `status.json` holds it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct JobStatus {
+    /// The job's name (the caller's, whatever the file says).
     pub job: String,
     /// The host that keeps this record (`host_id`).
     #[serde(default)]
     pub host: Option<String>,
+    /// The latest backup or upload run, whatever came of it; None before the
+    /// first.
     pub last_run: Option<LastRun>,
+    /// The latest full backup that succeeded.
     #[serde(default)]
     pub last_full: Option<BackupRun>,
+    /// The latest incremental backup that succeeded.
     #[serde(default)]
     pub last_incremental: Option<BackupRun>,
+    /// Each destination's latest upload, by destination name.
     #[serde(default)]
     pub destinations: BTreeMap<String, DestinationStatus>,
     /// The last prune (after a backup, `prune`, or the daemon's), dry runs aside.
@@ -41,8 +49,11 @@ pub struct JobStatus {
 /// How the last prune ended: `ok`, or `failed` with each destination's error.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastPrune {
+    /// `ok`, or `failed` when a destination's prune failed.
     pub status: String,
+    /// When it ended, in RFC 3339 (UTC, to the second).
     pub finished_at: String,
+    /// One line per destination whose prune failed (`destination: error`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }
@@ -59,12 +70,18 @@ pub fn record_prune(job_dir: &Path, job: &str, errors: Vec<String>) -> Result<()
     write(job_dir, &s)
 }
 
+/// The latest backup or upload run of a job, whatever came of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastRun {
+    /// `backup` or `upload`.
     pub command: String,
+    /// The backup's id; None when the run failed before one was staged.
     pub backup: Option<String>,
+    /// How it ended: `ok`, `partial`, `interrupted` or `failed`.
     pub status: String,
+    /// When it ended, in RFC 3339 (UTC, to the second).
     pub finished_at: String,
+    /// Why the run failed before any upload; None otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -92,35 +109,57 @@ impl LastRun {
 /// the last incremental.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupRun {
+    /// The backup's id.
     pub backup: Option<String>,
+    /// When the run started, in RFC 3339 (UTC, to the second); for an `upload`,
+    /// which records no start, when it ended.
     pub started_at: String,
+    /// When it ended, in RFC 3339 (UTC, to the second).
     pub finished_at: String,
+    /// How long it took, in seconds (0 for an `upload`, which records no
+    /// start).
     pub seconds: f64,
-    /// Files and bytes in the backup, and what they packed into (absent when
-    /// the run failed before staging finished).
+    /// Files packed into the backup's volumes; None in an older record of a
+    /// run that failed before staging finished.
     pub files: Option<u64>,
+    /// Their bytes, before compression; None as `files` is.
     pub bytes: Option<u64>,
+    /// What the backup's volumes take as stored, in bytes; None as `files` is.
     pub stored_bytes: Option<u64>,
+    /// How it ended: `ok` in what this version writes, which records only runs
+    /// that succeeded.
     pub status: String,
+    /// Why the run failed, in older records that kept failed runs; None
+    /// otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
+/// The latest upload to one destination, and the newest backup it holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DestinationStatus {
+    /// How the upload ended: `ok`, `failed` or `interrupted`.
     pub status: String,
+    /// The backup it was of.
     pub backup: Option<String>,
+    /// When it ended, in RFC 3339 (UTC, to the second).
     pub finished_at: String,
+    /// Why it failed; None when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When the newest backup the destination holds finished uploading; None
+    /// when no backup has reached it.
     pub last_success_at: Option<String>,
+    /// The id of the newest backup that reached the destination.
     pub last_success_backup: Option<String>,
 }
 
+/// Where the status of the job whose staging folder is `job_dir` is kept.
 pub fn status_path(job_dir: &Path) -> PathBuf {
     job_dir.join(STATUS_NAME)
 }
 
+/// The time now in RFC 3339, UTC, to the second (`2026-12-01T02:16:40Z`).
 pub fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -134,6 +173,7 @@ pub fn read(job_dir: &Path, job: &str) -> Result<JobStatus> {
     Ok(s)
 }
 
+/// Writes the job's status into `job_dir`, atomically.
 pub fn write(job_dir: &Path, status: &JobStatus) -> Result<()> {
     write_json_state(job_dir, STATUS_NAME, status)
 }
@@ -141,12 +181,14 @@ pub fn write(job_dir: &Path, status: &JobStatus) -> Result<()> {
 /// Something `status --check` finds wrong with a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
+    /// The job's name.
     pub job: String,
     /// The destination it concerns, when it is one destination's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
     /// `failed`, `partial`, `interrupted`, `prune_failed`, `stale` or `never`.
     pub status: String,
+    /// What is wrong and what it means, for people to read.
     pub why: String,
 }
 
@@ -166,9 +208,10 @@ fn age_text(d: std::time::Duration) -> String {
 }
 
 /// What is wrong with a job, as of `now`: its last run failed, was partial
-/// or was stopped; or a destination's newest complete backup is older than
-/// `max_age` (`None`: age is not checked). One problem per job or
-/// destination; none means healthy.
+/// or was stopped; its last prune failed; or a destination has no backup,
+/// or its newest complete backup is older than `max_age` (`None`:
+/// destinations are not checked). At most one problem per destination;
+/// none means healthy.
 pub fn health(
     job: &str,
     destinations: &[String],
