@@ -4,17 +4,21 @@
 //! Modules in the order a backup flows through them:
 //!
 //! ```text
-//! config ─► backup/ (source ─► stage ─► upload) ─► destinations ─► remote/ (catalog, restore, prune)
+//! config ─► backup/ (source ─► stage ─► journal ─► upload) ─► destinations (Checked ─► Retrying ─► Throttled ─► backend)
+//!        ─► remote/ (catalog, read ─► verify, restore, prune)
 //!            job: one run of a job (backup, upload, prune after success, the status record)
-//!            daemon: the schedules that start jobs
+//!            schedule/: cron (pure), daemon (starts jobs), status (the record), report
+//!            check: what a run will meet, found before it runs
 //! ```
 //!
-//! Imports run one way: `daemon` and `job` stand above `backup/` and
-//! `remote/`, which never import each other; `format/` (manifest, names,
-//! hashes, encryption, the remote layout), the pure cores (`retention`,
-//! `schedule`) and the basics (`error`, `stop`, `progress`) stand
-//! below everything. The library never prints: it reports through
-//! [`progress::Progress`] and returns reports the command line renders.
+//! Imports run one way: `schedule::daemon`, `check` and `job` stand above
+//! `backup/` and `remote/`, which never import each other; `format/`
+//! (manifest, names, hashes, encryption, the remote layout), the pure cores
+//! (`retention`, `schedule::cron`) and the basics (`error`, `outcome`,
+//! `stop`, `progress`) stand below everything. The library never prints:
+//! it reports through [`progress::Progress`] and returns `Serialize`
+//! reports the command line renders; [`outcome::Exit`] turns how a command
+//! ended into its exit code.
 
 #![warn(missing_docs)]
 

@@ -43,7 +43,11 @@ pub async fn run(
                     say!("  {}  DAMAGED: {}", d.id, d.error);
                 }
             }
-            JobListing::Failed { job, error } => say!("job {job}: FAILED: {error}"),
+            JobListing::Failed {
+                job,
+                destination,
+                error,
+            } => say!("job {job} on {destination}: FAILED: {error}"),
         }
     }
     Ok(report.status.into())

@@ -147,6 +147,8 @@ pub enum JobListing {
     Failed {
         /// The job's name.
         job: String,
+        /// The destination that could not be listed.
+        destination: String,
         /// Why.
         error: String,
     },
@@ -216,6 +218,7 @@ pub async fn list_jobs(
                 },
                 Err(e) => JobListing::Failed {
                     job: j.name.clone(),
+                    destination: t.config.name.clone(),
                     error: e.to_string(),
                 },
             });

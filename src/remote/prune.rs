@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::config::Job;
 use crate::error::{Error, Result};
+use crate::outcome::Status;
 use crate::remote::catalog;
 use std::collections::BTreeMap;
 
@@ -31,7 +32,7 @@ pub struct PruneReport {
     /// A dry run: decided and reported, nothing deleted.
     pub dry_run: bool,
     /// `ok`, or `failed` when listing, deciding or deleting failed.
-    pub status: &'static str,
+    pub status: Status,
     /// Whose backups the policy was applied to: `own` (this host's, and
     /// those that record no host) or `all` (each host's on its own).
     pub origins: Origins,
@@ -179,7 +180,7 @@ pub async fn prune_destination(
         job: job.name.clone(),
         destination: target.config.name.clone(),
         dry_run,
-        status: "ok",
+        status: Status::Ok,
         origins: policy.origins,
         decisions: Vec::new(),
         deleted: Vec::new(),
@@ -206,7 +207,7 @@ pub async fn prune_destination(
         (r, true) => r,
     };
     if let Err(e) = result {
-        report.status = "failed";
+        report.status = Status::Failed;
         report.error = Some(e.to_string());
     }
     Some(report)

@@ -150,6 +150,29 @@ impl Read for StoredVolume {
 }
 
 impl VolumeChain {
+    /// The volumes of `manifest` on `target`, read in order (decrypted with
+    /// `ids` when given); what goes wrong is noted in `problems`, with the
+    /// volume being read in `position`.
+    fn new(
+        rt: tokio::runtime::Handle,
+        target: &Target,
+        manifest: &Manifest,
+        problems: &Problems,
+        position: &Arc<Mutex<String>>,
+        ids: Option<Arc<Identities>>,
+    ) -> VolumeChain {
+        VolumeChain {
+            rt,
+            backend: target.backend.clone(),
+            volumes: volume_keys(target, manifest),
+            next: 0,
+            current: None,
+            problems: problems.clone(),
+            position: position.clone(),
+            ids,
+        }
+    }
+
     /// Opens volume `index` as stored (no decryption).
     fn open_stored(&self, index: usize) -> io::Result<StoredVolume> {
         let (key, v) = &self.volumes[index];
@@ -288,16 +311,8 @@ pub(super) fn read_backup(
 ) -> Outcome {
     let problems = Problems::default();
     let position = Arc::new(Mutex::new(String::new()));
-    let chain = VolumeChain {
-        rt,
-        backend: target.backend.clone(),
-        volumes: volume_keys(target, manifest),
-        next: 0,
-        current: None,
-        problems: problems.clone(),
-        position: position.clone(),
-        ids: ids.filter(|_| crypt::is_encrypted(manifest)),
-    };
+    let ids = ids.filter(|_| crypt::is_encrypted(manifest));
+    let chain = VolumeChain::new(rt, target, manifest, &problems, &position, ids);
     let mut read = ArchiveRead {
         manifest,
         expected: manifest
@@ -604,37 +619,35 @@ pub(super) fn read_stored(
     manifest: &Manifest,
 ) -> Outcome {
     let problems = Problems::default();
-    let mut chain = VolumeChain {
-        rt,
-        backend: target.backend.clone(),
-        volumes: volume_keys(target, manifest),
-        next: 0,
-        current: None,
-        problems: problems.clone(),
-        position: Arc::new(Mutex::new(String::new())),
-        ids: None,
-    };
-    let mut bytes = 0;
-    loop {
-        match io::copy(&mut chain, &mut io::sink()) {
-            Ok(n) => {
-                bytes += n;
-                break;
-            }
-            // A missing volume is noted; go on with the next one.
-            Err(e) => {
-                let text = e.to_string();
-                if !problems.has(&text) {
-                    problems.note(format!("{text}{}", at(&chain.position)));
-                }
-                chain.current = None;
-            }
+    let position = Arc::new(Mutex::new(String::new()));
+    let mut chain = VolumeChain::new(rt, target, manifest, &problems, &position, None);
+    let mut counted = Counted(0);
+    // A missing volume is noted; go on with the next one.
+    while let Err(e) = io::copy(&mut chain, &mut counted) {
+        let text = e.to_string();
+        if !problems.has(&text) {
+            problems.note(format!("{text}{}", at(&position)));
         }
+        chain.current = None;
     }
     Outcome {
         files: 0,
-        bytes,
+        bytes: counted.0,
         problems: problems.list(),
+    }
+}
+
+/// A sink that counts what it is given.
+struct Counted(u64);
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

@@ -285,7 +285,12 @@ async fn job_loop(
         let plan = cron::plan(sched, &state.handled, now);
         for d in &plan.skipped {
             state.handled.insert(d.task, now);
-            let reason = if plan.run.iter().any(|r| r.task == Task::Full) {
+            // Only an incremental that would have run is replaced by a full;
+            // anything else skipped here was missed with catch_up off.
+            let replaced = d.task == Task::Incremental
+                && (!d.late || sched.catch_up)
+                && plan.run.iter().any(|r| r.task == Task::Full);
+            let reason = if replaced {
                 "a full backup runs instead".to_string()
             } else {
                 "missed while the daemon was not running it, and catch_up = false".to_string()
