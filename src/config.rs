@@ -19,6 +19,8 @@ use offsite_backends::s3::S3Settings;
 use offsite_backends::settings::{Invalid, Place, Settings};
 use offsite_backends::sftp::SftpSettings;
 use offsite_backends::units::{ByteSize, HumanDuration};
+
+use crate::cluster::Cluster;
 use serde::Deserialize;
 
 use crate::destinations::{Destination, DestinationKind, Target};
@@ -116,6 +118,16 @@ struct RawJob {
     retention: Option<RawRetention>,
     schedule: Option<RawSchedule>,
     encryption: Option<RawEncryption>,
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    members: Vec<String>,
+    member_env: Option<String>,
+    grace: Option<HumanDuration>,
+    window: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,6 +322,8 @@ pub struct Job {
     pub schedule: Option<JobSchedule>,
     /// Client-side encryption of volumes and file lists; `None`: in clear.
     pub encryption: Option<Encryption>,
+    /// The cluster whose member this host is; `None`: a single-host job.
+    pub cluster: Option<Cluster>,
 }
 
 /// What a job backs up (its `source` table, resolved).
@@ -395,6 +409,14 @@ impl Config {
                 known.join(", ")
             ))
         })
+    }
+
+    /// The origin `job`'s backups record: its cluster member name, else
+    /// this host's `host_id`.
+    pub fn origin<'a>(&'a self, job: &'a Job) -> &'a str {
+        job.cluster
+            .as_ref()
+            .map_or(self.host_id.as_str(), |c| c.member.as_str())
     }
 
     /// The jobs a command applies to: the one named, or all.
@@ -740,14 +762,6 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
         let d = resolve_destination(ctx, &staging, &name, &table)?;
         destinations.insert(name, d);
     }
-    let mut jobs: Vec<Job> = Vec::new();
-    for (i, j) in raw.jobs.into_iter().enumerate() {
-        let job = resolve_job(ctx, &destinations, &jobs, i, j)?;
-        jobs.push(job);
-    }
-    if jobs.is_empty() {
-        return Err(ctx.err(&[], "no [[job]] is defined; add one (see `offsite init`)"));
-    }
     let host_id = match raw.host_id {
         Some(h) if crate::format::manifest::valid_host_id(&h) => h,
         Some(h) => {
@@ -758,6 +772,14 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
         }
         None => default_host_id(),
     };
+    let mut jobs: Vec<Job> = Vec::new();
+    for (i, j) in raw.jobs.into_iter().enumerate() {
+        let job = resolve_job(ctx, &destinations, &jobs, i, j, &host_id)?;
+        jobs.push(job);
+    }
+    if jobs.is_empty() {
+        return Err(ctx.err(&[], "no [[job]] is defined; add one (see `offsite init`)"));
+    }
     Ok(Config {
         file: ctx.file.to_path_buf(),
         host_id,
@@ -921,6 +943,7 @@ fn resolve_job(
     earlier: &[Job],
     i: usize,
     j: RawJob,
+    host_id: &str,
 ) -> Result<Job, Error> {
     let here = |key: &str| [k("job"), Seg::Index(i), k(key)];
     if !valid_name(&j.name) {
@@ -981,6 +1004,10 @@ fn resolve_job(
         None => None,
         Some(e) => Some(resolve_encryption(ctx, &here("encryption"), e)?),
     };
+    let cluster = match j.cluster {
+        None => None,
+        Some(c) => Some(resolve_cluster(ctx, &here("cluster"), c, host_id)?),
+    };
     Ok(Job {
         name: j.name,
         source,
@@ -998,7 +1025,73 @@ fn resolve_job(
         retention,
         schedule,
         encryption,
+        cluster,
         workdir: ctx.resolve_path(Path::new(".")),
+    })
+}
+
+/// Default of a cluster's `grace`: how long a set stays in progress.
+const DEFAULT_SET_GRACE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+/// Default of a cluster's `window`: how long a manual run's set lasts.
+const DEFAULT_SET_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A job's `cluster` table: its members (valid, none twice), this host's
+/// member name (from `member_env`, else `host_id`), which must be one of
+/// them, and the set timings.
+fn resolve_cluster(ctx: &Ctx, at: &[Seg], c: RawCluster, host_id: &str) -> Result<Cluster, Error> {
+    let key = |name: &str| {
+        let mut p = at.to_vec();
+        p.push(k(name));
+        p
+    };
+    if c.members.is_empty() {
+        return Err(ctx.err(
+            &key("members"),
+            "a cluster needs its members: members = [\"node1\", \"node2\"]",
+        ));
+    }
+    for (n, m) in c.members.iter().enumerate() {
+        let mut p = key("members");
+        p.push(Seg::Index(n));
+        if !crate::format::manifest::valid_host_id(m) {
+            return Err(ctx.err(&p, format!("invalid member name {m:?}: 1 to 64 letters, digits, '.', '_' and '-', starting with a letter or digit")));
+        }
+        if c.members[..n].contains(m) {
+            return Err(ctx.err(&p, format!("member {m:?} is listed twice")));
+        }
+    }
+    let member = match &c.member_env {
+        Some(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => v,
+            _ => {
+                return Err(ctx.err(
+                    &key("member_env"),
+                    format!("the environment variable {var} names this host's member, and it is not set; set it to one of {:?}", c.members),
+                ));
+            }
+        },
+        None => host_id.to_string(),
+    };
+    if !c.members.contains(&member) {
+        let from = match &c.member_env {
+            Some(var) => format!("${var}"),
+            None => "host_id".to_string(),
+        };
+        return Err(ctx.err(
+            &key("members"),
+            format!("this host is member {member:?} ({from}), which is not one of the members {:?}; add it, or set {from} to one of them", c.members),
+        ));
+    }
+    let positive = |name: &str, d: Option<HumanDuration>, default| match d {
+        None => Ok(default),
+        Some(d) if d.0.is_zero() => Err(ctx.err(&key(name), format!("{name} cannot be zero"))),
+        Some(d) => Ok(d.0),
+    };
+    Ok(Cluster {
+        members: c.members,
+        member,
+        grace: positive("grace", c.grace, DEFAULT_SET_GRACE)?,
+        window: positive("window", c.window, DEFAULT_SET_WINDOW)?,
     })
 }
 

@@ -14,6 +14,7 @@ use crate::backup::journal;
 use crate::backup::source::CommandStderr;
 use crate::backup::stage;
 use crate::backup::upload::{self, DestinationReport};
+use crate::cluster::{self, SetMember};
 use crate::config::{Config, Job};
 use crate::destinations::Target;
 use crate::error::{Error, Result};
@@ -143,10 +144,15 @@ impl BackupOutcome {
 ///
 /// Errors before staging starts (configuration, overlap, another run holding
 /// the lock) are returned; failures after that are in the report.
+///
+/// A cluster job's backup is its member's part of set `set` (a scheduled
+/// slot, `--set`), or of the set of the current window when `set` is
+/// `None`; see [`crate::cluster`].
 pub async fn backup(
     config: &Config,
     job: &Job,
     kind: BackupKind,
+    set: Option<&str>,
     upload: bool,
     progress_arc: Arc<dyn Progress>,
     stop: &Stop,
@@ -154,6 +160,7 @@ pub async fn backup(
     let progress = progress_arc.as_ref();
     let started = Started::now();
     crate::staging::check_overlap(config, job)?;
+    let set = set_of_run(job, set)?;
     let targets = config.job_targets(job, None)?;
     let staging = JobStaging::new(config, &job.name);
     let _lock = JobLock::acquire(&staging, &job.name)?;
@@ -164,9 +171,12 @@ pub async fn backup(
         let job2 = job.clone();
         let p = progress_arc.clone();
         let stop = stop.clone();
-        tokio::task::spawn_blocking(move || stage::stage(&config, &job2, kind, p.as_ref(), &stop))
-            .await
-            .map_err(|e| Error::Failed(format!("staging task failed: {e}")))?
+        let set = set.clone();
+        tokio::task::spawn_blocking(move || {
+            stage::stage(&config, &job2, kind, set.as_deref(), p.as_ref(), &stop)
+        })
+        .await
+        .map_err(|e| Error::Failed(format!("staging task failed: {e}")))?
     };
     let staged = match staged {
         Ok(s) => s,
@@ -174,7 +184,19 @@ pub async fn backup(
         // failed run: it exits 2 before anything is staged.
         Err(e) if e.is_usage() => return Err(e),
         Err(e) => {
-            let mut report = RunReport::failed(&job.name, &config.host_id, &e);
+            let mut report = RunReport::failed(&job.name, config.origin(job), &e);
+            if let (Some(cluster), Some(set)) = (&job.cluster, &set) {
+                let member = SetMember { cluster, set };
+                for t in &targets {
+                    let marker = member.failed_object(t.layout(), &job.name, &e.to_string());
+                    if let Err(e) = upload::put_markers(t, vec![marker]).await {
+                        report.notes.push(format!(
+                            "{}: could not mark the member failed in set {set}: {e}",
+                            t.config.name
+                        ));
+                    }
+                }
+            }
             if let Err(e) = record_status(&staging, job, "backup", &report, Some(&started)) {
                 report.notes.push(format!("could not record status: {e}"));
             }
@@ -201,7 +223,7 @@ pub async fn backup(
     }
     let mut report = RunReport {
         job: job.name.clone(),
-        host: config.host_id.clone(),
+        host: config.origin(job).to_string(),
         backup: Some(staged.id.clone()),
         kind: Some(staged.manifest.kind),
         status: Status::Ok,
@@ -215,8 +237,16 @@ pub async fn backup(
         prune: Vec::new(),
     };
     if upload {
-        report.destinations =
-            upload::upload_backup(&staged.dir, &staged.manifest, &targets, progress, stop).await;
+        let member = set_member(job, &staged.manifest);
+        report.destinations = upload::upload_backup(
+            &staged.dir,
+            &staged.manifest,
+            member.as_ref(),
+            &targets,
+            progress,
+            stop,
+        )
+        .await;
         report.status = combine(&statuses_of(&report.destinations));
         if report.status == Status::Ok {
             // The backup is on every destination: bookkeeping failures from here on
@@ -235,6 +265,36 @@ pub async fn backup(
     Ok(BackupOutcome { report, earlier })
 }
 
+/// The set a run of `job` belongs to: `given` (a scheduled slot, `--set`),
+/// else, for a cluster job, the set of the current window; `None` for a
+/// single-host job, which refuses `--set`.
+pub fn set_of_run(job: &Job, given: Option<&str>) -> Result<Option<String>> {
+    match (&job.cluster, given) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(Error::Usage(format!(
+            "job {:?} has no cluster, so its backups belong to no set; remove --set (or add cluster = {{ members = [...] }} to the job)",
+            job.name
+        ))),
+        (Some(_), Some(s)) if !cluster::valid_set(s) => Err(Error::Usage(format!(
+            "--set {s:?} is not a set id: write the set's UTC time to the second, like 20261201T020000Z"
+        ))),
+        (Some(_), Some(s)) => Ok(Some(s.to_string())),
+        (Some(c), None) => Ok(Some(cluster::set_for(
+            None,
+            jiff::Timestamp::now(),
+            c.window,
+        ))),
+    }
+}
+
+/// The set member a staged backup of `job` ships as, when it is one.
+fn set_member<'a>(job: &'a Job, manifest: &'a Manifest) -> Option<SetMember<'a>> {
+    Some(SetMember {
+        cluster: job.cluster.as_ref()?,
+        set: manifest.set.as_deref()?,
+    })
+}
+
 /// Retention, once a backup is on every destination (never before): each
 /// destination with a policy that this host may delete from. A failed prune
 /// is reported and never fails the backup.
@@ -251,7 +311,7 @@ async fn prune_after_success(
         if !t.backend.capabilities().delete {
             continue;
         }
-        if let Some(p) = prune::prune_destination(job, t, &config.host_id, now, false).await {
+        if let Some(p) = prune::prune_destination(job, t, config.origin(job), now, false).await {
             if let Some(e) = &p.error {
                 progress.note(&format!("prune failed: {e}"));
             }
@@ -312,7 +372,7 @@ async fn upload_staged(
     let manifest = match staging.read_manifest(id) {
         Ok(m) => m,
         Err(e) => {
-            let mut r = RunReport::failed(&job.name, &config.host_id, &e);
+            let mut r = RunReport::failed(&job.name, config.origin(job), &e);
             r.backup = Some(id.to_string());
             return r;
         }
@@ -323,11 +383,13 @@ async fn upload_staged(
     let already_everywhere = targets
         .iter()
         .all(|t| journal::is_complete(&dir, &t.config.name));
-    let destinations = upload::upload_backup(&dir, &manifest, targets, progress, stop).await;
+    let member = set_member(job, &manifest);
+    let destinations =
+        upload::upload_backup(&dir, &manifest, member.as_ref(), targets, progress, stop).await;
     let status = combine(&statuses_of(&destinations));
     let mut report = RunReport {
         job: job.name.clone(),
-        host: config.host_id.clone(),
+        host: config.origin(job).to_string(),
         backup: Some(id.to_string()),
         kind: Some(manifest.kind),
         status,
@@ -487,7 +549,7 @@ pub async fn prune_job(
     };
     let mut out = JobPrune::default();
     for t in &targets {
-        match prune::prune_destination(job, t, &config.host_id, now, dry_run).await {
+        match prune::prune_destination(job, t, config.origin(job), now, dry_run).await {
             Some(r) => out.reports.push(r),
             None => out.skipped.push(format!(
                 "job {} on {}: no retention policy, nothing pruned",
@@ -537,6 +599,7 @@ pub async fn backup_jobs(
     config: &Config,
     job: Option<&str>,
     kind: BackupKind,
+    set: Option<&str>,
     upload: bool,
     progress: Arc<dyn Progress>,
     stop: &Stop,
@@ -551,13 +614,13 @@ pub async fn backup_jobs(
         if stop.requested() {
             break;
         }
-        match backup(config, j, kind, upload, progress.clone(), stop).await {
+        match backup(config, j, kind, set, upload, progress.clone(), stop).await {
             Ok(o) => outcomes.push(o),
             Err(e) if jobs.len() == 1 || e.is_usage() => return Err(e),
             Err(e) => {
                 progress.note(&e.to_string());
                 outcomes.push(BackupOutcome {
-                    report: RunReport::failed(&j.name, &config.host_id, &e),
+                    report: RunReport::failed(&j.name, config.origin(j), &e),
                     earlier: Vec::new(),
                 });
             }

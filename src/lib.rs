@@ -27,6 +27,7 @@ pub mod outcome;
 pub mod progress;
 pub mod stop;
 
+pub mod cluster;
 pub mod format;
 pub mod retention;
 

@@ -99,6 +99,7 @@ pub fn stage(
     config: &Config,
     job: &Job,
     requested: BackupKind,
+    set: Option<&str>,
     progress: &dyn Progress,
     stop: &Stop,
 ) -> Result<StagedBackup> {
@@ -145,20 +146,40 @@ pub fn stage(
     };
 
     let started = Instant::now();
-    let mut now = Timestamp::now();
-    let mut id = new_backup_id(kind, now, &config.host_id);
-    // Two backups in the same second would share an id (and the second would
-    // overwrite the first on every destination): ids only ever grow, so wait
-    // for a later second than the last backup's, staged or already shipped.
+    let origin = config.origin(job);
     let last = staging.last_id();
     let stamp = |id: &str| id.get(..16).unwrap_or(id).to_string();
-    while staging.backup_dir(&id).exists()
-        || last.as_deref().is_some_and(|l| stamp(&id) <= stamp(l))
-    {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        now = Timestamp::now();
-        id = new_backup_id(kind, now, &config.host_id);
-    }
+    let (id, now) = match set {
+        Some(set) => {
+            // A set member's id is the set's: one backup per member and set.
+            let id = crate::cluster::member_backup_id(set, kind.as_str(), origin);
+            if staging.backup_dir(&id).exists()
+                || last.as_deref().is_some_and(|l| set <= stamp(l).as_str())
+            {
+                return Err(Error::Usage(format!(
+                    "job {:?}: member {origin:?} already made a backup in set {set} or a later one ({}); a set has one backup per member: run `offsite upload` to finish it, or give a later --set",
+                    job.name,
+                    last.as_deref().unwrap_or(&id)
+                )));
+            }
+            (id, Timestamp::now())
+        }
+        None => {
+            let mut now = Timestamp::now();
+            let mut id = new_backup_id(kind, now, origin);
+            // Two backups in the same second would share an id (and the second would
+            // overwrite the first on every destination): ids only ever grow, so wait
+            // for a later second than the last backup's, staged or already shipped.
+            while staging.backup_dir(&id).exists()
+                || last.as_deref().is_some_and(|l| stamp(&id) <= stamp(l))
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                now = Timestamp::now();
+                id = new_backup_id(kind, now, origin);
+            }
+            (id, now)
+        }
+    };
     staging.set_last_id(&id)?;
     let work = staging.job_dir.join(format!("{WORK_PREFIX}{id}"));
     fs::create_dir_all(&work)
@@ -184,7 +205,8 @@ pub fn stage(
             let new = NewBackup {
                 id: &id,
                 created: now,
-                host: &config.host_id,
+                host: origin,
+                set,
                 parent: parent.as_ref(),
                 previous: previous.as_ref(),
                 key: key.as_ref(),
@@ -283,8 +305,10 @@ fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
 struct NewBackup<'a> {
     id: &'a str,
     created: Timestamp,
-    /// The host writing it (`host_id`).
+    /// The host writing it (`host_id`, or its cluster member name).
     host: &'a str,
+    /// The cluster set it belongs to.
+    set: Option<&'a str>,
     /// The backup an incremental builds on.
     parent: Option<&'a Manifest>,
     /// The job's last backup staged here, for the source check.
@@ -545,6 +569,7 @@ fn manifest_of(
         job: job.name.clone(),
         id: new.id.to_string(),
         host: Some(new.host.to_string()),
+        set: new.set.map(str::to_string),
         kind: if new.parent.is_some() {
             BackupKind::Incr
         } else {
@@ -1489,6 +1514,7 @@ mod tests {
             retention: None,
             schedule: None,
             encryption: None,
+            cluster: None,
         }
     }
 

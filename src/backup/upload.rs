@@ -25,6 +25,7 @@ use offsite_backends::{Capabilities, ErrorKind, FileBody, Part, PartReceipt};
 use serde::Serialize;
 
 use crate::backup::journal::UploadJournal;
+use crate::cluster::SetMember;
 use crate::destinations::Target;
 use crate::error::{Error, Result};
 use crate::format::digest::Hasher;
@@ -68,9 +69,15 @@ pub fn part_size_for(configured: u64, size: u64, caps: &Capabilities) -> u64 {
 }
 
 /// Uploads the staged backup in `dir` to every target concurrently.
+///
+/// A cluster set member's backup (`member`) also writes the set's markers
+/// on each destination: `members.json` and its `started` marker before the
+/// first volume, its `done` marker after the manifest (see
+/// [`crate::cluster`]); a destination is complete only once that is there.
 pub async fn upload_backup(
     dir: &Path,
     manifest: &Manifest,
+    member: Option<&SetMember<'_>>,
     targets: &[Target],
     progress: &dyn Progress,
     stop: &Stop,
@@ -78,7 +85,7 @@ pub async fn upload_backup(
     let runs = targets.iter().map(|t| async move {
         let started = Instant::now();
         let counters = Counters::default();
-        let result = upload_to(dir, manifest, t, progress, &counters, stop).await;
+        let result = upload_to(dir, manifest, member, t, progress, &counters, stop).await;
         progress.upload_finished(&t.config.name, result.is_ok());
         DestinationReport {
             name: t.config.name.clone(),
@@ -210,6 +217,7 @@ async fn taken_by_another(target: &Target, manifest: &Manifest, key: &str) -> Er
 async fn upload_to(
     dir: &Path,
     manifest: &Manifest,
+    member: Option<&SetMember<'_>>,
     target: &Target,
     progress: &dyn Progress,
     counters: &Counters,
@@ -233,6 +241,13 @@ async fn upload_to(
         // A catalog copy an earlier run could not ship goes now (nothing to do elsewhere).
         target.backend.flush().await?;
         return Ok(());
+    }
+    if let Some(m) = member {
+        put_markers(
+            target,
+            m.start_objects(target.layout(), &manifest.job, manifest),
+        )
+        .await?;
     }
     for volume in &manifest.volumes {
         let key = target
@@ -274,11 +289,32 @@ async fn upload_to(
         }
         Err(e) => return Err(e.into()),
     }
+    if let Some(m) = member {
+        put_markers(
+            target,
+            vec![m.done_object(target.layout(), &manifest.job, manifest)],
+        )
+        .await?;
+    }
     journal.set_manifest_done(&manifest_key)?;
     counters.sent(len);
     progress.upload_advanced(name, len);
     // The Glacier vault ships its catalog now; the other kinds keep nothing beside the objects.
     target.backend.flush().await?;
+    Ok(())
+}
+
+/// Writes a set's marker objects, create-once: one already there (another
+/// member's `members.json`, or this member's marker from an earlier
+/// attempt) is left as it is.
+pub async fn put_markers(target: &Target, objects: Vec<(String, Vec<u8>)>) -> Result<()> {
+    for (key, body) in objects {
+        match target.backend.put(&key, Bytes::from(body)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }
 

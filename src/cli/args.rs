@@ -69,6 +69,11 @@ pub enum Command {
         /// Stage only; `offsite upload` sends it later
         #[arg(long)]
         no_upload: bool,
+        /// Cluster jobs: the set this member's backup belongs to, as its UTC
+        /// time (20261201T020000Z) [default: the start of the current
+        /// cluster window]
+        #[arg(long, value_name = "ID")]
+        set: Option<String>,
     },
     /// Upload, or resume uploading, staged backups not yet on every destination
     Upload {
@@ -100,6 +105,10 @@ pub enum Command {
         /// checked as stored (sizes and their recorded hash), not unpacked
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+        /// Cluster jobs: only this set (its members' backups, and its
+        /// verdict: a partial set exits 3) [default: every set]
+        #[arg(long, value_name = "ID", conflicts_with_all = ["backup", "host"])]
+        set: Option<String>,
     },
     /// Restore a backup into an empty folder, checking every hash
     Restore {
@@ -125,6 +134,17 @@ pub enum Command {
         /// job's encryption.identity_file]
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+        /// Cluster jobs: restore this set, every member into DIR/<member>/
+        /// (or only --member, into DIR)
+        #[arg(long, value_name = "ID", conflicts_with_all = ["host"])]
+        set: Option<String>,
+        /// With --set: only this member's backup
+        #[arg(long, value_name = "M", requires = "set")]
+        member: Option<String>,
+        /// With --set: restore a partial set's members that are there (the
+        /// missing ones are named)
+        #[arg(long, requires = "set")]
+        allow_partial: bool,
     },
     /// Apply the retention policy: delete the backups it does not keep (manifest first)
     Prune {

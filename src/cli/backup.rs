@@ -13,16 +13,23 @@ use offsite_backends::units::human_bytes;
 use super::progress::TermProgress;
 use super::{Out, stop_on_signals};
 
+/// What the command line asks `backup` for.
+pub struct Request<'a> {
+    pub job: Option<&'a str>,
+    pub kind: BackupKind,
+    pub set: Option<&'a str>,
+    pub upload: bool,
+}
+
 pub async fn run(
     out: &Out,
     cfg: &Config,
-    job: Option<&str>,
-    kind: BackupKind,
-    upload: bool,
+    req: Request<'_>,
     progress: Arc<TermProgress>,
 ) -> Result<Exit, Error> {
     let stop = stop_on_signals();
-    let runs = job::backup_jobs(cfg, job, kind, upload, progress, &stop).await?;
+    let runs =
+        job::backup_jobs(cfg, req.job, req.kind, req.set, req.upload, progress, &stop).await?;
     if out.json {
         match &runs.jobs[..] {
             [one] => out.doc(one),

@@ -43,6 +43,16 @@ pub async fn run(
                     say!("  {}  DAMAGED: {}", d.id, d.error);
                 }
             }
+            JobListing::Sets {
+                job,
+                destination,
+                sets,
+            } => {
+                say!("job {job} on {destination}: {} set(s)", sets.len());
+                for v in sets {
+                    say!("  {}", v.describe());
+                }
+            }
             JobListing::Failed {
                 job,
                 destination,

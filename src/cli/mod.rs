@@ -130,14 +130,20 @@ async fn with_config(
             job,
             no_upload,
             incremental,
+            set,
             ..
         } => {
-            let kind = if incremental {
-                BackupKind::Incr
-            } else {
-                BackupKind::Full
+            let request = backup::Request {
+                job: job.job.as_deref(),
+                kind: if incremental {
+                    BackupKind::Incr
+                } else {
+                    BackupKind::Full
+                },
+                set: set.as_deref(),
+                upload: !no_upload,
             };
-            backup::run(out, cfg, job.job.as_deref(), kind, !no_upload, progress).await
+            backup::run(out, cfg, request, progress).await
         }
         Command::Upload { job } => upload::run(out, cfg, job.job.as_deref(), progress).await,
         Command::List { job, destination } => {
@@ -155,10 +161,12 @@ async fn with_config(
             backup,
             host,
             identity,
+            set,
         } => {
             let which = Which {
                 backup: backup.as_deref(),
                 host: host.as_deref(),
+                set: set.as_deref(),
             };
             let (job, destination) = (job.job.as_deref(), destination.destination.as_deref());
             verify::run(out, cfg, job, destination, which, identity.as_deref()).await
@@ -171,15 +179,21 @@ async fn with_config(
             to,
             force,
             identity,
+            set,
+            member,
+            allow_partial,
         } => {
             let which = Which {
                 backup: Some(&backup),
                 host: host.as_deref(),
+                set: set.as_deref(),
             };
             let request = restore::Request {
                 job: &job,
                 destination: destination.destination.as_deref(),
                 which,
+                member: member.as_deref(),
+                allow_partial,
                 to: &to,
                 force,
                 identity: identity.as_deref(),

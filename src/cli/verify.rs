@@ -29,6 +29,9 @@ pub async fn run(
             say!("{line}");
         }
     }
+    for v in &run.sets {
+        say!("{}", v.describe());
+    }
     for e in &run.errors {
         say!("FAILED: {e}");
     }
@@ -44,6 +47,8 @@ pub async fn run(
             Status::Failed => "verify FAILED",
             Status::Pending =>
                 "verify PENDING: cold storage is retrieving volumes; run the same command again later",
+            Status::Partial =>
+                "verify PARTIAL: the backups there are sound, but a set is missing members (named above)",
             _ => "verify ok",
         }
     );

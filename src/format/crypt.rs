@@ -437,6 +437,7 @@ mod tests {
             job: "db".into(),
             id: "20261122T021500Z-full".into(),
             host: None,
+            set: None,
             kind: BackupKind::Full,
             parent: None,
             created_at: "2026-11-22T02:15:00Z".into(),

@@ -7,9 +7,19 @@
 //! ```
 //!
 //! The prefix is the destination's (`prefix`, may be empty); the id is the
-//! backup's (`20261201T021500Z-full-db1`).
+//! backup's (`20261201T021500Z-full-db1`). A cluster job's sets keep their
+//! markers beside the backups (see [`crate::cluster`]):
+//!
+//! ```text
+//! <prefix>/<job>/index/<set>/members.json
+//! <prefix>/<job>/index/<set>/<member>.started | .done | .failed
+//! ```
 
 use super::manifest::MANIFEST_NAME;
+
+/// The name of a job's set index folder, beside its backups' folders; no
+/// backup id is ever this.
+pub const INDEX: &str = "index";
 
 /// The keys on one destination, under its `prefix`.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +46,16 @@ impl<'a> Layout<'a> {
     /// The folder of backup `id` of `job`, with its trailing slash.
     pub fn backup_folder(&self, job: &str, id: &str) -> String {
         format!("{}{id}/", self.job_folder(job))
+    }
+
+    /// The folder of `job`'s cluster set index, with its trailing slash.
+    pub fn set_index(&self, job: &str) -> String {
+        format!("{}{INDEX}/", self.job_folder(job))
+    }
+
+    /// Object `name` (a marker, `members.json`) of set `set` of `job`.
+    pub fn set_object(&self, job: &str, set: &str, name: &str) -> String {
+        format!("{}{set}/{name}", self.set_index(job))
     }
 
     /// The folder of every backup of `job`, with its trailing slash.
@@ -66,5 +86,9 @@ mod tests {
             "orders/x/vol-000000.tar.zst"
         );
         assert_eq!(bare.backup_folder("orders", "x"), "orders/x/");
+        assert_eq!(
+            l.set_object("orders", "20261201T020000Z", "sn1.done"),
+            "db/orders/index/20261201T020000Z/sn1.done"
+        );
     }
 }

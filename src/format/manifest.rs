@@ -68,6 +68,10 @@ pub struct Manifest {
     /// written before origins were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The cluster set the backup is its host's part of (`host` is the
+    /// member); absent for a single-host job's backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
     /// Full, or incremental on `parent`.
     pub kind: BackupKind,
     /// The id of the backup an incremental builds on; None for a full backup.
@@ -532,6 +536,7 @@ mod validation_tests {
             job: "db".into(),
             id: "20261122T021500Z-incr".into(),
             host: None,
+            set: None,
             kind,
             parent: parent.map(str::to_string),
             created_at: "2026-11-22T02:15:00Z".into(),

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use offsite_backends::{get_bytes, list_all};
 use serde::Serialize;
 
+use crate::cluster::{self, Cluster, MEMBERS, MembersRecord, SetVerdict};
 use crate::config::Config;
 use crate::destinations::Target;
 use crate::error::{Error, Result};
+use crate::format::layout::INDEX;
 use crate::format::manifest::{BackupKind, MANIFEST_NAME, Manifest, host_of_id};
 use crate::outcome::Status;
 
@@ -55,6 +57,10 @@ pub async fn list_job(target: &Target, job: &str) -> Result<Listing> {
     for o in &objects {
         let rest = &o.key[prefix.len()..];
         if let Some((id, name)) = rest.split_once('/') {
+            if id == INDEX {
+                // A cluster job's set markers: see list_sets.
+                continue;
+            }
             let has_manifest = by_id.entry(id.to_string()).or_insert(false);
             if name == MANIFEST_NAME {
                 *has_manifest = true;
@@ -107,6 +113,42 @@ pub async fn list_job(target: &Target, job: &str) -> Result<Listing> {
     Ok(listing)
 }
 
+/// The sets of cluster job `job` on `target`, oldest first, each judged as
+/// of `now` from its markers alone: one listing of the job's index folder
+/// and one read of each set's `members.json`, never a listing of volumes.
+pub async fn list_sets(
+    target: &Target,
+    job: &str,
+    cluster: &Cluster,
+    now: jiff::Timestamp,
+) -> Result<Vec<SetVerdict>> {
+    let prefix = target.layout().set_index(job);
+    let objects = list_all(target.backend.as_ref(), &prefix).await?;
+    let names = objects
+        .into_iter()
+        .map(|o| o.key[prefix.len()..].to_string());
+    let mut index = cluster::index_of(names);
+    let mut out = Vec::new();
+    for (set, idx) in &mut index {
+        let key = target.layout().set_object(job, set, MEMBERS);
+        idx.expected = match get_bytes(target.backend.as_ref(), &key).await {
+            Ok(bytes) => serde_json::from_slice::<MembersRecord>(&bytes)
+                .ok()
+                .map(|r| r.members),
+            Err(e) if e.kind() == offsite_backends::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        out.push(cluster::verdict(
+            set,
+            idx,
+            &cluster.members,
+            cluster.grace,
+            now,
+        ));
+    }
+    Ok(out)
+}
+
 /// Which backup a command reads: `backup` (an id, `latest`, or every one
 /// when absent) and, for `latest`, `host`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -115,6 +157,8 @@ pub struct Which<'a> {
     pub backup: Option<&'a str>,
     /// `--host`: whose `latest`.
     pub host: Option<&'a str>,
+    /// `--set`: a cluster job's set (restore and verify read its members).
+    pub set: Option<&'a str>,
 }
 
 /// `offsite list`, as `--json` prints it.
@@ -142,6 +186,15 @@ pub enum JobListing {
         incomplete: Vec<String>,
         /// Ids whose manifest cannot be read or trusted.
         damaged: Vec<DamagedBackup>,
+    },
+    /// A cluster job's sets on the destination, judged from their markers.
+    Sets {
+        /// The job's name.
+        job: String,
+        /// The destination's name.
+        destination: String,
+        /// Every set, oldest first.
+        sets: Vec<SetVerdict>,
     },
     /// The listing failed.
     Failed {
@@ -199,15 +252,31 @@ impl ListedBackup {
 }
 
 /// `offsite list`: every job (or `job`) on each of its destinations (or
-/// only `destination`).
+/// only `destination`); a cluster job's sets rather than its backups.
 pub async fn list_jobs(
     config: &Config,
     job: Option<&str>,
     destination: Option<&str>,
 ) -> Result<ListReport> {
     let mut listings = Vec::new();
+    let now = jiff::Timestamp::now();
     for j in config.select_jobs(job)? {
         for t in config.job_targets(j, destination)? {
+            if let Some(c) = &j.cluster {
+                listings.push(match list_sets(&t, &j.name, c, now).await {
+                    Ok(sets) => JobListing::Sets {
+                        job: j.name.clone(),
+                        destination: t.config.name.clone(),
+                        sets,
+                    },
+                    Err(e) => JobListing::Failed {
+                        job: j.name.clone(),
+                        destination: t.config.name.clone(),
+                        error: e.to_string(),
+                    },
+                });
+                continue;
+            }
             listings.push(match list_job(&t, &j.name).await {
                 Ok(l) => JobListing::Listed {
                     job: j.name.clone(),
@@ -364,6 +433,22 @@ pub fn select<'a>(
 /// The time part of a backup id, which orders ids of different hosts.
 fn time_part(id: &str) -> &str {
     id.get(..16).unwrap_or(id)
+}
+
+/// Refuses `--set` for jobs that have no cluster, and a malformed set id.
+pub fn check_set_arg(jobs: &[&crate::config::Job], set: &str) -> Result<()> {
+    if !crate::cluster::valid_set(set) {
+        return Err(Error::Usage(format!(
+            "--set {set:?} is not a set id: write the set's UTC time to the second, like 20261201T020000Z (see `offsite list`)"
+        )));
+    }
+    if let Some(j) = jobs.iter().find(|j| j.cluster.is_none()) {
+        return Err(Error::Usage(format!(
+            "job {:?} has no cluster, so its backups belong to no set; choose a cluster job with --job",
+            j.name
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

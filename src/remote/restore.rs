@@ -23,8 +23,9 @@ use crate::error::{Error, Result};
 use crate::format::crypt::{self, Identities};
 use crate::format::manifest::{self, FileEntry, Manifest, RootMeta};
 
-use super::catalog::{self, Which};
+use super::catalog::{self, Which, check_set_arg};
 use super::read::{EntrySink, Outcome, ensure_readable, hash_stream, read_backup};
+use crate::cluster::{SetStatus, SetVerdict};
 use crate::config::Config;
 use crate::staging::{JobLock, JobStaging};
 
@@ -591,4 +592,140 @@ pub async fn restore_job(
     Err(pending.or(last_err).unwrap_or_else(|| {
         Error::Failed(format!("job {job:?} has no destination to restore from"))
     }))
+}
+
+/// `offsite restore --set`: the set as judged, and each member's restore.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetRestore {
+    /// The set, judged from its markers on the destination restored from.
+    pub set: SetVerdict,
+    /// One restore per member restored.
+    pub restores: Vec<RestoreReport>,
+}
+
+/// What `restore --set` is asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct SetRequest<'a> {
+    /// The cluster job.
+    pub job: &'a str,
+    /// Only this destination.
+    pub destination: Option<&'a str>,
+    /// The set's id.
+    pub set: &'a str,
+    /// Only this member's backup, into `to` itself.
+    pub member: Option<&'a str>,
+    /// Restore what a partial (or unfinished) set has.
+    pub allow_partial: bool,
+    /// Where to: each member into `to/<member>/`.
+    pub to: &'a Path,
+    /// Write into folders that are not empty.
+    pub force: bool,
+    /// The identity that opens encrypted backups.
+    pub identity: Option<&'a Path>,
+}
+
+/// `offsite restore --set`: every member's backup of a cluster set (or
+/// one member's), from the first destination that has the set. A set that
+/// is not complete is refused unless `allow_partial`; then the members
+/// there are restored and the verdict names the others.
+pub async fn restore_set(config: &Config, req: SetRequest<'_>) -> Result<SetRestore> {
+    let j = config.job(req.job)?;
+    check_set_arg(&[j], req.set)?;
+    let Some(cluster) = &j.cluster else {
+        return Err(Error::Usage(format!("job {:?} has no cluster", j.name)));
+    };
+    let ids = Identities::find(req.identity, j.encryption.as_ref(), &j.name)?.map(Arc::new);
+    let mut targets = config.job_targets(j, req.destination)?;
+    targets.sort_by_key(|t| t.backend.capabilities().cold_storage);
+    let _lock = JobLock::acquire(&JobStaging::new(config, req.job), req.job)?;
+    let mut last_err = None;
+    for t in &targets {
+        let verdict = match catalog::list_sets(t, req.job, cluster, jiff::Timestamp::now()).await {
+            Ok(sets) => sets.into_iter().find(|v| v.set == req.set),
+            Err(e) => {
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let Some(verdict) = verdict else {
+            last_err = Some(Error::Integrity(format!(
+                "destination \"{}\": job {:?} has no set {}; see `offsite list --job {}`",
+                t.config.name, req.job, req.set, req.job
+            )));
+            continue;
+        };
+        let members = members_to_restore(t, &verdict, req)?;
+        let listing = catalog::list_job(t, req.job).await?;
+        let others: Vec<_> = listing.backups.iter().map(|b| b.manifest.clone()).collect();
+        let mut restores = Vec::new();
+        for m in &members {
+            let backup = others
+                .iter()
+                .find(|b| b.set.as_deref() == Some(req.set) && b.host.as_deref() == Some(m.as_str()))
+                .ok_or_else(|| {
+                    Error::Integrity(format!(
+                        "destination \"{}\": set {} marks member {m:?} done, but its backup is not complete there",
+                        t.config.name, req.set
+                    ))
+                })?;
+            let to = match req.member {
+                Some(_) => req.to.to_path_buf(),
+                None => req.to.join(m),
+            };
+            restores.push(restore(t, backup, &others, &to, req.force, ids.clone()).await?);
+        }
+        return Ok(SetRestore {
+            set: verdict,
+            restores,
+        });
+    }
+    Err(last_err.unwrap_or_else(|| {
+        Error::Failed(format!(
+            "job {:?} has no destination to restore from",
+            req.job
+        ))
+    }))
+}
+
+/// The members of `verdict`'s set to restore: the one asked for, which
+/// must be done there, or every member done, when the set is complete or
+/// `allow_partial` says the others may be missing.
+fn members_to_restore(
+    t: &Target,
+    verdict: &SetVerdict,
+    req: SetRequest<'_>,
+) -> Result<Vec<String>> {
+    let not_done = |what: &str| {
+        Error::Integrity(format!(
+            "destination \"{}\": {what}; {}",
+            t.config.name,
+            verdict.describe()
+        ))
+    };
+    match req.member {
+        Some(m) if verdict.members_ok.iter().any(|x| x == m) => Ok(vec![m.to_string()]),
+        Some(m) if !verdict.expected.iter().any(|x| x == m) => Err(Error::Usage(format!(
+            "{m:?} is not a member of set {} (its members: {})",
+            verdict.set,
+            verdict.expected.join(", ")
+        ))),
+        Some(m) => Err(not_done(&format!(
+            "member {m:?} has no complete backup in set {}",
+            verdict.set
+        ))),
+        None if verdict.status == SetStatus::Complete || req.allow_partial => {
+            if verdict.members_ok.is_empty() {
+                return Err(not_done(&format!(
+                    "no member of set {} has a complete backup",
+                    verdict.set
+                )));
+            }
+            Ok(verdict.members_ok.clone())
+        }
+        None => Err(not_done(&format!(
+            "set {} is not complete, so it is not restored; pass --allow-partial to restore the {} member(s) there are",
+            verdict.set,
+            verdict.members_ok.len()
+        ))),
+    }
 }

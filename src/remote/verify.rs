@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::cluster::{SetStatus, SetVerdict};
+use crate::config::{Config, Job};
 use crate::destinations::Target;
 use crate::error::{Error, Result};
 use crate::format::crypt::{self, Identities};
 use crate::format::manifest::Manifest;
 use crate::outcome::Status;
 
-use super::catalog::{self, Which};
+use super::catalog::{self, Which, check_set_arg};
 use super::read::{HashOnly, ensure_readable, own_entries, read_backup, read_stored};
 
 /// What `verify` found in one backup on one destination.
@@ -93,6 +94,10 @@ pub struct VerifyRun {
     pub errors: Vec<String>,
     /// Backups whose volumes cold storage is still retrieving.
     pub pending: Vec<String>,
+    /// A cluster job's sets (or the one `--set` names), judged: a partial
+    /// one makes the run partial.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<SetVerdict>,
 }
 
 /// `offsite verify`: every backup (or the one `which` names) of every job
@@ -107,23 +112,30 @@ pub async fn verify_jobs(
     if let Some(b) = which.backup {
         catalog::check_backup_arg(b)?;
     }
+    let jobs = config.select_jobs(job)?;
+    if let Some(set) = which.set {
+        check_set_arg(&jobs, set)?;
+    }
     let mut run = VerifyRun {
         status: Status::Ok,
         verified: Vec::new(),
         errors: Vec::new(),
         pending: Vec::new(),
+        sets: Vec::new(),
     };
-    for j in config.select_jobs(job)? {
+    for j in jobs {
         let ids = Identities::find(identity, j.encryption.as_ref(), &j.name)?.map(Arc::new);
         for t in config.job_targets(j, destination)? {
-            verify_on(config, &t, &j.name, which, ids.clone(), &mut run).await;
+            verify_on(config, &t, j, which, ids.clone(), &mut run).await;
         }
     }
     let ok = run.errors.is_empty() && run.verified.iter().all(|r| r.ok);
-    run.status = match (ok, run.pending.is_empty()) {
-        (false, _) => Status::Failed,
-        (true, false) => Status::Pending,
-        (true, true) => Status::Ok,
+    let partial = run.sets.iter().any(|v| v.status == SetStatus::Partial);
+    run.status = match (ok, run.pending.is_empty(), partial) {
+        (false, _, _) => Status::Failed,
+        (true, false, _) => Status::Pending,
+        (true, true, true) => Status::Partial,
+        (true, true, false) => Status::Ok,
     };
     Ok(run)
 }
@@ -132,28 +144,46 @@ pub async fn verify_jobs(
 async fn verify_on(
     config: &Config,
     target: &Target,
-    job: &str,
+    job: &Job,
     which: Which<'_>,
     ids: Option<Arc<Identities>>,
     run: &mut VerifyRun,
 ) {
+    if let Some(c) = &job.cluster {
+        match catalog::list_sets(target, &job.name, c, jiff::Timestamp::now()).await {
+            Ok(sets) => run.sets.extend(
+                sets.into_iter()
+                    .filter(|v| which.set.is_none_or(|s| s == v.set)),
+            ),
+            Err(e) => return run.errors.push(e.to_string()),
+        }
+    }
+    let origin = config.origin(job);
+    let job = job.name.as_str();
     let listing = match catalog::list_job(target, job).await {
         Ok(l) => l,
         Err(e) => return run.errors.push(e.to_string()),
     };
-    let chosen: Vec<&catalog::RemoteBackup> = match which.backup {
-        // Asked for one backup, only that one is judged.
-        Some(b) => match catalog::select(&listing, job, b, &config.host_id, which.host) {
-            Ok(x) => vec![x],
-            Err(e) => return run.errors.push(e.to_string()),
-        },
-        None => {
-            for d in &listing.damaged {
-                run.errors
-                    .push(format!("job {job} backup {}: {}", d.id, d.error));
+    let chosen: Vec<&catalog::RemoteBackup> = match (which.set, which.backup) {
+        (Some(set), _) => listing
+            .backups
+            .iter()
+            .filter(|b| b.manifest.set.as_deref() == Some(set))
+            .collect(),
+        (None, b) => match b {
+            // Asked for one backup, only that one is judged.
+            Some(b) => match catalog::select(&listing, job, b, origin, which.host) {
+                Ok(x) => vec![x],
+                Err(e) => return run.errors.push(e.to_string()),
+            },
+            None => {
+                for d in &listing.damaged {
+                    run.errors
+                        .push(format!("job {job} backup {}: {}", d.id, d.error));
+                }
+                listing.backups.iter().collect()
             }
-            listing.backups.iter().collect()
-        }
+        },
     };
     for b in chosen {
         match verify(target, &b.manifest, ids.clone()).await {

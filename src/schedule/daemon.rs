@@ -389,7 +389,22 @@ async fn run_task(config: &Config, job: &Job, due: &Due, stop: &Stop) -> RunLog 
             } else {
                 BackupKind::Incr
             };
-            match crate::job::backup(config, job, kind, true, Arc::new(Silent), stop).await {
+            // A cluster job's set is the slot's: every member's run of it
+            // joins the same set, however late it starts.
+            let set = job
+                .cluster
+                .as_ref()
+                .map(|_| crate::cluster::set_id(due.slot));
+            let run = crate::job::backup(
+                config,
+                job,
+                kind,
+                set.as_deref(),
+                true,
+                Arc::new(Silent),
+                stop,
+            );
+            match run.await {
                 Ok(outcome) => {
                     line.status = outcome.status();
                     line.backup = Some(outcome);

@@ -4,6 +4,7 @@
 mod azure;
 mod backup_restore;
 mod chaos;
+mod cluster;
 mod config_errors;
 mod daemon;
 mod destinations;

@@ -12,19 +12,19 @@ use crate::support::*;
 
 /// One destination kind: its table (named `[destination.d]`) and the
 /// environment its credentials come from.
-struct Dest {
+pub(crate) struct Dest {
     table: String,
     env: Vec<(String, String)>,
 }
 
-fn path_dest(_sb: &Sandbox) -> Dest {
+pub(crate) fn path_dest(_sb: &Sandbox) -> Dest {
     Dest {
         table: "[destination.d]\nkind = \"path\"\npath = \"dest\"\n".into(),
         env: Vec::new(),
     }
 }
 
-fn s3_dest(sb: &Sandbox) -> Dest {
+pub(crate) fn s3_dest(sb: &Sandbox) -> Dest {
     let m = crate::s3::moto();
     Dest {
         table: crate::s3::s3_table(sb, "").replace("[destination.s3]", "[destination.d]"),
@@ -42,7 +42,7 @@ fn s3_dest(sb: &Sandbox) -> Dest {
     }
 }
 
-fn azure_dest(sb: &Sandbox) -> Dest {
+pub(crate) fn azure_dest(sb: &Sandbox) -> Dest {
     Dest {
         table: crate::azure::blob_table(sb, "").replace("[destination.blob]", "[destination.d]"),
         env: vec![("AZ_KEY".into(), crate::azure::key())],
@@ -60,7 +60,13 @@ fn sftp_dest(sb: &Sandbox) -> Dest {
 /// Host `name`'s configuration in the sandbox: its own source (`src-NAME`,
 /// filled with bytes of its own) and staging folder, the shared job name
 /// and destination, and `host_id` unless it is `None`.
-fn host(sb: &Sandbox, name: &str, host_id: Option<&str>, dest: &Dest, extra: &str) -> String {
+pub(crate) fn host(
+    sb: &Sandbox,
+    name: &str,
+    host_id: Option<&str>,
+    dest: &Dest,
+    extra: &str,
+) -> String {
     let src = sb.path(&format!("src-{name}"));
     let seed = name.bytes().map(u64::from).sum::<u64>();
     write(&src.join("data.bin"), &noise(300 << 10, seed));
@@ -80,7 +86,7 @@ fn host(sb: &Sandbox, name: &str, host_id: Option<&str>, dest: &Dest, extra: &st
     config.display().to_string()
 }
 
-fn offsite(config: &str, dest: &Dest, args: &[&str]) -> Command {
+pub(crate) fn offsite(config: &str, dest: &Dest, args: &[&str]) -> Command {
     let mut c = Command::new(bin());
     c.arg("--config").arg(config).args(args);
     c.env_remove("OFFSITE_CONFIG");
@@ -90,7 +96,7 @@ fn offsite(config: &str, dest: &Dest, args: &[&str]) -> Command {
     c
 }
 
-fn run(config: &str, dest: &Dest, args: &[&str]) -> Run {
+pub(crate) fn run(config: &str, dest: &Dest, args: &[&str]) -> Run {
     Run::from(offsite(config, dest, args).output().expect("run offsite"))
 }
 

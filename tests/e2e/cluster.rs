@@ -1,0 +1,255 @@
+//! Cluster backup sets: several offsite processes, each a member with its
+//! own staging folder and source, back up one set to one destination; the
+//! set's verdict comes from its markers; a set restores as a unit.
+
+use std::process::{Child, Stdio};
+
+use serde_json::Value;
+
+use crate::support::*;
+use crate::writers::{Dest, azure_dest, host, offsite, path_dest, run, s3_dest};
+
+const MEMBERS: [&str; 3] = ["sn1", "sn2", "sn3"];
+/// A set whose grace window has long passed: its verdict is final.
+const OLD_SET: &str = "20260101T020000Z";
+
+fn cluster(extra: &str) -> String {
+    format!("cluster = {{ members = [\"sn1\", \"sn2\", \"sn3\"], grace = \"1h\" }}\n{extra}")
+}
+
+/// Each member's configuration (host_id = its member name).
+fn members(sb: &Sandbox, dest: &Dest, extra: &str) -> Vec<String> {
+    MEMBERS
+        .iter()
+        .map(|m| host(sb, m, Some(m), dest, &cluster(extra)))
+        .collect()
+}
+
+/// The set `set` as `list --json` judges it from `config`.
+fn listed_set(config: &str, dest: &Dest, set: &str) -> Value {
+    let l = run(config, dest, &["--json", "list"]);
+    assert_eq!(l.code, 0, "{l:?}");
+    let sets = l.json()["listings"][0]["sets"].clone();
+    sets.as_array()
+        .expect("a cluster job lists its sets")
+        .iter()
+        .find(|s| s["set"] == set)
+        .cloned()
+        .unwrap_or_else(|| panic!("set {set} is not listed: {l:?}"))
+}
+
+fn names(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .expect("a list of members")
+        .iter()
+        .map(|m| m.as_str().expect("a member"))
+        .collect()
+}
+
+/// Three members back up set `OLD_SET` at once; list and verify say it is
+/// complete; the set restores, each member into its own folder, byte for
+/// byte, and one member alone into the folder given.
+fn three_members_make_one_complete_set(test: &str, make: fn(&Sandbox) -> Dest) {
+    let sb = Sandbox::new(test);
+    let dest = make(&sb);
+    let configs = members(&sb, &dest, "");
+    let children: Vec<Child> = configs
+        .iter()
+        .map(|c| {
+            offsite(c, &dest, &["--json", "backup", "--set", OLD_SET])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a member")
+        })
+        .collect();
+    for (child, m) in children.into_iter().zip(MEMBERS) {
+        let r = Run::from(child.wait_with_output().expect("wait"));
+        assert_eq!(r.code, 0, "{m}: {r:?}");
+        assert_eq!(r.json()["backup"], format!("{OLD_SET}-full-{m}"), "{r:?}");
+        assert_eq!(r.json()["host"], m, "{r:?}");
+    }
+    let set = listed_set(&configs[0], &dest, OLD_SET);
+    assert_eq!(set["status"], "complete", "{set:#}");
+    assert_eq!(names(&set["members_ok"]), MEMBERS, "{set:#}");
+
+    let v = run(&configs[1], &dest, &["--json", "verify", "--set", OLD_SET]);
+    assert_eq!(v.code, 0, "{v:?}");
+    let j = v.json();
+    assert_eq!(j["sets"][0]["status"], "complete", "{v:?}");
+    assert_eq!(j["verified"].as_array().map(Vec::len), Some(3), "{v:?}");
+
+    let to = sb.path("restored");
+    let r = run(
+        &configs[2],
+        &dest,
+        &[
+            "restore",
+            "--job",
+            "db",
+            "--set",
+            OLD_SET,
+            "--to",
+            to.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    for m in MEMBERS {
+        assert_same_tree(&sb.path(&format!("src-{m}")), &to.join(m));
+    }
+    let one = sb.path("one");
+    let r = run(
+        &configs[0],
+        &dest,
+        &[
+            "restore",
+            "--job",
+            "db",
+            "--set",
+            OLD_SET,
+            "--member",
+            "sn2",
+            "--to",
+            one.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src-sn2"), &one);
+}
+
+#[test]
+fn three_members_make_one_complete_set_in_a_folder() {
+    three_members_make_one_complete_set("cluster_path", path_dest);
+}
+
+#[test]
+fn three_members_make_one_complete_set_on_s3() {
+    three_members_make_one_complete_set("cluster_s3", s3_dest);
+}
+
+#[test]
+fn three_members_make_one_complete_set_on_azure() {
+    three_members_make_one_complete_set("cluster_azure", azure_dest);
+}
+
+/// A set some members did not finish is partial and names them: verify
+/// exits 3; restore refuses it unless --allow-partial, then restores the
+/// members there are (exit 3). A member that staged but did not upload
+/// finishes the set with `upload`; the last one completes it.
+#[test]
+fn a_partial_set_names_its_missing_members_until_they_finish() {
+    let sb = Sandbox::new("cluster_partial");
+    let dest = path_dest(&sb);
+    let configs = members(&sb, &dest, "");
+    let r = run(&configs[0], &dest, &["backup", "--set", OLD_SET]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(
+        &configs[1],
+        &dest,
+        &["backup", "--no-upload", "--set", OLD_SET],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+
+    let set = listed_set(&configs[2], &dest, OLD_SET);
+    assert_eq!(set["status"], "partial", "{set:#}");
+    assert_eq!(names(&set["members_ok"]), ["sn1"], "{set:#}");
+    assert_eq!(names(&set["members_missing"]), ["sn2", "sn3"], "{set:#}");
+    let v = run(&configs[0], &dest, &["--json", "verify", "--set", OLD_SET]);
+    assert_eq!(v.code, 3, "a partial set exits 3: {v:?}");
+    assert_eq!(v.json()["status"], "partial", "{v:?}");
+    assert_eq!(
+        names(&v.json()["sets"][0]["members_missing"]),
+        ["sn2", "sn3"]
+    );
+
+    let to = sb.path("restored");
+    let to_text = to.to_str().expect("utf8");
+    let restore = ["restore", "--job", "db", "--set", OLD_SET, "--to", to_text];
+    let refused = run(&configs[0], &dest, &restore);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("--allow-partial"), "{refused:?}");
+    assert!(refused.stderr.contains("missing sn2, sn3"), "{refused:?}");
+    assert!(!to.join("sn1").exists(), "nothing restored when refused");
+    let mut allowed = restore.to_vec();
+    allowed.push("--allow-partial");
+    let r = run(&configs[0], &dest, &allowed);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(
+        r.stdout.contains("PARTIAL") && r.stdout.contains("missing sn2, sn3"),
+        "{r:?}"
+    );
+    assert_same_tree(&sb.path("src-sn1"), &to.join("sn1"));
+    assert!(!to.join("sn2").exists());
+
+    // sn2 ships what it staged; sn3 makes its part late.
+    assert_eq!(run(&configs[1], &dest, &["upload"]).code, 0);
+    let set = listed_set(&configs[2], &dest, OLD_SET);
+    assert_eq!(names(&set["members_missing"]), ["sn3"], "{set:#}");
+    let r = run(&configs[2], &dest, &["backup", "--set", OLD_SET]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let set = listed_set(&configs[2], &dest, OLD_SET);
+    assert_eq!(set["status"], "complete", "{set:#}");
+    let v = run(&configs[0], &dest, &["verify", "--set", OLD_SET]);
+    assert_eq!(v.code, 0, "{v:?}");
+
+    // A second backup of the same member in the same set is refused.
+    let again = run(&configs[2], &dest, &["backup", "--set", OLD_SET]);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stderr.contains("one backup per member"), "{again:?}");
+}
+
+/// A member whose run fails marks itself failed in the set; a set whose
+/// grace window is still open is in progress, not partial.
+#[test]
+fn a_failed_member_is_named_and_a_fresh_set_is_in_progress() {
+    let sb = Sandbox::new("cluster_failed");
+    let dest = path_dest(&sb);
+    let configs = members(&sb, &dest, "");
+    let failing = host(
+        &sb,
+        "sn3",
+        Some("sn3"),
+        &dest,
+        &cluster("pre = [\"exit 7\"]"),
+    );
+    for c in &configs[..2] {
+        assert_eq!(run(c, &dest, &["backup", "--set", OLD_SET]).code, 0);
+    }
+    let r = run(&failing, &dest, &["--json", "backup", "--set", OLD_SET]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let set = listed_set(&configs[0], &dest, OLD_SET);
+    assert_eq!(set["status"], "partial", "{set:#}");
+    assert_eq!(names(&set["members_failed"]), ["sn3"], "{set:#}");
+
+    // No --set: the member's set is the current window's, still open.
+    let r = run(&configs[0], &dest, &["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let id = r.json()["backup"].as_str().expect("id").to_string();
+    let fresh = &id[..16];
+    assert!(
+        fresh.ends_with("0000Z"),
+        "a window starts on the hour: {id}"
+    );
+    let set = listed_set(&configs[0], &dest, fresh);
+    assert_eq!(set["status"], "in_progress", "{set:#}");
+    assert_eq!(names(&set["members_missing"]), ["sn2", "sn3"], "{set:#}");
+}
+
+/// A host whose member name is not one of the cluster's is a configuration
+/// error; so is `--set` on a job without a cluster.
+#[test]
+fn a_stranger_and_a_set_without_a_cluster_are_refused() {
+    let sb = Sandbox::new("cluster_config");
+    let dest = path_dest(&sb);
+    let stranger = host(&sb, "sn9", Some("sn9"), &dest, &cluster(""));
+    let r = run(&stranger, &dest, &["check"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("\"sn9\"") && r.stderr.contains("not one of the members"),
+        "{r:?}"
+    );
+    let single = host(&sb, "solo", Some("solo"), &dest, "");
+    let r = run(&single, &dest, &["backup", "--set", OLD_SET]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("has no cluster"), "{r:?}");
+}
