@@ -11,6 +11,7 @@ use jiff::Timestamp;
 use offsite_backends::list_all;
 use serde::Serialize;
 
+use crate::cluster::{self, Cluster, SetDecision, SetInfo};
 use crate::config::Job;
 use crate::error::{Error, Result};
 use crate::outcome::Status;
@@ -57,6 +58,10 @@ pub struct PruneReport {
     /// long as the newest backup that needs them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extended: Vec<Locked>,
+    /// A cluster job's sets, each kept or deleted as a whole (its members'
+    /// backups are in `decisions` too).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<SetDecision>,
     /// Why the prune failed; None when it did not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -188,6 +193,7 @@ pub async fn prune_destination(
         leftovers: Vec::new(),
         retained: Vec::new(),
         extended: Vec::new(),
+        sets: Vec::new(),
         error: None,
     };
     let pruning = Pruning {
@@ -230,7 +236,10 @@ impl Pruning<'_> {
     }
 
     async fn run(&self, now: Timestamp, dry_run: bool, report: &mut PruneReport) -> Result<()> {
-        let all = self.decide(now, report).await?;
+        let all = match &self.job.cluster {
+            Some(c) => self.decide_sets(c, now, report).await?,
+            None => self.decide(now, report).await?,
+        };
         self.find_leftovers(report).await?;
         let retain = self.target.backend.capabilities().retention;
         // Object Lock: a backup still locked cannot be deleted yet; the plan says until when.
@@ -328,6 +337,65 @@ impl Pruning<'_> {
         Ok(all)
     }
 
+    /// A cluster job: decides on whole sets ([`cluster::decide_sets`]),
+    /// every member's backup going with its set; a backup in no set's
+    /// index is left alone. Answers every backup's retention facts.
+    async fn decide_sets(
+        &self,
+        cluster: &Cluster,
+        now: Timestamp,
+        report: &mut PruneReport,
+    ) -> Result<Vec<BackupInfo>> {
+        let (target, job) = (self.target, self.job.name.as_str());
+        let listing = catalog::list_job(target, job).await?;
+        if let Some(d) = listing.damaged.first() {
+            return Err(Error::Integrity(format!(
+                "destination \"{}\": backup {} has a damaged manifest ({}); prune stops rather than guess; repair or remove it by hand",
+                target.config.name, d.id, d.error
+            )));
+        }
+        let verdicts = catalog::list_sets(target, job, cluster, now).await?;
+        let mut all = Vec::new();
+        let mut sets = Vec::new();
+        for v in &verdicts {
+            let time = cluster::set_time(&v.set).unwrap_or(now);
+            let backups = listing
+                .backups
+                .iter()
+                .filter(|b| b.manifest.set.as_deref() == Some(v.set.as_str()))
+                .map(|b| (b.manifest.id.clone(), b.manifest.parent.clone()))
+                .collect();
+            sets.push(SetInfo {
+                set: v.set.clone(),
+                time,
+                status: v.status,
+                backups,
+            });
+        }
+        report.sets = cluster::decide_sets(&sets, self.policy, now);
+        let fate: BTreeMap<&str, &SetDecision> =
+            report.sets.iter().map(|d| (d.set.as_str(), d)).collect();
+        for b in &listing.backups {
+            let m = &b.manifest;
+            all.push(BackupInfo {
+                id: m.id.clone(),
+                kind: m.kind,
+                parent: m.parent.clone(),
+                created_at: created_at(&m.created_at).unwrap_or(now),
+                degenerate: m.degenerate.is_some(),
+            });
+            report
+                .decisions
+                .push(set_decision(&m.id, m.set.as_deref(), &fate, true));
+        }
+        for id in &listing.incomplete {
+            report
+                .decisions
+                .push(set_decision(id, cluster::set_of_id(id), &fate, false));
+        }
+        Ok(all)
+    }
+
     /// What interrupted uploads left in this host's backups' folders (every
     /// host's with origins = "all"), once older than the grace period.
     async fn find_leftovers(&self, report: &mut PruneReport) -> Result<()> {
@@ -369,6 +437,9 @@ impl Pruning<'_> {
     /// with them).
     async fn delete(&self, report: &mut PruneReport) -> Result<()> {
         let target = self.target;
+        // A set to delete stops looking complete before any of it goes.
+        self.delete_set_markers(report, |name| name.ends_with(".done"))
+            .await?;
         let doomed: Vec<(String, bool)> = report
             .decisions
             .iter()
@@ -394,7 +465,67 @@ impl Pruning<'_> {
         for key in &report.leftovers {
             target.backend.delete(key).await?;
         }
+        // The rest of a set's markers go once all its backups have.
+        self.delete_set_markers(report, |_| true).await
+    }
+
+    /// The markers (those `which` names) of the sets the decisions delete:
+    /// the `done` markers before any backup goes, so a set half deleted is
+    /// never listed complete; the others once every member's backup is
+    /// gone (a backup Object Lock holds keeps them).
+    async fn delete_set_markers(
+        &self,
+        report: &PruneReport,
+        which: impl Fn(&str) -> bool,
+    ) -> Result<()> {
+        for d in report.sets.iter().filter(|d| d.action == Action::Delete) {
+            let members_gone = report
+                .decisions
+                .iter()
+                .filter(|x| cluster::set_of_id(&x.id) == Some(d.set.as_str()))
+                .all(|x| report.deleted.contains(&x.id));
+            let folder = format!(
+                "{}{}/",
+                self.target.layout().set_index(&self.job.name),
+                d.set
+            );
+            for o in list_all(self.target.backend.as_ref(), &folder).await? {
+                let name = &o.key[folder.len()..];
+                let done_marker = name.ends_with(".done");
+                if which(name) && (done_marker || members_gone) {
+                    self.target.backend.delete(&o.key).await?;
+                }
+            }
+        }
         Ok(())
+    }
+}
+
+/// The decision on backup `id` of set `set` (a complete backup, or what an
+/// unfinished upload left): its set's fate; kept when it is in no set's index.
+fn set_decision(
+    id: &str,
+    set: Option<&str>,
+    fate: &BTreeMap<&str, &SetDecision>,
+    complete: bool,
+) -> Decision {
+    match set.and_then(|s| fate.get(s)) {
+        Some(d) => Decision {
+            id: id.to_string(),
+            action: d.action,
+            complete,
+            reasons: d
+                .reasons
+                .iter()
+                .map(|r| format!("set {}: {r}", d.set))
+                .collect(),
+        },
+        None => Decision {
+            id: id.to_string(),
+            action: Action::Keep,
+            complete,
+            reasons: vec!["in no set's index, so left alone".to_string()],
+        },
     }
 }
 

@@ -253,3 +253,97 @@ fn a_stranger_and_a_set_without_a_cluster_are_refused() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("has no cluster"), "{r:?}");
 }
+
+/// Retention counts complete sets: with keep_last = 1 the newest complete
+/// set stays, and so does the older set a kept member's incremental builds
+/// on; a newer partial set stays (no newer set is complete), a set in
+/// progress stays, and an old partial set goes, markers and all.
+#[test]
+fn retention_keeps_the_newest_complete_set_and_what_it_needs() {
+    let sb = Sandbox::new("cluster_retention");
+    let dest = path_dest(&sb);
+    let configs = members(&sb, &dest, "retention = { keep_last = 1 }");
+    let backup = |m: usize, set: &str, extra: &[&str]| {
+        let mut args = vec!["backup", "--set", set];
+        args.extend(extra);
+        let r = run(&configs[m], &dest, &args);
+        assert_eq!(r.code, 0, "{r:?}");
+    };
+    let (s0, s1, s2, s3) = (
+        "20260101T020000Z",
+        "20260102T020000Z",
+        "20260103T020000Z",
+        "20260104T020000Z",
+    );
+    backup(0, s0, &[]);
+    for m in 0..3 {
+        backup(m, s1, &[]);
+    }
+    // sn1's part of s2 is an incremental on its part of s1.
+    backup(0, s2, &["--incremental"]);
+    backup(1, s2, &[]);
+    backup(2, s2, &[]);
+    backup(0, s3, &[]);
+    backup(1, s3, &[]);
+    let r = run(&configs[0], &dest, &["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let fresh = r.json()["backup"].as_str().expect("id")[..16].to_string();
+
+    let p = run(&configs[1], &dest, &["--json", "prune", "--dry-run"]);
+    assert_eq!(p.code, 0, "{p:?}");
+    let sets = p.json()["prunes"][0]["sets"].clone();
+    let fate = |set: &str| {
+        sets.as_array()
+            .expect("sets")
+            .iter()
+            .find(|d| d["set"] == set)
+            .unwrap_or_else(|| panic!("no decision on {set}: {p:?}"))
+            .clone()
+    };
+    assert_eq!(fate(s2)["action"], "keep", "{p:?}");
+    assert_eq!(fate(s1)["action"], "keep", "{p:?}");
+    assert!(
+        fate(s1)["reasons"].to_string().contains("builds on it"),
+        "{p:?}"
+    );
+    assert_eq!(fate(s3)["action"], "keep", "{p:?}");
+    assert!(
+        fate(s3)["reasons"]
+            .to_string()
+            .contains("no newer set is complete"),
+        "{p:?}"
+    );
+    assert_eq!(fate(&fresh)["action"], "keep", "{p:?}");
+    assert!(
+        fate(&fresh)["reasons"].to_string().contains("in progress"),
+        "{p:?}"
+    );
+    // s0 went when s1 became complete (the prune after sn3's backup).
+    assert!(
+        !sets.to_string().contains(s0),
+        "s0 was pruned already: {p:?}"
+    );
+    assert!(!sb.path(&format!("dest/db/{s0}-full-sn1")).exists());
+    assert!(
+        !sb.path(&format!("dest/db/index/{s0}")).exists(),
+        "its markers went too"
+    );
+    let to = sb.path("restored");
+    let r = run(
+        &configs[2],
+        &dest,
+        &[
+            "restore",
+            "--job",
+            "db",
+            "--set",
+            s2,
+            "--to",
+            to.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    for m in MEMBERS {
+        assert_same_tree(&sb.path(&format!("src-{m}")), &to.join(m));
+    }
+}
