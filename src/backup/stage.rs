@@ -124,6 +124,22 @@ pub fn stage(
             previous.clone()
         }
     };
+    // A cluster member that missed a full set starts its chain again with
+    // a full (RavenDB's rule for a new owner of the backup task).
+    let parent = match (&parent, set) {
+        (Some(p), Some(set)) => match missed_full_set(job, p, set) {
+            Some(slot) => {
+                notes.push(format!(
+                    "this member missed the full set of {} (its last backup is {}), so this one is full",
+                    crate::cluster::set_id(slot),
+                    p.id
+                ));
+                None
+            }
+            None => parent,
+        },
+        _ => parent,
+    };
     let kind = if parent.is_some() {
         BackupKind::Incr
     } else {
@@ -299,6 +315,19 @@ fn stopped(stop: &Stop) -> Result<()> {
 
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
     write_file_atomic(dir, MANIFEST_NAME, &m.to_json())
+}
+
+/// The full slot of `job`'s schedule that came after the set of `parent`
+/// (this member's last backup) and before `set`: a full set the member
+/// did not take part in.
+fn missed_full_set(job: &Job, parent: &Manifest, set: &str) -> Option<Timestamp> {
+    let schedule = job.schedule.as_ref()?;
+    let since = crate::cluster::set_time(parent.set.as_deref()?)?;
+    let slot = schedule
+        .full
+        .as_ref()?
+        .next_after(since, &schedule.timezone)?;
+    (slot < crate::cluster::set_time(set)?).then_some(slot)
 }
 
 /// The identity of the backup being staged.

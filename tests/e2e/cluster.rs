@@ -347,3 +347,41 @@ fn retention_keeps_the_newest_complete_set_and_what_it_needs() {
         assert_same_tree(&sb.path(&format!("src-{m}")), &to.join(m));
     }
 }
+
+/// Chains per member: an incremental builds on the member's own last
+/// backup, unless the member missed a full set since, when it makes a full.
+#[test]
+fn a_member_that_missed_the_full_set_makes_a_full() {
+    let sb = Sandbox::new("cluster_chain");
+    let dest = path_dest(&sb);
+    let configs = members(
+        &sb,
+        &dest,
+        "schedule = { full = \"0 2 * * *\", incremental = \"0 3 * * *\", timezone = \"UTC\" }",
+    );
+    let backup = |set: &str| {
+        let r = run(
+            &configs[0],
+            &dest,
+            &["--json", "backup", "--incremental", "--set", set],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        r.json()
+    };
+    assert_eq!(
+        backup("20260101T020000Z")["kind"],
+        "full",
+        "nothing to build on yet"
+    );
+    let incr = backup("20260101T030000Z");
+    assert_eq!(incr["kind"], "incr", "{incr:#}");
+    // The full set of 2026-01-02 02:00 came and went without this member.
+    let after_gap = backup("20260103T030000Z");
+    assert_eq!(after_gap["kind"], "full", "{after_gap:#}");
+    assert!(
+        after_gap["notes"]
+            .to_string()
+            .contains("missed the full set of 20260102T020000Z"),
+        "{after_gap:#}"
+    );
+}
