@@ -21,8 +21,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(sb: &Sandbox) -> Daemon {
+        Daemon::start_with(sb, &[])
+    }
+
+    /// [`Daemon::start`] with environment variables set.
+    fn start_with(sb: &Sandbox, env: &[(&str, &str)]) -> Daemon {
         let mut child = sb
             .command(&["--json", "daemon"])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -270,5 +276,35 @@ fn a_damaged_schedule_state_stops_the_daemon_at_once() {
     assert!(
         stderr.contains("schedule.json") && stderr.contains("delete it"),
         "{stderr}"
+    );
+}
+
+/// A cluster job's scheduled run belongs to the set of its slot: every
+/// member's run of one slot joins the same set, however late it starts.
+#[test]
+fn a_cluster_member_backs_up_into_the_set_of_its_slot() {
+    let sb = Sandbox::new("a_cluster_member_backs_up_into_the_set_of_its_slot");
+    write(&sb.path("src/data.bin"), &noise(20_000, 3));
+    sb.config_dir_job(
+        "schedule = { full = \"*/2 * * * * *\", timezone = \"UTC\" }\ncluster = { members = [\"sn1\", \"sn2\"], member_env = \"MEMBER_NAME\" }",
+        &["nas"],
+        NAS,
+    );
+    let d = Daemon::start_with(&sb, &[("MEMBER_NAME", "sn2")]);
+    wait_for("a run", Duration::from_secs(10), || {
+        !d.events("ran").is_empty()
+    });
+    let (_, lines) = d.stop();
+    let ran = lines.iter().find(|v| v["event"] == "ran").cloned();
+    let ran = ran.expect("a run");
+    let slot = ran["slot"].as_str().expect("slot").replace(['-', ':'], "");
+    assert_eq!(
+        ran["backup"]["backup"],
+        format!("{slot}-full-sn2"),
+        "{ran:#}"
+    );
+    assert!(
+        sb.path(&format!("dest/db/index/{slot}/sn2.done")).exists(),
+        "{ran:#}"
     );
 }
