@@ -42,6 +42,22 @@ pub struct Cluster {
     pub grace: Duration,
     /// A manual run's set starts at the beginning of the current window.
     pub window: Duration,
+    /// Whether every member backs up each set, or one member claims it.
+    pub run: RunBy,
+    /// `run = "one"`: how long after a set's time its owner has to finish
+    /// it before another member may start a new set in its place.
+    pub takeover: Duration,
+}
+
+/// Who runs a cluster job's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunBy {
+    /// Every member backs up its own part (SnappyData, Oracle NoSQL).
+    All,
+    /// The task is the cluster's: one member claims the slot and backs up
+    /// for all (RavenDB's backup task).
+    One,
 }
 
 /// The marker states, as their key suffixes.
@@ -139,9 +155,14 @@ impl SetMember<'_> {
     /// expected members (create-once: the first member's stays) and this
     /// member's `started` marker.
     pub fn start_objects(&self, layout: Layout, job: &str, m: &Manifest) -> Vec<(String, Vec<u8>)> {
+        // A set one member claimed is that member's alone.
+        let expected = match self.cluster.run {
+            RunBy::All => self.cluster.members.clone(),
+            RunBy::One => vec![self.cluster.member.clone()],
+        };
         let members = MembersRecord {
             set: self.set.to_string(),
-            members: self.cluster.members.clone(),
+            members: expected,
             grace_seconds: self.cluster.grace.as_secs(),
         };
         vec![

@@ -20,7 +20,7 @@ use offsite_backends::settings::{Invalid, Place, Settings};
 use offsite_backends::sftp::SftpSettings;
 use offsite_backends::units::{ByteSize, HumanDuration};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, RunBy};
 use serde::Deserialize;
 
 use crate::destinations::{Destination, DestinationKind, Target};
@@ -128,6 +128,8 @@ struct RawCluster {
     member_env: Option<String>,
     grace: Option<HumanDuration>,
     window: Option<HumanDuration>,
+    run: Option<RunBy>,
+    takeover: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1006,7 +1008,13 @@ fn resolve_job(
     };
     let cluster = match j.cluster {
         None => None,
-        Some(c) => Some(resolve_cluster(ctx, &here("cluster"), c, host_id)?),
+        Some(c) => {
+            let cluster = resolve_cluster(ctx, &here("cluster"), c, host_id)?;
+            if cluster.run == RunBy::One {
+                check_claimable(ctx, &here("cluster"), &j.destinations, destinations)?;
+            }
+            Some(cluster)
+        }
     };
     Ok(Job {
         name: j.name,
@@ -1087,12 +1095,39 @@ fn resolve_cluster(ctx: &Ctx, at: &[Seg], c: RawCluster, host_id: &str) -> Resul
         Some(d) if d.0.is_zero() => Err(ctx.err(&key(name), format!("{name} cannot be zero"))),
         Some(d) => Ok(d.0),
     };
+    let grace = positive("grace", c.grace, DEFAULT_SET_GRACE)?;
     Ok(Cluster {
         members: c.members,
         member,
-        grace: positive("grace", c.grace, DEFAULT_SET_GRACE)?,
+        grace,
         window: positive("window", c.window, DEFAULT_SET_WINDOW)?,
+        run: c.run.unwrap_or(RunBy::All),
+        takeover: positive("takeover", c.takeover, grace)?,
     })
+}
+
+/// `run = "one"`: a slot is claimed with an exclusive create, which needs a
+/// destination whose create-only writes are exclusive (not FTP, not a vault).
+fn check_claimable(
+    ctx: &Ctx,
+    at: &[Seg],
+    names: &[String],
+    destinations: &BTreeMap<String, Destination>,
+) -> Result<(), Error> {
+    let claimable = names.iter().any(|n| {
+        destinations
+            .get(n)
+            .is_some_and(|d| d.capabilities().exclusive_create)
+    });
+    if claimable {
+        return Ok(());
+    }
+    let mut p = at.to_vec();
+    p.push(k("run"));
+    Err(ctx.err(
+        &p,
+        "run = \"one\" claims each slot with a create-if-absent write, which none of the job's destinations can make exclusive (FTP only looks before it writes, a Glacier vault's keys are in a local catalog); add a path, SFTP, S3 or Azure destination, or use run = \"all\"",
+    ))
 }
 
 /// A job's `destinations`: at least one, each defined, none twice.

@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::backup::claim::{self, Claimed};
 use crate::backup::journal;
 use crate::backup::source::CommandStderr;
 use crate::backup::stage;
 use crate::backup::upload::{self, DestinationReport};
-use crate::cluster::{self, SetMember};
+use crate::cluster::{self, RunBy, SetMember};
 use crate::config::{Config, Job};
 use crate::destinations::Target;
 use crate::error::{Error, Result};
@@ -82,6 +83,16 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// A run with nothing to do: another cluster member owns the slot.
+    pub fn skipped(job: &str, host: &str, why: String) -> RunReport {
+        RunReport {
+            status: Status::Skipped,
+            error: None,
+            notes: vec![why],
+            ..RunReport::failed(job, host, &Error::Failed(String::new()))
+        }
+    }
+
     /// A run that failed (or was stopped) before anything was staged.
     pub fn failed(job: &str, host: &str, error: &Error) -> RunReport {
         RunReport {
@@ -160,11 +171,32 @@ pub async fn backup(
     let progress = progress_arc.as_ref();
     let started = Started::now();
     crate::staging::check_overlap(config, job)?;
-    let set = set_of_run(job, set)?;
+    let asked = set_of_run(job, set)?;
     let targets = config.job_targets(job, None)?;
     let staging = JobStaging::new(config, &job.name);
     let _lock = JobLock::acquire(&staging, &job.name)?;
     let earlier_ids = staging.staged_backups()?;
+    let (set, claim_note) = match claim_slot(config, job, &targets, asked).await {
+        Ok(Slot::Run(set, note)) => (set, note),
+        Ok(Slot::Skip(why)) => {
+            progress.note(&format!("job {:?}: {why}", job.name));
+            let report = RunReport::skipped(&job.name, config.origin(job), why);
+            return Ok(BackupOutcome {
+                report,
+                earlier: Vec::new(),
+            });
+        }
+        Err(e) => {
+            let mut report = RunReport::failed(&job.name, config.origin(job), &e);
+            if let Err(e) = record_status(&staging, job, "backup", &report, Some(&started)) {
+                report.notes.push(format!("could not record status: {e}"));
+            }
+            return Ok(BackupOutcome {
+                report,
+                earlier: Vec::new(),
+            });
+        }
+    };
 
     let staged = {
         let config = config.clone();
@@ -232,7 +264,7 @@ pub async fn backup(
         changed: staged.changed.clone(),
         unreadable: staged.unreadable.clone(),
         stderr: staged.stderr.clone(),
-        notes: staged.notes.clone(),
+        notes: claim_note.into_iter().chain(staged.notes.clone()).collect(),
         error: None,
         prune: Vec::new(),
     };
@@ -284,6 +316,42 @@ pub fn set_of_run(job: &Job, given: Option<&str>) -> Result<Option<String>> {
             jiff::Timestamp::now(),
             c.window,
         ))),
+    }
+}
+
+/// What a run of a cluster job does with its slot.
+enum Slot {
+    /// Back up into this set (`None`: a single-host job), saying why when
+    /// it is not the set asked for (a takeover).
+    Run(Option<String>, Option<String>),
+    /// Another member owns the slot: nothing to do, for this reason.
+    Skip(String),
+}
+
+/// For a job whose run is the cluster's (`run = "one"`), claims the set
+/// (or takes over a late one, see [`claim`]); every other job runs `set`.
+async fn claim_slot(
+    config: &Config,
+    job: &Job,
+    targets: &[Target],
+    set: Option<String>,
+) -> Result<Slot> {
+    let (Some(c), Some(asked)) = (&job.cluster, &set) else {
+        return Ok(Slot::Run(set, None));
+    };
+    if c.run != RunBy::One {
+        return Ok(Slot::Run(set, None));
+    }
+    let Some(target) = claim::claim_target(targets) else {
+        return Err(Error::Config(format!(
+            "{}: job {:?} has run = \"one\" but no destination that can claim a slot",
+            config.file.display(),
+            job.name
+        )));
+    };
+    match claim::claim(target, &job.name, c, asked, jiff::Timestamp::now()).await? {
+        Claimed::Ours { set, note } => Ok(Slot::Run(Some(set), note)),
+        Claimed::Theirs(why) => Ok(Slot::Skip(why)),
     }
 }
 

@@ -22,6 +22,8 @@ pub enum Status {
     /// Cold storage is retrieving what was asked for; the same command run
     /// later completes it.
     Pending,
+    /// Nothing was to be done here: another cluster member owns the slot.
+    Skipped,
 }
 
 impl Status {
@@ -33,6 +35,7 @@ impl Status {
             Status::Interrupted => "interrupted",
             Status::Failed => "failed",
             Status::Pending => "pending",
+            Status::Skipped => "skipped",
         }
     }
 }
@@ -50,7 +53,7 @@ impl Exit {
     /// The process exit code (DESIGN.md).
     pub fn code(self) -> i32 {
         match self {
-            Exit::Done(Status::Ok) => 0,
+            Exit::Done(Status::Ok | Status::Skipped) => 0,
             Exit::Done(Status::Failed | Status::Interrupted) => 1,
             Exit::Invalid => 2,
             Exit::Done(Status::Partial) => 3,

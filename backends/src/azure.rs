@@ -705,6 +705,7 @@ impl Backend for AzureBackend {
             parts_out_of_order: true,
             offset_resume: false,
             atomic_rename: false,
+            exclusive_create: true,
             list: readable,
             delete: readable,
             read: readable,

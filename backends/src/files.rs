@@ -24,6 +24,7 @@ pub(crate) fn file_tree_capabilities(parts_out_of_order: bool) -> Capabilities {
         parts_out_of_order,
         offset_resume: true,
         atomic_rename: true,
+        exclusive_create: true,
         list: true,
         delete: true,
         read: true,

@@ -908,6 +908,9 @@ impl Backend for FtpBackend {
 
     fn capabilities(&self) -> Capabilities {
         let mut caps = file_tree_capabilities(false);
+        // The name is checked with SIZE before RNTO: a racing writer can
+        // slip between the two.
+        caps.exclusive_create = false;
         if self.inner.no_restart.load(Ordering::Relaxed) {
             // The server refused REST/APPE: whole files with `put_file`.
             caps.multipart = false;

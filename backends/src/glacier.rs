@@ -992,6 +992,7 @@ impl Backend for GlacierBackend {
             parts_out_of_order: false,
             offset_resume: false,
             atomic_rename: false,
+            exclusive_create: false,
             list: true,
             delete: true,
             read: true,

@@ -85,6 +85,12 @@ pub struct Capabilities {
     pub offset_resume: bool,
     /// Completion is an atomic rename: nobody sees a half-written object.
     pub atomic_rename: bool,
+    /// A create-only write is exclusive: of two writers racing for one key
+    /// exactly one wins, the other gets `AlreadyExists` (S3 and Azure
+    /// `If-None-Match: *`, a rename that never replaces). FTP can only look
+    /// before it moves, and a vault's keys live in a local catalog: a
+    /// cluster's slot cannot be claimed there.
+    pub exclusive_create: bool,
     /// `list` is allowed (false on a put-only destination).
     pub list: bool,
     /// `delete` and `abort_upload` are allowed (false on a put-only destination).

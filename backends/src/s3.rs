@@ -523,6 +523,7 @@ impl Backend for S3Backend {
             parts_out_of_order: true,
             offset_resume: false,
             atomic_rename: false,
+            exclusive_create: true,
             list: readable,
             delete: readable,
             read: readable,

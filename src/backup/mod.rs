@@ -4,6 +4,7 @@
 //! run resumes. Nothing here reads a destination's backups back: that is
 //! [`crate::remote`].
 
+pub mod claim;
 pub mod journal;
 pub mod source;
 pub mod stage;

@@ -613,6 +613,7 @@ mod tests {
             parts_out_of_order: true,
             offset_resume: false,
             atomic_rename: false,
+            exclusive_create: true,
             list: true,
             delete: true,
             read: true,

@@ -154,6 +154,11 @@ pub(super) fn final_line(r: &RunReport) -> String {
             "job {}: STOPPED on request before anything was staged",
             r.job
         ),
+        Status::Skipped => format!(
+            "job {}: skipped: {}",
+            r.job,
+            r.notes.last().map_or("nothing to do here", String::as_str)
+        ),
         Status::Failed | Status::Pending => format!("job {}: FAILED: nothing was shipped", r.job),
     }
 }

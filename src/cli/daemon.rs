@@ -82,6 +82,7 @@ fn status_upper(s: Status) -> &'static str {
         Status::Interrupted => "STOPPED",
         Status::Failed => "FAILED",
         Status::Pending => "PENDING",
+        Status::Skipped => "skipped",
     }
 }
 

@@ -248,6 +248,21 @@ fn a_stranger_and_a_set_without_a_cluster_are_refused() {
         r.stderr.contains("\"sn9\"") && r.stderr.contains("not one of the members"),
         "{r:?}"
     );
+    // run = "one" needs a destination whose creates are exclusive.
+    let ftp = Dest {
+        table: "[destination.d]\nkind = \"ftp\"\nhost = \"127.0.0.1\"\nuser = \"u\"\npassword_env = \"FTP_PASSWORD\"\npath = \"/\"\n".into(),
+        env: vec![("FTP_PASSWORD".into(), "x".into())],
+    };
+    let on_ftp = host(
+        &sb,
+        "sn1",
+        Some("sn1"),
+        &ftp,
+        "cluster = { members = [\"sn1\"], run = \"one\" }",
+    );
+    let r = run(&on_ftp, &ftp, &["check"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("run = \"one\""), "{r:?}");
     let single = host(&sb, "solo", Some("solo"), &dest, "");
     let r = run(&single, &dest, &["backup", "--set", OLD_SET]);
     assert_eq!(r.code, 2, "{r:?}");
@@ -384,4 +399,200 @@ fn a_member_that_missed_the_full_set_makes_a_full() {
             .contains("missed the full set of 20260102T020000Z"),
         "{after_gap:#}"
     );
+}
+
+const OWNERS: [&str; 5] = ["m1", "m2", "m3", "m4", "m5"];
+
+/// Members of a cluster whose run is the cluster's: one member per slot.
+fn one_owner_members(sb: &Sandbox, dest: &Dest) -> Vec<String> {
+    let cluster = "cluster = { members = [\"m1\", \"m2\", \"m3\", \"m4\", \"m5\"], run = \"one\", takeover = \"1h\" }";
+    OWNERS
+        .iter()
+        .map(|m| host(sb, m, Some(m), dest, cluster))
+        .collect()
+}
+
+/// Five members race for one slot: exactly one backs it up, the others
+/// skip (exit 0, status skipped) naming the owner; the set is complete
+/// with the owner alone.
+fn five_members_race_for_one_slot(test: &str, make: fn(&Sandbox) -> Dest) {
+    let sb = Sandbox::new(test);
+    let dest = make(&sb);
+    let configs = one_owner_members(&sb, &dest);
+    let children: Vec<Child> = configs
+        .iter()
+        .map(|c| {
+            offsite(c, &dest, &["--json", "backup", "--set", OLD_SET])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a member")
+        })
+        .collect();
+    let runs: Vec<Run> = children
+        .into_iter()
+        .map(|c| Run::from(c.wait_with_output().expect("wait")))
+        .collect();
+    let mut owners = Vec::new();
+    for (r, m) in runs.iter().zip(OWNERS) {
+        assert_eq!(r.code, 0, "{m}: {r:?}");
+        match r.json()["status"].as_str() {
+            Some("ok") => owners.push(m),
+            Some("skipped") => {
+                assert!(r.json()["notes"].to_string().contains("by member"), "{r:?}")
+            }
+            _ => panic!("{m}: {r:?}"),
+        }
+    }
+    assert_eq!(
+        owners.len(),
+        1,
+        "exactly one member owns the slot: {owners:?}"
+    );
+    let set = listed_set(&configs[0], &dest, OLD_SET);
+    assert_eq!(set["status"], "complete", "{set:#}");
+    assert_eq!(names(&set["members_ok"]), owners, "{set:#}");
+}
+
+#[test]
+fn five_members_race_for_one_slot_in_a_folder() {
+    five_members_race_for_one_slot("cluster_one_path", path_dest);
+}
+
+#[test]
+fn five_members_race_for_one_slot_on_azure() {
+    five_members_race_for_one_slot("cluster_one_azure", azure_dest);
+}
+
+/// On moto (whose conditional writes are not atomic) the claims come one
+/// after the other: the first member owns the slot, the others are told.
+#[test]
+fn sequential_claims_on_s3_have_one_owner() {
+    let sb = Sandbox::new("cluster_one_s3");
+    let dest = s3_dest(&sb);
+    let configs = one_owner_members(&sb, &dest);
+    for (i, c) in configs.iter().enumerate().take(3) {
+        let r = run(c, &dest, &["--json", "backup", "--set", OLD_SET]);
+        assert_eq!(r.code, 0, "{r:?}");
+        let want = if i == 0 { "ok" } else { "skipped" };
+        assert_eq!(r.json()["status"], want, "{r:?}");
+    }
+    let r = run(&configs[2], &dest, &["backup", "--set", OLD_SET]);
+    assert!(r.stdout.contains("backed up by member \"m1\""), "{r:?}");
+}
+
+/// An owner that has not finished its set `takeover` after the set's time
+/// is replaced: the next member claims a new set and backs up into it,
+/// never into the owner's; the owner, back, finishes its own set, and
+/// both sets are complete.
+#[test]
+fn a_late_owner_is_taken_over_by_a_new_set() {
+    let sb = Sandbox::new("cluster_takeover");
+    let dest = path_dest(&sb);
+    let configs = one_owner_members(&sb, &dest);
+    // m1 claims the set and stops before shipping (as if it hung).
+    let r = run(
+        &configs[0],
+        &dest,
+        &["--json", "backup", "--no-upload", "--set", OLD_SET],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    // Within takeover of the claim, the slot is m1's.
+    let r = run(&configs[1], &dest, &["--json", "backup", "--set", OLD_SET]);
+    assert_eq!(r.json()["status"], "skipped", "{r:?}");
+    assert!(r.json()["notes"].to_string().contains("has until"), "{r:?}");
+    // An hour after the claim (its record says so), m2 takes over with a
+    // new set whose time is the claim's deadline.
+    let claim = sb.path(&format!("dest/db/index/{OLD_SET}/claim"));
+    std::fs::write(&claim, br#"{"member": "m1", "at": "2026-01-01T02:00:05Z"}"#)
+        .expect("age the claim");
+    let r = run(&configs[1], &dest, &["--json", "backup", "--set", OLD_SET]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let taken = "20260101T030005Z";
+    assert_eq!(r.json()["backup"], format!("{taken}-full-m2"), "{r:?}");
+    assert!(r.json()["notes"].to_string().contains("took over"), "{r:?}");
+    // m3 finds the takeover set finished and skips.
+    let r = run(&configs[2], &dest, &["--json", "backup", "--set", OLD_SET]);
+    assert_eq!(r.json()["status"], "skipped", "{r:?}");
+    // m1 comes back and finishes its own set, untouched by m2.
+    assert_eq!(run(&configs[0], &dest, &["upload"]).code, 0);
+    for set in [OLD_SET, taken] {
+        let v = listed_set(&configs[3], &dest, set);
+        assert_eq!(v["status"], "complete", "{v:#}");
+    }
+    let to = sb.path("restored");
+    let r = run(
+        &configs[4],
+        &dest,
+        &[
+            "restore",
+            "--job",
+            "db",
+            "--set",
+            taken,
+            "--to",
+            to.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_same_tree(&sb.path("src-m2"), &to.join("m2"));
+}
+
+/// A put-only S3 member claims and backs up; the verdict is read with the
+/// restorer's credentials.
+#[test]
+fn a_put_only_member_claims_and_backs_up() {
+    let sb = Sandbox::new("cluster_put_only");
+    let m = crate::s3::moto();
+    let table =
+        crate::s3::s3_table(&sb, "put_only = true").replace("[destination.s3]", "[destination.d]");
+    let keys = |user: &str| {
+        vec![
+            (
+                "AWS_ACCESS_KEY_ID".to_string(),
+                m[&format!("MOTO_{user}_ACCESS_KEY_ID")].clone(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                m[&format!("MOTO_{user}_SECRET_ACCESS_KEY")].clone(),
+            ),
+            ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+        ]
+    };
+    let uploader = Dest {
+        table: table.clone(),
+        env: keys("UPLOADER"),
+    };
+    let reader = Dest {
+        table: table.replace("put_only = true\n", ""),
+        env: keys("ADMIN"),
+    };
+    let configs = one_owner_members(&sb, &uploader);
+    let r = run(
+        &configs[0],
+        &uploader,
+        &["--json", "backup", "--set", OLD_SET],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["status"], "ok", "{r:?}");
+    let r = run(
+        &configs[1],
+        &uploader,
+        &["--json", "backup", "--set", OLD_SET],
+    );
+    assert_eq!(r.json()["status"], "skipped", "{r:?}");
+    assert!(
+        r.json()["notes"].to_string().contains("cannot read which"),
+        "{r:?}"
+    );
+    let restorer = host(
+        &sb,
+        "m1",
+        Some("m1"),
+        &reader,
+        "cluster = { members = [\"m1\", \"m2\", \"m3\", \"m4\", \"m5\"], run = \"one\" }",
+    );
+    let set = listed_set(&restorer, &reader, OLD_SET);
+    assert_eq!(set["status"], "complete", "{set:#}");
+    assert_eq!(names(&set["members_ok"]), ["m1"], "{set:#}");
 }

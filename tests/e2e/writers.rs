@@ -13,8 +13,8 @@ use crate::support::*;
 /// One destination kind: its table (named `[destination.d]`) and the
 /// environment its credentials come from.
 pub(crate) struct Dest {
-    table: String,
-    env: Vec<(String, String)>,
+    pub(crate) table: String,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 pub(crate) fn path_dest(_sb: &Sandbox) -> Dest {
