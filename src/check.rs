@@ -93,15 +93,80 @@ fn check_job(config: &Config, job: &Job) -> Result<()> {
 }
 
 /// Reaches `d` as a backup would, retrying once; with `write_test` also
-/// writes to it. Answers the write test's notes.
-async fn check_destination(d: &Destination, write_test: bool) -> Result<Vec<String>> {
+/// writes to it. A destination that claims a cluster job's slots
+/// (`claims_for`, `run = "one"`) is always tried with a create-if-absent
+/// write, which it must refuse the second time. Answers the notes.
+async fn check_destination(
+    d: &Destination,
+    write_test: bool,
+    claims_for: Option<&str>,
+) -> Result<Vec<String>> {
     let retries = d.retries.min(destinations::CHECK_RETRIES);
     let backend = destinations::backend_with_retries(d, retries);
     backend.probe().await?;
     if write_test {
-        return write_probe(backend.as_ref(), &d.prefix).await;
+        return write_probe(backend.as_ref(), &d.prefix, claims_for).await;
+    }
+    if let Some(job) = claims_for {
+        let key = probe_key(&d.prefix, "claim");
+        let exclusive = probe_exclusive(backend.as_ref(), &key).await?;
+        if backend.capabilities().delete {
+            backend.delete(&key).await?;
+        }
+        if !exclusive {
+            return Err(not_exclusive(backend.as_ref(), &key, job));
+        }
     }
     Ok(Vec::new())
+}
+
+/// The error of a destination that let a second create of `key` through
+/// while job `job` claims its slots there.
+fn not_exclusive(backend: &dyn Backend, key: &str, job: &str) -> Error {
+    Error::Failed(format!(
+        "destination \"{}\": a second create of {key} was accepted: it ignores create-if-absent writes (If-None-Match), so it cannot claim the slots of job {job:?} (run = \"one\"): two members would both own one; use a store that honours it, or run = \"all\"",
+        backend.name()
+    ))
+}
+
+/// A probe object's key under `prefix`, unique to this process.
+fn probe_key(prefix: &str, what: &str) -> String {
+    let name = format!(".offsite-check-{}-{what}", std::process::id());
+    if prefix.is_empty() {
+        name
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// Writes `key` create-only twice: whether the second write was refused.
+async fn probe_exclusive(backend: &dyn Backend, key: &str) -> Result<bool> {
+    backend
+        .put(key, Bytes::from_static(b"offsite write test\n"))
+        .await?;
+    match backend.put(key, Bytes::from_static(b"second\n")).await {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(true),
+        Ok(()) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The job whose slots are claimed on destination `name`: a `run = "one"`
+/// cluster job whose first destination with exclusive creates it is.
+fn claims_on<'a>(config: &'a Config, name: &str) -> Option<&'a str> {
+    config.jobs.iter().find_map(|j| {
+        let c = j.cluster.as_ref()?;
+        if c.run != crate::cluster::RunBy::One {
+            return None;
+        }
+        let first = j.destinations.iter().find(|n| {
+            config
+                .destinations
+                .get(*n)
+                .is_some_and(|d| d.capabilities().exclusive_create)
+        })?;
+        (first == name).then_some(j.name.as_str())
+    })
 }
 
 /// Checks every job and every destination of `config`.
@@ -118,7 +183,7 @@ pub async fn check(config: &Config, write_test: bool) -> CheckReport {
         });
     }
     for (name, d) in &config.destinations {
-        let res = check_destination(d, write_test).await;
+        let res = check_destination(d, write_test, claims_on(config, name)).await;
         checks.push(Check::Destination {
             destination: name.clone(),
             ok: res.is_ok(),
@@ -144,26 +209,25 @@ pub async fn check(config: &Config, write_test: bool) -> CheckReport {
 /// backup overwrite another), and whether an upload in parts can be resumed
 /// (an FTP server may refuse REST; volumes then go whole). What it finds
 /// that is not a failure comes back as notes.
-async fn write_probe(backend: &dyn Backend, prefix: &str) -> Result<Vec<String>> {
+async fn write_probe(
+    backend: &dyn Backend,
+    prefix: &str,
+    claims_for: Option<&str>,
+) -> Result<Vec<String>> {
     let mut notes = Vec::new();
-    let key_of = |what: &str| {
-        let name = format!(".offsite-check-{}-{what}", std::process::id());
-        if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        }
-    };
-    let key = key_of("put");
+    let key = probe_key(prefix, "put");
     let body = Bytes::from_static(b"offsite write test\n");
-    backend.put(&key, body.clone()).await?;
-    match backend.put(&key, Bytes::from_static(b"second\n")).await {
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-        Ok(()) => notes.push(format!(
+    if !probe_exclusive(backend, &key).await? {
+        if let Some(job) = claims_for {
+            if backend.capabilities().delete {
+                let _ = backend.delete(&key).await;
+            }
+            return Err(not_exclusive(backend, &key, job));
+        }
+        notes.push(format!(
             "destination \"{}\": a second write of {key} was accepted: this store ignores create-only writes (If-None-Match), so write once is not enforced there; use a store that honours it",
             backend.name()
-        )),
-        Err(e) => return Err(e.into()),
+        ));
     }
     let caps = backend.capabilities();
     if !caps.read {
@@ -180,7 +244,7 @@ async fn write_probe(backend: &dyn Backend, prefix: &str) -> Result<Vec<String>>
     }
     // Resuming at an offset, where parts may be a byte long (file trees).
     if caps.multipart && caps.min_part_size <= 1 {
-        notes.extend(probe_parts(backend, &key_of("parts")).await?);
+        notes.extend(probe_parts(backend, &probe_key(prefix, "parts")).await?);
     }
     Ok(notes)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::remote::*;
 use crate::support::*;
 
-const CONTAINER: &str = "offsite-e2e";
+pub(crate) const CONTAINER: &str = "offsite-e2e";
 
 fn azurite() -> HashMap<String, String> {
     server_env("azurite.env", "azurite.sh")

@@ -30,6 +30,13 @@ enum Fault {
     /// cut the connection: the server did the work, the client never hears
     /// of it. Only the first such request.
     LoseAnswer { is_it: fn(&[u8]) -> bool },
+    /// Replace every `from` (matched without regard to case) in what goes
+    /// towards the server by `to`, of the same length: a proxy that strips
+    /// a header by renaming it.
+    Rewrite {
+        from: &'static [u8],
+        to: &'static [u8],
+    },
 }
 
 /// A TCP proxy on 127.0.0.1 in front of `upstream`, for the test's lifetime.
@@ -154,6 +161,19 @@ fn pump_pair(
                 if is_it(&recent) && cuts.load(Ordering::SeqCst) == 0 {
                     arm.store(true, Ordering::SeqCst);
                     recent.clear();
+                }
+            }
+            if let Fault::Rewrite {
+                from: pat,
+                to: with,
+            } = fault
+            {
+                let end = n.saturating_sub(pat.len() - 1);
+                for i in 0..end {
+                    if buf[i..i + pat.len()].eq_ignore_ascii_case(pat) {
+                        buf[i..i + pat.len()].copy_from_slice(with);
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
             }
             if let Fault::Corrupt { after, .. } = fault {
@@ -556,4 +576,54 @@ fn a_destination_failing_midway_reports_the_bytes_that_reached_it() {
         blob["bytes_sent"].as_u64().expect("bytes_sent") >= 2 << 20,
         "{r:?}"
     );
+}
+
+/// A store that ignores create-if-absent writes (here: a proxy in front of
+/// Azurite that renames the If-None-Match header, with a SAS, which signs
+/// no header) cannot claim a cluster's slots: `check` says so and fails.
+#[test]
+fn check_refuses_a_claim_destination_that_ignores_create_if_absent() {
+    let sb = Sandbox::new("check_refuses_a_claim_destination_that_ignores_create_if_absent");
+    source(&sb);
+    let proxy = Proxy::start(
+        upstream_of_azurite(),
+        Fault::Rewrite {
+            from: b"if-none-match:",
+            to: b"x-ignored-hdr:",
+        },
+    );
+    let token = crate::azure::admin(&["sas", crate::azure::CONTAINER, "racwdl", "1"]);
+    let table = blob_via(&sb, proxy.port, "sas_token_env = \"AZ_SAS\"");
+    sb.config_dir_job(
+        "cluster = { members = [\"vm\", \"other\"], member_env = \"MEMBER\", run = \"one\" }",
+        &["blob"],
+        &table,
+    );
+    let r = Run::from(
+        sb.command(&["--json", "check"])
+            .env("AZ_SAS", &token)
+            .env("MEMBER", "vm")
+            .output()
+            .expect("run"),
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        proxy.cuts.load(Ordering::SeqCst) > 0,
+        "the header was renamed"
+    );
+    let checks = r.json()["checks"].to_string();
+    assert!(
+        checks.contains("ignores create-if-absent") && checks.contains("run = \\\"one\\\""),
+        "{r:?}"
+    );
+    // Straight to Azurite, the same check passes.
+    proxy.set(Fault::Pass);
+    let r = Run::from(
+        sb.command(&["check"])
+            .env("AZ_SAS", &token)
+            .env("MEMBER", "vm")
+            .output()
+            .expect("run"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
 }
