@@ -209,7 +209,7 @@ async fn with_config(
             let (job, destination) = (job.job.as_deref(), destination.destination.as_deref());
             prune::run(out, cfg, job, destination, dry_run, now.as_deref()).await
         }
-        Command::Status { job, check } => status::run(out, cfg, job.job.as_deref(), check),
+        Command::Status { job, check } => status::run(out, cfg, job.job.as_deref(), check).await,
         Command::Daemon { job } => daemon::run(out, cfg, job.job.as_deref()).await,
         Command::Policy(PolicyCommand::S3 {
             destination,

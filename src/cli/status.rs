@@ -13,8 +13,8 @@ use super::{Out, local_text};
 
 /// `status`: exit 1 with `check` when any job has a problem (one line per
 /// problem); the top-level JSON status is the worst job's.
-pub fn run(out: &Out, cfg: &Config, job: Option<&str>, check: bool) -> Result<Exit, Error> {
-    let report = report::report(cfg, job, Timestamp::now())?;
+pub async fn run(out: &Out, cfg: &Config, job: Option<&str>, check: bool) -> Result<Exit, Error> {
+    let report = report::report(cfg, job, Timestamp::now()).await?;
     let status = if check && !report.problems.is_empty() {
         Status::Failed
     } else {
@@ -93,6 +93,16 @@ fn print_job(j: &JobReport, report: &StatusReport) {
     }
     if !j.staged.is_empty() {
         say!("  staged locally: {}", j.staged.join(", "));
+    }
+    for d in &j.sets {
+        match &d.error {
+            Some(e) => say!("  {}: sets cannot be listed: {e}", d.destination),
+            None => {
+                for v in &d.sets {
+                    say!("  {}: {}", d.destination, v.describe());
+                }
+            }
+        }
     }
     match (&j.schedule, &j.timezone) {
         (Some(schedule), Some(tz)) => {

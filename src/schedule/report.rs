@@ -7,8 +7,10 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
+use crate::cluster::{Cluster, SetStatus, SetVerdict};
 use crate::config::{Config, Job};
 use crate::error::Result;
+use crate::remote::catalog;
 use crate::schedule::cron::JobSchedule;
 use crate::schedule::daemon;
 use crate::schedule::status::{self, JobStatus, Problem};
@@ -36,7 +38,7 @@ impl Health {
             .map(|p| match p.status.as_str() {
                 "failed" | "interrupted" => Health::Failed,
                 // The backups are there; what should remove the old ones is not working.
-                "partial" | "prune_failed" => Health::Partial,
+                "partial" | "prune_failed" | "partial_set" => Health::Partial,
                 _ => Health::Stale,
             })
             .max()
@@ -91,7 +93,25 @@ pub struct JobReport {
     /// The job's destinations, in configuration order.
     #[serde(skip)]
     pub destinations: Vec<String>,
+    /// A cluster job's newest sets on each destination it can list.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<DestinationSets>,
 }
+
+/// A cluster job's newest sets on one destination, judged from their markers.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationSets {
+    /// The destination.
+    pub destination: String,
+    /// Its newest sets ([`SETS_SHOWN`] at most), newest first.
+    pub sets: Vec<SetVerdict>,
+    /// Why they could not be listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How many of a cluster job's newest sets `status` shows per destination.
+pub const SETS_SHOWN: usize = 5;
 
 /// A scheduled task's cron and its next slot (`None`: it never runs again).
 #[derive(Debug, Clone, Serialize)]
@@ -117,12 +137,63 @@ fn next_runs(s: &JobSchedule, now: Timestamp) -> BTreeMap<&'static str, NextRun>
         .collect()
 }
 
+/// A cluster job's newest sets on each destination that can be listed
+/// (a put-only one cannot), and a problem for each destination whose
+/// newest set no longer in progress is partial.
+async fn cluster_sets(
+    config: &Config,
+    job: &Job,
+    cluster: &Cluster,
+    now: Timestamp,
+) -> Result<(Vec<DestinationSets>, Vec<Problem>)> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for t in config.job_targets(job, None)? {
+        if !t.backend.capabilities().list {
+            continue;
+        }
+        let mut shown = DestinationSets {
+            destination: t.config.name.clone(),
+            sets: Vec::new(),
+            error: None,
+        };
+        match catalog::list_sets(&t, &job.name, cluster, now).await {
+            Ok(mut sets) => {
+                sets.reverse();
+                if let Some(v) = sets.iter().find(|v| v.status != SetStatus::InProgress)
+                    && v.status == SetStatus::Partial
+                {
+                    problems.push(Problem {
+                        job: job.name.clone(),
+                        destination: Some(t.config.name.clone()),
+                        status: "partial_set".into(),
+                        why: v.describe(),
+                    });
+                }
+                sets.truncate(SETS_SHOWN);
+                shown.sets = sets;
+            }
+            Err(e) => shown.error = Some(e.to_string()),
+        }
+        out.push(shown);
+    }
+    Ok((out, problems))
+}
+
 /// One job's report as of `now`.
-fn job_report(config: &Config, job: &Job, now: Timestamp) -> Result<JobReport> {
+async fn job_report(config: &Config, job: &Job, now: Timestamp) -> Result<JobReport> {
     let staging = JobStaging::new(config, &job.name);
     let record = status::read(&staging.job_dir, &job.name)?;
     let max_age = job.max_age_at(now);
-    let problems = status::health(&job.name, &job.destinations, &record, max_age, now);
+    let mut problems = status::health(&job.name, &job.destinations, &record, max_age, now);
+    let sets = match &job.cluster {
+        Some(c) => {
+            let (sets, found) = cluster_sets(config, job, c, now).await?;
+            problems.extend(found);
+            sets
+        }
+        None => Vec::new(),
+    };
     Ok(JobReport {
         job: job.name.clone(),
         health: Health::of(&problems),
@@ -133,14 +204,17 @@ fn job_report(config: &Config, job: &Job, now: Timestamp) -> Result<JobReport> {
         schedule: job.schedule.as_ref().map(|s| next_runs(s, now)),
         timezone: job.schedule.as_ref().map(|s| s.timezone.clone()),
         destinations: job.destinations.clone(),
+        sets,
     })
 }
 
-/// `offsite status` of every job (or only `job`) as of `now`.
-pub fn report(config: &Config, job: Option<&str>, now: Timestamp) -> Result<StatusReport> {
+/// `offsite status` of every job (or only `job`) as of `now`. Local
+/// records only, but for a cluster job, whose sets are read from its
+/// destinations' indexes.
+pub async fn report(config: &Config, job: Option<&str>, now: Timestamp) -> Result<StatusReport> {
     let mut jobs = Vec::new();
     for j in config.select_jobs(job)? {
-        jobs.push(job_report(config, j, now)?);
+        jobs.push(job_report(config, j, now).await?);
     }
     let pid = daemon::running_daemon(&config.staging.dir);
     Ok(StatusReport {

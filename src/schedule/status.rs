@@ -186,7 +186,8 @@ pub struct Problem {
     /// The destination it concerns, when it is one destination's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
-    /// `failed`, `partial`, `interrupted`, `prune_failed`, `stale` or `never`.
+    /// `failed`, `partial`, `interrupted`, `prune_failed`, `stale`, `never`,
+    /// or `partial_set` (a cluster job's newest judged set is partial).
     pub status: String,
     /// What is wrong and what it means, for people to read.
     pub why: String,

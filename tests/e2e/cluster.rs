@@ -154,6 +154,12 @@ fn a_partial_set_names_its_missing_members_until_they_finish() {
     assert_eq!(set["status"], "partial", "{set:#}");
     assert_eq!(names(&set["members_ok"]), ["sn1"], "{set:#}");
     assert_eq!(names(&set["members_missing"]), ["sn2", "sn3"], "{set:#}");
+    let s = run(&configs[0], &dest, &["--json", "status", "--check"]);
+    assert_eq!(s.code, 1, "a partial set is a problem: {s:?}");
+    assert_eq!(s.json()["problems"][0]["status"], "partial_set", "{s:?}");
+    let shown = &s.json()["jobs"][0]["sets"][0];
+    assert_eq!(shown["sets"][0]["set"], OLD_SET, "{s:?}");
+    assert_eq!(names(&shown["sets"][0]["members_missing"]), ["sn2", "sn3"]);
     let v = run(&configs[0], &dest, &["--json", "verify", "--set", OLD_SET]);
     assert_eq!(v.code, 3, "a partial set exits 3: {v:?}");
     assert_eq!(v.json()["status"], "partial", "{v:?}");
@@ -595,4 +601,46 @@ fn a_put_only_member_claims_and_backs_up() {
     let set = listed_set(&restorer, &reader, OLD_SET);
     assert_eq!(set["status"], "complete", "{set:#}");
     assert_eq!(names(&set["members_ok"]), ["m1"], "{set:#}");
+}
+
+/// A member killed mid-upload leaves its part incomplete: the set is
+/// partial and names it (verify exits 3); its `upload` finishes the part
+/// and the set is complete.
+#[test]
+fn a_member_killed_mid_upload_is_incomplete_until_its_upload_finishes() {
+    let sb = Sandbox::new("cluster_killed");
+    let dest = path_dest(&sb);
+    let slow = Dest {
+        table: "[destination.d]\nkind = \"path\"\npath = \"dest\"\nbwlimit = \"64KiB\"\npart_size = \"32KiB\"\n".into(),
+        env: Vec::new(),
+    };
+    let configs = members(&sb, &dest, "");
+    for c in &configs[1..] {
+        assert_eq!(run(c, &dest, &["backup", "--set", OLD_SET]).code, 0);
+    }
+    let sn1 = host(&sb, "sn1", Some("sn1"), &slow, &cluster(""));
+    let mut child = offsite(&sn1, &slow, &["backup", "--set", OLD_SET])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sn1");
+    let started = sb.path(&format!("dest/db/index/{OLD_SET}/sn1.started"));
+    wait_for(
+        "sn1 to start shipping",
+        std::time::Duration::from_secs(30),
+        || started.exists(),
+    );
+    child.kill().expect("kill sn1");
+    let _ = child.wait();
+    let set = listed_set(&configs[0], &dest, OLD_SET);
+    assert_eq!(set["status"], "partial", "{set:#}");
+    assert_eq!(names(&set["members_incomplete"]), ["sn1"], "{set:#}");
+    let v = run(&configs[0], &dest, &["--json", "verify", "--set", OLD_SET]);
+    assert_eq!(v.code, 3, "{v:?}");
+    assert_eq!(names(&v.json()["sets"][0]["members_incomplete"]), ["sn1"]);
+
+    let r = run(&sn1, &dest, &["upload"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let set = listed_set(&configs[0], &dest, OLD_SET);
+    assert_eq!(set["status"], "complete", "{set:#}");
 }
