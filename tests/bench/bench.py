@@ -14,6 +14,9 @@ reporting the median time and the largest peak RSS:
   staging  offsite backup --no-upload | tar -cf - | zstd -T0 -3 | restic backup
   SFTP     offsite upload | rclone copy | OpenSSH sftp -b (mkdir + put)
   S3       offsite upload | rclone copy (16 MiB parts, 4 at a time)
+  cluster  offsite list of a 50-member cluster job with 200 sets (index
+           markers put on moto with rclone): seconds, and requests counted
+           by a proxy in front of moto
 
 on a generated, seeded data directory shaped like EventStoreDB's (chunk files,
 index/, *.chk) under target/bench/data-<N>x, read once before timing so every
@@ -36,6 +39,7 @@ import pwd
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -64,6 +68,9 @@ RSS_LIMIT = PART_SIZE * CONCURRENCY + RSS_HEADROOM
 JOB = "bench"
 RESTIC_PASSWORD = "offsite-bench-not-a-secret"
 TIMEOUT = 3600  # seconds for any one command before it is killed
+# The cluster list scenario: a set a day for this many days, of this many members.
+CLUSTER_MEMBERS = 50
+CLUSTER_SETS = 200
 
 
 def log(msg):
@@ -338,6 +345,67 @@ def toml_str(s):
     return json.dumps(str(s))  # a JSON string is a valid TOML basic string
 
 
+class CountingProxy:
+    """A TCP proxy on 127.0.0.1 in front of `upstream` (host:port) that counts
+    the HTTP requests going through it, by their request lines."""
+
+    METHODS = (b"GET ", b"PUT ", b"HEAD ", b"POST ", b"DELETE ")
+
+    def __init__(self, upstream):
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.requests = {}
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self.pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self.pump, args=(server, client, False), daemon=True).start()
+
+    def pump(self, src, dst, upward):
+        partial = b""  # what went up after its last line break
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            if upward:
+                lines = (partial + data).split(b"\r\n")
+                partial = lines.pop()[-8192:]
+                for line in lines:
+                    if line.endswith(b" HTTP/1.1") and line.startswith(self.METHODS):
+                        method = line.split(b" ", 1)[0].decode()
+                        with self.lock:
+                            self.requests[method] = self.requests.get(method, 0) + 1
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def take(self):
+        """The requests counted since the last call, by method."""
+        with self.lock:
+            counts, self.requests = self.requests, {}
+        return counts
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -605,6 +673,73 @@ class Bench:
             self.s3_purge(prefix)
         return out
 
+    # -- cluster sets
+
+    def bench_cluster_list(self, runs):
+        """`offsite list` of a cluster job of CLUSTER_MEMBERS members with
+        CLUSTER_SETS complete sets on moto, through a proxy that counts the
+        requests: the sets are judged from their index markers alone."""
+        members = [f"m{i:02d}" for i in range(CLUSTER_MEMBERS)]
+        prefix = "bench-cluster"
+        tree = fresh(BENCH / "cluster-index")
+        start = 1767232800  # 2026-01-01T02:00:00Z, a set a day
+        for n in range(CLUSTER_SETS):
+            set_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start + n * 86400))
+            folder = tree / JOB / "index" / set_id
+            folder.mkdir(parents=True)
+            (folder / "members.json").write_text(json.dumps({"set": set_id, "members": members, "grace_seconds": 21600}))
+            for m in members:
+                marker = {"member": m, "backup": f"{set_id}-full-{m}", "kind": "full", "at": "2026-01-01T03:00:00Z"}
+                (folder / f"{m}.done").write_text(json.dumps(marker))
+        objects = CLUSTER_SETS * (1 + len(members))
+        log(f"cluster list: {objects} marker objects to moto (rclone), then offsite list, {runs} run(s)")
+        self.s3_purge(prefix)
+        run(["rclone", "copy", str(tree), self.s3_remote(prefix), "--transfers", "32", *self.rclone_s3()],
+            env=self.rclone_env, what="rclone copy (cluster index)")
+        shutil.rmtree(tree, ignore_errors=True)
+        upstream = self.moto["MOTO_ENDPOINT"].split("://", 1)[-1].split("/", 1)[0]
+        proxy = CountingProxy(upstream)
+        config = BENCH / "cluster.toml"
+        quoted = ", ".join(f'"{m}"' for m in members)
+        config.write_text("\n".join([
+            "# Written by tests/bench/bench.py: a cluster job whose sets are listed.",
+            'host_id = "m00"',
+            "[staging]",
+            f"dir = {toml_str(BENCH / 'cluster-staging')}",
+            "",
+            "[[job]]",
+            f'name = "{JOB}"',
+            f"source = {{ kind = \"dir\", path = {toml_str(BENCH)} }}",
+            'destinations = ["s3"]',
+            f"cluster = {{ members = [{quoted}] }}",
+            "",
+            "[destination.s3]",
+            'kind = "s3"',
+            f"bucket = {toml_str(self.moto['MOTO_BUCKET'])}",
+            f'endpoint = "http://127.0.0.1:{proxy.port}"',
+            f"prefix = {toml_str(prefix)}",
+            "",
+        ]))
+        out = []
+        for i in range(runs):
+            proxy.take()
+            m = measure(f"cluster-list-{i}", [[str(self.offsite), "--config", str(config), "--json", "list"]],
+                        env=self.offsite_env)
+            sets = json.loads(m["stdout"])["listings"][0].get("sets", [])
+            complete = sum(s["status"] == "complete" and len(s["members_ok"]) == len(members) for s in sets)
+            if len(sets) != CLUSTER_SETS or complete != CLUSTER_SETS:
+                raise ToolFailed(f"offsite list saw {len(sets)} sets, {complete} complete; expected {CLUSTER_SETS}")
+            m["requests"] = proxy.take()
+            log(f"cluster list run {i + 1}/{runs}: {m['seconds']:.2f} s, requests {m['requests']}")
+            out.append(m)
+        self.s3_purge(prefix)
+        dataset = f"{len(members)} members x {CLUSTER_SETS} sets"
+        requests = out[-1]["requests"]
+        self.record("list cluster sets", "offsite", 0, out, dataset,
+                    extra={"requests": requests, "objects": objects})
+        self.cluster = {"dataset": dataset, "objects": objects, "requests": requests,
+                        "median_seconds": statistics.median(m["seconds"] for m in out)}
+
     # -- one dataset
 
     def bench_dataset(self, scale, runs, peers):
@@ -675,6 +810,9 @@ class Bench:
             if not a.no_scale:
                 log(f"scale check: offsite alone on a dataset {4}x larger, 1 run each")
                 big = self.bench_dataset(a.scale * 4, 1, peers=False)
+            self.cluster = None
+            if not a.scale_only:
+                self.bench_cluster_list(a.runs)
         finally:
             self.cleanup()
         self.report(base, big)
@@ -730,6 +868,12 @@ class Bench:
                     f"{base.split('-')[-1]}'s runs: {', '.join(f'{x:.1f}' for x in spread)} MiB)")
         else:
             add("offsite peak RSS at 4x within 10% of 1x", None, 10, None, "not measured (--no-scale)")
+        c = getattr(self, "cluster", None)
+        if c:
+            total = sum(c["requests"].values())
+            add(f"list of a cluster's sets reads its index only ({c['dataset']})", total, None, None,
+                f"{total} requests ({', '.join(f'{k} {v}' for k, v in sorted(c['requests'].items()))}) for "
+                f"{c['objects']} marker objects, {c['median_seconds']:.2f} s median; no volume is listed")
         return t
 
     def report(self, base, big):
