@@ -44,9 +44,12 @@ pub struct Cluster {
     pub window: Duration,
     /// Whether every member backs up each set, or one member claims it.
     pub run: RunBy,
-    /// `run = "one"`: how long after a set's time its owner has to finish
-    /// it before another member may start a new set in its place.
+    /// `run = "one"`: how long after its claim the owner of a set has to
+    /// finish it before another member may start a new set in its place.
     pub takeover: Duration,
+    /// `run = "one"`: a shell command that must succeed on a member for it
+    /// to claim a slot (RavenDB: this node's task folder has a new backup).
+    pub claim_if: Option<String>,
 }
 
 /// Who runs a cluster job's slot.

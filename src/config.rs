@@ -130,6 +130,7 @@ struct RawCluster {
     window: Option<HumanDuration>,
     run: Option<RunBy>,
     takeover: Option<HumanDuration>,
+    claim_if: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1103,6 +1104,18 @@ fn resolve_cluster(ctx: &Ctx, at: &[Seg], c: RawCluster, host_id: &str) -> Resul
         window: positive("window", c.window, DEFAULT_SET_WINDOW)?,
         run: c.run.unwrap_or(RunBy::All),
         takeover: positive("takeover", c.takeover, grace)?,
+        claim_if: match c.claim_if {
+            Some(cmd) if cmd.trim().is_empty() => {
+                return Err(ctx.err(&key("claim_if"), "claim_if cannot be empty"));
+            }
+            Some(_) if c.run != Some(RunBy::One) => {
+                return Err(ctx.err(
+                    &key("claim_if"),
+                    "claim_if decides who claims a slot, which only run = \"one\" does",
+                ));
+            }
+            other => other,
+        },
     })
 }
 

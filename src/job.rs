@@ -342,6 +342,11 @@ async fn claim_slot(
     if c.run != RunBy::One {
         return Ok(Slot::Run(set, None));
     }
+    if let Some(cmd) = &c.claim_if
+        && let Some(why) = claim_refused(config, job, c, asked, cmd).await?
+    {
+        return Ok(Slot::Skip(why));
+    }
     let Some(target) = claim::claim_target(targets) else {
         return Err(Error::Config(format!(
             "{}: job {:?} has run = \"one\" but no destination that can claim a slot",
@@ -353,6 +358,43 @@ async fn claim_slot(
         Claimed::Ours { set, note } => Ok(Slot::Run(Some(set), note)),
         Claimed::Theirs(why) => Ok(Slot::Skip(why)),
     }
+}
+
+/// Runs the cluster's `claim_if` command (bash, in the job's folder, with
+/// `OFFSITE_JOB`, `OFFSITE_SET` and `OFFSITE_MEMBER`, no secrets): why this
+/// member does not claim `set`, or `None` when it succeeded.
+async fn claim_refused(
+    config: &Config,
+    job: &Job,
+    cluster: &cluster::Cluster,
+    set: &str,
+    cmd: &str,
+) -> Result<Option<String>> {
+    let mut c = tokio::process::Command::new("bash");
+    c.arg("-c")
+        .arg(cmd)
+        .current_dir(&job.workdir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .env("OFFSITE_JOB", &job.name)
+        .env("OFFSITE_SET", set)
+        .env("OFFSITE_MEMBER", &cluster.member);
+    for v in config.secret_variables() {
+        c.env_remove(v);
+    }
+    let status = c.status().await.map_err(|e| {
+        Error::io(
+            format!("job {:?}: cannot run claim_if `{cmd}`", job.name),
+            e,
+        )
+    })?;
+    Ok((!status.success()).then(|| {
+        format!(
+            "claim_if `{cmd}` did not succeed here ({status}), so member {:?} does not claim set {set}",
+            cluster.member
+        )
+    }))
 }
 
 /// The set member a staged backup of `job` ships as, when it is one.

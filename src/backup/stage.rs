@@ -204,11 +204,16 @@ pub fn stage(
     let _ = fs::set_permissions(&work, fs::Permissions::from_mode(0o700));
 
     let result = (|| {
+        let mut vars = vec![
+            ("OFFSITE_JOB".into(), job.name.clone()),
+            ("OFFSITE_BACKUP_ID".into(), id.clone()),
+        ];
+        if let Some(set) = set {
+            vars.push(("OFFSITE_SET".into(), set.to_string()));
+            vars.push(("OFFSITE_MEMBER".into(), origin.to_string()));
+        }
         let env = CommandEnv {
-            vars: vec![
-                ("OFFSITE_JOB".into(), job.name.clone()),
-                ("OFFSITE_BACKUP_ID".into(), id.clone()),
-            ],
+            vars,
             secrets: config.secret_variables(),
         };
         let mut stderr = Vec::new();

@@ -139,7 +139,13 @@ pub async fn list_sets(
                 .is_some_and(|s| s.iter().any(|x| x == cluster::DONE))
         });
         if all_done {
-            out.push(cluster::verdict(set, idx, &cluster.members, cluster.grace, now));
+            out.push(cluster::verdict(
+                set,
+                idx,
+                &cluster.members,
+                cluster.grace,
+                now,
+            ));
             continue;
         }
         let key = target.layout().set_object(job, set, MEMBERS);

@@ -644,3 +644,36 @@ fn a_member_killed_mid_upload_is_incomplete_until_its_upload_finishes() {
     let set = listed_set(&configs[0], &dest, OLD_SET);
     assert_eq!(set["status"], "complete", "{set:#}");
 }
+
+/// claim_if lets only the member where it succeeds claim the slot (here:
+/// the one named m3); the others skip without claiming. Commands the job
+/// runs see the set and the member.
+#[test]
+fn only_a_member_where_claim_if_succeeds_claims_the_slot() {
+    let sb = Sandbox::new("cluster_claim_if");
+    let dest = path_dest(&sb);
+    let cluster = "cluster = { members = [\"m1\", \"m2\", \"m3\"], run = \"one\", claim_if = \"test \\\"$OFFSITE_MEMBER\\\" = m3\" }\npre = [\"echo \\\"$OFFSITE_SET $OFFSITE_MEMBER\\\" > seen-$OFFSITE_MEMBER\"]";
+    let configs: Vec<String> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|m| host(&sb, m, Some(m), &dest, cluster))
+        .collect();
+    for (c, m) in configs.iter().zip(["m1", "m2"]) {
+        let r = run(c, &dest, &["--json", "backup", "--set", OLD_SET]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(r.json()["status"], "skipped", "{r:?}");
+        assert!(
+            r.json()["notes"].to_string().contains("claim_if"),
+            "{m}: {r:?}"
+        );
+    }
+    assert!(
+        !sb.path(&format!("dest/db/index/{OLD_SET}/claim")).exists(),
+        "nobody claimed yet"
+    );
+    let r = run(&configs[2], &dest, &["--json", "backup", "--set", OLD_SET]);
+    assert_eq!(r.json()["status"], "ok", "{r:?}");
+    let seen = std::fs::read_to_string(sb.path("seen-m3")).expect("the hook ran");
+    assert_eq!(seen.trim(), format!("{OLD_SET} m3"));
+    let set = listed_set(&configs[0], &dest, OLD_SET);
+    assert_eq!(set["status"], "complete", "{set:#}");
+}
