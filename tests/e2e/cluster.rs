@@ -677,3 +677,126 @@ fn only_a_member_where_claim_if_succeeds_claims_the_slot() {
     let set = listed_set(&configs[0], &dest, OLD_SET);
     assert_eq!(set["status"], "complete", "{set:#}");
 }
+
+/// Sends `signal` to process `pid`.
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) with a child's pid and a signal number has no memory effects.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(rc, 0, "kill {pid} {signal}");
+}
+
+/// The owner of a slot is stopped (SIGSTOP) mid-upload past its takeover
+/// time: another member takes over with a new set; the owner, resumed,
+/// finishes its own set without touching the new one, and both restore.
+#[test]
+fn an_owner_stopped_past_takeover_is_replaced_and_damages_nothing_when_resumed() {
+    let sb = Sandbox::new("cluster_sigstop");
+    let dest = path_dest(&sb);
+    let slow = Dest {
+        table: "[destination.d]\nkind = \"path\"\npath = \"dest\"\nbwlimit = \"64KiB\"\npart_size = \"32KiB\"\n".into(),
+        env: Vec::new(),
+    };
+    let configs = one_owner_members(&sb, &dest);
+    let cluster = "cluster = { members = [\"m1\", \"m2\", \"m3\", \"m4\", \"m5\"], run = \"one\", takeover = \"1h\" }";
+    let owner = host(&sb, "m1", Some("m1"), &slow, cluster);
+    let mut child = offsite(&owner, &slow, &["--json", "backup", "--set", OLD_SET])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start m1");
+    let started = sb.path(&format!("dest/db/index/{OLD_SET}/m1.started"));
+    wait_for(
+        "m1 to start shipping",
+        std::time::Duration::from_secs(30),
+        || started.exists(),
+    );
+    signal(child.id(), libc::SIGSTOP);
+    // An hour passes (the claim says so): m2 takes over with a new set.
+    let claim = sb.path(&format!("dest/db/index/{OLD_SET}/claim"));
+    std::fs::write(&claim, br#"{"member": "m1", "at": "2026-01-01T02:00:05Z"}"#)
+        .expect("age the claim");
+    let r = run(&configs[1], &dest, &["--json", "backup", "--set", OLD_SET]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let taken = "20260101T030005Z";
+    assert_eq!(r.json()["backup"], format!("{taken}-full-m2"), "{r:?}");
+    signal(child.id(), libc::SIGCONT);
+    let out = child.wait_with_output().expect("m1 finishes");
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::new(),
+    };
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["backup"], format!("{OLD_SET}-full-m1"), "{r:?}");
+    for (set, m) in [(OLD_SET, "m1"), (taken, "m2")] {
+        let v = listed_set(&configs[3], &dest, set);
+        assert_eq!(v["status"], "complete", "{v:#}");
+        assert_eq!(names(&v["members_ok"]), [m], "{v:#}");
+        let to = sb.path(&format!("restored-{m}"));
+        let r = run(
+            &configs[4],
+            &dest,
+            &[
+                "restore",
+                "--job",
+                "db",
+                "--set",
+                set,
+                "--to",
+                to.to_str().expect("utf8"),
+            ],
+        );
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_same_tree(&sb.path(&format!("src-{m}")), &to.join(m));
+    }
+}
+
+/// The README's cluster recipes are valid configurations: each `toml`
+/// block of its "Clusters" section, given a staging folder, its `s3`
+/// destination (a folder here) and this host's member name, loads.
+#[test]
+fn the_readme_cluster_recipes_load() {
+    let sb = Sandbox::new("cluster_recipes");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let start = readme.find("### Clusters").expect("a Clusters section");
+    let end = start + readme[start..].find("\n## ").expect("its end");
+    let blocks: Vec<&str> = readme[start..end]
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().expect("a closed block"))
+        .collect();
+    assert!(
+        blocks.len() >= 4,
+        "the example and three recipes: {}",
+        blocks.len()
+    );
+    for (i, block) in blocks.iter().enumerate() {
+        let members = block
+            .split("members = [\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .expect("a member");
+        let config = sb.path(&format!("recipe-{i}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "host_id = \"{members}\"\n[staging]\ndir = \"staging\"\n\n{block}\n[destination.s3]\nkind = \"path\"\npath = \"dest\"\n"
+            ),
+        )
+        .expect("write");
+        let r = Run::from(
+            std::process::Command::new(bin())
+                .args([
+                    "--config",
+                    config.to_str().expect("utf8"),
+                    "--json",
+                    "status",
+                ])
+                .env("OFFSITE_MEMBER", members)
+                .output()
+                .expect("run"),
+        );
+        assert_eq!(r.code, 0, "recipe {i}:\n{block}\n{r:?}");
+    }
+}
