@@ -699,7 +699,7 @@ fn an_owner_stopped_past_takeover_is_replaced_and_damages_nothing_when_resumed()
     let configs = one_owner_members(&sb, &dest);
     let cluster = "cluster = { members = [\"m1\", \"m2\", \"m3\", \"m4\", \"m5\"], run = \"one\", takeover = \"1h\" }";
     let owner = host(&sb, "m1", Some("m1"), &slow, cluster);
-    let mut child = offsite(&owner, &slow, &["--json", "backup", "--set", OLD_SET])
+    let child = offsite(&owner, &slow, &["--json", "backup", "--set", OLD_SET])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
