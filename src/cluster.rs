@@ -379,6 +379,17 @@ pub struct SetInfo {
     pub backups: Vec<(String, Option<String>)>,
 }
 
+/// The set each member backup of `sets` belongs to, by backup id.
+fn holders(sets: &[SetInfo]) -> BTreeMap<&str, &str> {
+    sets.iter()
+        .flat_map(|s| {
+            s.backups
+                .iter()
+                .map(move |(id, _)| (id.as_str(), s.set.as_str()))
+        })
+        .collect()
+}
+
 /// The fate of one set, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SetDecision {
@@ -441,14 +452,7 @@ pub fn decide_sets(sets: &[SetInfo], policy: &Policy, now: Timestamp) -> Vec<Set
         decided.insert(s.set.clone(), (decision.0, vec![decision.1]));
     }
     // Chains: a kept set keeps the sets its members' incrementals build on.
-    let set_of_backup: BTreeMap<&str, &str> = sets
-        .iter()
-        .flat_map(|s| {
-            s.backups
-                .iter()
-                .map(move |(id, _)| (id.as_str(), s.set.as_str()))
-        })
-        .collect();
+    let set_of_backup = holders(sets);
     // Newest first, whatever order they came in, so the reasons are too.
     let mut ordered: Vec<&SetInfo> = sets.iter().collect();
     ordered.sort_by(|a, b| b.set.cmp(&a.set));
@@ -696,14 +700,7 @@ mod tests {
                     "case {case}: the newest complete set"
                 );
             }
-            let holder: BTreeMap<&str, &str> = sets
-                .iter()
-                .flat_map(|s| {
-                    s.backups
-                        .iter()
-                        .map(move |(id, _)| (id.as_str(), s.set.as_str()))
-                })
-                .collect();
+            let holder = holders(&sets);
             for s in &sets {
                 match (s.status, act[s.set.as_str()]) {
                     (SetStatus::InProgress, a) => {

@@ -138,24 +138,16 @@ pub async fn list_sets(
                 .get(m)
                 .is_some_and(|s| s.iter().any(|x| x == cluster::DONE))
         });
-        if all_done {
-            out.push(cluster::verdict(
-                set,
-                idx,
-                &cluster.members,
-                cluster.grace,
-                now,
-            ));
-            continue;
+        if !all_done {
+            let key = target.layout().set_object(job, set, MEMBERS);
+            idx.expected = match get_bytes(target.backend.as_ref(), &key).await {
+                Ok(bytes) => serde_json::from_slice::<MembersRecord>(&bytes)
+                    .ok()
+                    .map(|r| r.members),
+                Err(e) if e.kind() == offsite_backends::ErrorKind::NotFound => None,
+                Err(e) => return Err(e.into()),
+            };
         }
-        let key = target.layout().set_object(job, set, MEMBERS);
-        idx.expected = match get_bytes(target.backend.as_ref(), &key).await {
-            Ok(bytes) => serde_json::from_slice::<MembersRecord>(&bytes)
-                .ok()
-                .map(|r| r.members),
-            Err(e) if e.kind() == offsite_backends::ErrorKind::NotFound => None,
-            Err(e) => return Err(e.into()),
-        };
         out.push(cluster::verdict(
             set,
             idx,

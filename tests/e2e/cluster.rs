@@ -17,6 +17,35 @@ fn cluster(extra: &str) -> String {
     format!("cluster = {{ members = [\"sn1\", \"sn2\", \"sn3\"], grace = \"1h\" }}\n{extra}")
 }
 
+/// Every member's `--json backup --set OLD_SET` at once; their runs, in order.
+fn back_up_together(configs: &[String], dest: &Dest) -> Vec<Run> {
+    let children: Vec<Child> = configs
+        .iter()
+        .map(|c| {
+            offsite(c, dest, &["--json", "backup", "--set", OLD_SET])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a member")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| Run::from(c.wait_with_output().expect("wait")))
+        .collect()
+}
+
+/// Restores set `set` with `config` into `to`, which must succeed.
+fn restores_set(config: &str, dest: &Dest, set: &str, to: &std::path::Path) {
+    let to = to.to_str().expect("utf8");
+    let r = run(
+        config,
+        dest,
+        &["restore", "--job", "db", "--set", set, "--to", to],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+}
+
 /// Each member's configuration (host_id = its member name).
 fn members(sb: &Sandbox, dest: &Dest, extra: &str) -> Vec<String> {
     MEMBERS
@@ -53,18 +82,8 @@ fn three_members_make_one_complete_set(test: &str, make: fn(&Sandbox) -> Dest) {
     let sb = Sandbox::new(test);
     let dest = make(&sb);
     let configs = members(&sb, &dest, "");
-    let children: Vec<Child> = configs
-        .iter()
-        .map(|c| {
-            offsite(c, &dest, &["--json", "backup", "--set", OLD_SET])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start a member")
-        })
-        .collect();
-    for (child, m) in children.into_iter().zip(MEMBERS) {
-        let r = Run::from(child.wait_with_output().expect("wait"));
+    let runs = back_up_together(&configs, &dest);
+    for (r, m) in runs.iter().zip(MEMBERS) {
         assert_eq!(r.code, 0, "{m}: {r:?}");
         assert_eq!(r.json()["backup"], format!("{OLD_SET}-full-{m}"), "{r:?}");
         assert_eq!(r.json()["host"], m, "{r:?}");
@@ -80,20 +99,7 @@ fn three_members_make_one_complete_set(test: &str, make: fn(&Sandbox) -> Dest) {
     assert_eq!(j["verified"].as_array().map(Vec::len), Some(3), "{v:?}");
 
     let to = sb.path("restored");
-    let r = run(
-        &configs[2],
-        &dest,
-        &[
-            "restore",
-            "--job",
-            "db",
-            "--set",
-            OLD_SET,
-            "--to",
-            to.to_str().expect("utf8"),
-        ],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    restores_set(&configs[2], &dest, OLD_SET, &to);
     for m in MEMBERS {
         assert_same_tree(&sb.path(&format!("src-{m}")), &to.join(m));
     }
@@ -350,20 +356,7 @@ fn retention_keeps_the_newest_complete_set_and_what_it_needs() {
         "its markers went too"
     );
     let to = sb.path("restored");
-    let r = run(
-        &configs[2],
-        &dest,
-        &[
-            "restore",
-            "--job",
-            "db",
-            "--set",
-            s2,
-            "--to",
-            to.to_str().expect("utf8"),
-        ],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    restores_set(&configs[2], &dest, s2, &to);
     for m in MEMBERS {
         assert_same_tree(&sb.path(&format!("src-{m}")), &to.join(m));
     }
@@ -425,20 +418,7 @@ fn five_members_race_for_one_slot(test: &str, make: fn(&Sandbox) -> Dest) {
     let sb = Sandbox::new(test);
     let dest = make(&sb);
     let configs = one_owner_members(&sb, &dest);
-    let children: Vec<Child> = configs
-        .iter()
-        .map(|c| {
-            offsite(c, &dest, &["--json", "backup", "--set", OLD_SET])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start a member")
-        })
-        .collect();
-    let runs: Vec<Run> = children
-        .into_iter()
-        .map(|c| Run::from(c.wait_with_output().expect("wait")))
-        .collect();
+    let runs = back_up_together(&configs, &dest);
     let mut owners = Vec::new();
     for (r, m) in runs.iter().zip(OWNERS) {
         assert_eq!(r.code, 0, "{m}: {r:?}");
@@ -527,20 +507,7 @@ fn a_late_owner_is_taken_over_by_a_new_set() {
         assert_eq!(v["status"], "complete", "{v:#}");
     }
     let to = sb.path("restored");
-    let r = run(
-        &configs[4],
-        &dest,
-        &[
-            "restore",
-            "--job",
-            "db",
-            "--set",
-            taken,
-            "--to",
-            to.to_str().expect("utf8"),
-        ],
-    );
-    assert_eq!(r.code, 0, "{r:?}");
+    restores_set(&configs[4], &dest, taken, &to);
     assert_same_tree(&sb.path("src-m2"), &to.join("m2"));
 }
 
@@ -733,20 +700,7 @@ fn an_owner_stopped_past_takeover_is_replaced_and_damages_nothing_when_resumed()
         assert_eq!(v["status"], "complete", "{v:#}");
         assert_eq!(names(&v["members_ok"]), [m], "{v:#}");
         let to = sb.path(&format!("restored-{m}"));
-        let r = run(
-            &configs[4],
-            &dest,
-            &[
-                "restore",
-                "--job",
-                "db",
-                "--set",
-                set,
-                "--to",
-                to.to_str().expect("utf8"),
-            ],
-        );
-        assert_eq!(r.code, 0, "{r:?}");
+        restores_set(&configs[4], &dest, set, &to);
         assert_same_tree(&sb.path(&format!("src-{m}")), &to.join(m));
     }
 }
