@@ -111,35 +111,7 @@ pub fn stage(
     // The last backup staged here: the parent of an incremental, and what
     // the source check compares the new one with.
     let previous = staging.latest_local_manifest()?;
-    let parent = match (requested, &job.source) {
-        (BackupKind::Full, _) => None,
-        (BackupKind::Incr, Source::Command { .. }) => {
-            notes.push("command sources are always backed up in full".to_string());
-            None
-        }
-        (BackupKind::Incr, Source::Dir { .. }) => {
-            if previous.is_none() {
-                notes.push("no earlier backup to build on here, so this one is full".to_string());
-            }
-            previous.clone()
-        }
-    };
-    // A cluster member that missed a full set starts its chain again with
-    // a full (RavenDB's rule for a new owner of the backup task).
-    let parent = match (&parent, set) {
-        (Some(p), Some(set)) => match missed_full_set(job, p, set) {
-            Some(slot) => {
-                notes.push(format!(
-                    "this member missed the full set of {} (its last backup is {}), so this one is full",
-                    crate::cluster::set_id(slot),
-                    p.id
-                ));
-                None
-            }
-            None => parent,
-        },
-        _ => parent,
-    };
+    let parent = parent_of(job, requested, previous.as_ref(), set, &mut notes);
     let kind = if parent.is_some() {
         BackupKind::Incr
     } else {
@@ -163,39 +135,7 @@ pub fn stage(
 
     let started = Instant::now();
     let origin = config.origin(job);
-    let last = staging.last_id();
-    let stamp = |id: &str| id.get(..16).unwrap_or(id).to_string();
-    let (id, now) = match set {
-        Some(set) => {
-            // A set member's id is the set's: one backup per member and set.
-            let id = crate::cluster::member_backup_id(set, kind.as_str(), origin);
-            if staging.backup_dir(&id).exists()
-                || last.as_deref().is_some_and(|l| set <= stamp(l).as_str())
-            {
-                return Err(Error::Usage(format!(
-                    "job {:?}: member {origin:?} already made a backup in set {set} or a later one ({}); a set has one backup per member: run `offsite upload` to finish it, or give a later --set",
-                    job.name,
-                    last.as_deref().unwrap_or(&id)
-                )));
-            }
-            (id, Timestamp::now())
-        }
-        None => {
-            let mut now = Timestamp::now();
-            let mut id = new_backup_id(kind, now, origin);
-            // Two backups in the same second would share an id (and the second would
-            // overwrite the first on every destination): ids only ever grow, so wait
-            // for a later second than the last backup's, staged or already shipped.
-            while staging.backup_dir(&id).exists()
-                || last.as_deref().is_some_and(|l| stamp(&id) <= stamp(l))
-            {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                now = Timestamp::now();
-                id = new_backup_id(kind, now, origin);
-            }
-            (id, now)
-        }
-    };
+    let (id, now) = new_id(&staging, job, kind, set, origin)?;
     staging.set_last_id(&id)?;
     let work = staging.job_dir.join(format!("{WORK_PREFIX}{id}"));
     fs::create_dir_all(&work)
@@ -320,6 +260,82 @@ fn stopped(stop: &Stop) -> Result<()> {
 
 fn write_manifest(dir: &Path, m: &Manifest) -> Result<()> {
     write_file_atomic(dir, MANIFEST_NAME, &m.to_json())
+}
+
+/// The backup an incremental of `job` builds on: the last one staged here
+/// (`previous`), unless a full was asked for, the source is a command, or
+/// this cluster member missed a full set since; each reason a note.
+fn parent_of(
+    job: &Job,
+    requested: BackupKind,
+    previous: Option<&Manifest>,
+    set: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Option<Manifest> {
+    let parent = match (requested, &job.source) {
+        (BackupKind::Full, _) => return None,
+        (BackupKind::Incr, Source::Command { .. }) => {
+            notes.push("command sources are always backed up in full".to_string());
+            return None;
+        }
+        (BackupKind::Incr, Source::Dir { .. }) => match previous {
+            Some(p) => p,
+            None => {
+                notes.push("no earlier backup to build on here, so this one is full".to_string());
+                return None;
+            }
+        },
+    };
+    // A cluster member that missed a full set starts its chain again with
+    // a full (RavenDB's rule for a new owner of the backup task).
+    if let Some(slot) = set.and_then(|set| missed_full_set(job, parent, set)) {
+        notes.push(format!(
+            "this member missed the full set of {} (its last backup is {}), so this one is full",
+            crate::cluster::set_id(slot),
+            parent.id
+        ));
+        return None;
+    }
+    Some(parent.clone())
+}
+
+/// The new backup's id and time. A cluster set member's id is its set's:
+/// one backup per member and set. Otherwise ids only ever grow: two
+/// backups in the same second would share an id (and the second would
+/// overwrite the first on every destination), so it waits for a later
+/// second than the last backup's, staged or already shipped.
+fn new_id(
+    staging: &JobStaging,
+    job: &Job,
+    kind: BackupKind,
+    set: Option<&str>,
+    origin: &str,
+) -> Result<(String, Timestamp)> {
+    let last = staging.last_id();
+    let stamp = |id: &str| id.get(..16).unwrap_or(id).to_string();
+    if let Some(set) = set {
+        let id = crate::cluster::member_backup_id(set, kind.as_str(), origin);
+        if staging.backup_dir(&id).exists()
+            || last.as_deref().is_some_and(|l| set <= stamp(l).as_str())
+        {
+            return Err(Error::Usage(format!(
+                "job {:?}: member {origin:?} already made a backup in set {set} or a later one ({}); a set has one backup per member: run `offsite upload` to finish it, or give a later --set",
+                job.name,
+                last.as_deref().unwrap_or(&id)
+            )));
+        }
+        return Ok((id, Timestamp::now()));
+    }
+    let mut now = Timestamp::now();
+    let mut id = new_backup_id(kind, now, origin);
+    while staging.backup_dir(&id).exists()
+        || last.as_deref().is_some_and(|l| stamp(&id) <= stamp(l))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        now = Timestamp::now();
+        id = new_backup_id(kind, now, origin);
+    }
+    Ok((id, now))
 }
 
 /// The full slot of `job`'s schedule that came after the set of `parent`
