@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::format::manifest::{BackupKind, Manifest};
 use crate::outcome::{Status, combine, worst};
 use crate::progress::Progress;
+use crate::remote::catalog;
 use crate::remote::prune::{self, PruneReport};
 use crate::schedule::status::{self, BackupRun, DestinationStatus, LastRun};
 use crate::staging::{JobLock, JobStaging};
@@ -176,6 +177,18 @@ pub async fn backup(
     let staging = JobStaging::new(config, &job.name);
     let _lock = JobLock::acquire(&staging, &job.name)?;
     let earlier_ids = staging.staged_backups()?;
+    let joined = match (&job.cluster, set) {
+        (Some(c), None) if c.run == RunBy::All => join_open_set(job, c, &targets).await,
+        _ => None,
+    };
+    let (asked, join_note) = match joined {
+        Some(s) => {
+            let note =
+                format!("joined set {s}, still in progress, which this member had no part of yet");
+            (Some(s), Some(note))
+        }
+        None => (asked, None),
+    };
     let (set, claim_note) = match claim_slot(config, job, &targets, asked).await {
         Ok(Slot::Run(set, note)) => (set, note),
         Ok(Slot::Skip(why)) => {
@@ -264,7 +277,11 @@ pub async fn backup(
         changed: staged.changed.clone(),
         unreadable: staged.unreadable.clone(),
         stderr: staged.stderr.clone(),
-        notes: claim_note.into_iter().chain(staged.notes.clone()).collect(),
+        notes: join_note
+            .into_iter()
+            .chain(claim_note)
+            .chain(staged.notes.clone())
+            .collect(),
         error: None,
         prune: Vec::new(),
     };
@@ -317,6 +334,31 @@ pub fn set_of_run(job: &Job, given: Option<&str>) -> Result<Option<String>> {
             c.window,
         ))),
     }
+}
+
+/// A manual run of a cluster member (no `--set`, no slot) joins the
+/// newest set still in progress that this member has no part of, as
+/// listed on the first destination it can read: a member started late
+/// joins its peers' set instead of making a set of its own. `None` when
+/// there is none, or no destination can be read (put-only).
+async fn join_open_set(
+    job: &Job,
+    cluster: &cluster::Cluster,
+    targets: &[Target],
+) -> Option<String> {
+    let target = targets
+        .iter()
+        .find(|t| t.backend.capabilities().list && t.backend.capabilities().read)?;
+    let sets = catalog::list_sets(target, &job.name, cluster, jiff::Timestamp::now())
+        .await
+        .ok()?;
+    sets.into_iter()
+        .rev()
+        .find(|v| {
+            v.status == cluster::SetStatus::InProgress
+                && v.members_missing.contains(&cluster.member)
+        })
+        .map(|v| v.set)
 }
 
 /// What a run of a cluster job does with its slot.

@@ -754,3 +754,27 @@ fn the_readme_cluster_recipes_load() {
         assert_eq!(r.code, 0, "recipe {i}:\n{block}\n{r:?}");
     }
 }
+
+/// A member started by hand late (no --set) joins the set its peers
+/// started, while that set is in progress and lacks its part.
+#[test]
+fn a_late_member_joins_the_open_set_of_its_peers() {
+    let sb = Sandbox::new("cluster_join");
+    let dest = path_dest(&sb);
+    let configs = members(&sb, &dest, "");
+    // A set a few minutes old: not this window's start, still in its grace.
+    let started = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(3);
+    let open = started.strftime("%Y%m%dT%H%M%SZ").to_string();
+    let r = run(&configs[0], &dest, &["backup", "--set", &open]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = run(&configs[1], &dest, &["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["backup"], format!("{open}-full-sn2"), "{r:?}");
+    assert!(
+        r.json()["notes"].to_string().contains("joined set"),
+        "{r:?}"
+    );
+    let set = listed_set(&configs[2], &dest, &open);
+    assert_eq!(set["status"], "in_progress", "{set:#}");
+    assert_eq!(names(&set["members_missing"]), ["sn3"], "{set:#}");
+}
