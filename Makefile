@@ -8,7 +8,7 @@ RUN_CONFIG := fixtures/run/offsite.toml
 # The real servers the tests talk to (tests/servers/<name>.sh start|stop).
 SERVERS := moto sshd ftp proftpd azurite postgres
 
-.PHONY: run test bench fuzz deps build lint fmt clean-run
+.PHONY: run test bench fuzz deps build lint fmt clean-run man
 
 deps:
 	@bash fixtures/install-deps.sh
@@ -68,6 +68,11 @@ fuzz:
 	OFFSITE_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test --test fuzz_parsers -- --nocapture; rc=$$?; \
 	echo "fuzz: $(FUZZ_CASES) inputs per property, 4 properties, $$(( $$(date +%s) - start )) s (build included), exit $$rc"; \
 	exit $$rc
+
+# The man pages, generated from the command line's definitions:
+# target/man/offsite.1 and offsite-COMMAND.1 (read one with `man -l`).
+man: build
+	target/debug/offsite man --out target/man
 
 lint:
 	$(CARGO) fmt --all -- --check

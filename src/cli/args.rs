@@ -192,6 +192,38 @@ pub enum Command {
     /// Glacier vault destinations: rebuild the local catalog from the vault
     #[command(subcommand)]
     Glacier(GlacierCommand),
+    /// Print a shell completion script (bash, zsh or fish) on stdout
+    ///
+    /// bash: `offsite completions bash > /etc/bash_completion.d/offsite`;
+    /// zsh: into a folder of your $fpath as `_offsite`; fish: into
+    /// ~/.config/fish/completions/offsite.fish. Reads no configuration.
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print a man page (roff) on stdout: offsite's, or one command's
+    /// (`offsite man backup > offsite-backup.1`); `make man` writes them all
+    #[command(hide = true)]
+    Man {
+        /// The command whose page to print [default: offsite's own, which
+        /// lists every command]
+        command: Option<String>,
+        /// Write every page (offsite.1, offsite-COMMAND.1) into this folder instead
+        #[arg(long, value_name = "DIR", conflicts_with = "command")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// A shell `offsite completions` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shell {
+    /// GNU bash.
+    Bash,
+    /// The Z shell.
+    Zsh,
+    /// The friendly interactive shell.
+    Fish,
 }
 
 #[derive(Debug, Subcommand)]

@@ -32,6 +32,7 @@ mod policy;
 mod progress;
 mod prune;
 mod restore;
+mod shell;
 mod status;
 mod upload;
 mod verify;
@@ -103,6 +104,9 @@ pub async fn run(cli: Cli) -> i32 {
     let progress = Arc::new(TermProgress::new(cli.quiet, cli.verbose));
     let result = match cli.command {
         Command::Init { dir } => init::run(&out, dir.as_deref()),
+        Command::Completions { shell } => shell::completions(shell),
+        Command::Man { command, out: None } => shell::man(command.as_deref()),
+        Command::Man { out: Some(dir), .. } => shell::man_pages(&out, &dir),
         Command::Keygen { file } => keygen::run(&out, &file),
         command => match config::load(&config::config_path(cli.config.as_deref())) {
             Err(e) => Err(e),
@@ -124,7 +128,10 @@ async fn with_config(
     progress: Arc<TermProgress>,
 ) -> Result<Exit, Error> {
     match command {
-        Command::Init { .. } | Command::Keygen { .. } => Ok(Exit::Done(Status::Ok)),
+        Command::Init { .. }
+        | Command::Keygen { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(Exit::Done(Status::Ok)),
         Command::Check { write_test } => check::run(out, cfg, write_test).await,
         Command::Backup {
             job,

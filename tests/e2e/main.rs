@@ -27,4 +27,5 @@ mod secrets;
 mod sftp;
 mod sources;
 mod support;
+mod toolbox;
 mod writers;
