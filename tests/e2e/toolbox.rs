@@ -77,3 +77,57 @@ fn completions_and_man_pages_name_every_command() {
         );
     }
 }
+
+/// The systemd units in contrib/systemd pass `systemd-analyze verify` (with
+/// offsite's man pages installed, which their Documentation= names, and
+/// ExecStart= pointing at the built binary) without a single warning, and
+/// carry the hardening and the daemon's KillMode the README explains.
+#[test]
+fn the_systemd_units_verify_and_are_hardened() {
+    let sb = Sandbox::new("the_systemd_units_verify");
+    let man = sb.path("man/man1");
+    let r = Run::from(
+        std::process::Command::new(bin())
+            .args(["man", "--out", man.to_str().expect("utf8")])
+            .output()
+            .expect("run"),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let units = [
+        "offsite.service",
+        "offsite-backup.service",
+        "offsite-backup.timer",
+    ];
+    let mut paths = Vec::new();
+    for u in units {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("contrib/systemd")
+                .join(u),
+        )
+        .expect("a unit");
+        if u.ends_with(".service") {
+            for needed in [
+                "User=offsite",
+                "ProtectSystem=strict",
+                "ReadWritePaths=/var/lib/offsite",
+                "NoNewPrivileges=true",
+                "KillMode=mixed",
+                "ExecStart=/usr/local/bin/offsite --config /etc/offsite/offsite.toml",
+            ] {
+                assert!(text.contains(needed), "{u} lacks {needed}");
+            }
+        }
+        let path = sb.path(u);
+        std::fs::write(&path, text.replace("/usr/local/bin/offsite", bin())).expect("write");
+        paths.push(path);
+    }
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&paths)
+        .env("MANPATH", sb.path("man"))
+        .output()
+        .expect("systemd-analyze (Debian package systemd)");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}
