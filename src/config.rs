@@ -81,6 +81,8 @@ pub fn default_host_id() -> String {
 struct RawConfig {
     /// What backups made here record as their origin; default: the host name.
     host_id: Option<String>,
+    /// Where the Prometheus textfile is written after each run.
+    metrics_file: Option<PathBuf>,
     staging: RawStaging,
     #[serde(rename = "job", default)]
     jobs: Vec<RawJob>,
@@ -269,6 +271,9 @@ pub struct Config {
     pub jobs: Vec<Job>,
     /// The `[destination.NAME]` tables, by name.
     pub destinations: BTreeMap<String, Destination>,
+    /// Where the metrics (node_exporter's textfile format) are written
+    /// after each run and each `status --check`; `None`: nowhere.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Where backups are staged before upload (the `[staging]` table, resolved).
@@ -789,6 +794,7 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
         staging,
         jobs,
         destinations,
+        metrics_file: raw.metrics_file.as_deref().map(|p| ctx.resolve_path(p)),
     })
 }
 

@@ -642,6 +642,7 @@ fn record_status(
         backup: report.backup.clone(),
         status: word,
         finished_at: now.clone(),
+        seconds: started.map(|st| st.instant.elapsed().as_secs_f64()),
         error: report.error.clone(),
     });
     for d in &report.destinations {
@@ -653,6 +654,7 @@ fn record_status(
         entry.backup = report.backup.clone();
         entry.finished_at = now.clone();
         entry.error = d.error.clone();
+        entry.bytes_sent = Some(d.bytes_sent);
         // Never back to an older backup (an upload of a backlog after a newer one).
         let newer = match (&entry.last_success_backup, &report.backup) {
             (Some(had), Some(new)) => {
@@ -778,10 +780,19 @@ pub async fn backup_jobs(
             }
         }
     }
+    refresh_metrics(config, progress.as_ref());
     Ok(BackupRuns {
         status: worst(outcomes.iter().map(BackupOutcome::status)),
         jobs: outcomes,
     })
+}
+
+/// Rewrites the metrics file after a run; a failure is a note, never the
+/// run's.
+pub fn refresh_metrics(config: &Config, progress: &dyn Progress) {
+    if let Err(e) = crate::schedule::metrics::refresh(config) {
+        progress.note(&format!("could not write the metrics: {e}"));
+    }
 }
 
 /// `offsite upload`, as `--json` prints it.
@@ -808,6 +819,7 @@ pub async fn upload_jobs(
         }
         runs.extend(upload(config, j, progress, stop).await?);
     }
+    refresh_metrics(config, progress);
     Ok(UploadRuns {
         status: worst(runs.iter().map(|r| r.status)),
         runs,
@@ -850,6 +862,9 @@ pub async fn prune_jobs(
     }
     if out.prunes.iter().any(|r| r.error.is_some()) {
         out.status = Status::Failed;
+    }
+    if let Err(e) = crate::schedule::metrics::refresh(config) {
+        out.notes.push(format!("could not write the metrics: {e}"));
     }
     Ok(out)
 }

@@ -315,6 +315,12 @@ async fn job_loop(
             let line = run_task(config, job, d, stop).await;
             let stopped = line.status == Status::Interrupted;
             log(Event::Ran(Box::new(line)));
+            if let Err(e) = crate::schedule::metrics::refresh(config) {
+                log(Event::Warning {
+                    job: job.name.clone(),
+                    message: format!("could not write the metrics: {e}"),
+                });
+            }
             if stopped {
                 interrupted = true;
                 break;

@@ -5,5 +5,6 @@
 
 pub mod cron;
 pub mod daemon;
+pub mod metrics;
 pub mod report;
 pub mod status;

@@ -77,10 +77,13 @@ pub struct LastRun {
     pub command: String,
     /// The backup's id; None when the run failed before one was staged.
     pub backup: Option<String>,
-    /// How it ended: `ok`, `partial`, `interrupted` or `failed`.
+    /// How it ended: `ok`, `partial`, `interrupted`, `failed` or `skipped`.
     pub status: String,
     /// When it ended, in RFC 3339 (UTC, to the second).
     pub finished_at: String,
+    /// How long it took, in seconds; absent for an `upload` and in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
     /// Why the run failed before any upload; None otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -152,6 +155,10 @@ pub struct DestinationStatus {
     pub last_success_at: Option<String>,
     /// The id of the newest backup that reached the destination.
     pub last_success_backup: Option<String>,
+    /// The bytes the latest upload sent (every part the destination
+    /// acknowledged); absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
 }
 
 /// Where the status of the job whose staging folder is `job_dir` is kept.
@@ -314,6 +321,7 @@ mod tests {
                 backup: Some("b".into()),
                 status: "ok".into(),
                 finished_at: "2026-12-01T02:10:00Z".into(),
+                seconds: None,
                 error: None,
             }),
             ..JobStatus::default()

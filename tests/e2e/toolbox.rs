@@ -131,3 +131,132 @@ fn the_systemd_units_verify_and_are_hardened() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
+
+/// The metrics file, parsed by Prometheus' own parser (python3
+/// prometheus_client): every sample as (name, labels, value).
+fn metrics(path: &std::path::Path) -> Vec<(String, serde_json::Value, f64)> {
+    let script = "import json, sys\nfrom prometheus_client.parser import text_string_to_metric_families as parse\nprint(json.dumps([[s.name, s.labels, s.value] for f in parse(open(sys.argv[1]).read()) for s in f.samples]))";
+    // Debian's python3, which its python3-prometheus-client is for (a
+    // python3 earlier on PATH, say pyenv's, does not see it).
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("python3 with prometheus_client (Debian: python3-prometheus-client)");
+    assert!(
+        out.status.success(),
+        "the parser refused it: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<(String, serde_json::Value, f64)> =
+        serde_json::from_slice(&out.stdout).expect("the parser's JSON");
+    rows
+}
+
+/// The value of `name` with these labels.
+fn value(
+    rows: &[(String, serde_json::Value, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    rows.iter()
+        .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l[*k] == *v))
+        .map(|(_, _, v)| *v)
+}
+
+/// metrics_file: written after each run (successful, partial, failed) and
+/// each `status --check`, in node_exporter's textfile format, which
+/// Prometheus' parser reads; the values follow the runs.
+#[test]
+fn the_metrics_file_follows_each_run_and_parses() {
+    let sb = Sandbox::new("the_metrics_file_follows_each_run");
+    write(&sb.path("src/data.bin"), &noise(50_000, 9));
+    std::fs::create_dir_all(sb.path("metrics")).expect("mkdir");
+    let tables = "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n\n[destination.gone]\nkind = \"path\"\npath = \"dest-gone\"\n";
+    let config = |dests: &[&str]| {
+        sb.config_dir_job("", dests, tables);
+        let text = std::fs::read_to_string(sb.config_path()).expect("config");
+        sb.write_config(&format!("metrics_file = \"metrics/offsite.prom\"\n{text}"));
+    };
+    let file = sb.path("metrics/offsite.prom");
+    let job = [("job", "db")];
+    let nas = [("job", "db"), ("destination", "nas")];
+
+    config(&["nas"]);
+    assert_eq!(sb.offsite(&["backup"]).code, 0);
+    let m = metrics(&file);
+    assert_eq!(
+        value(&m, "offsite_last_run_success", &job),
+        Some(1.0),
+        "{m:?}"
+    );
+    assert_eq!(
+        value(&m, "offsite_destination_last_upload_success", &nas),
+        Some(1.0)
+    );
+    assert!(value(&m, "offsite_destination_last_upload_sent_bytes", &nas).is_some_and(|b| b > 0.0));
+    assert!(
+        value(
+            &m,
+            "offsite_last_backup_staged_bytes",
+            &[("job", "db"), ("kind", "full")]
+        ) == Some(50_000.0),
+        "{m:?}"
+    );
+    assert!(
+        value(&m, "offsite_destination_newest_backup_age_seconds", &nas)
+            .is_some_and(|a| (0.0..600.0).contains(&a))
+    );
+    assert_eq!(value(&m, "offsite_job_problems", &job), Some(0.0));
+
+    // Partial: a destination whose folder does not exist fails.
+    config(&["nas", "gone"]);
+    assert_eq!(sb.offsite(&["backup"]).code, 3);
+    let m = metrics(&file);
+    assert_eq!(
+        value(&m, "offsite_last_run_success", &job),
+        Some(0.0),
+        "{m:?}"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "offsite_destination_last_upload_success",
+            &[("job", "db"), ("destination", "gone")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&m, "offsite_destination_last_upload_success", &nas),
+        Some(1.0)
+    );
+    assert!(
+        value(&m, "offsite_job_problems", &job).is_some_and(|p| p >= 1.0),
+        "{m:?}"
+    );
+
+    // Failed: the source is gone.
+    config(&["nas"]);
+    std::fs::remove_dir_all(sb.path("src")).expect("rm src");
+    assert_eq!(sb.offsite(&["backup"]).code, 1);
+    let m = metrics(&file);
+    assert_eq!(
+        value(&m, "offsite_last_run_success", &job),
+        Some(0.0),
+        "{m:?}"
+    );
+    // The last good backup stays in view.
+    assert!(
+        value(
+            &m,
+            "offsite_last_success_timestamp_seconds",
+            &[("job", "db"), ("kind", "full")]
+        )
+        .is_some()
+    );
+
+    // status --check writes it too.
+    std::fs::remove_file(&file).expect("rm");
+    assert_eq!(sb.offsite(&["status", "--check"]).code, 1);
+    assert!(!metrics(&file).is_empty());
+}
