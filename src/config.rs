@@ -21,6 +21,7 @@ use offsite_backends::sftp::SftpSettings;
 use offsite_backends::units::{ByteSize, HumanDuration};
 
 use crate::cluster::{Cluster, RunBy};
+use crate::notify::Notify;
 use serde::Deserialize;
 
 use crate::destinations::{Destination, DestinationKind, Target};
@@ -83,6 +84,8 @@ struct RawConfig {
     host_id: Option<String>,
     /// Where the Prometheus textfile is written after each run.
     metrics_file: Option<PathBuf>,
+    /// The notifications of every job without its own.
+    notify: Option<RawNotify>,
     staging: RawStaging,
     #[serde(rename = "job", default)]
     jobs: Vec<RawJob>,
@@ -121,6 +124,17 @@ struct RawJob {
     schedule: Option<RawSchedule>,
     encryption: Option<RawEncryption>,
     cluster: Option<RawCluster>,
+    notify: Option<RawNotify>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    on: Option<Vec<crate::notify::Event>>,
+    command: Option<String>,
+    url: Option<String>,
+    timeout: Option<HumanDuration>,
+    retries: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,6 +346,8 @@ pub struct Job {
     pub encryption: Option<Encryption>,
     /// The cluster whose member this host is; `None`: a single-host job.
     pub cluster: Option<Cluster>,
+    /// Who hears of its runs (its `notify`, else the top-level one).
+    pub notify: Option<Notify>,
 }
 
 /// What a job backs up (its `source` table, resolved).
@@ -780,9 +796,16 @@ fn resolve(raw: RawConfig, ctx: &Ctx) -> Result<Config, Error> {
         }
         None => default_host_id(),
     };
+    let notify = match raw.notify {
+        Some(n) => Some(resolve_notify(ctx, &[k("notify")], n)?),
+        None => None,
+    };
     let mut jobs: Vec<Job> = Vec::new();
     for (i, j) in raw.jobs.into_iter().enumerate() {
-        let job = resolve_job(ctx, &destinations, &jobs, i, j, &host_id)?;
+        let mut job = resolve_job(ctx, &destinations, &jobs, i, j, &host_id)?;
+        if job.notify.is_none() {
+            job.notify = notify.clone();
+        }
         jobs.push(job);
     }
     if jobs.is_empty() {
@@ -1013,6 +1036,10 @@ fn resolve_job(
         None => None,
         Some(e) => Some(resolve_encryption(ctx, &here("encryption"), e)?),
     };
+    let notify = match j.notify {
+        None => None,
+        Some(n) => Some(resolve_notify(ctx, &here("notify"), n)?),
+    };
     let cluster = match j.cluster {
         None => None,
         Some(c) => {
@@ -1041,7 +1068,46 @@ fn resolve_job(
         schedule,
         encryption,
         cluster,
+        notify,
         workdir: ctx.resolve_path(Path::new(".")),
+    })
+}
+
+/// A `notify` table: a command and/or an http(s) URL, and the outcomes
+/// (default: failure, partial, stale).
+fn resolve_notify(ctx: &Ctx, at: &[Seg], n: RawNotify) -> Result<Notify, Error> {
+    let key = |name: &str| {
+        let mut p = at.to_vec();
+        p.push(k(name));
+        p
+    };
+    if n.command.is_none() && n.url.is_none() {
+        return Err(ctx.err(at, "notify needs a command, a url, or both"));
+    }
+    if let Some(c) = &n.command
+        && c.trim().is_empty()
+    {
+        return Err(ctx.err(&key("command"), "the notify command cannot be empty"));
+    }
+    if let Some(u) = &n.url
+        && !(u.starts_with("https://") || u.starts_with("http://"))
+    {
+        return Err(ctx.err(
+            &key("url"),
+            format!("the notify url {} is not http(s)", crate::notify::redact(u)),
+        ));
+    }
+    use crate::notify::Event;
+    Ok(Notify {
+        on: n
+            .on
+            .unwrap_or_else(|| vec![Event::Failure, Event::Partial, Event::Stale]),
+        command: n.command,
+        url: n.url.map(|u| u.trim_end_matches('/').to_string()),
+        timeout: n
+            .timeout
+            .map_or(std::time::Duration::from_secs(10), |d| d.0),
+        retries: n.retries.unwrap_or(2),
     })
 }
 

@@ -169,6 +169,59 @@ pub async fn backup(
     progress_arc: Arc<dyn Progress>,
     stop: &Stop,
 ) -> Result<BackupOutcome> {
+    let Some(notify) = &job.notify else {
+        return backup_run(config, job, kind, set, upload, progress_arc, stop).await;
+    };
+    let start = notify.started(&job.name).await;
+    let mut outcome =
+        backup_run(config, job, kind, set, upload, progress_arc.clone(), stop).await?;
+    let report = &outcome.report;
+    if let Some(event) = crate::notify::Event::of(outcome.status()) {
+        let message = crate::notify::Message {
+            job: &job.name,
+            event,
+            report: &serde_json::to_string(&outcome).unwrap_or_default(),
+            summary: &summary(report),
+            backup: report.backup.as_deref(),
+            dir: &job.workdir,
+        };
+        let failed = notify.finished(&message, &config.secret_variables()).await;
+        for n in start.into_iter().chain(failed) {
+            progress_arc.note(&n);
+            outcome.report.notes.push(n);
+        }
+    }
+    Ok(outcome)
+}
+
+/// One line for a person on how a run ended (a notification's body).
+pub fn summary(r: &RunReport) -> String {
+    let mut line = format!("offsite job {} on {}: {}", r.job, r.host, r.status.word());
+    if let Some(id) = &r.backup {
+        line.push_str(&format!(", backup {id}"));
+    }
+    for d in &r.destinations {
+        line.push_str(&format!("; {} {}", d.name, d.status.word()));
+        if let Some(e) = &d.error {
+            line.push_str(&format!(": {e}"));
+        }
+    }
+    if let Some(e) = &r.error {
+        line.push_str(&format!("; {e}"));
+    }
+    line
+}
+
+/// [`backup`] without its notifications.
+async fn backup_run(
+    config: &Config,
+    job: &Job,
+    kind: BackupKind,
+    set: Option<&str>,
+    upload: bool,
+    progress_arc: Arc<dyn Progress>,
+    stop: &Stop,
+) -> Result<BackupOutcome> {
     let progress = progress_arc.as_ref();
     let started = Started::now();
     crate::staging::check_overlap(config, job)?;

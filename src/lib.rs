@@ -41,6 +41,7 @@ pub mod remote;
 
 pub mod check;
 pub mod job;
+pub mod notify;
 pub mod schedule;
 
 pub use error::{Error, Result};

@@ -1565,6 +1565,7 @@ mod tests {
             schedule: None,
             encryption: None,
             cluster: None,
+            notify: None,
         }
     }
 

@@ -15,8 +15,13 @@ use super::{Out, local_text};
 /// problem); the top-level JSON status is the worst job's.
 pub async fn run(out: &Out, cfg: &Config, job: Option<&str>, check: bool) -> Result<Exit, Error> {
     let report = report::report(cfg, job, Timestamp::now()).await?;
-    if check && let Err(e) = offsite::schedule::metrics::refresh(cfg) {
-        warn!("offsite: could not write the metrics: {e}");
+    if check {
+        if let Err(e) = offsite::schedule::metrics::refresh(cfg) {
+            warn!("offsite: could not write the metrics: {e}");
+        }
+        for n in report::notify_stale(cfg, &report).await {
+            warn!("offsite: {n}");
+        }
     }
     let status = if check && !report.problems.is_empty() {
         Status::Failed

@@ -229,6 +229,45 @@ pub async fn report(config: &Config, job: Option<&str>, now: Timestamp) -> Resul
     })
 }
 
+/// `status --check`'s notifications: each job with a `notify` whose
+/// problems include a stale destination (or none that a backup reached)
+/// is sent a `stale` one, with its report. Answers what failed.
+pub async fn notify_stale(config: &Config, report: &StatusReport) -> Vec<String> {
+    let mut notes = Vec::new();
+    for shown in &report.jobs {
+        let Some(job) = config.jobs.iter().find(|j| j.name == shown.job) else {
+            continue;
+        };
+        let Some(notify) = &job.notify else { continue };
+        let stale: Vec<&Problem> = shown
+            .problems
+            .iter()
+            .filter(|p| matches!(p.status.as_str(), "stale" | "never"))
+            .collect();
+        if stale.is_empty() {
+            continue;
+        }
+        let summary = stale
+            .iter()
+            .map(|p| match &p.destination {
+                Some(d) => format!("offsite job {} on {d}: {}: {}", p.job, p.status, p.why),
+                None => format!("offsite job {}: {}: {}", p.job, p.status, p.why),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let message = crate::notify::Message {
+            job: &job.name,
+            event: crate::notify::Event::Stale,
+            report: &serde_json::to_string(shown).unwrap_or_default(),
+            summary: &summary,
+            backup: None,
+            dir: &job.workdir,
+        };
+        notes.extend(notify.finished(&message, &config.secret_variables()).await);
+    }
+    notes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

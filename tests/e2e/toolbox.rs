@@ -260,3 +260,161 @@ fn the_metrics_file_follows_each_run_and_parses() {
     assert_eq!(sb.offsite(&["status", "--check"]).code, 1);
     assert!(!metrics(&file).is_empty());
 }
+
+/// How the test's HTTP server answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Ok,
+    Hang,
+    Error500,
+}
+
+/// A local HTTP server that records each request's line and body.
+struct Pings {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Pings {
+    fn start(answer: Answer) -> Pings {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    let _ = reader.read_exact(&mut body);
+                    log.lock().expect("log").push((
+                        line.trim().to_string(),
+                        String::from_utf8_lossy(&body).into_owned(),
+                    ));
+                    match answer {
+                        Answer::Hang => std::thread::sleep(std::time::Duration::from_secs(30)),
+                        Answer::Ok => {
+                            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nOK");
+                        }
+                        Answer::Error500 => {
+                            let _ = conn.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                        }
+                    }
+                });
+            }
+        });
+        Pings { port, seen }
+    }
+
+    fn seen(&self) -> Vec<(String, String)> {
+        self.seen.lock().expect("log").clone()
+    }
+}
+
+/// Notifications: a healthchecks.io-style URL gets /start, then the
+/// success or /fail with the summary as body, and a command gets the JSON
+/// report on stdin, on the outcomes chosen. A server that hangs or answers
+/// 500 is retried, reported in the notes, and changes neither the result
+/// nor the exit code; the URL's secret path is never printed.
+#[test]
+fn notifications_reach_a_url_and_a_command_and_never_change_the_result() {
+    let sb = Sandbox::new("notifications");
+    write(&sb.path("src/data.bin"), &noise(10_000, 4));
+    let setup = |port: u16, extra: &str| {
+        sb.config_dir_job(
+            &format!("notify = {{ on = [\"success\", \"failure\", \"partial\"], url = \"http://127.0.0.1:{port}/secret-uuid-42\", command = \"cat > notified-$OFFSITE_EVENT.json\", timeout = \"1s\", retries = 1{extra} }}"),
+            &["nas"],
+            "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n",
+        );
+    };
+    let good = Pings::start(Answer::Ok);
+    setup(good.port, "");
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let seen = good.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].0, "POST /secret-uuid-42/start HTTP/1.1");
+    assert_eq!(seen[1].0, "POST /secret-uuid-42 HTTP/1.1");
+    assert!(
+        seen[1].1.contains("offsite job db") && seen[1].1.contains(": ok"),
+        "{seen:?}"
+    );
+    let report =
+        std::fs::read_to_string(sb.path("notified-success.json")).expect("the command ran");
+    let report: serde_json::Value =
+        serde_json::from_str(&report).expect("the JSON report on stdin");
+    assert_eq!(report["status"], "ok");
+
+    // A failed run: /fail, with why.
+    std::fs::rename(sb.path("src"), sb.path("src-away")).expect("hide the source");
+    let r = sb.offsite(&["backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let seen = good.seen();
+    assert_eq!(
+        seen.last().map(|s| s.0.as_str()),
+        Some("POST /secret-uuid-42/fail HTTP/1.1")
+    );
+    assert!(
+        seen.last().is_some_and(|s| s.1.contains("failed")),
+        "{seen:?}"
+    );
+    assert!(sb.path("notified-failure.json").exists());
+    std::fs::rename(sb.path("src-away"), sb.path("src")).expect("bring it back");
+
+    // A server that hangs, then one that answers 500: retried, reported, and
+    // the backup is still ok; the secret path is printed nowhere.
+    for answer in [Answer::Hang, Answer::Error500] {
+        let bad = Pings::start(answer);
+        setup(bad.port, "");
+        let r = sb.offsite(&["--json", "backup"]);
+        assert_eq!(r.code, 0, "{r:?}");
+        assert_eq!(r.json()["status"], "ok", "{r:?}");
+        let notes = r.json()["notes"].to_string();
+        assert!(
+            notes.contains("ping to http://127.0.0.1") && notes.contains("tried 2 times"),
+            "{r:?}"
+        );
+        assert!(
+            !r.stdout.contains("secret-uuid") && !r.stderr.contains("secret-uuid"),
+            "{r:?}"
+        );
+        // Each of the start and success pings: one try and one retry.
+        assert_eq!(bad.seen().len(), 4, "{:?}", bad.seen());
+    }
+}
+
+/// `status --check` sends a `stale` notification for a job whose
+/// destinations no backup reached (or whose newest is too old).
+#[test]
+fn status_check_notifies_a_stale_job() {
+    let sb = Sandbox::new("notify_stale");
+    write(&sb.path("src/data.bin"), &noise(1_000, 5));
+    sb.config_dir_job(
+        "notify = { on = [\"stale\"], command = \"cat > stale-$OFFSITE_JOB.json\" }",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n",
+    );
+    let r = sb.offsite(&["status", "--check"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let sent = std::fs::read_to_string(sb.path("stale-db.json")).expect("notified");
+    let job: serde_json::Value = serde_json::from_str(&sent).expect("the job's report");
+    assert_eq!(job["job"], "db");
+    assert_eq!(job["problems"][0]["status"], "never", "{job:#}");
+}
