@@ -706,11 +706,12 @@ fn oracle_nosql_recipe_ships_snapshots_and_refuses_a_partial_one() {
     assert_eq!(ids(&sb, "kvstore").len(), 1);
 }
 
-/// The README shows each recipe exactly as the tests run it.
+/// The databases page shows each recipe exactly as the tests run it.
 #[test]
 fn every_recipe_in_the_readme_is_the_tested_file() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    let readme =
+        std::fs::read_to_string(format!("{root}/docs/databases.md")).expect("docs/databases.md");
     for e in std::fs::read_dir(format!("{root}/fixtures/recipes")).expect("recipes") {
         let path = e.expect("entry").path();
         if path.extension().and_then(|x| x.to_str()) != Some("toml") {
@@ -719,7 +720,7 @@ fn every_recipe_in_the_readme_is_the_tested_file() {
         let text = std::fs::read_to_string(&path).expect("recipe");
         assert!(
             readme.contains(text.trim_end()),
-            "{} is not in README.md as it is",
+            "{} is not in docs/databases.md as it is",
             path.display()
         );
     }

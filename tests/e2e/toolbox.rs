@@ -418,3 +418,149 @@ fn status_check_notifies_a_stale_job() {
     assert_eq!(job["job"], "db");
     assert_eq!(job["problems"][0]["status"], "never", "{job:#}");
 }
+
+/// The field names of every `struct NAME {` in `text` whose name `pick`
+/// accepts (a serde `rename` replaces a field's name).
+fn struct_fields(text: &str, pick: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    let mut rename: Option<String> = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(rest) = t
+            .strip_prefix("struct ")
+            .or_else(|| t.strip_prefix("pub struct "))
+        {
+            let name = rest.split([' ', '{', '<']).next().unwrap_or("");
+            inside = pick(name) && t.ends_with('{');
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        if t == "}" {
+            inside = false;
+            continue;
+        }
+        if let Some(r) = t.split("rename = \"").nth(1) {
+            rename = r.split('"').next().map(str::to_string);
+            continue;
+        }
+        if t.starts_with("//") || t.starts_with("#[") {
+            continue;
+        }
+        if let Some((field, _)) = t.trim_start_matches("pub ").split_once(':') {
+            out.push(rename.take().unwrap_or_else(|| field.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// The docs a newcomer navigates: every configuration key the code accepts
+/// is in the configuration reference, every command in the commands page,
+/// and every relative link (file and anchor) of the README and docs/ resolves.
+#[test]
+fn the_docs_name_every_key_and_command_and_their_links_resolve() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    let reference = read(&root.join("docs/configuration.md"));
+    let mut keys = struct_fields(&read(&root.join("src/config.rs")), |n| n.starts_with("Raw"));
+    for e in std::fs::read_dir(root.join("backends/src")).expect("backends") {
+        let settings = e.expect("entry").path().join("settings.rs");
+        if settings.exists() {
+            keys.extend(struct_fields(&read(&settings), |n| n.ends_with("Settings")));
+        }
+    }
+    keys.extend(
+        [
+            "prefix",
+            "bwlimit",
+            "part_size",
+            "concurrency",
+            "retries",
+            "retention",
+        ]
+        .map(String::from),
+    );
+    assert!(keys.len() > 60, "{keys:?}");
+    // A key is named when it stands as a word of its own.
+    let word = |k: &str| {
+        reference.match_indices(k).any(|(at, _)| {
+            let before = reference[..at].chars().next_back();
+            let after = reference[at + k.len()..].chars().next();
+            let edge = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            edge(before) && edge(after)
+        })
+    };
+    let missing: Vec<&String> = keys.iter().filter(|k| !word(k)).collect();
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md does not name {missing:?}"
+    );
+
+    let commands_page = read(&root.join("docs/commands.md"));
+    for c in listed_commands() {
+        assert!(
+            commands_page.contains(&format!("  {c} "))
+                || commands_page.contains(&format!("  {c}\n")),
+            "docs/commands.md does not list {c}"
+        );
+    }
+
+    let mut pages = vec![root.join("README.md")];
+    for e in std::fs::read_dir(root.join("docs")).expect("docs") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "md") {
+            pages.push(p);
+        }
+    }
+    let anchors = |text: &str| -> Vec<String> {
+        let mut fenced = false;
+        let mut out = Vec::new();
+        for l in text.lines() {
+            if l.starts_with("```") {
+                fenced = !fenced;
+            }
+            if !fenced && l.starts_with('#') {
+                let h = l.trim_start_matches('#').trim().to_lowercase();
+                let slug: String = h
+                    .chars()
+                    .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+                    .map(|c| if c == ' ' { '-' } else { c })
+                    .collect();
+                out.push(slug);
+            }
+        }
+        out
+    };
+    for page in &pages {
+        let text = read(page);
+        for link in text.split("](").skip(1) {
+            let target = link.split(')').next().unwrap_or("");
+            if target.starts_with("http") || target.starts_with("mailto:") || target.contains(' ') {
+                continue;
+            }
+            let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let dest = if file.is_empty() {
+                page.clone()
+            } else {
+                page.parent().expect("dir").join(file)
+            };
+            assert!(
+                dest.exists(),
+                "{}: link {target} leads nowhere",
+                page.display()
+            );
+            if !anchor.is_empty() && dest.extension().is_some_and(|x| x == "md") {
+                assert!(
+                    anchors(&read(&dest)).iter().any(|a| a == anchor),
+                    "{}: no #{anchor} in {}",
+                    page.display(),
+                    dest.display()
+                );
+            }
+        }
+    }
+}
