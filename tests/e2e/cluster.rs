@@ -58,6 +58,7 @@ fn members(sb: &Sandbox, dest: &Dest, extra: &str) -> Vec<String> {
 fn listed_set(config: &str, dest: &Dest, set: &str) -> Value {
     let l = run(config, dest, &["--json", "list"]);
     assert_eq!(l.code, 0, "{l:?}");
+    crate::json_contract::valid("list", &l.json());
     let sets = l.json()["listings"][0]["sets"].clone();
     sets.as_array()
         .expect("a cluster job lists its sets")
@@ -162,6 +163,7 @@ fn a_partial_set_names_its_missing_members_until_they_finish() {
     assert_eq!(names(&set["members_missing"]), ["sn2", "sn3"], "{set:#}");
     let s = run(&configs[0], &dest, &["--json", "status", "--check"]);
     assert_eq!(s.code, 1, "a partial set is a problem: {s:?}");
+    crate::json_contract::valid("status", &s.json());
     assert_eq!(s.json()["problems"][0]["status"], "partial_set", "{s:?}");
     let shown = &s.json()["jobs"][0]["sets"][0];
     assert_eq!(shown["sets"][0]["set"], OLD_SET, "{s:?}");
@@ -169,6 +171,7 @@ fn a_partial_set_names_its_missing_members_until_they_finish() {
     let v = run(&configs[0], &dest, &["--json", "verify", "--set", OLD_SET]);
     assert_eq!(v.code, 3, "a partial set exits 3: {v:?}");
     assert_eq!(v.json()["status"], "partial", "{v:?}");
+    crate::json_contract::valid("verify", &v.json());
     assert_eq!(
         names(&v.json()["sets"][0]["members_missing"]),
         ["sn2", "sn3"]
@@ -192,6 +195,25 @@ fn a_partial_set_names_its_missing_members_until_they_finish() {
     );
     assert_same_tree(&sb.path("src-sn1"), &to.join("sn1"));
     assert!(!to.join("sn2").exists());
+    let again = sb.path("restored-json");
+    let again = again.to_str().expect("utf8");
+    let r = run(
+        &configs[0],
+        &dest,
+        &[
+            "--json",
+            "restore",
+            "--job",
+            "db",
+            "--set",
+            OLD_SET,
+            "--to",
+            again,
+            "--allow-partial",
+        ],
+    );
+    assert_eq!(r.code, 3, "{r:?}");
+    crate::json_contract::valid("restore", &r.json());
 
     // sn2 ships what it staged; sn3 makes its part late.
     assert_eq!(run(&configs[1], &dest, &["upload"]).code, 0);

@@ -106,6 +106,9 @@ fn a_seconds_schedule_runs_twice_within_ten_seconds_and_sigterm_stops_it() {
     });
     let (code, lines) = d.stop();
     assert_eq!(code, 0, "{lines:#?}");
+    for l in &lines {
+        crate::json_contract::valid("daemon-line", l);
+    }
     assert_eq!(lines.first().map(|v| &v["event"]), Some(&"started".into()));
     assert_eq!(lines.last().map(|v| &v["event"]), Some(&"stopped".into()));
     let runs: Vec<&Value> = lines.iter().filter(|v| v["event"] == "ran").collect();

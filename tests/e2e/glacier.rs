@@ -144,6 +144,7 @@ fn two_backups_prune_one_rebuild_the_catalog_and_restore_through_retrieval_jobs(
     );
     // Done once: another run starts a new inventory.
     assert_eq!(r.code, 4, "{r:?}");
+    crate::json_contract::valid("glacier-inventory", &r.json());
     assert_eq!(list_ids(&sb), ids[1..].to_vec());
 
     // Restore: retrieval jobs first (exit 4, nothing written), then the bytes.

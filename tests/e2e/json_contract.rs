@@ -170,6 +170,9 @@ fn every_documented_json_field_is_in_the_output() {
         let run = sb.offsite(&all);
         assert_eq!(run.code, 0, "{command}: {run:?}");
         keys(&run.json(), seen.entry(command.to_string()).or_default());
+        if !matches!(*command, "init" | "keygen") {
+            valid(command, &run.json());
+        }
     }
     let documented = documented();
     let src = sources();
@@ -202,4 +205,69 @@ fn every_documented_json_field_is_in_the_output() {
             "the README documents no JSON for `{command}`"
         );
     }
+}
+
+/// Checks `doc` against docs/schemas/`schema`.schema.json with Python's
+/// jsonschema (Debian's python3-jsonschema), the shared definitions of
+/// common.schema.json resolved from the same folder.
+pub(crate) fn valid(schema: &str, doc: &serde_json::Value) {
+    let script = "import json, sys, glob, os\nfrom jsonschema import Draft202012Validator, RefResolver\nd = sys.argv[1]\nstore = {}\nfor p in glob.glob(os.path.join(d, '*.schema.json')):\n    s = json.load(open(p))\n    store[s['$id']] = s\nschema = json.load(open(os.path.join(d, sys.argv[2] + '.schema.json')))\nDraft202012Validator.check_schema(schema)\nv = Draft202012Validator(schema, resolver=RefResolver.from_schema(schema, store=store))\nerrors = sorted(v.iter_errors(json.load(sys.stdin)), key=lambda e: list(e.path))\nfor e in errors:\n    print(list(e.path), e.message[:300])\nsys.exit(1 if errors else 0)";
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/schemas");
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script, dir, schema])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with jsonschema (Debian: python3-jsonschema)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(doc.to_string().as_bytes())
+            .expect("write the document");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{schema}.schema.json refuses {doc:#}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The partial and failed shapes of each document follow their schemas too.
+#[test]
+fn partial_and_failed_outputs_follow_the_schemas() {
+    let sb = Sandbox::new("json_schemas");
+    write(&sb.path("src/a.bin"), &noise(5_000, 2));
+    let two = "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n\n[destination.gone]\nkind = \"path\"\npath = \"dest-gone\"\n";
+    sb.config_dir_job("", &["nas", "gone"], two);
+    let cases: Vec<(&str, Vec<&str>, i32)> = vec![
+        ("backup", vec!["backup"], 3),
+        ("upload", vec!["upload"], 3),
+        ("list", vec!["list"], 1),
+        ("verify", vec!["verify"], 1),
+        ("prune", vec!["prune", "--dry-run"], 0),
+        ("status", vec!["status", "--check"], 1),
+        ("check", vec!["check"], 1),
+        (
+            "restore",
+            vec!["restore", "--job", "db", "--backup", "bogus", "--to", "x"],
+            2,
+        ),
+        ("verify", vec!["verify", "--backup", "bogus"], 2),
+    ];
+    for (schema, args, code) in cases {
+        let mut all = vec!["--json"];
+        all.extend(args);
+        let r = sb.offsite(&all);
+        assert_eq!(r.code, code, "{all:?}: {r:?}");
+        valid(schema, &r.json());
+    }
+    // A run that fails before anything is staged.
+    std::fs::remove_dir_all(sb.path("src")).expect("rm src");
+    let r = sb.offsite(&["--json", "backup"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    valid("backup", &r.json());
 }
