@@ -564,3 +564,45 @@ fn the_docs_name_every_key_and_command_and_their_links_resolve() {
         }
     }
 }
+
+/// The README's first backup, as a newcomer types it: its configuration,
+/// then check, backup, list, verify and restore, each exit 0, and the
+/// restored folder the same as the source.
+#[test]
+fn the_readme_first_backup_works_as_written() {
+    let sb = Sandbox::new("readme_first_backup");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let guide = &readme[readme.find("## A first backup").expect("the guide")..];
+    let config = guide
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its configuration");
+    std::fs::create_dir_all(sb.path("backups")).expect("mkdir");
+    write(&sb.path("data/notes.txt"), b"hello\n");
+    sb.write_config(config);
+    let to = sb.path("restored");
+    for args in [
+        vec!["check"],
+        vec!["backup"],
+        vec!["list"],
+        vec!["verify"],
+        vec![
+            "restore",
+            "--job",
+            "notes",
+            "--to",
+            to.to_str().expect("utf8"),
+        ],
+    ] {
+        let r = Run::from(
+            sb.command(&args)
+                .current_dir(&sb.root)
+                .output()
+                .expect("run"),
+        );
+        assert_eq!(r.code, 0, "{args:?}: {r:?}");
+    }
+    assert_same_tree(&sb.path("data"), &to);
+}
