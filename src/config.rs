@@ -238,8 +238,8 @@ struct Common {
     retention: Option<RawRetention>,
 }
 
-/// The keys of [`Common`], as they are written in a destination's table.
-const COMMON_KEYS: [&str; 6] = [
+/// The keys every destination kind takes, as they are written in a destination's table.
+pub const COMMON_KEYS: [&str; 6] = [
     "prefix",
     "bwlimit",
     "part_size",

@@ -473,17 +473,7 @@ fn the_docs_name_every_key_and_command_and_their_links_resolve() {
             keys.extend(struct_fields(&read(&settings), |n| n.ends_with("Settings")));
         }
     }
-    keys.extend(
-        [
-            "prefix",
-            "bwlimit",
-            "part_size",
-            "concurrency",
-            "retries",
-            "retention",
-        ]
-        .map(String::from),
-    );
+    keys.extend(offsite::config::COMMON_KEYS.map(String::from));
     assert!(keys.len() > 60, "{keys:?}");
     // A key is named when it stands as a word of its own.
     let word = |k: &str| {
