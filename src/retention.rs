@@ -516,7 +516,7 @@ mod tests {
             .collect()
     }
 
-    /// The example in the README: ten weeks of a full each Sunday and an
+    /// The example in docs/configuration.md: ten weeks of a full each Sunday and an
     /// incremental (on the previous backup) every other day.
     #[test]
     fn the_readme_example_keeps_four_fulls_and_last_weeks_chain() {

@@ -60,7 +60,7 @@ BLOCK = MiB  # the generator writes in blocks of this size
 
 SEED = 20261122
 DATASET_FORMAT = 1  # bump when the generator changes: datasets are rebuilt
-# offsite's upload defaults (README "Configuration"): the memory target.
+# offsite's upload defaults (docs/configuration.md): the memory target.
 PART_SIZE = 16 * MiB
 CONCURRENCY = 4
 RSS_HEADROOM = 64 * MiB
