@@ -386,7 +386,8 @@ impl EntrySink for TreeWriter {
 /// restore that did not report success is not to be trusted, whatever it
 /// wrote: run it again.
 fn sync_tree(root: &Path) -> Result<()> {
-    let dir = File::open(root).map_err(|e| Error::io(format!("cannot open {}", root.display()), e))?;
+    let dir =
+        File::open(root).map_err(|e| Error::io(format!("cannot open {}", root.display()), e))?;
     // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
     if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
         return Err(Error::io(
