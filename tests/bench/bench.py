@@ -14,6 +14,8 @@ reporting the median time and the largest peak RSS:
   staging  offsite backup --no-upload | tar -cf - | zstd -T0 -3 | restic backup
   SFTP     offsite upload | rclone copy | OpenSSH sftp -b (mkdir + put)
   S3       offsite upload | rclone copy (16 MiB parts, 4 at a time)
+  restore  offsite restore from a folder | zstd -dc | tar -x, then sync: the
+           dataset's backup, and 50,000 files of 200 bytes
   cluster  offsite list of a 50-member cluster job with 200 sets (index
            markers put on moto with rclone): seconds, and requests counted
            by a proxy in front of moto
@@ -71,6 +73,8 @@ TIMEOUT = 3600  # seconds for any one command before it is killed
 # The cluster list scenario: a set a day for this many days, of this many members.
 CLUSTER_MEMBERS = 50
 CLUSTER_SETS = 200
+# The small-files restore scenario: this many files of 200 bytes.
+SMALL_FILES = 50_000
 
 
 def log(msg):
@@ -673,6 +677,75 @@ class Bench:
             self.s3_purge(prefix)
         return out
 
+    # -- restore
+
+    def restore_dest(self, pristine, name):
+        """A path destination holding the pristine staged backup as a
+        destination holds it (<dest>/<job>/<id>/...), hard-linked; its config."""
+        staged = pristine / "staging" / JOB
+        backup = next(p for p in staged.iterdir() if p.is_dir() and (p / "manifest.json").exists())
+        d = fresh(RUNS / f"restore-{name}")
+        link_copy(backup, d / "dest" / JOB / backup.name)
+        (d / "staging").mkdir()
+        cfg = d / "offsite.toml"
+        cfg.write_text("\n".join([
+            "# Written by tests/bench/bench.py: restores from a folder destination.",
+            "[staging]", f"dir = {toml_str(d / 'staging')}", "",
+            "[[job]]", f'name = "{JOB}"', f"source = {{ kind = \"dir\", path = {toml_str(d)} }}",
+            'destinations = ["nas"]', "",
+            "[destination.nas]", 'kind = "path"', f"path = {toml_str(d / 'dest')}", "",
+        ]))
+        return d, cfg, d / "dest" / JOB / backup.name
+
+    def bench_restore(self, pristine, data, dataset, runs):
+        """offsite restore of the staged backup from a folder, against
+        zstd -dc | tar -x of the same volumes followed by one sync."""
+        d, cfg, volumes = self.restore_dest(pristine, dataset)
+        vols = sorted(str(p) for p in volumes.glob("vol-*.tar.zst"))
+        tree_size = tree_bytes(data)
+        for tool in ("tar", "offsite"):
+            out = []
+            for i in range(1, runs + 1):
+                to = d / f"to-{tool}-{i}"
+                shutil.rmtree(to, ignore_errors=True)
+                if tool == "offsite":
+                    cmd = [[str(self.offsite), "--config", str(cfg), "restore", "--job", JOB, "--to", str(to)]]
+                else:
+                    to.mkdir()
+                    cmd = [["sh", "-c", 'cat "$@" | zstd -dc | tar -x -C "$0" && sync', str(to), *vols]]
+                m = measure(f"{dataset}-restore-{tool}-{i}", cmd, env=self.offsite_env)
+                self.progress("restore", tool, i, runs, m)
+                out.append(m)
+                shutil.rmtree(to, ignore_errors=True)
+            label = "offsite restore" if tool == "offsite" else "zstd -dc | tar -x, then sync"
+            self.record("restore", label, tree_size, out, dataset, reference="zstd -dc | tar -x, then sync")
+        shutil.rmtree(d, ignore_errors=True)
+
+    def bench_restore_small_files(self, runs):
+        """The same for SMALL_FILES files of 200 bytes (a tree tar restores
+        fast and a file-at-a-time fsync does not)."""
+        src = BENCH / f"small-{SMALL_FILES}"
+        if not (src / "done").exists():
+            shutil.rmtree(src, ignore_errors=True)
+            rng = random.Random(SEED)
+            for i in range(SMALL_FILES):
+                f = src / f"d{i % 500:03d}" / f"f{i:06d}"
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_bytes(rng.randbytes(200))
+            (src / "done").write_text("")
+        d = fresh(RUNS / "stage-small")
+        cfg = d / "offsite.toml"
+        cfg.write_text("\n".join([
+            "[staging]", f"dir = {toml_str(d / 'staging')}", "",
+            "[[job]]", f'name = "{JOB}"', f"source = {{ kind = \"dir\", path = {toml_str(src)}, exclude = [\"done\"] }}",
+            'destinations = ["nas"]', "",
+            "[destination.nas]", 'kind = "path"', f"path = {toml_str(d)}", "",
+        ]))
+        (d / "staging").mkdir()
+        run([str(self.offsite), "--config", str(cfg), "backup", "--no-upload"], env=self.offsite_env, what="offsite backup (small files)")
+        self.bench_restore(d, src, f"{SMALL_FILES} small files", runs)
+        shutil.rmtree(d, ignore_errors=True)
+
     # -- cluster sets
 
     def bench_cluster_list(self, runs):
@@ -791,6 +864,11 @@ class Bench:
         out = self.upload_offsite(pristine, data, dataset, "s3", runs)
         self.record("upload s3", "offsite", self.uploaded_bytes, out, dataset, reference="rclone")
 
+        # Restore.
+        if peers:
+            log(f"{dataset}: restore from a folder, {runs} run(s) per tool")
+            self.bench_restore(pristine, data, dataset, runs)
+
         shutil.rmtree(RUNS, ignore_errors=True)
         return dataset
 
@@ -812,6 +890,8 @@ class Bench:
                 big = self.bench_dataset(a.scale * 4, 1, peers=False)
             self.cluster = None
             if not a.scale_only:
+                log(f"restore of {SMALL_FILES} small files, {a.runs} run(s) per tool")
+                self.bench_restore_small_files(a.runs)
                 self.bench_cluster_list(a.runs)
         finally:
             self.cleanup()
@@ -847,6 +927,12 @@ class Bench:
         time_target("staging", "tar | zstd", 1.15, "staging time <= 1.15 x tar | zstd -T0 -3")
         time_target("upload sftp", "OpenSSH sftp", 1.2, "SFTP upload time <= 1.2 x OpenSSH sftp")
         time_target("upload s3", "rclone", 1.0, "S3 upload time <= rclone's")
+        for ds in (base, f"{SMALL_FILES} small files"):
+            o, r = self.find("restore", "offsite restore", ds), self.find("restore", "zstd -dc | tar -x, then sync", ds)
+            if o and r:
+                ratio = o["median_seconds"] / r["median_seconds"]
+                add(f"restore ({ds}) <= 1.5 x zstd -dc | tar -x, then sync", round(ratio, 3), 1.5, ratio <= 1.5,
+                    f"offsite {o['median_seconds']:.2f} s / tar {r['median_seconds']:.2f} s = {ratio:.2f}x (limit 1.5x)")
         for task in ("upload sftp", "upload s3"):
             rows = [r for r in self.results if r["task"] == task and r["tool"] == "offsite"]
             peak = max(r["peak_rss_kib"] for r in rows) * KiB
