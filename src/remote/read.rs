@@ -246,7 +246,9 @@ pub(super) fn hash_stream(
 ) -> io::Result<(u64, Digest)> {
     let algorithm = entry.digest().map_or(Algorithm::CURRENT, |d| d.algorithm);
     let mut hasher = Hasher::new(algorithm);
-    let mut buf = vec![0u8; 1 << 20];
+    // As large as the file (a page at least, 1 MiB at most): a small file
+    // must not cost the allocation, and the mapping, of a 1 MiB buffer.
+    let mut buf = vec![0u8; (entry.size as usize).clamp(4096, 1 << 20)];
     let mut total = 0u64;
     loop {
         let n = content.read(&mut buf)?;

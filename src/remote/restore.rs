@@ -72,6 +72,9 @@ struct TreeWriter {
     owner_failures: Arc<Mutex<(u64, String)>>,
     /// Numbers the temp names, which stay short (see [`TreeWriter::temp_name`]).
     temps: u64,
+    /// The folders this restore made (mode 0700, its own): not checked again
+    /// for every file written into them.
+    made: std::collections::HashSet<PathBuf>,
 }
 
 /// The file system's path of the encoded relative path `rel` under `root`.
@@ -145,13 +148,16 @@ impl Write for FileSink<'_> {
 
 impl TreeWriter {
     /// Creates the folders of `rel` (a relative path) under the root, refusing symlinks and files in the way.
-    fn ensure_dir(&self, rel: &str) -> Result<PathBuf> {
+    fn ensure_dir(&mut self, rel: &str) -> Result<PathBuf> {
         let mut p = self.root.clone();
         if rel.is_empty() {
             return Ok(p);
         }
         for comp in rel.split('/') {
             p = path_under(&p, comp)?;
+            if self.made.contains(&p) {
+                continue;
+            }
             match fs::symlink_metadata(&p) {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(Error::Failed(format!(
@@ -171,6 +177,7 @@ impl TreeWriter {
                         .map_err(|e| Error::io(format!("cannot create {}", p.display()), e))?;
                     // Owner-writable until the end, when the manifest's mode is applied.
                     let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o700));
+                    self.made.insert(p.clone());
                 }
                 Err(e) => return Err(Error::io(format!("cannot stat {}", p.display()), e)),
             }
@@ -210,6 +217,39 @@ impl TreeWriter {
         }
     }
 
+    /// [`TreeWriter::apply_entry_meta`] through the open file `f` (at `path`).
+    fn apply_file_meta(&self, f: &File, path: &Path, e: &FileEntry) -> Result<()> {
+        if self.chown
+            && let Err(err) = std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid))
+            && let Ok(mut w) = self.owner_failures.lock()
+        {
+            if w.0 == 0 {
+                w.1 = format!("{}: {err}", path.display());
+            }
+            w.0 += 1;
+        }
+        f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
+            .map_err(|err| Error::io(format!("cannot set mode of {}", path.display()), err))?;
+        let times = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: e.mtime as libc::time_t,
+                tv_nsec: e.mtime_nsec.min(999_999_999) as libc::c_long,
+            },
+        ];
+        // SAFETY: `f` is open for the call and `times` holds the two entries futimens reads.
+        if unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(f), times.as_ptr()) } != 0 {
+            return Err(Error::io(
+                format!("cannot set time of {}", path.display()),
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
     fn apply_entry_meta(&self, path: &Path, e: &FileEntry) -> Result<()> {
         self.apply_meta(path, e.uid, e.gid, e.mode, (e.mtime, e.mtime_nsec))
     }
@@ -231,7 +271,7 @@ impl TreeWriter {
 
     /// Where a link named by `rel` goes: its folder made, whatever is
     /// there already (with --force) removed, unless it is a folder.
-    fn link_path(&self, rel: &str) -> Result<PathBuf> {
+    fn link_path(&mut self, rel: &str) -> Result<PathBuf> {
         let (dir, name) = Self::split(rel);
         let parent = self.ensure_dir(dir)?;
         let path = path_under(&parent, name)?;
@@ -249,7 +289,8 @@ impl TreeWriter {
     }
 
     fn finish(&mut self) -> Result<()> {
-        for l in &self.hardlinks {
+        let hardlinks = std::mem::take(&mut self.hardlinks);
+        for l in &hardlinks {
             let target_rel = l.target.clone().unwrap_or_default();
             let (tdir, tname) = Self::split(&target_rel);
             let target = path_under(&self.ensure_dir(tdir)?, tname)?;
@@ -267,7 +308,8 @@ impl TreeWriter {
             fs::hard_link(&target, &path)
                 .map_err(|e| Error::io(format!("cannot create hard link {}", path.display()), e))?;
         }
-        for l in &self.links {
+        let links = std::mem::take(&mut self.links);
+        for l in &links {
             let target = l.target.clone().unwrap_or_default();
             if !manifest::symlink_stays_inside(&l.path, &target) {
                 return Err(Error::Failed(format!(
@@ -292,8 +334,9 @@ impl TreeWriter {
         }
         // Deepest first, so a read-only parent does not block its children,
         // and a folder's time is set after everything inside it is written.
-        self.dirs.sort_by(|a, b| b.path.cmp(&a.path));
-        for d in &self.dirs {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by(|a, b| b.path.cmp(&a.path));
+        for d in &dirs {
             let path = self.ensure_dir(&d.path)?;
             self.apply_entry_meta(&path, d)?;
         }
@@ -316,14 +359,23 @@ impl EntrySink for TreeWriter {
         let (dir, name) = Self::split(&entry.path);
         let parent = self.ensure_dir(dir)?;
         let tmp = parent.join(self.temp_name());
-        let _ = fs::remove_file(&tmp);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o600)
+                .open(&tmp)
+        };
+        // A temp file of the same name is one an earlier restore left.
+        let f = match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(&tmp);
+                create()
+            }
+            opened => opened,
+        }
+        .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
         let mut sink = FileSink {
             file: &f,
             sparse: entry.sparse,
@@ -349,17 +401,22 @@ impl EntrySink for TreeWriter {
         }
         // Durable at the end, all at once (see `sync_tree`): a file at a time
         // made a restore of many small files fifty times slower than tar.
-        self.apply_entry_meta(&tmp, entry)?;
+        self.apply_file_meta(&f, &tmp, entry)?;
         let path = path_under(&parent, name)?;
-        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+        if let Err(e) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
-            return Err(Error::Failed(format!(
-                "{} exists and is a folder",
-                path.display()
-            )));
+            // rename(2) refuses to put a file over a folder (EISDIR).
+            if e.raw_os_error() == Some(libc::EISDIR) {
+                return Err(Error::Failed(format!(
+                    "{} exists and is a folder",
+                    path.display()
+                )));
+            }
+            return Err(Error::io(
+                format!("cannot rename into {}", path.display()),
+                e,
+            ));
         }
-        fs::rename(&tmp, &path)
-            .map_err(|e| Error::io(format!("cannot rename into {}", path.display()), e))?;
         Ok((size, hash))
     }
 
@@ -493,6 +550,7 @@ pub async fn restore(
             chown: unsafe { libc::geteuid() } == 0,
             owner_failures: owner_failures2,
             temps: 0,
+            made: Default::default(),
         };
         let mut outcome = Outcome {
             files: 0,
