@@ -135,7 +135,7 @@ pub fn stage(
 
     let started = Instant::now();
     let origin = config.origin(job);
-    let (id, now) = new_id(&staging, job, kind, set, origin)?;
+    let (id, now) = new_id(&staging, job, kind, set, origin, previous.as_ref())?;
     staging.set_last_id(&id)?;
     let work = staging.job_dir.join(format!("{WORK_PREFIX}{id}"));
     fs::create_dir_all(&work)
@@ -300,7 +300,10 @@ fn parent_of(
 }
 
 /// The new backup's id and time. A cluster set member's id is its set's:
-/// one backup per member and set. Otherwise ids only ever grow: two
+/// one backup per member and set, refused when this member already staged
+/// one for the set (`previous`, the last staged here, or one not yet
+/// shipped) or for a later set; an attempt that failed before it staged
+/// anything may be made again. Otherwise ids only ever grow: two
 /// backups in the same second would share an id (and the second would
 /// overwrite the first on every destination), so it waits for a later
 /// second than the last backup's, staged or already shipped.
@@ -310,13 +313,18 @@ fn new_id(
     kind: BackupKind,
     set: Option<&str>,
     origin: &str,
+    previous: Option<&Manifest>,
 ) -> Result<(String, Timestamp)> {
     let last = staging.last_id();
     let stamp = |id: &str| id.get(..16).unwrap_or(id).to_string();
     if let Some(set) = set {
         let id = crate::cluster::member_backup_id(set, kind.as_str(), origin);
-        if staging.backup_dir(&id).exists()
-            || last.as_deref().is_some_and(|l| set <= stamp(l).as_str())
+        let staged = staging.staged_backups()?;
+        if staged
+            .iter()
+            .any(|b| crate::cluster::set_of_id(b) == Some(set))
+            || previous.is_some_and(|p| p.set.as_deref() == Some(set))
+            || last.as_deref().is_some_and(|l| set < stamp(l).as_str())
         {
             return Err(Error::Usage(format!(
                 "job {:?}: member {origin:?} already made a backup in set {set} or a later one ({}); a set has one backup per member: run `offsite upload` to finish it, or give a later --set",

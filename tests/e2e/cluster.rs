@@ -254,6 +254,12 @@ fn a_failed_member_is_named_and_a_fresh_set_is_in_progress() {
     let set = listed_set(&configs[0], &dest, OLD_SET);
     assert_eq!(set["status"], "partial", "{set:#}");
     assert_eq!(names(&set["members_failed"]), ["sn3"], "{set:#}");
+    // Its hook mended, the failed member makes its part of the same set.
+    let mended = host(&sb, "sn3", Some("sn3"), &dest, &cluster(""));
+    let r = run(&mended, &dest, &["backup", "--set", OLD_SET]);
+    assert_eq!(r.code, 0, "a failed attempt may be made again: {r:?}");
+    let set = listed_set(&configs[0], &dest, OLD_SET);
+    assert_eq!(set["status"], "complete", "{set:#}");
 
     // No --set: the member's set is the current window's, still open.
     let r = run(&configs[0], &dest, &["--json", "backup"]);
