@@ -173,25 +173,52 @@ pub async fn backup(
         return backup_run(config, job, kind, set, upload, progress_arc, stop).await;
     };
     let start = notify.started(&job.name).await;
-    let mut outcome =
-        backup_run(config, job, kind, set, upload, progress_arc.clone(), stop).await?;
-    let report = &outcome.report;
+    let run = backup_run(config, job, kind, set, upload, progress_arc.clone(), stop).await;
+    let mut outcome = match run {
+        Ok(o) => o,
+        Err(e) => {
+            // The run never started (its lock is held, a key is missing): a
+            // start ping must not be left without its end.
+            let report = RunReport::failed(&job.name, config.origin(job), &e);
+            let json = serde_json::to_string(&report).unwrap_or_default();
+            let event = crate::notify::Event::Failure;
+            let failed = tell(config, job, notify, event, &report, &json).await;
+            for n in start.into_iter().chain(failed) {
+                progress_arc.note(&n);
+            }
+            return Err(e);
+        }
+    };
     if let Some(event) = crate::notify::Event::of(outcome.status()) {
-        let message = crate::notify::Message {
-            job: &job.name,
-            event,
-            report: &serde_json::to_string(&outcome).unwrap_or_default(),
-            summary: &summary(report),
-            backup: report.backup.as_deref(),
-            dir: &job.workdir,
-        };
-        let failed = notify.finished(&message, &config.secret_variables()).await;
+        let json = serde_json::to_string(&outcome).unwrap_or_default();
+        let failed = tell(config, job, notify, event, &outcome.report, &json).await;
         for n in start.into_iter().chain(failed) {
             progress_arc.note(&n);
             outcome.report.notes.push(n);
         }
     }
     Ok(outcome)
+}
+
+/// Sends `job`'s notification of `event` about `report` (`json`, as
+/// `--json` prints it); answers what failed.
+async fn tell(
+    config: &Config,
+    job: &Job,
+    notify: &crate::notify::Notify,
+    event: crate::notify::Event,
+    report: &RunReport,
+    json: &str,
+) -> Vec<String> {
+    let message = crate::notify::Message {
+        job: &job.name,
+        event,
+        report: json,
+        summary: &summary(report),
+        backup: report.backup.as_deref(),
+        dir: &job.workdir,
+    };
+    notify.finished(&message, &config.secret_variables()).await
 }
 
 /// One line for a person on how a run ended (a notification's body).

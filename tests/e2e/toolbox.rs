@@ -596,3 +596,27 @@ fn the_readme_first_backup_works_as_written() {
     }
     assert_same_tree(&sb.path("data"), &to);
 }
+
+/// A backup that cannot start (here: its passphrase is not set) still ends
+/// in a failure notification, so a start ping is never left alone.
+#[test]
+fn a_backup_that_cannot_start_notifies_its_failure() {
+    let sb = Sandbox::new("notify_cannot_start");
+    write(&sb.path("src/data.bin"), &noise(1_000, 6));
+    sb.config_dir_job(
+        "encryption = { passphrase_env = \"OFFSITE_TEST_UNSET_PASSPHRASE\" }\nnotify = { command = \"cat > failed-$OFFSITE_EVENT.json\" }",
+        &["nas"],
+        "[destination.nas]\nkind = \"path\"\npath = \"dest\"\n",
+    );
+    let r = sb.offsite(&["backup"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    let sent = std::fs::read_to_string(sb.path("failed-failure.json")).expect("notified");
+    let report: serde_json::Value = serde_json::from_str(&sent).expect("JSON");
+    assert_eq!(report["status"], "failed", "{report:#}");
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("OFFSITE_TEST_UNSET_PASSPHRASE")),
+        "{report:#}"
+    );
+}
