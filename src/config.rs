@@ -112,6 +112,7 @@ struct RawJob {
     post: Vec<String>,
     destinations: Vec<String>,
     volume_size: Option<ByteSize>,
+    block_size: Option<String>,
     compression: Option<String>,
     keep_local: Option<u32>,
     on_change: Option<OnChange>,
@@ -318,6 +319,9 @@ pub struct Job {
     pub destinations: Vec<String>,
     /// The size in bytes at which staged volumes are cut (default 1 GiB).
     pub volume_size: u64,
+    /// How an incremental cuts a file that changed in place into blocks,
+    /// to pack only the changed ones (default: by the file's size).
+    pub block_size: crate::format::blocks::BlockSize,
     /// The zstd level, 1 to 19 (default 3).
     pub compression_level: i32,
     /// How many staged backups to keep after every destination has them
@@ -1009,6 +1013,10 @@ fn resolve_job(
         &j.destinations,
         destinations,
     )?;
+    let block_size = match &j.block_size {
+        None => crate::format::blocks::BlockSize::Auto,
+        Some(b) => parse_block_size(b).map_err(|m| ctx.err(&here("block_size"), m))?,
+    };
     let compression_level = match &j.compression {
         Some(c) => parse_compression(c).map_err(|m| ctx.err(&here("compression"), m))?,
         None => DEFAULT_ZSTD_LEVEL,
@@ -1057,6 +1065,7 @@ fn resolve_job(
         post: j.post,
         destinations: j.destinations,
         volume_size,
+        block_size,
         compression_level,
         keep_local: j.keep_local.unwrap_or(0),
         on_change: j.on_change.unwrap_or(OnChange::Warn),
@@ -1247,6 +1256,24 @@ fn check_job_destinations(
         }
     }
     Ok(())
+}
+
+/// `block_size`: `"auto"`, `"off"`, or a power of two from 8KiB to 16MiB.
+fn parse_block_size(text: &str) -> Result<crate::format::blocks::BlockSize, String> {
+    use crate::format::blocks::{BlockSize, valid_block_size};
+    let bad = || {
+        format!(
+            "block_size {text:?}: write \"auto\" (by each file's size, the default), \"off\" (pack changed files whole) or a power of two from 8KiB to 16MiB, like \"16KiB\""
+        )
+    };
+    match text.trim() {
+        "auto" => Ok(BlockSize::Auto),
+        "off" => Ok(BlockSize::Off),
+        t => match ByteSize::parse(t) {
+            Ok(b) if valid_block_size(b.0) => Ok(BlockSize::Fixed(b.0)),
+            _ => Err(bad()),
+        },
+    }
 }
 
 /// Each volume is one object: it must fit every destination of the job
@@ -1683,6 +1710,12 @@ bwlimit = "20MiB"
             "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"command\", run = \"x\" }\ndestinations = [\"d\"]\nvolume_size = \"8GiB\"\n[destination.d]\nkind = \"glacier\"\nvault = \"v\"\n",
             7,
             &["job[0].volume_size", "4GiB", "\"d\""],
+        ),
+        (
+            "block size not a power of two",
+            "[staging]\ndir = \"/s\"\n[[job]]\nname = \"a\"\nsource = { kind = \"dir\", path = \"/d\" }\ndestinations = [\"d\"]\nblock_size = \"12KiB\"\n[destination.d]\nkind = \"path\"\npath = \"/x\"\n",
+            7,
+            &["job[0].block_size", "8KiB to 16MiB", "\"off\""],
         ),
         (
             "s3 unknown restore tier",

@@ -25,6 +25,8 @@ const LOCK_NAME: &str = ".lock";
 const LAST_ID_NAME: &str = ".last-id";
 const MANIFESTS_DIR: &str = ".manifests";
 const LOCAL_MANIFESTS_KEPT: usize = 20;
+/// The ending of a local block map's name (`<id>.blocks`).
+const BLOCK_MAP_SUFFIX: &str = ".blocks";
 
 /// Where a job's staged backups live.
 #[derive(Debug, Clone)]
@@ -107,19 +109,58 @@ impl JobStaging {
         Manifest::from_json(&bytes, &path.display().to_string()).map(Some)
     }
 
-    /// Keeps a copy of `m` for later incrementals, and only the newest few.
+    /// Where the block fingerprints of backup `id` are kept, beside its
+    /// local manifest (see [`crate::backup::blockmap`]).
+    pub(crate) fn block_map_path(&self, id: &str) -> PathBuf {
+        self.manifests_dir().join(format!("{id}{BLOCK_MAP_SUFFIX}"))
+    }
+
+    /// Where staging writes backup `id`'s fingerprints until the backup is
+    /// kept ([`Self::keep_local_manifest`] moves them into place).
+    pub(crate) fn block_map_part(&self, id: &str) -> Result<PathBuf> {
+        let dir = self.manifests_dir();
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        Ok(dir.join(format!(".{id}{BLOCK_MAP_SUFFIX}.part")))
+    }
+
+    /// Keeps a copy of `m` for later incrementals, with its block
+    /// fingerprints when staging wrote them, and only the newest few (and
+    /// no fingerprints a dead run left).
     pub(crate) fn keep_local_manifest(&self, m: &Manifest) -> Result<()> {
         let dir = self.manifests_dir();
         fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        let part = dir.join(format!(".{}{BLOCK_MAP_SUFFIX}.part", m.id));
+        if part.exists() {
+            let map = self.block_map_path(&m.id);
+            fs::rename(&part, &map)
+                .map_err(|e| Error::io(format!("cannot rename {}", part.display()), e))?;
+        }
         write_file_atomic(&dir, &format!("{}.json", m.id), &m.to_json())?;
-        let mut names: Vec<PathBuf> = fs::read_dir(&dir)
-            .map(|e| e.flatten().map(|e| e.path()).collect())
+        let names: Vec<String> = fs::read_dir(&dir)
+            .map(|e| {
+                e.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
-        names.sort();
-        let extra = names.len().saturating_sub(LOCAL_MANIFESTS_KEPT);
-        for old in &names[..extra] {
-            let _ = fs::remove_file(old);
+        let mut kept: Vec<&str> = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".json"))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        kept.sort();
+        let extra = kept.len().saturating_sub(LOCAL_MANIFESTS_KEPT);
+        let kept: std::collections::HashSet<&str> = kept[extra..].iter().copied().collect();
+        for name in &names {
+            let id = name
+                .strip_suffix(".json")
+                .or_else(|| name.strip_suffix(BLOCK_MAP_SUFFIX))
+                .filter(|id| !id.starts_with('.'));
+            if id.is_none_or(|id| !kept.contains(id)) {
+                let _ = fs::remove_file(dir.join(name));
+            }
         }
         Ok(())
     }

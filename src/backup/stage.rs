@@ -28,8 +28,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::format::blocks::{Delta, Fingerprint};
 use crate::format::digest::{Algorithm, Hasher};
 
+use crate::backup::blockmap::{BlockMap, BlockMapWriter};
+use crate::backup::delta::{self, BlockMaps, HashingReader, READ_BUF};
 use crate::backup::source::{self, CommandEnv, PlannedEntry};
 use crate::backup::source::{CommandStderr, RunAs, Shell};
 use crate::config::OnUnreadable;
@@ -47,8 +50,6 @@ use crate::staging::{
 };
 use crate::stop::Stop;
 use offsite_backends::units::human_bytes;
-
-const READ_BUF: usize = 1 << 20;
 
 /// A backup's id: its UTC start time to the second, its kind, and the host
 /// that made it (`20261201T021500Z-full-db1`), so two hosts running the same
@@ -453,6 +454,7 @@ fn pack_source(
         .count() as u64;
     check_free_space(work, disk_bytes, config.staging.min_free)?;
 
+    let maps = block_maps(config, job, new)?;
     progress.stage_started(&job.name, total_files, total_bytes);
     let packed = pack(
         &plan.entries,
@@ -461,6 +463,7 @@ fn pack_source(
         job,
         new.parent,
         new.key.cloned(),
+        maps,
         progress,
         stop,
     );
@@ -491,6 +494,26 @@ fn pack_source(
         stderr: Vec::new(),
         notes,
     })
+}
+
+/// The parent's block fingerprints (when an incremental's parent has them
+/// here) and the map this backup writes (unless `block_size = "off"`).
+fn block_maps(config: &Config, job: &Job, new: &NewBackup) -> Result<BlockMaps> {
+    let staging = JobStaging::new(config, &job.name);
+    let parent = new
+        .parent
+        .and_then(|p| BlockMap::open(&staging.block_map_path(&p.id)));
+    let out = match job.block_size {
+        crate::format::blocks::BlockSize::Off => None,
+        _ => {
+            let path = staging.block_map_part(new.id)?;
+            Some(
+                BlockMapWriter::create(&path)
+                    .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?,
+            )
+        }
+    };
+    Ok(BlockMaps { parent, out })
 }
 
 /// A job's source command and the file its stdout goes to.
@@ -588,6 +611,14 @@ fn review(
             packed.unchanged,
             deleted.len()
         ));
+        if packed.delta_files > 0 {
+            notes.push(format!(
+                "{} file(s) changed in place: packed {} of their {} as changed blocks",
+                packed.delta_files,
+                human_bytes(packed.delta_bytes),
+                human_bytes(packed.delta_of)
+            ));
+        }
     }
     notes.extend(skipped.iter().map(|s| format!("skipped {s}")));
     notes.extend(
@@ -621,8 +652,15 @@ fn manifest_of(
     deleted: Vec<String>,
 ) -> Manifest {
     let stored: u64 = packed.volumes.iter().map(|v| v.size).sum();
+    // Format 3 only when a file needs it: every other backup stays readable
+    // by versions that know format 2.
+    let format = if packed.files.iter().any(|f| f.delta.is_some()) {
+        manifest::FORMAT_DELTA
+    } else {
+        manifest::FORMAT
+    };
     Manifest {
-        format: manifest::FORMAT,
+        format,
         tool: format!("offsite {}", env!("CARGO_PKG_VERSION")),
         job: job.name.clone(),
         id: new.id.to_string(),
@@ -759,26 +797,26 @@ struct Packed {
     packed_files: u64,
     /// Files an incremental took from its parent's chain.
     unchanged: u64,
+    /// Files an incremental packed as their changed blocks, the bytes of
+    /// those blocks, and the files' whole size.
+    delta_files: u64,
+    delta_bytes: u64,
+    delta_of: u64,
 }
 
-/// The parent's entry for `rel` if the file's bytes are the same: same size
-/// and modification time, or same size and the same content hash.
-fn unchanged_in_parent<'p>(
-    parent: &'p std::collections::HashMap<&str, &FileEntry>,
-    rel: &str,
+/// The parent's entry `p` if the file, touched since, still has its bytes:
+/// same size and the same content hash.
+fn same_content<'p>(
+    p: Option<&'p FileEntry>,
     md: &fs::Metadata,
     file: &mut File,
 ) -> io::Result<Option<&'p FileEntry>> {
-    let Some(p) = parent.get(rel).copied() else {
+    let Some(p) = p else {
         return Ok(None);
     };
     if p.kind != EntryKind::File || p.size != md.len() {
         return Ok(None);
     }
-    if p.mtime == md.mtime() && p.mtime_nsec as i64 == md.mtime_nsec() {
-        return Ok(Some(p));
-    }
-    // Touched but maybe not changed: compare the content.
     // Hashed with the parent's algorithm, which may be an older one.
     let Some(recorded) = p.digest() else {
         return Ok(None);
@@ -840,6 +878,7 @@ fn pack(
     job: &Job,
     parent: Option<&Manifest>,
     key: Option<Arc<Key>>,
+    maps: BlockMaps,
     progress: &dyn Progress,
     stop: &Stop,
 ) -> Result<Packed> {
@@ -848,9 +887,11 @@ fn pack(
         work,
         id,
         job,
+        parent_id: parent.map(|p| p.id.as_str()),
         parent_files: parent
             .map(|p| p.files.iter().map(|f| (f.path.as_str(), f)).collect())
             .unwrap_or_default(),
+        maps,
         progress,
         stop,
         tar: tar::Builder::new(writer),
@@ -864,6 +905,9 @@ fn pack(
             bytes: 0,
             packed_files: 0,
             unchanged: 0,
+            delta_files: 0,
+            delta_bytes: 0,
+            delta_of: 0,
         },
     };
     for entry in plan {
@@ -875,6 +919,9 @@ fn pack(
         .into_inner()
         .map_err(|e| tar_error(work, "the end of the archive", e))?;
     packer.out.volumes = writer.finish()?;
+    if let Some(map) = packer.maps.out.take() {
+        map.finish().map_err(|e| map_error(work, e))?;
+    }
     Ok(packer.out)
 }
 
@@ -889,8 +936,11 @@ struct Packer<'a> {
     work: &'a Path,
     id: &'a str,
     job: &'a Job,
-    /// The parent's files by path (an incremental's).
+    /// The parent's id and files by path (an incremental's).
+    parent_id: Option<&'a str>,
     parent_files: std::collections::HashMap<&'a str, &'a FileEntry>,
+    /// The parent's block fingerprints, and this backup's.
+    maps: BlockMaps,
     progress: &'a dyn Progress,
     stop: &'a Stop,
     tar: tar::Builder<VolumeWriter>,
@@ -964,6 +1014,7 @@ impl Packer<'_> {
             sparse: false,
             volume: 0,
             backup: self.id.to_string(),
+            delta: None,
         };
         Pending {
             tar_path,
@@ -1053,7 +1104,7 @@ impl Packer<'_> {
         }
         let Pending {
             tar_path,
-            mut header,
+            header,
             mut record,
         } = p;
         record.kind = EntryKind::File;
@@ -1073,38 +1124,58 @@ impl Packer<'_> {
         record.mtime = before.mtime();
         record.mtime_nsec = before.mtime_nsec().clamp(0, 999_999_999) as u32;
         record.sparse = is_sparse(&before);
-        let same = unchanged_in_parent(&self.parent_files, &entry.rel, &before, &mut file)
-            .map_err(|e| Error::io(format!("source: cannot read {}", entry.abs.display()), e))?;
-        if let Some(p) = same {
-            // The bytes stay where they are in the chain; only the metadata is new.
-            record.size = p.size;
-            record.set_digest(p.digest());
-            record.volume = p.volume;
-            record.backup = p.backup.clone();
-            self.out.unchanged += 1;
-        } else {
-            record.volume =
-                self.start_entry(&entry.rel, self.tar.get_ref().estimate_compressed(size))?;
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(size);
-            header.set_mtime(before.mtime().max(0) as u64);
-            let mut reader = HashingReader::new(file, size, self.stop.clone());
-            self.tar
-                .append_data(&mut header, &tar_path, &mut reader)
-                .map_err(|e| {
-                    if self.stop.requested() {
-                        interrupted()
-                    } else {
-                        tar_error(self.work, &entry.rel, e)
-                    }
-                })?;
-            if self.changed_while_read(entry, &before, &reader)? {
-                self.out.changed.push(entry.rel.clone());
+        let block_size = self.job.block_size.for_file(size);
+        let parent = self.parent_files.get(entry.rel.as_str()).copied();
+        // The parent's fingerprints of this file, if they describe its version.
+        let rec = match (parent, &self.maps.parent) {
+            (Some(p), Some(map)) if p.kind == EntryKind::File => map
+                .record(&entry.rel)
+                .filter(|r| r.describes(p.size, p.digest().as_ref()))
+                .cloned(),
+            _ => None,
+        };
+        let file_at = FileAt {
+            entry,
+            before: &before,
+            tar_path,
+            header,
+        };
+        match parent {
+            Some(p) if same_version(p, &before) => {
+                // Untouched: its bytes stay where they are in the chain.
+                if let (Some(rec), Some(out), Some(map)) =
+                    (&rec, &mut self.maps.out, &self.maps.parent)
+                {
+                    out.copy(&entry.rel, map, rec)
+                        .map_err(|e| map_error(self.work, e))?;
+                }
+                self.keep_parents(&mut record, p);
             }
-            record.size = size;
-            record.set_digest(Some(reader.hasher.finish()));
-            self.out.bytes += size;
-            self.out.packed_files += 1;
+            Some(p)
+                if rec
+                    .as_ref()
+                    .is_some_and(|r| Some(r.block_size) == block_size) =>
+            {
+                let prints = match (&self.maps.parent, &rec) {
+                    (Some(map), Some(rec)) => map.fingerprints(rec).unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                self.changed_blocks(file_at, file, p, &prints, &mut record)?;
+            }
+            _ => {
+                // A file tracked by blocks without fingerprints to compare
+                // with is packed whole, so the next incremental has them.
+                let same = match block_size {
+                    Some(_) => None,
+                    None => same_content(parent, &before, &mut file).map_err(|e| {
+                        Error::io(format!("source: cannot read {}", entry.abs.display()), e)
+                    })?,
+                };
+                match same {
+                    Some(p) => self.keep_parents(&mut record, p),
+                    None => self.whole(file_at, file, block_size, &mut record)?,
+                }
+            }
         }
         self.progress.stage_advanced(1, size);
         if let Some(inode) = inode {
@@ -1168,86 +1239,154 @@ impl Packer<'_> {
         &self,
         entry: &PlannedEntry,
         before: &fs::Metadata,
-        reader: &HashingReader,
+        file: &File,
+        short: bool,
     ) -> Result<bool> {
-        let after = reader
-            .file
+        let after = file
             .metadata()
             .map_err(|e| Error::io(format!("source: cannot stat {}", entry.abs.display()), e))?;
         let now_md = fs::metadata(&entry.abs).ok();
         let replaced = now_md.as_ref().is_none_or(|m| m.ino() != before.ino());
-        Ok(reader.short || !same_state(before, &after) || replaced)
+        Ok(short || !same_state(before, &after) || replaced)
     }
-}
 
-/// Reads exactly `size` bytes of a file, hashing them; pads with zeros (and
-/// says so) when the file shrank while read, so the tar header stays true.
-struct HashingReader {
-    file: File,
-    /// Bytes still to hand out: the size the tar header announced.
-    remaining: u64,
-    hasher: Hasher,
-    short: bool,
-    /// Checked on every block, so a stop does not wait for a large file's end.
-    stop: Stop,
-    /// The file is read in blocks of up to `READ_BUF`, each hashed whole
-    /// (BLAKE3 uses its SIMD lanes only on large inputs; tar asks for 8 KiB
-    /// at a time), and handed out from here.
-    block: Vec<u8>,
-    pos: usize,
-}
+    /// Records that `record`'s bytes are those of the parent's entry `p`:
+    /// they stay where they are in the chain; only the metadata is new.
+    fn keep_parents(&mut self, record: &mut FileEntry, p: &FileEntry) {
+        record.size = p.size;
+        record.set_digest(p.digest());
+        record.volume = p.volume;
+        record.backup = p.backup.clone();
+        record.delta = p.delta.clone();
+        self.out.unchanged += 1;
+    }
 
-impl HashingReader {
-    fn new(file: File, size: u64, stop: Stop) -> Self {
-        HashingReader {
-            file,
-            remaining: size,
-            hasher: Hasher::new(Algorithm::CURRENT),
-            short: false,
-            stop,
-            block: Vec::with_capacity(READ_BUF),
-            pos: 0,
+    /// Appends `len` bytes of `content` as `at`'s archive entry; answers the
+    /// volume it starts in.
+    fn append(&mut self, at: &mut FileAt, len: u64, content: &mut dyn Read) -> Result<u32> {
+        let volume =
+            self.start_entry(&at.entry.rel, self.tar.get_ref().estimate_compressed(len))?;
+        at.header.set_entry_type(tar::EntryType::Regular);
+        at.header.set_size(len);
+        at.header.set_mtime(at.before.mtime().max(0) as u64);
+        self.tar
+            .append_data(&mut at.header, &at.tar_path, content)
+            .map_err(|e| {
+                if self.stop.requested() {
+                    interrupted()
+                } else {
+                    tar_error(self.work, &at.entry.rel, e)
+                }
+            })?;
+        Ok(volume)
+    }
+
+    /// Packs a file whole, read as it is now (block by block when it is
+    /// tracked by blocks, its fingerprints kept for the next incremental).
+    fn whole(
+        &mut self,
+        mut at: FileAt,
+        file: File,
+        block_size: Option<u64>,
+        record: &mut FileEntry,
+    ) -> Result<()> {
+        let size = at.before.len();
+        let mut reader = HashingReader::new(file, size, block_size, self.stop.clone());
+        record.volume = self.append(&mut at, size, &mut reader)?;
+        if self.changed_while_read(at.entry, at.before, &reader.file, reader.short)? {
+            self.out.changed.push(at.entry.rel.clone());
         }
+        let (digest, prints) = reader.finish();
+        if let (Some(bs), Some(prints), Some(out)) = (block_size, prints, &mut self.maps.out) {
+            out.add(&at.entry.rel, size, bs, &digest, &prints)
+                .map_err(|e| map_error(self.work, e))?;
+        }
+        record.size = size;
+        record.set_digest(Some(digest));
+        self.out.bytes += size;
+        self.out.packed_files += 1;
+        Ok(())
     }
 
-    /// Reads the next block. A file that shrank while it was read is padded
-    /// with zeros up to the size in the tar header (and reported as changed).
-    fn fill(&mut self) -> io::Result<()> {
-        let want = usize::try_from(self.remaining).map_or(READ_BUF, |r| r.min(READ_BUF));
-        self.block.resize(want, 0);
-        let mut got = 0;
-        while got < want && !self.short {
-            match self.file.read(&mut self.block[got..]) {
-                Ok(0) => self.short = true,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    /// Packs the blocks of a file that differ from its parent's version
+    /// `p` (whose fingerprints are `prints`): as a patch of that version,
+    /// or whole when every block changed, or not at all when none did.
+    fn changed_blocks(
+        &mut self,
+        mut at: FileAt,
+        file: File,
+        p: &FileEntry,
+        prints: &[Fingerprint],
+        record: &mut FileEntry,
+    ) -> Result<()> {
+        let size = at.before.len();
+        let Some(bs) = self.job.block_size.for_file(size) else {
+            return self.whole(at, file, None, record);
+        };
+        let reader = HashingReader::new(file, size, Some(bs), self.stop.clone());
+        let spool = self.work.join(".spool");
+        let mut scan = delta::scan(reader, prints, &spool).map_err(|e| {
+            if self.stop.requested() {
+                interrupted()
+            } else {
+                Error::io(format!("source: cannot read {}", at.entry.abs.display()), e)
             }
+        })?;
+        if self.changed_while_read(at.entry, at.before, &scan.file, scan.short)? {
+            self.out.changed.push(at.entry.rel.clone());
         }
-        self.block[got..].fill(0);
-        self.hasher.update(&self.block);
-        self.remaining -= want as u64;
-        self.pos = 0;
+        if let Some(out) = &mut self.maps.out {
+            out.add(&at.entry.rel, size, bs, &scan.digest, &scan.prints)
+                .map_err(|e| map_error(self.work, e))?;
+        }
+        if scan.runs.is_empty() && size == p.size && Some(&scan.digest) == p.digest().as_ref() {
+            // Touched, not changed.
+            self.keep_parents(record, p);
+            return Ok(());
+        }
+        record.volume = self.append(&mut at, scan.stored, &mut scan.spool)?;
+        record.size = size;
+        record.set_digest(Some(scan.digest));
+        if scan.stored < size {
+            record.delta = Some(Delta {
+                block_size: bs,
+                base: self.parent_id.unwrap_or_default().to_string(),
+                blocks: scan.runs,
+                blake3: scan.stored_hash.hex,
+            });
+            self.out.delta_files += 1;
+            self.out.delta_bytes += scan.stored;
+            self.out.delta_of += size;
+        }
+        self.out.bytes += scan.stored;
+        self.out.packed_files += 1;
         Ok(())
     }
 }
 
-impl Read for HashingReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.block.len() {
-            if self.remaining == 0 {
-                return Ok(0);
-            }
-            if self.stop.requested() {
-                return Err(io::Error::other("stop requested"));
-            }
-            self.fill()?;
-        }
-        let n = out.len().min(self.block.len() - self.pos);
-        out[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
+/// A regular file about to be packed: its planned entry, its metadata
+/// before the read, and its archive name and header.
+struct FileAt<'e> {
+    entry: &'e PlannedEntry,
+    before: &'e fs::Metadata,
+    tar_path: PathBuf,
+    header: tar::Header,
+}
+
+/// Whether a parent's entry is the file as it is now, by size and time.
+fn same_version(p: &FileEntry, md: &fs::Metadata) -> bool {
+    p.kind == EntryKind::File
+        && p.size == md.len()
+        && p.mtime == md.mtime()
+        && p.mtime_nsec as i64 == md.mtime_nsec()
+}
+
+/// A failure to write the block map of the backup staged in `work`.
+fn map_error(work: &Path, e: io::Error) -> Error {
+    Error::io(
+        format!("staging {}: cannot write the block map", work.display()),
+        e,
+    )
 }
 
 /// Counts and hashes what is written through it.
@@ -1561,6 +1700,7 @@ mod tests {
             post: Vec::new(),
             destinations: Vec::new(),
             volume_size,
+            block_size: crate::format::blocks::BlockSize::Auto,
             compression_level: 1,
             keep_local: 0,
             on_change: OnChange::Warn,
@@ -1596,6 +1736,7 @@ mod tests {
             &job(volume_size),
             None,
             None,
+            BlockMaps::none(),
             &Silent,
             &Stop::new(),
         )
@@ -1634,6 +1775,7 @@ mod tests {
             &job(1 << 20),
             None,
             None,
+            BlockMaps::none(),
             &Silent,
             &Stop::new(),
         )

@@ -470,6 +470,7 @@ mod tests {
                 blake3: None,
                 target: None,
                 sparse: false,
+                delta: None,
                 volume: 0,
                 backup: "20261122T021500Z-full".into(),
             }],

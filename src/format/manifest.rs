@@ -4,9 +4,13 @@
 //! the manifest is written last, after every volume. The format is versioned
 //! and a reader refuses a format it does not know rather than guess:
 //! - format 1: names as plain UTF-8;
-//! - format 2 (written now): names in the encoding of [`crate::format::names`] (any
+//! - format 2: names in the encoding of [`crate::format::names`] (any
 //!   byte a file name may hold), the writing host, the backup's root folder,
-//!   hard links, sparse files, and the source check's verdict.
+//!   hard links, sparse files, and the source check's verdict;
+//! - format 3: format 2 with files stored as their changed blocks (`delta`,
+//!   see [`crate::format::blocks`]). Written only by an incremental that holds
+//!   such a file, so every other backup stays readable by versions that know
+//!   format 2.
 //!
 //! Format-1 manifests are read into the same structure, their names brought
 //! into the format-2 encoding. Every path it lists is checked by
@@ -19,10 +23,15 @@ use std::path::{Component, Path};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::format::blocks::Delta;
 use crate::format::digest::Digest;
 
-/// The format this version writes.
+/// The format this version writes, unless a file is stored as its changed
+/// blocks ([`FORMAT_DELTA`]).
 pub const FORMAT: u32 = 2;
+/// The format of a manifest that has a file stored as its changed blocks;
+/// the newest this version reads.
+pub const FORMAT_DELTA: u32 = 3;
 /// The oldest format this version reads.
 pub const OLDEST_FORMAT: u32 = 1;
 /// The manifest's file name, in a staged backup's folder and beside the volumes
@@ -242,12 +251,35 @@ pub struct FileEntry {
     pub volume: u32,
     /// The backup that holds the bytes (this one, for a full backup).
     pub backup: String,
+    /// Set when `backup` holds only the blocks that changed since the
+    /// version in `delta.base` (format 3): the archive entry is those blocks,
+    /// and `size` and the hash are the whole file's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
 }
 
 impl FileEntry {
     /// The recorded content hash (files only; `validate` checks it).
     pub fn digest(&self) -> Option<Digest> {
         Digest::from_fields(&self.sha256, &self.blake3)
+    }
+
+    /// The bytes its archive entry holds: the file's size, or the size of
+    /// its changed blocks when it is stored as a patch.
+    pub fn stored_size(&self) -> u64 {
+        match &self.delta {
+            Some(d) => d.stored_bytes(self.size),
+            None => self.size,
+        }
+    }
+
+    /// The hash of its archive entry's bytes: the file's, or its changed
+    /// blocks' when it is stored as a patch.
+    pub fn stored_digest(&self) -> Option<Digest> {
+        match &self.delta {
+            Some(d) => Some(d.digest()),
+            None => self.digest(),
+        }
     }
 
     /// Records `digest` in its field and clears the other (None clears both).
@@ -371,9 +403,9 @@ impl Manifest {
                 "{origin}: the manifest is not valid: {what}"
             )))
         };
-        if !(OLDEST_FORMAT..=FORMAT).contains(&self.format) {
+        if !(OLDEST_FORMAT..=FORMAT_DELTA).contains(&self.format) {
             return bad(format!(
-                "format {} is not known to this offsite (it reads formats {OLDEST_FORMAT} to {FORMAT}); use a newer offsite",
+                "format {} is not known to this offsite (it reads formats {OLDEST_FORMAT} to {FORMAT_DELTA}); use a newer offsite",
                 self.format
             ));
         }
@@ -434,12 +466,20 @@ impl Manifest {
                     self.volumes.len()
                 ));
             }
+            if f.delta.is_some() && f.kind != EntryKind::File {
+                return bad(format!("{:?} has blocks but is not a file", f.path));
+            }
             match f.kind {
                 EntryKind::File if f.digest().is_none() => {
                     return bad(format!(
                         "file {:?} needs one hash (sha256 or blake3)",
                         f.path
                     ));
+                }
+                EntryKind::File if f.delta.is_some() => {
+                    if let Some(problem) = self.delta_problem(f) {
+                        return bad(format!("{:?}: {problem}", f.path));
+                    }
                 }
                 EntryKind::Symlink => match &f.target {
                     Some(t)
@@ -468,6 +508,22 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+}
+
+impl Manifest {
+    /// What is wrong with a file stored as its changed blocks, if anything:
+    /// only a format-3 incremental holds such files, each patching a version
+    /// in an earlier backup, with runs that fit the file.
+    fn delta_problem(&self, f: &FileEntry) -> Option<String> {
+        let d = f.delta.as_ref()?;
+        if self.format < FORMAT_DELTA || self.kind != BackupKind::Incr {
+            return Some("only a format-3 incremental stores changed blocks".into());
+        }
+        if !safe_id(&d.base) || d.base == f.backup {
+            return Some(format!("its blocks patch an unsafe base {:?}", d.base));
+        }
+        d.problem(f.size)
     }
 }
 
@@ -581,6 +637,7 @@ mod validation_tests {
             sparse: false,
             volume,
             backup: backup.into(),
+            delta: None,
         }
     }
 
@@ -614,6 +671,74 @@ mod validation_tests {
             bad_volume.validate("t").is_err(),
             "own files name one of its volumes"
         );
+    }
+
+    #[test]
+    fn changed_blocks_belong_to_a_format_3_incremental_and_fit_the_file() {
+        let id = "20261122T021500Z-incr";
+        let delta = |base: &str, blocks: Vec<[u64; 2]>| crate::format::blocks::Delta {
+            block_size: 8192,
+            base: base.into(),
+            blocks,
+            blake3: "ab".repeat(32),
+        };
+        let with = |d: crate::format::blocks::Delta, size: u64| {
+            let mut f = file("t", id, 0);
+            f.size = size;
+            f.delta = Some(d);
+            f
+        };
+        let good = with(delta("p", vec![[0, 2], [5, 1]]), 6 * 8192);
+        let mut m = manifest(BackupKind::Incr, Some("p"), vec![good.clone()]);
+        m.format = FORMAT_DELTA;
+        assert!(m.validate("t").is_ok());
+        let cases = [
+            ("format 2", FORMAT, BackupKind::Incr, good.clone()),
+            ("a full", FORMAT_DELTA, BackupKind::Full, good.clone()),
+            (
+                "its own base",
+                FORMAT_DELTA,
+                BackupKind::Incr,
+                with(delta(id, vec![[0, 1]]), 8192 * 6),
+            ),
+            (
+                "unsafe base",
+                FORMAT_DELTA,
+                BackupKind::Incr,
+                with(delta("../x", vec![[0, 1]]), 8192 * 6),
+            ),
+            (
+                "past the end",
+                FORMAT_DELTA,
+                BackupKind::Incr,
+                with(delta("p", vec![[5, 2]]), 8192 * 6),
+            ),
+            (
+                "unordered",
+                FORMAT_DELTA,
+                BackupKind::Incr,
+                with(delta("p", vec![[3, 1], [1, 1]]), 8192 * 6),
+            ),
+            (
+                "a folder",
+                FORMAT_DELTA,
+                BackupKind::Incr,
+                FileEntry {
+                    kind: EntryKind::Dir,
+                    ..good.clone()
+                },
+            ),
+        ];
+        for (what, format, kind, f) in cases {
+            let parent = (kind == BackupKind::Incr).then_some("p");
+            let mut m = manifest(kind, parent, vec![f]);
+            m.format = format;
+            assert!(m.validate("t").is_err(), "{what}");
+        }
+        // A format this version does not know is refused by name.
+        m.format = FORMAT_DELTA + 1;
+        let e = m.validate("t").unwrap_err().to_string();
+        assert!(e.contains("use a newer offsite"), "{e}");
     }
 
     #[test]

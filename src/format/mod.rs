@@ -3,6 +3,7 @@
 //! file lists, and the remote layout of keys. Pure data and formats: nothing
 //! here talks to a destination.
 
+pub mod blocks;
 pub mod crypt;
 pub mod digest;
 pub mod layout;

@@ -244,11 +244,13 @@ pub(super) fn hash_stream(
     content: &mut dyn Read,
     mut out: Option<&mut dyn Write>,
 ) -> io::Result<(u64, Digest)> {
-    let algorithm = entry.digest().map_or(Algorithm::CURRENT, |d| d.algorithm);
+    let algorithm = entry
+        .stored_digest()
+        .map_or(Algorithm::CURRENT, |d| d.algorithm);
     let mut hasher = Hasher::new(algorithm);
     // As large as the file (a page at least, 1 MiB at most): a small file
     // must not cost the allocation, and the mapping, of a 1 MiB buffer.
-    let mut buf = vec![0u8; (entry.size as usize).clamp(4096, 1 << 20)];
+    let mut buf = vec![0u8; (entry.stored_size() as usize).clamp(4096, 1 << 20)];
     let mut total = 0u64;
     loop {
         let n = content.read(&mut buf)?;
@@ -468,14 +470,19 @@ impl<'a> ArchiveRead<'a> {
         match fe.kind {
             EntryKind::File => {
                 let (size, hash) = self.sink.file(fe, entry)?;
-                if size != fe.size {
+                let what = if fe.delta.is_some() {
+                    "the changed blocks of file"
+                } else {
+                    "file"
+                };
+                if size != fe.stored_size() {
                     self.problems.note(format!(
-                        "file {name:?} is {size} bytes, the manifest says {}",
-                        fe.size
+                        "{what} {name:?}: {size} bytes, the manifest says {}",
+                        fe.stored_size()
                     ));
-                } else if Some(&hash) != fe.digest().as_ref() {
+                } else if Some(&hash) != fe.stored_digest().as_ref() {
                     self.problems.note(format!(
-                        "file {name:?}: {} does not match the manifest (damaged)",
+                        "{what} {name:?}: {} does not match the manifest (damaged)",
                         hash.algorithm.label()
                     ));
                 } else {

@@ -29,7 +29,7 @@ use crate::format::crypt::{self, Identities};
 use crate::format::manifest::{self, FileEntry, Manifest, RootMeta};
 
 use super::catalog::{self, Which, check_set_arg};
-use super::read::{EntrySink, Outcome, ensure_readable, hash_stream, read_backup};
+use super::read::{EntrySink, ensure_readable, hash_stream, read_backup};
 use crate::cluster::{SetStatus, SetVerdict};
 use crate::config::Config;
 use crate::staging::{JobLock, JobStaging};
@@ -75,6 +75,10 @@ struct TreeWriter {
     /// The folders this restore made (mode 0700, its own): not checked again
     /// for every file written into them.
     made: std::collections::HashSet<PathBuf>,
+    /// Files rebuilt from a version and the changed blocks of later
+    /// backups: how many of their stages are still to come. A file gets its
+    /// metadata, and its whole hash is checked, at its last stage.
+    stages: HashMap<String, u32>,
 }
 
 /// The file system's path of the encoded relative path `rel` under `root`.
@@ -288,6 +292,75 @@ impl TreeWriter {
         Ok(path)
     }
 
+    /// Writes the changed blocks of `entry` (in `content`) over the version
+    /// an earlier stage of this restore wrote; at the last stage, checks the
+    /// whole file's hash and gives it its metadata. Answers the size and
+    /// hash of the blocks read.
+    fn patch(
+        &mut self,
+        entry: &FileEntry,
+        content: &mut dyn Read,
+        last: bool,
+    ) -> Result<(u64, Digest)> {
+        let Some(delta) = &entry.delta else {
+            return Err(Error::Failed(format!(
+                "{} is not stored as blocks",
+                entry.path
+            )));
+        };
+        let (dir, name) = Self::split(&entry.path);
+        let path = path_under(&self.ensure_dir(dir)?, name)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| {
+                Error::io(
+                    format!(
+                        "cannot open {} to write its changed blocks from {} (its earlier version was not restored)",
+                        path.display(),
+                        entry.backup
+                    ),
+                    e,
+                )
+            })?;
+        let io_err = |e| Error::io(format!("restoring {}", entry.path), e);
+        f.set_len(entry.size).map_err(io_err)?;
+        let mut hasher = crate::format::digest::Hasher::new(delta.digest().algorithm);
+        let mut buf = vec![0u8; delta.block_size as usize];
+        let mut total = 0u64;
+        for (offset, len) in delta.ranges(entry.size) {
+            let block = &mut buf[..len as usize];
+            content.read_exact(block).map_err(io_err)?;
+            hasher.update(block);
+            f.write_all_at(block, offset).map_err(io_err)?;
+            total += len;
+        }
+        // More bytes than the blocks: counted, so the size check names it.
+        total += io::copy(content, &mut io::sink()).map_err(io_err)?;
+        let stored = hasher.finish();
+        if last && total == entry.stored_size() && Some(&stored) == entry.stored_digest().as_ref() {
+            let whole = hash_stream(
+                &FileEntry {
+                    delta: None,
+                    ..entry.clone()
+                },
+                &mut &f,
+                None,
+            )
+            .map_err(io_err)?;
+            if Some(&whole.1) != entry.digest().as_ref() || whole.0 != entry.size {
+                return Err(Error::Integrity(format!(
+                    "{}: rebuilt from its earlier version and the changed blocks of {}, it does not match the manifest's hash; a backup of the chain is damaged",
+                    entry.path, entry.backup
+                )));
+            }
+            self.apply_file_meta(&f, &path, entry)?;
+        }
+        Ok((total, stored))
+    }
+
     fn finish(&mut self) -> Result<()> {
         let hardlinks = std::mem::take(&mut self.hardlinks);
         for l in &hardlinks {
@@ -356,6 +429,16 @@ impl TreeWriter {
 
 impl EntrySink for TreeWriter {
     fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, Digest)> {
+        let last = match self.stages.get_mut(&entry.path) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            None => true,
+        };
+        if entry.delta.is_some() {
+            return self.patch(entry, content, last);
+        }
         let (dir, name) = Self::split(&entry.path);
         let parent = self.ensure_dir(dir)?;
         let tmp = parent.join(self.temp_name());
@@ -401,7 +484,10 @@ impl EntrySink for TreeWriter {
         }
         // Durable at the end, all at once (see `sync_tree`): a file at a time
         // made a restore of many small files fifty times slower than tar.
-        self.apply_file_meta(&f, &tmp, entry)?;
+        // A version later stages patch stays the restore's own (0600) until then.
+        if last {
+            self.apply_file_meta(&f, &tmp, entry)?;
+        }
         let path = path_under(&parent, name)?;
         if let Err(e) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
@@ -457,40 +543,120 @@ fn sync_tree(root: &Path) -> Result<()> {
 
 /// The backups whose archives hold `manifest`'s bytes, oldest first and the
 /// backup itself last, each with the entries to take from it; `others` are
-/// the manifests on the destination to find the chain in.
+/// the manifests on the destination to find the chain in. A file stored as
+/// changed blocks is taken from each backup of its own chain in turn (its
+/// oldest whole version first): the second answer counts those stages.
 fn chain_of(
     target: &Target,
     manifest: &Manifest,
     others: &[Manifest],
     ids: Option<&Identities>,
-) -> Result<Vec<(Manifest, HashMap<String, FileEntry>)>> {
-    let mut by_holder: std::collections::BTreeMap<&str, HashMap<String, FileEntry>> =
+) -> Result<(
+    Vec<(Manifest, HashMap<String, FileEntry>)>,
+    HashMap<String, u32>,
+)> {
+    let mut chain = Chain {
+        target,
+        manifest,
+        others,
+        ids,
+        opened: HashMap::new(),
+    };
+    let mut by_holder: std::collections::BTreeMap<String, HashMap<String, FileEntry>> =
         Default::default();
+    let mut stages = HashMap::new();
     for f in &manifest.files {
         by_holder
-            .entry(f.backup.as_str())
+            .entry(f.backup.clone())
             .or_default()
             .insert(f.path.clone(), f.clone());
+        let mut at = f.clone();
+        let mut holders = vec![f.backup.clone()];
+        while let Some(d) = &at.delta {
+            let base = chain.files(&d.base)?;
+            let e = base
+                .get(&f.path)
+                .filter(|e| e.kind == manifest::EntryKind::File);
+            let Some(e) = e.cloned() else {
+                return Err(Error::Integrity(format!(
+                    "destination \"{}\": the changed blocks of {} in {} patch its version in {}, which has no such file; the chain is damaged",
+                    target.config.name, f.path, at.backup, d.base
+                )));
+            };
+            if holders.contains(&e.backup) {
+                return Err(Error::Integrity(format!(
+                    "destination \"{}\": the versions of {} in backup {} form a loop; the chain is damaged",
+                    target.config.name, f.path, manifest.id
+                )));
+            }
+            holders.push(e.backup.clone());
+            by_holder
+                .entry(e.backup.clone())
+                .or_default()
+                .insert(f.path.clone(), e.clone());
+            at = e;
+        }
+        if holders.len() > 1 {
+            stages.insert(f.path.clone(), holders.len() as u32);
+        }
     }
-    by_holder.entry(manifest.id.as_str()).or_default();
+    by_holder.entry(manifest.id.clone()).or_default();
     let mut out = Vec::new();
     for (holder, wanted) in by_holder {
-        let m = if holder == manifest.id {
-            manifest.clone()
-        } else {
-            let found = others.iter().find(|m| m.id == holder).ok_or_else(|| {
-                Error::Integrity(format!(
-                    "destination \"{}\": backup {} needs the files held by {holder}, which is not complete there; restore another backup, or from another destination",
-                    target.config.name, manifest.id
-                ))
-            })?;
-            crypt::open_manifest(found, ids)?
-        };
-        out.push((m, wanted));
+        out.push((chain.open(&holder)?.clone(), wanted));
     }
-    // The backup itself reads last, so its folders' metadata is what stays.
+    // Oldest first: a version is written before the blocks that patch it,
+    // and the backup itself reads last, so its folders' metadata is what stays.
     out.sort_by_key(|(m, _)| (m.id == manifest.id, m.created_at.clone(), m.id.clone()));
-    Ok(out)
+    Ok((out, stages))
+}
+
+/// The manifests of a restore's chain, opened once each.
+struct Chain<'a> {
+    target: &'a Target,
+    manifest: &'a Manifest,
+    others: &'a [Manifest],
+    ids: Option<&'a Identities>,
+    /// Opened manifests and their files by path, by id.
+    opened: HashMap<String, (Manifest, HashMap<String, FileEntry>)>,
+}
+
+impl Chain<'_> {
+    /// Backup `id`'s manifest (opened when sealed), from the destination's
+    /// complete backups.
+    fn open(&mut self, id: &str) -> Result<&Manifest> {
+        self.load(id).map(|(m, _)| m)
+    }
+
+    /// Backup `id`'s files by path.
+    fn files(&mut self, id: &str) -> Result<&HashMap<String, FileEntry>> {
+        self.load(id).map(|(_, f)| f)
+    }
+
+    fn load(&mut self, id: &str) -> Result<&(Manifest, HashMap<String, FileEntry>)> {
+        if !self.opened.contains_key(id) {
+            let m = if id == self.manifest.id {
+                self.manifest.clone()
+            } else {
+                let found = self.others.iter().find(|m| m.id == id).ok_or_else(|| {
+                    Error::Integrity(format!(
+                        "destination \"{}\": backup {} needs the files held by {id}, which is not complete there; restore another backup, or from another destination",
+                        self.target.config.name, self.manifest.id
+                    ))
+                })?;
+                crypt::open_manifest(found, self.ids)?
+            };
+            let files = m
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.clone()))
+                .collect();
+            self.opened.insert(id.to_string(), (m, files));
+        }
+        self.opened
+            .get(id)
+            .ok_or_else(|| Error::Failed(format!("backup {id} was not opened")))
+    }
 }
 
 /// Restores `manifest`'s backup from `target` into `to`, which must be empty
@@ -506,7 +672,7 @@ pub async fn restore(
 ) -> Result<RestoreReport> {
     // An encrypted backup is opened (or refused) before anything is asked or written.
     let manifest = &crypt::open_manifest(manifest, ids.as_deref())?;
-    let chain = chain_of(target, manifest, others, ids.as_deref())?;
+    let (chain, stages) = chain_of(target, manifest, others, ids.as_deref())?;
     let parts: Vec<&Manifest> = chain.iter().map(|(m, _)| m).collect();
     ensure_readable(target, &parts).await?;
     // The backup's root folder's mode and owner go to a folder the restore
@@ -538,7 +704,7 @@ pub async fn restore(
     let root_meta = manifest.root.clone();
     let owner_failures = Arc::new(Mutex::new((0u64, String::new())));
     let owner_failures2 = owner_failures.clone();
-    let (outcome, finished) = tokio::task::spawn_blocking(move || {
+    let (problems, finished) = tokio::task::spawn_blocking(move || {
         let mut writer = TreeWriter {
             root: root2,
             root_meta,
@@ -551,12 +717,9 @@ pub async fn restore(
             owner_failures: owner_failures2,
             temps: 0,
             made: Default::default(),
+            stages,
         };
-        let mut outcome = Outcome {
-            files: 0,
-            bytes: 0,
-            problems: Vec::new(),
-        };
+        let mut problems = Vec::new();
         for (archive, wanted) in &chain {
             let o = read_backup(
                 rt.clone(),
@@ -567,34 +730,32 @@ pub async fn restore(
                 &mut writer,
                 true,
             );
-            outcome.files += o.files;
-            outcome.bytes += o.bytes;
-            outcome.problems.extend(o.problems.into_iter().map(|p| {
+            problems.extend(o.problems.into_iter().map(|p| {
                 if archive.id == chain.last().map(|(m, _)| m.id.as_str()).unwrap_or("") {
                     p
                 } else {
                     format!("in {}: {p}", archive.id)
                 }
             }));
-            if !outcome.problems.is_empty() {
+            if !problems.is_empty() {
                 break;
             }
         }
-        let finished = if outcome.problems.is_empty() {
+        let finished = if problems.is_empty() {
             writer.finish().and_then(|_| sync_tree(&writer.root))
         } else {
             Ok(())
         };
-        (outcome, finished)
+        (problems, finished)
     })
     .await
     .map_err(|e| Error::Failed(format!("restore task failed: {e}")))?;
-    if !outcome.problems.is_empty() {
+    if !problems.is_empty() {
         return Err(Error::Integrity(format!(
             "destination \"{}\": restore of {} refused: {}; nothing was written outside {}, but {} may hold part of the backup",
             target.config.name,
             manifest.id,
-            outcome.problems.join("; "),
+            problems.join("; "),
             root.display(),
             root.display()
         )));
@@ -615,8 +776,14 @@ pub async fn restore(
         backup: manifest.id.clone(),
         host: manifest.host.clone(),
         to: root,
-        files: outcome.files,
-        bytes: outcome.bytes,
+        // Each file once at its full size, however many backups of its
+        // chain held its blocks.
+        files: manifest
+            .files
+            .iter()
+            .filter(|f| f.kind == manifest::EntryKind::File)
+            .count() as u64,
+        bytes: manifest.state_bytes(),
         warnings,
     })
 }

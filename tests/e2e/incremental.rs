@@ -161,3 +161,182 @@ fn retention_keeps_the_full_an_incremental_needs() {
     assert!(reasons.contains("needed by"), "{reasons}");
     assert_same_tree(&sb.path("src"), &restore_to(&sb, "latest", "r"));
 }
+
+/// Writes `data` over `path` at `offset`, in place, and moves its time on
+/// (a write within the same clock tick must still be seen).
+fn write_in_place(path: &std::path::Path, offset: u64, data: &[u8], tick: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::File::options().write(true).open(path).expect("open");
+    f.write_all_at(data, offset).expect("write");
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(tick))
+        .expect("touch");
+}
+
+fn manifest_of(sb: &Sandbox, id: &str) -> serde_json::Value {
+    serde_json::from_slice(
+        &fs::read(sb.path("dest/db").join(id).join("manifest.json")).expect("manifest"),
+    )
+    .expect("json")
+}
+
+fn entry<'m>(m: &'m serde_json::Value, path: &str) -> &'m serde_json::Value {
+    m["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["path"] == path)
+        .expect("entry")
+}
+
+#[test]
+fn a_file_changed_in_place_ships_its_changed_blocks_and_every_point_restores() {
+    let sb =
+        Sandbox::new("a_file_changed_in_place_ships_its_changed_blocks_and_every_point_restores");
+    let table = sb.path("src/base/16384/2619");
+    write(&table, &noise(4 << 20, 1));
+    write(&sb.path("src/small"), b"small file");
+    sb.config_dir_job("", &["nas"], NAS);
+    let full = backup(&sb, &["--full"]);
+    let full_id = full["backup"].as_str().expect("id").to_string();
+    assert_eq!(
+        manifest_of(&sb, &full_id)["format"],
+        2,
+        "a full needs no format 3"
+    );
+    let mut snaps = vec![(full_id.clone(), snapshot(&sb.path("src")))];
+
+    // Three scattered 8 KiB pages, one of them the first, and 5,000 new bytes at the end.
+    write_in_place(&table, 0, &noise(8192, 2), 5);
+    write_in_place(&table, 1 << 20, &noise(8192, 3), 5);
+    write_in_place(&table, (3 << 20) + 8192 * 7, &noise(8192, 4), 5);
+    write_in_place(&table, 4 << 20, &noise(5000, 5), 5);
+    let i1 = backup(&sb, &["--incremental"]);
+    let i1_id = i1["backup"].as_str().expect("id").to_string();
+    assert_eq!(i1["staged"]["files"], 1, "{i1}");
+    assert_eq!(
+        i1["staged"]["bytes"],
+        3 * 8192 + 5000,
+        "only the changed blocks are packed: {i1}"
+    );
+    assert!(i1["notes"].to_string().contains("changed in place"), "{i1}");
+    let m1 = manifest_of(&sb, &i1_id);
+    assert_eq!(m1["format"], 3);
+    let e1 = entry(&m1, "base/16384/2619");
+    assert_eq!(e1["size"], (4 << 20) + 5000);
+    assert_eq!(e1["delta"]["base"], full_id.as_str());
+    assert_eq!(e1["delta"]["block_size"], 8192);
+    assert_eq!(
+        e1["delta"]["blocks"],
+        serde_json::json!([[0, 1], [128, 1], [391, 1], [512, 1]])
+    );
+    snaps.push((i1_id.clone(), snapshot(&sb.path("src"))));
+
+    // A page changed again, another changed, and the file cut short inside a block.
+    write_in_place(&table, 1 << 20, &noise(8192, 6), 10);
+    write_in_place(&table, 2 << 20, &noise(100, 7), 10);
+    fs::File::options()
+        .write(true)
+        .open(&table)
+        .expect("open")
+        .set_len((4 << 20) - 3000)
+        .expect("truncate");
+    let i2 = backup(&sb, &["--incremental"]);
+    let i2_id = i2["backup"].as_str().expect("id").to_string();
+    assert_eq!(i2["staged"]["bytes"], 2 * 8192 + (8192 - 3000), "{i2}");
+    assert_eq!(
+        entry(&manifest_of(&sb, &i2_id), "base/16384/2619")["delta"]["base"],
+        i1_id.as_str()
+    );
+    snaps.push((i2_id.clone(), snapshot(&sb.path("src"))));
+
+    // Touched, not changed: nothing packed, the entry keeps pointing at i2's blocks.
+    write_in_place(&table, 0, &fs::read(&table).expect("read")[..8192], 15);
+    let i3 = backup(&sb, &["--incremental"]);
+    let i3_id = i3["backup"].as_str().expect("id").to_string();
+    assert_eq!(i3["staged"]["files"], 0, "{i3}");
+    let e3 = entry(&manifest_of(&sb, &i3_id), "base/16384/2619").clone();
+    assert_eq!(e3["backup"], i2_id.as_str());
+    assert_eq!(e3["delta"]["base"], i1_id.as_str());
+    snaps.push((i3_id.clone(), snapshot(&sb.path("src"))));
+
+    for (n, (id, snap)) in snaps.iter().enumerate() {
+        let r = restore_to(&sb, id, &format!("r{n}"));
+        assert_eq!(
+            &snapshot(&r),
+            snap,
+            "the restore of {id} differs from the source then"
+        );
+    }
+    let v = sb.offsite(&["verify"]);
+    assert_eq!(v.code, 0, "{v:?}");
+}
+
+#[test]
+fn a_chain_whose_blocks_do_not_rebuild_the_file_is_refused_on_restore() {
+    let sb = Sandbox::new("a_chain_whose_blocks_do_not_rebuild_the_file_is_refused_on_restore");
+    let table = sb.path("src/table");
+    write(&table, &noise(1 << 20, 1));
+    sb.config_dir_job("", &["nas"], NAS);
+    backup(&sb, &["--full"]);
+    write_in_place(&table, 8192 * 5, &noise(8192, 2), 5);
+    let i1 = backup(&sb, &["--incremental"]);
+    let i1_id = i1["backup"].as_str().expect("id").to_string();
+    // The manifest now says the stored block goes one block further on:
+    // each backup on its own is intact, the rebuilt file is not.
+    let path = sb.path("dest/db").join(&i1_id).join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).expect("manifest")).expect("json");
+    let files = m["files"].as_array_mut().expect("files");
+    let table = files
+        .iter_mut()
+        .find(|f| f["path"] == "table")
+        .expect("table");
+    assert_eq!(table["delta"]["blocks"], serde_json::json!([[5, 1]]));
+    table["delta"]["blocks"] = serde_json::json!([[6, 1]]);
+    fs::write(&path, serde_json::to_vec_pretty(&m).expect("json")).expect("write");
+    let v = sb.offsite(&["verify"]);
+    assert_eq!(v.code, 0, "verify checks each backup's own bytes: {v:?}");
+    let r = restore_backup(&sb, &i1_id, "r");
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stderr.contains("does not match the manifest's hash"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn without_its_fingerprints_or_with_block_size_off_a_changed_file_is_packed_whole() {
+    let sb = Sandbox::new(
+        "without_its_fingerprints_or_with_block_size_off_a_changed_file_is_packed_whole",
+    );
+    let table = sb.path("src/table");
+    write(&table, &noise(1 << 20, 1));
+    sb.config_dir_job("", &["nas"], NAS);
+    backup(&sb, &["--full"]);
+    // The staging folder lost its block maps: the change is packed whole.
+    let mut removed = 0;
+    for e in fs::read_dir(sb.path("staging/db/.manifests")).expect("manifests") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "blocks") {
+            fs::remove_file(p).expect("rm");
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 1, "the full kept its block map");
+    write_in_place(&table, 8192, &noise(8192, 2), 5);
+    let i1 = backup(&sb, &["--incremental"]);
+    assert_eq!(i1["staged"]["bytes"], 1 << 20, "{i1}");
+    // ... and its fingerprints are kept again, so the next change is blocks.
+    write_in_place(&table, 8192 * 3, &noise(8192, 3), 10);
+    let i2 = backup(&sb, &["--incremental"]);
+    assert_eq!(i2["staged"]["bytes"], 8192, "{i2}");
+    let i2_id = i2["backup"].as_str().expect("id").to_string();
+    assert_same_tree(&sb.path("src"), &restore_to(&sb, &i2_id, "r2"));
+
+    sb.config_dir_job("block_size = \"off\"", &["nas"], NAS);
+    write_in_place(&table, 8192 * 9, &noise(8192, 4), 15);
+    let i3 = backup(&sb, &["--incremental"]);
+    assert_eq!(i3["staged"]["bytes"], 1 << 20, "{i3}");
+    let i3_id = i3["backup"].as_str().expect("id").to_string();
+    assert_same_tree(&sb.path("src"), &restore_to(&sb, &i3_id, "r3"));
+}
