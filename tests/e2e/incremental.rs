@@ -299,7 +299,7 @@ fn a_chain_whose_blocks_do_not_rebuild_the_file_is_refused_on_restore() {
     let r = restore_backup(&sb, &i1_id, "r");
     assert_ne!(r.code, 0, "{r:?}");
     assert!(
-        r.stderr.contains("does not match the manifest's hash"),
+        r.stdout.contains("does not match the manifest's hash"),
         "{r:?}"
     );
 }
