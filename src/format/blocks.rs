@@ -134,7 +134,7 @@ impl Delta {
         let blocks = size.div_ceil(self.block_size);
         let mut next = 0u64;
         for &[first, count] in &self.blocks {
-            let end = first.checked_add(count).unwrap_or(u64::MAX);
+            let end = first.saturating_add(count);
             if count == 0 || first < next || end > blocks {
                 return Some(format!(
                     "block run [{first}, {count}] is out of order or past the file's {blocks} blocks"

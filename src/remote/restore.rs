@@ -541,6 +541,10 @@ fn sync_tree(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The backups a restore reads, in order, each with the entries (by path)
+/// to take from it.
+type Reads = Vec<(Manifest, HashMap<String, FileEntry>)>;
+
 /// The backups whose archives hold `manifest`'s bytes, oldest first and the
 /// backup itself last, each with the entries to take from it; `others` are
 /// the manifests on the destination to find the chain in. A file stored as
@@ -551,10 +555,7 @@ fn chain_of(
     manifest: &Manifest,
     others: &[Manifest],
     ids: Option<&Identities>,
-) -> Result<(
-    Vec<(Manifest, HashMap<String, FileEntry>)>,
-    HashMap<String, u32>,
-)> {
+) -> Result<(Reads, HashMap<String, u32>)> {
     let mut chain = Chain {
         target,
         manifest,
