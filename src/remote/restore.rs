@@ -76,9 +76,10 @@ struct TreeWriter {
     /// for every file written into them.
     made: std::collections::HashSet<PathBuf>,
     /// Files rebuilt from a version and the changed blocks of later
-    /// backups: how many of their stages are still to come. A file gets its
-    /// metadata, and its whole hash is checked, at its last stage.
-    stages: HashMap<String, u32>,
+    /// backups: the backups that hold their stages, oldest first, and how
+    /// many were written. A file gets its metadata, and its whole hash is
+    /// checked, at its last stage.
+    stages: HashMap<String, (Vec<String>, usize)>,
 }
 
 /// The file system's path of the encoded relative path `rel` under `root`.
@@ -430,9 +431,16 @@ impl TreeWriter {
 impl EntrySink for TreeWriter {
     fn file(&mut self, entry: &FileEntry, content: &mut dyn Read) -> Result<(u64, Digest)> {
         let last = match self.stages.get_mut(&entry.path) {
-            Some(n) => {
-                *n = n.saturating_sub(1);
-                *n == 0
+            Some((holders, done)) => {
+                // A version is only ever written over the one before it.
+                if holders.get(*done) != Some(&entry.backup) {
+                    return Err(Error::Integrity(format!(
+                        "{}: its version in {} came before the one it builds on; the chain is damaged",
+                        entry.path, entry.backup
+                    )));
+                }
+                *done += 1;
+                *done == holders.len()
             }
             None => true,
         };
@@ -549,13 +557,13 @@ type Reads = Vec<(Manifest, HashMap<String, FileEntry>)>;
 /// backup itself last, each with the entries to take from it; `others` are
 /// the manifests on the destination to find the chain in. A file stored as
 /// changed blocks is taken from each backup of its own chain in turn (its
-/// oldest whole version first): the second answer counts those stages.
+/// oldest whole version first): the second answer lists those backups.
 fn chain_of(
     target: &Target,
     manifest: &Manifest,
     others: &[Manifest],
     ids: Option<&Identities>,
-) -> Result<(Reads, HashMap<String, u32>)> {
+) -> Result<(Reads, HashMap<String, (Vec<String>, usize)>)> {
     let mut chain = Chain {
         target,
         manifest,
@@ -598,7 +606,8 @@ fn chain_of(
             at = e;
         }
         if holders.len() > 1 {
-            stages.insert(f.path.clone(), holders.len() as u32);
+            holders.reverse();
+            stages.insert(f.path.clone(), (holders, 0));
         }
     }
     by_holder.entry(manifest.id.clone()).or_default();

@@ -4,8 +4,10 @@
     python3 tests/bench/bench.py [--runs N] [--quick] [--scale N] [--no-scale | --scale-only]
 
 Run by `make bench`, which installs the tools, builds the release binary and
-starts the SFTP (tests/servers/sshd.sh) and S3 (tests/servers/moto.sh)
-servers this script reads from target/servers/*.env.
+starts the SFTP (tests/servers/sshd.sh) and S3 (tests/servers/moto.sh, and
+s3s-fs: tests/servers/s3s.sh) servers this script reads from
+target/servers/*.env. Without s3s.env, the s3s-fs scenario is skipped (a note
+says so).
 
 What it measures, each as a subprocess (wall time with time.monotonic(),
 peak RSS with os.wait4(); a pipeline's peaks are added), --runs times,
@@ -13,7 +15,10 @@ reporting the median time and the largest peak RSS:
 
   staging  offsite backup --no-upload | tar -cf - | zstd -T0 -3 | restic backup
   SFTP     offsite upload | rclone copy | OpenSSH sftp -b (mkdir + put)
-  S3       offsite upload | rclone copy (16 MiB parts, 4 at a time)
+  S3       offsite upload | rclone copy (16 MiB parts, 4 at a time), to moto
+           ("upload s3") and to s3s-fs ("upload s3 (s3s-fs)"): moto's CPU
+           per request bounds both clients, s3s-fs (files on the local
+           disk) does not
   restore  offsite restore from a folder | zstd -dc | tar -x, then sync: the
            dataset's backup, and 50,000 files of 200 bytes
   cluster  offsite list of a 50-member cluster job with 200 sets (index
@@ -38,6 +43,7 @@ Python standard library only.
 """
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -79,6 +85,9 @@ CLUSTER_MEMBERS = 50
 CLUSTER_SETS = 200
 # The small-files restore scenario: this many files of 200 bytes.
 SMALL_FILES = 50_000
+# The S3 upload on the second S3 server (tests/servers/s3s.sh), a task of its own.
+S3S_TASK = "upload s3 (s3s-fs)"
+S3S_BIN = SERVERS / "s3s" / "bin" / "s3s-fs"
 # The block-level incremental scenarios: files of random pages changed in
 # place (INCR_FILES x INCR_FILE_SIZE = 1 GiB, INCR_PAGES random 8 KiB page
 # writes), and pgbench on PostgreSQL.
@@ -476,6 +485,7 @@ class Bench:
         # (SSL_CERT_FILE, ...) do not stop it. RCLONE_CONFIG: no config file.
         self.rclone_env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE" and not k.startswith("RCLONE_")}
         self.rclone_env["RCLONE_CONFIG"] = "/dev/null"
+        self.s3s_setup()
 
     # -- configs
 
@@ -516,6 +526,8 @@ class Bench:
             ]
             lines += [f"prefix = {toml_str(prefix)}"] if prefix else []
             lines += [""]
+        if "s3s" in dests:
+            lines += self.s3s_destination(prefix)
         path.write_text("\n".join(lines))
         return path
 
@@ -643,8 +655,10 @@ class Bench:
             cfg = self.config(d / "offsite.toml", d / "staging", data, [dest], prefix=prefix)
             if dest == "s3":
                 self.s3_purge(prefix)
+            elif dest == "s3s":
+                self.s3s_drop(prefix)
             m = measure(f"{dataset}-upload-{dest}-offsite-{i}", [[self.offsite, "--config", cfg, "--json", "upload"]],
-                        env=self.offsite_env)
+                        env=self.s3s_offsite_env if dest == "s3s" else self.offsite_env)
             doc = json.loads(m["stdout"])
             runs_ = doc.get("runs") or []
             dests = [x for r in runs_ for x in r.get("destinations", [])]
@@ -666,6 +680,8 @@ class Bench:
         """The bytes that arrived (read from the server's folder, or listed on S3) are the staged ones."""
         if dest == "sftp":
             got = tree_bytes(Path(self.sftp["SFTP_ROOT"]) / prefix)
+        elif dest == "s3s":
+            got = self.s3s_bytes(prefix)
         else:
             got = self.s3_bytes(prefix)
         if got != expect:
@@ -674,6 +690,8 @@ class Bench:
     def drop_remote(self, dest, prefix):
         if dest == "sftp":
             shutil.rmtree(Path(self.sftp["SFTP_ROOT"]) / prefix, ignore_errors=True)
+        elif dest == "s3s":
+            self.s3s_drop(prefix)
         else:
             self.s3_purge(prefix)
 
@@ -717,6 +735,83 @@ class Bench:
             out.append(m)
             self.s3_purge(prefix)
         return out
+
+    # -- S3 on s3s-fs (tests/servers/s3s.sh): the second S3 server
+
+    def s3s_setup(self):
+        """Reads s3s.env when s3s-fs runs (self.s3s is None otherwise: its
+        scenario is skipped with a note), and offsite's environment for it."""
+        path = SERVERS / "s3s.env"
+        self.s3s = read_env(path) if path.exists() else None
+        self.s3s_offsite_env = dict(self.offsite_env)
+        if self.s3s:
+            self.s3s_offsite_env.update(AWS_ACCESS_KEY_ID=self.s3s["S3S_ACCESS_KEY_ID"],
+                                        AWS_SECRET_ACCESS_KEY=self.s3s["S3S_SECRET_ACCESS_KEY"])
+
+    def s3s_destination(self, prefix):
+        """The config lines of destination `s3s` (path-style: s3s-fs runs without --domain)."""
+        e = self.s3s
+        lines = [
+            "[destination.s3s]",
+            'kind = "s3"',
+            f"bucket = {toml_str(e['S3S_BUCKET'])}",
+            f"endpoint = {toml_str(e['S3S_ENDPOINT'])}",
+            f"region = {toml_str(e['S3S_REGION'])}",
+        ]
+        lines += [f"prefix = {toml_str(prefix)}"] if prefix else []
+        return lines + [""]
+
+    def rclone_s3s(self):
+        e = self.s3s
+        return ["--s3-provider", "Other", "--s3-endpoint", e["S3S_ENDPOINT"], "--s3-region", e["S3S_REGION"],
+                "--s3-access-key-id", e["S3S_ACCESS_KEY_ID"], "--s3-secret-access-key", e["S3S_SECRET_ACCESS_KEY"]]
+
+    def s3s_dir(self, prefix):
+        """Where s3s-fs keeps the objects under `prefix`: a key is a path under the bucket's folder."""
+        return Path(self.s3s["S3S_DATA"]) / self.s3s["S3S_BUCKET"] / prefix
+
+    def s3s_bytes(self, prefix):
+        # Read on disk: s3s-fs 0.14.1 lists nothing for rclone's recursive
+        # listing (`delimiter=`, empty), and answers 500 to a HEAD of a key
+        # that is a folder there, which rclone retries for ~90 s.
+        return tree_bytes(self.s3s_dir(prefix))
+
+    def s3s_drop(self, prefix):
+        """Removes the objects under `prefix`, and the JSON files s3s-fs keeps
+        beside them in its root (it leaves those on a DeleteObject too)."""
+        shutil.rmtree(self.s3s_dir(prefix), ignore_errors=True)
+        root = Path(self.s3s["S3S_DATA"])
+        start = f".bucket-{base64.urlsafe_b64encode(self.s3s['S3S_BUCKET'].encode()).decode().rstrip('=')}.object-"
+        for f in root.glob(start + "*.json"):
+            b64 = f.name[len(start):].split(".", 1)[0]
+            try:
+                key = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).decode()
+            except ValueError:
+                continue
+            if key == prefix or key.startswith(prefix.rstrip("/") + "/"):
+                f.unlink(missing_ok=True)
+
+    def bench_upload_s3s(self, pristine, backup_dir, data, dataset, runs):
+        """The S3 upload again on s3s-fs: rclone copy (the options it has on
+        moto), then offsite upload; a task of its own (S3S_TASK)."""
+        if not self.s3s:
+            self.notes.append(f"{S3S_TASK} not measured: {SERVERS / 's3s.env'} is missing (tests/servers/s3s.sh start)")
+            return
+        log(f"{dataset}: upload of {self.uploaded_bytes / MiB:.0f} MiB to s3s-fs, {runs} run(s) per tool")
+        out = []
+        for i in range(1, runs + 1):
+            prefix = f"bench/rclone-{dataset}-{i}"
+            self.s3s_drop(prefix)
+            cmd = ["rclone", "copy", backup_dir, f":s3:{self.s3s['S3S_BUCKET']}/{prefix}", "--exclude", "/.journal/**",
+                   *self.rclone_s3s(), "--s3-chunk-size", "16M", "--s3-upload-concurrency", "4"]
+            m = measure(f"{dataset}-upload-s3s-rclone-{i}", [cmd], env=self.rclone_env)
+            self.check_remote("s3s", prefix, self.uploaded_bytes, f"rclone s3s-fs run {i}")
+            self.progress(S3S_TASK, "rclone", i, runs, m)
+            out.append(m)
+            self.s3s_drop(prefix)
+        self.record(S3S_TASK, "rclone", self.uploaded_bytes, out, dataset, reference="rclone")
+        out = self.upload_offsite(pristine, data, dataset, "s3s", runs)
+        self.record(S3S_TASK, "offsite", self.uploaded_bytes, out, dataset, reference="rclone")
 
     # -- restore
 
@@ -1033,6 +1128,8 @@ class Bench:
             self.record("upload s3", "rclone", self.uploaded_bytes, out, dataset, reference="rclone")
         out = self.upload_offsite(pristine, data, dataset, "s3", runs)
         self.record("upload s3", "offsite", self.uploaded_bytes, out, dataset, reference="rclone")
+        if peers:
+            self.bench_upload_s3s(pristine, backup_dir, data, dataset, runs)
 
         # Restore.
         if peers:
@@ -1073,6 +1170,8 @@ class Bench:
         shutil.rmtree(RUNS, ignore_errors=True)
         shutil.rmtree(self.sftp_dir(""), ignore_errors=True)
         self.s3_purge("bench")
+        if self.s3s:
+            self.s3s_drop("bench")
 
     # -- report
 
@@ -1099,6 +1198,10 @@ class Bench:
         time_target("staging", "tar | zstd", 1.10, "staging time <= 1.10 x tar | zstd -T0 -3")
         time_target("upload sftp", "OpenSSH sftp", 1.0, "SFTP upload time <= OpenSSH sftp's")
         time_target("upload s3", "rclone", 1.0, "S3 upload time <= rclone's")
+        if self.s3s:
+            time_target(S3S_TASK, "rclone", 1.0, "S3 upload time <= rclone's on s3s-fs")
+        else:
+            add("S3 upload time <= rclone's on s3s-fs", None, 1.0, None, "not measured (s3s-fs not started)")
         for ds in (base, f"{SMALL_FILES} small files"):
             o, r = self.find("restore", "offsite restore", ds), self.find("restore", "zstd -dc | tar -x, then sync", ds)
             if o and r:
@@ -1120,8 +1223,10 @@ class Bench:
             ratio = o["median_seconds"] / r["median_seconds"]
             add(f"incremental ({ds}): time <= restic's second backup", round(ratio, 3), 1.0, ratio <= 1.0,
                 f"offsite {o['median_seconds']:.2f} s / restic {r['median_seconds']:.2f} s = {ratio:.2f}x")
-        for task in ("upload sftp", "upload s3"):
+        for task in ("upload sftp", "upload s3", S3S_TASK):
             rows = [r for r in self.results if r["task"] == task and r["tool"] == "offsite"]
+            if not rows:
+                continue
             peak = max(r["peak_rss_kib"] for r in rows) * KiB
             add(f"offsite {task} peak RSS <= part_size x concurrency + 64 MiB",
                 round(peak / MiB, 1), RSS_LIMIT // MiB, peak <= RSS_LIMIT,
@@ -1223,6 +1328,7 @@ def machine_facts(offsite):
         "versions": {
             "offsite": version([str(offsite), "--version"]),
             "rclone": version(["rclone", "version"]),
+            "s3s-fs": version([str(S3S_BIN), "--version"]),
             "restic": version(["restic", "version"]),
             "zstd": version(["zstd", "--version"]),
             "tar": version(["tar", "--version"]),

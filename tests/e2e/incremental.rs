@@ -340,3 +340,31 @@ fn without_its_fingerprints_or_with_block_size_off_a_changed_file_is_packed_whol
     let i3_id = i3["backup"].as_str().expect("id").to_string();
     assert_same_tree(&sb.path("src"), &restore_to(&sb, &i3_id, "r3"));
 }
+
+#[test]
+fn versions_read_out_of_their_order_are_refused_on_restore() {
+    let sb = Sandbox::new("versions_read_out_of_their_order_are_refused_on_restore");
+    let table = sb.path("src/table");
+    write(&table, &noise(1 << 20, 1));
+    sb.config_dir_job("", &["nas"], NAS);
+    backup(&sb, &["--full"]);
+    write_in_place(&table, 8192 * 5, &noise(8192, 2), 5);
+    let i1 = backup(&sb, &["--incremental"]);
+    let i1_id = i1["backup"].as_str().expect("id").to_string();
+    write_in_place(&table, 8192 * 9, &noise(8192, 3), 10);
+    let i2 = backup(&sb, &["--incremental"]);
+    let i2_id = i2["backup"].as_str().expect("id").to_string();
+    // i1 now claims to be older than the full it patches: read first, its
+    // blocks would land on nothing and the full's version would win.
+    let path = sb.path("dest/db").join(&i1_id).join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).expect("manifest")).expect("json");
+    m["created_at"] = "2001-01-01T00:00:00Z".into();
+    fs::write(&path, serde_json::to_vec_pretty(&m).expect("json")).expect("write");
+    let r = restore_backup(&sb, &i2_id, "r");
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("came before the one it builds on"),
+        "{r:?}"
+    );
+}
