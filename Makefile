@@ -41,12 +41,12 @@ test: deps lint
 # offsite against the tools people use instead, on a generated EventStoreDB-like
 # data directory of about 800 MiB (target/bench/): staging against tar | zstd
 # and restic, uploads to SFTP against rclone and OpenSSH's sftp, to S3 against
-# rclone (on moto, and on s3s-fs, a server fast enough not to be the
-# bottleneck); then offsite alone at 4x the data, for its memory. Prints a
-# table and the targets; writes target/bench/results.json. BENCH_ARGS passes
-# flags (--quick, --runs N, --no-scale). sshd, moto and s3s-fs are started here
-# (the first s3s.sh start builds s3s-fs: ~5 min) and stopped by their scripts
-# whatever the result.
+# rclone (on moto, and on s3s-fs, a server with other costs than moto's);
+# then offsite alone at 4x the data, for its memory. Prints a table and the
+# targets; writes target/bench/results.json. BENCH_ARGS passes flags (--quick,
+# --runs N, --no-scale). sshd, moto and s3s-fs are started here (the first
+# s3s.sh start builds s3s-fs: ~5 min) and stopped by their scripts whatever
+# the result.
 BENCH_SERVERS := sshd moto s3s
 BENCH_ARGS ?=
 # The peers, from Debian: rclone (SFTP and S3 uploads), restic (staging into

@@ -16,9 +16,10 @@ reporting the median time and the largest peak RSS:
   staging  offsite backup --no-upload | tar -cf - | zstd -T0 -3 | restic backup
   SFTP     offsite upload | rclone copy | OpenSSH sftp -b (mkdir + put)
   S3       offsite upload | rclone copy (16 MiB parts, 4 at a time), to moto
-           ("upload s3") and to s3s-fs ("upload s3 (s3s-fs)"): moto's CPU
-           per request bounds both clients, s3s-fs (files on the local
-           disk) does not
+           ("upload s3") and to s3s-fs ("upload s3 (s3s-fs)"), whose costs
+           differ: moto spends CPU per request, s3s-fs writes files and
+           copies every part again in CompleteMultipartUpload
+           (tests/servers/README.md)
   restore  offsite restore from a folder | zstd -dc | tar -x, then sync: the
            dataset's backup, and 50,000 files of 200 bytes
   cluster  offsite list of a 50-member cluster job with 200 sets (index
