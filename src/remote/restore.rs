@@ -79,7 +79,7 @@ struct TreeWriter {
     /// backups: the backups that hold their stages, oldest first, and how
     /// many were written. A file gets its metadata, and its whole hash is
     /// checked, at its last stage.
-    stages: HashMap<String, (Vec<String>, usize)>,
+    stages: Stages,
 }
 
 /// The file system's path of the encoded relative path `rel` under `root`.
@@ -553,6 +553,10 @@ fn sync_tree(root: &Path) -> Result<()> {
 /// to take from it.
 type Reads = Vec<(Manifest, HashMap<String, FileEntry>)>;
 
+/// Per file rebuilt from several backups: those backups, oldest first, and
+/// how many of them were written so far.
+type Stages = HashMap<String, (Vec<String>, usize)>;
+
 /// The backups whose archives hold `manifest`'s bytes, oldest first and the
 /// backup itself last, each with the entries to take from it; `others` are
 /// the manifests on the destination to find the chain in. A file stored as
@@ -563,7 +567,7 @@ fn chain_of(
     manifest: &Manifest,
     others: &[Manifest],
     ids: Option<&Identities>,
-) -> Result<(Reads, HashMap<String, (Vec<String>, usize)>)> {
+) -> Result<(Reads, Stages)> {
     let mut chain = Chain {
         target,
         manifest,
