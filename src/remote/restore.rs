@@ -4,8 +4,11 @@
 //!
 //! Restore never writes outside `--to`: paths are checked (relative, no `..`),
 //! no path component may be a symlink, symlinks are created last and only
-//! when they stay inside, and files are written to a temp name and renamed
-//! into place once their hash is right. Memory is bounded by one read buffer.
+//! when they stay inside. Into a folder written with `--force`, files are
+//! written to a temp name and renamed into place once their hash is right;
+//! into one the restore made or found empty, under their own name (a file
+//! whose hash is wrong is removed, and the restore fails). Memory is
+//! bounded by one read buffer.
 //!
 //! Durability: nothing is synced file by file; once everything is written
 //! and its metadata set, one `syncfs` flushes the file system the restore
@@ -449,7 +452,17 @@ impl EntrySink for TreeWriter {
         }
         let (dir, name) = Self::split(&entry.path);
         let parent = self.ensure_dir(dir)?;
-        let tmp = parent.join(self.temp_name());
+        let path = path_under(&parent, name)?;
+        // Into a folder the restore made or found empty, a file is written
+        // under its own name: nothing is there to keep whole until it is
+        // replaced, and a rename per file made many small files slow. Into
+        // a folder written with --force, it goes to a temp name first.
+        let direct = self.root_fresh;
+        let tmp = if direct {
+            path.clone()
+        } else {
+            parent.join(self.temp_name())
+        };
         let create = || {
             OpenOptions::new()
                 .write(true)
@@ -460,7 +473,7 @@ impl EntrySink for TreeWriter {
         };
         // A temp file of the same name is one an earlier restore left.
         let f = match create() {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !direct => {
                 let _ = fs::remove_file(&tmp);
                 create()
             }
@@ -496,7 +509,9 @@ impl EntrySink for TreeWriter {
         if last {
             self.apply_file_meta(&f, &tmp, entry)?;
         }
-        let path = path_under(&parent, name)?;
+        if direct {
+            return Ok((size, hash));
+        }
         if let Err(e) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
             // rename(2) refuses to put a file over a folder (EISDIR).
@@ -574,6 +589,7 @@ fn chain_of(
         others,
         ids,
         opened: HashMap::new(),
+        index: HashMap::new(),
     };
     let mut by_holder: std::collections::BTreeMap<String, HashMap<String, FileEntry>> =
         Default::default();
@@ -586,11 +602,10 @@ fn chain_of(
         let mut at = f.clone();
         let mut holders = vec![f.backup.clone()];
         while let Some(d) = &at.delta {
-            let base = chain.files(&d.base)?;
-            let e = base
-                .get(&f.path)
+            let e = chain
+                .entry(&d.base, &f.path)?
                 .filter(|e| e.kind == manifest::EntryKind::File);
-            let Some(e) = e.cloned() else {
+            let Some(e) = e else {
                 return Err(Error::Integrity(format!(
                     "destination \"{}\": the changed blocks of {} in {} patch its version in {}, which has no such file; the chain is damaged",
                     target.config.name, f.path, at.backup, d.base
@@ -617,7 +632,7 @@ fn chain_of(
     by_holder.entry(manifest.id.clone()).or_default();
     let mut out = Vec::new();
     for (holder, wanted) in by_holder {
-        out.push((chain.open(&holder)?.clone(), wanted));
+        out.push((chain.take(&holder)?, wanted));
     }
     // Oldest first: a version is written before the blocks that patch it,
     // and the backup itself reads last, so its folders' metadata is what stays.
@@ -631,45 +646,56 @@ struct Chain<'a> {
     manifest: &'a Manifest,
     others: &'a [Manifest],
     ids: Option<&'a Identities>,
-    /// Opened manifests and their files by path, by id.
-    opened: HashMap<String, (Manifest, HashMap<String, FileEntry>)>,
+    /// Opened manifests by id.
+    opened: HashMap<String, Manifest>,
+    /// Where each path is in an opened manifest's files, by id: made only
+    /// for the backups a file's changed blocks patch.
+    index: HashMap<String, HashMap<String, usize>>,
 }
 
 impl Chain<'_> {
     /// Backup `id`'s manifest (opened when sealed), from the destination's
-    /// complete backups.
-    fn open(&mut self, id: &str) -> Result<&Manifest> {
-        self.load(id).map(|(m, _)| m)
-    }
-
-    /// Backup `id`'s files by path.
-    fn files(&mut self, id: &str) -> Result<&HashMap<String, FileEntry>> {
-        self.load(id).map(|(_, f)| f)
-    }
-
-    fn load(&mut self, id: &str) -> Result<&(Manifest, HashMap<String, FileEntry>)> {
-        if !self.opened.contains_key(id) {
-            let m = if id == self.manifest.id {
-                self.manifest.clone()
-            } else {
-                let found = self.others.iter().find(|m| m.id == id).ok_or_else(|| {
-                    Error::Integrity(format!(
-                        "destination \"{}\": backup {} needs the files held by {id}, which is not complete there; restore another backup, or from another destination",
-                        self.target.config.name, self.manifest.id
-                    ))
-                })?;
-                crypt::open_manifest(found, self.ids)?
-            };
-            let files = m
-                .files
-                .iter()
-                .map(|f| (f.path.clone(), f.clone()))
-                .collect();
-            self.opened.insert(id.to_string(), (m, files));
-        }
+    /// complete backups; it leaves the chain.
+    fn take(&mut self, id: &str) -> Result<Manifest> {
+        self.load(id)?;
         self.opened
-            .get(id)
+            .remove(id)
             .ok_or_else(|| Error::Failed(format!("backup {id} was not opened")))
+    }
+
+    /// Backup `id`'s entry for `path`, if it has one.
+    fn entry(&mut self, id: &str, path: &str) -> Result<Option<FileEntry>> {
+        self.load(id)?;
+        let Some(m) = self.opened.get(id) else {
+            return Ok(None);
+        };
+        let index = self.index.entry(id.to_string()).or_insert_with(|| {
+            m.files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.path.clone(), i))
+                .collect()
+        });
+        Ok(index.get(path).and_then(|&i| m.files.get(i)).cloned())
+    }
+
+    fn load(&mut self, id: &str) -> Result<()> {
+        if self.opened.contains_key(id) {
+            return Ok(());
+        }
+        let m = if id == self.manifest.id {
+            self.manifest.clone()
+        } else {
+            let found = self.others.iter().find(|m| m.id == id).ok_or_else(|| {
+                Error::Integrity(format!(
+                    "destination \"{}\": backup {} needs the files held by {id}, which is not complete there; restore another backup, or from another destination",
+                    self.target.config.name, self.manifest.id
+                ))
+            })?;
+            crypt::open_manifest(found, self.ids)?
+        };
+        self.opened.insert(id.to_string(), m);
+        Ok(())
     }
 }
 
