@@ -4,7 +4,9 @@
 //! archive entry matched against the manifest (an entry the manifest does
 //! not list is an error), every file's content hashed and handed to an
 //! `EntrySink`. Cold storage is asked for every volume first
-//! ([`ensure_readable`]). Memory is bounded by one read buffer.
+//! ([`ensure_readable`]). Decompression runs on a thread of its own, a few
+//! pieces ahead of the reader (`PIECE` × `PIECES_AHEAD`, 2 MiB): memory is
+//! bounded by those and one read buffer.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
@@ -225,6 +227,99 @@ impl Read for VolumeChain {
     }
 }
 
+/// Pieces of decompressed stream handed over at a time, and how many may
+/// wait: memory stays bounded (under glibc's mmap threshold, see main.rs).
+const PIECE: usize = 256 << 10;
+const PIECES_AHEAD: usize = 8;
+
+/// A backup's tar stream, decompressed on a thread of its own while the
+/// caller parses, hashes and writes it: like `zstd -dc | tar -x`, the
+/// decompression and the writes each get a core.
+struct Decompressed {
+    rx: Option<std::sync::mpsc::Receiver<io::Result<Vec<u8>>>>,
+    piece: Vec<u8>,
+    pos: usize,
+    /// Answers the volume chain where decompression stopped, for the rest
+    /// of the volumes to be read (and their hashes checked).
+    thread: Option<std::thread::JoinHandle<Option<io::BufReader<VolumeChain>>>>,
+}
+
+impl Decompressed {
+    /// Starts decompressing `chain`.
+    fn start(chain: VolumeChain) -> io::Result<Decompressed> {
+        let mut decoder = zstd::stream::read::Decoder::new(chain)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(PIECES_AHEAD);
+        let thread = std::thread::Builder::new()
+            .name("offsite-unzstd".into())
+            .spawn(move || {
+                loop {
+                    let mut piece = vec![0u8; PIECE];
+                    let mut got = 0;
+                    let res = loop {
+                        match decoder.read(&mut piece[got..]) {
+                            Ok(0) => break Ok(()),
+                            Ok(n) => {
+                                got += n;
+                                if got == PIECE {
+                                    break Ok(());
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    piece.truncate(got);
+                    let end = got < PIECE || res.is_err();
+                    if got > 0 && tx.send(Ok(piece)).is_err() {
+                        break;
+                    }
+                    if let Err(e) = res {
+                        let _ = tx.send(Err(e));
+                    }
+                    if end {
+                        break;
+                    }
+                }
+                Some(decoder.finish())
+            })?;
+        Ok(Decompressed {
+            rx: Some(rx),
+            piece: Vec::new(),
+            pos: 0,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops decompressing and answers the rest of the volumes.
+    fn into_chain(mut self) -> Option<io::BufReader<VolumeChain>> {
+        self.rx = None;
+        self.thread.take()?.join().ok().flatten()
+    }
+}
+
+impl Read for Decompressed {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.piece.len() {
+            let Some(rx) = &self.rx else {
+                return Ok(0);
+            };
+            match rx.recv() {
+                Ok(Ok(piece)) => {
+                    self.piece = piece;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The thread is done: the stream ended.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.piece.len() - self.pos);
+        out[..n].copy_from_slice(&self.piece[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 /// What to do with each entry as it streams by.
 pub(super) trait EntrySink {
     /// Called for each file with its content; returns its size and its
@@ -334,10 +429,10 @@ pub(super) fn read_backup(
         files: 0,
         bytes: 0,
     };
-    match zstd::stream::read::Decoder::new(chain) {
+    match Decompressed::start(chain) {
         Err(e) => problems.note(format!("cannot start decompression: {e}")),
-        Ok(decoder) => {
-            let mut archive = tar::Archive::new(decoder);
+        Ok(stream) => {
+            let mut archive = tar::Archive::new(stream);
             let broken = read.entries(&mut archive);
             if !read.stopped() {
                 read.finish(archive.into_inner(), broken);
@@ -513,19 +608,16 @@ impl<'a> ArchiveRead<'a> {
     /// Reads to the very end, so every volume's size and hash are checked:
     /// past the tar trailer, and past a point where decompression broke;
     /// then names what the manifest has and the archive had not.
-    fn finish<R: io::BufRead>(
-        &mut self,
-        mut decoder: zstd::stream::read::Decoder<'_, R>,
-        broken: bool,
-    ) {
-        if !broken && let Err(e) = io::copy(&mut decoder, &mut io::sink()) {
+    fn finish(&mut self, mut stream: Decompressed, broken: bool) {
+        if !broken && let Err(e) = io::copy(&mut stream, &mut io::sink()) {
             self.problems.note(format!(
                 "the compressed stream is damaged{}: {e}",
                 at(&self.position)
             ));
         }
-        let mut chain = decoder.finish();
-        let _ = io::copy(&mut chain, &mut io::sink());
+        if let Some(mut chain) = stream.into_chain() {
+            let _ = io::copy(&mut chain, &mut io::sink());
+        }
         if broken {
             return;
         }
