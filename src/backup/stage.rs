@@ -497,14 +497,16 @@ fn pack_source(
 }
 
 /// The parent's block fingerprints (when an incremental's parent has them
-/// here) and the map this backup writes (unless `block_size = "off"`).
+/// here) and the map this backup writes (a `dir` source's, unless
+/// `block_size = "off"`).
 fn block_maps(config: &Config, job: &Job, new: &NewBackup) -> Result<BlockMaps> {
     let staging = JobStaging::new(config, &job.name);
     let parent = new
         .parent
         .and_then(|p| BlockMap::open(&staging.block_map_path(&p.id)));
-    let out = match job.block_size {
-        crate::format::blocks::BlockSize::Off => None,
+    // A command source is always backed up in full: nothing would read them.
+    let out = match (job.block_size, &job.source) {
+        (crate::format::blocks::BlockSize::Off, _) | (_, Source::Command { .. }) => None,
         _ => {
             let path = staging.block_map_part(new.id)?;
             Some(
