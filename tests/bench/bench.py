@@ -354,6 +354,20 @@ def changed_pages(before, after):
     return total
 
 
+def folder_config(d, source, nas):
+    """Writes d/offsite.toml: job JOB with `source` (a TOML inline table),
+    staging in d/staging (made here), one folder destination `nas`."""
+    cfg = d / "offsite.toml"
+    cfg.write_text("\n".join([
+        "[staging]", f"dir = {toml_str(d / 'staging')}", "",
+        "[[job]]", f'name = "{JOB}"', f"source = {source}",
+        'destinations = ["nas"]', "",
+        "[destination.nas]", 'kind = "path"', f"path = {toml_str(nas)}", "",
+    ]))
+    (d / "staging").mkdir()
+    return cfg
+
+
 def read_env(path):
     if not path.exists():
         raise SystemExit(f"bench: {path} is missing: start the server first (tests/servers/{path.stem}.sh start)")
@@ -871,14 +885,7 @@ class Bench:
                 f.write_bytes(rng.randbytes(200))
             (src / "done").write_text("")
         d = fresh(RUNS / "stage-small")
-        cfg = d / "offsite.toml"
-        cfg.write_text("\n".join([
-            "[staging]", f"dir = {toml_str(d / 'staging')}", "",
-            "[[job]]", f'name = "{JOB}"', f"source = {{ kind = \"dir\", path = {toml_str(src)}, exclude = [\"done\"] }}",
-            'destinations = ["nas"]', "",
-            "[destination.nas]", 'kind = "path"', f"path = {toml_str(d)}", "",
-        ]))
-        (d / "staging").mkdir()
+        cfg = folder_config(d, f"{{ kind = \"dir\", path = {toml_str(src)}, exclude = [\"done\"] }}", d)
         run([str(self.offsite), "--config", str(cfg), "backup", "--no-upload"], env=self.offsite_env, what="offsite backup (small files)")
         self.bench_restore(d, src, f"{SMALL_FILES} small files", runs)
         shutil.rmtree(d, ignore_errors=True)
@@ -898,15 +905,8 @@ class Bench:
         for i in range(1, runs + 1):
             prepare()
             d = fresh(RUNS / f"incr-{i}")
-            cfg = d / "offsite.toml"
-            cfg.write_text("\n".join([
-                "[staging]", f"dir = {toml_str(d / 'staging')}", "",
-                "[[job]]", f'name = "{JOB}"', f"source = {{ kind = \"dir\", path = {toml_str(data())} }}",
-                'destinations = ["nas"]', "",
-                "[destination.nas]", 'kind = "path"', f"path = {toml_str(d / 'nas')}", "",
-            ]))
-            (d / "staging").mkdir()
             (d / "nas").mkdir()
+            cfg = folder_config(d, f"{{ kind = \"dir\", path = {toml_str(data())} }}", d / "nas")
             renv = dict(os.environ, RESTIC_REPOSITORY=str(d / "repo"), RESTIC_PASSWORD=RESTIC_PASSWORD,
                         RESTIC_CACHE_DIR=str(d / "cache"))
             run(["restic", "init", "--repository-version", "2"], env=renv, what="restic init")

@@ -172,6 +172,29 @@ fn write_in_place(path: &std::path::Path, offset: u64, data: &[u8], tick: u64) {
         .expect("touch");
 }
 
+/// A 1 MiB table backed up full, then one page changed and an incremental:
+/// the sandbox, the table's path and the incremental's id.
+fn one_changed_page(test: &str) -> (Sandbox, std::path::PathBuf, String) {
+    let sb = Sandbox::new(test);
+    let table = sb.path("src/table");
+    write(&table, &noise(1 << 20, 1));
+    sb.config_dir_job("", &["nas"], NAS);
+    backup(&sb, &["--full"]);
+    write_in_place(&table, 8192 * 5, &noise(8192, 2), 5);
+    let i1 = backup(&sb, &["--incremental"]);
+    let id = i1["backup"].as_str().expect("id").to_string();
+    (sb, table, id)
+}
+
+/// Rewrites backup `id`'s manifest on the folder destination with `edit`.
+fn edit_manifest(sb: &Sandbox, id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = sb.path("dest/db").join(id).join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&fs::read(&path).expect("manifest")).expect("json");
+    edit(&mut m);
+    fs::write(&path, serde_json::to_vec_pretty(&m).expect("json")).expect("write");
+}
+
 fn manifest_of(sb: &Sandbox, id: &str) -> serde_json::Value {
     serde_json::from_slice(
         &fs::read(sb.path("dest/db").join(id).join("manifest.json")).expect("manifest"),
@@ -273,27 +296,19 @@ fn a_file_changed_in_place_ships_its_changed_blocks_and_every_point_restores() {
 
 #[test]
 fn a_chain_whose_blocks_do_not_rebuild_the_file_is_refused_on_restore() {
-    let sb = Sandbox::new("a_chain_whose_blocks_do_not_rebuild_the_file_is_refused_on_restore");
-    let table = sb.path("src/table");
-    write(&table, &noise(1 << 20, 1));
-    sb.config_dir_job("", &["nas"], NAS);
-    backup(&sb, &["--full"]);
-    write_in_place(&table, 8192 * 5, &noise(8192, 2), 5);
-    let i1 = backup(&sb, &["--incremental"]);
-    let i1_id = i1["backup"].as_str().expect("id").to_string();
+    let (sb, _, i1_id) =
+        one_changed_page("a_chain_whose_blocks_do_not_rebuild_the_file_is_refused_on_restore");
     // The manifest now says the stored block goes one block further on:
     // each backup on its own is intact, the rebuilt file is not.
-    let path = sb.path("dest/db").join(&i1_id).join("manifest.json");
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&fs::read(&path).expect("manifest")).expect("json");
-    let files = m["files"].as_array_mut().expect("files");
-    let table = files
-        .iter_mut()
-        .find(|f| f["path"] == "table")
-        .expect("table");
-    assert_eq!(table["delta"]["blocks"], serde_json::json!([[5, 1]]));
-    table["delta"]["blocks"] = serde_json::json!([[6, 1]]);
-    fs::write(&path, serde_json::to_vec_pretty(&m).expect("json")).expect("write");
+    edit_manifest(&sb, &i1_id, |m| {
+        let files = m["files"].as_array_mut().expect("files");
+        let table = files
+            .iter_mut()
+            .find(|f| f["path"] == "table")
+            .expect("table");
+        assert_eq!(table["delta"]["blocks"], serde_json::json!([[5, 1]]));
+        table["delta"]["blocks"] = serde_json::json!([[6, 1]]);
+    });
     let v = sb.offsite(&["verify"]);
     assert_eq!(v.code, 0, "verify checks each backup's own bytes: {v:?}");
     let r = restore_backup(&sb, &i1_id, "r");
@@ -343,24 +358,16 @@ fn without_its_fingerprints_or_with_block_size_off_a_changed_file_is_packed_whol
 
 #[test]
 fn versions_read_out_of_their_order_are_refused_on_restore() {
-    let sb = Sandbox::new("versions_read_out_of_their_order_are_refused_on_restore");
-    let table = sb.path("src/table");
-    write(&table, &noise(1 << 20, 1));
-    sb.config_dir_job("", &["nas"], NAS);
-    backup(&sb, &["--full"]);
-    write_in_place(&table, 8192 * 5, &noise(8192, 2), 5);
-    let i1 = backup(&sb, &["--incremental"]);
-    let i1_id = i1["backup"].as_str().expect("id").to_string();
+    let (sb, table, i1_id) =
+        one_changed_page("versions_read_out_of_their_order_are_refused_on_restore");
     write_in_place(&table, 8192 * 9, &noise(8192, 3), 10);
     let i2 = backup(&sb, &["--incremental"]);
     let i2_id = i2["backup"].as_str().expect("id").to_string();
     // i1 now claims to be older than the full it patches: read first, its
     // blocks would land on nothing and the full's version would win.
-    let path = sb.path("dest/db").join(&i1_id).join("manifest.json");
-    let mut m: serde_json::Value =
-        serde_json::from_slice(&fs::read(&path).expect("manifest")).expect("json");
-    m["created_at"] = "2001-01-01T00:00:00Z".into();
-    fs::write(&path, serde_json::to_vec_pretty(&m).expect("json")).expect("write");
+    edit_manifest(&sb, &i1_id, |m| {
+        m["created_at"] = "2001-01-01T00:00:00Z".into()
+    });
     let r = restore_backup(&sb, &i2_id, "r");
     assert_ne!(r.code, 0, "{r:?}");
     assert!(
