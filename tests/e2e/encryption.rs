@@ -186,9 +186,27 @@ fn encrypted_incrementals_restore_with_the_identity_from_the_config() {
         &noise(200_000, 9),
     );
     fs::remove_file(sb.path("src/writer.chk")).expect("rm");
+    // A page of the other chunk changed in place: stored as its block, in
+    // the sealed file list.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::options()
+            .write(true)
+            .open(sb.path("src/chunks/chunk-000000.000000"))
+            .expect("open");
+        f.write_all_at(&noise(8192, 10), 8192 * 3).expect("write");
+        f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+            .expect("touch");
+    }
     let r = sb.offsite(&["--json", "backup", "--incremental"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.json()["kind"], "incr", "{r:?}");
+    assert!(
+        r.json()["notes"]
+            .to_string()
+            .contains("1 file(s) changed in place: packed 8.0 KiB"),
+        "{r:?}"
+    );
     let stored = everything_stored(&sb.path("dest"));
     assert!(
         !stored.contains("chunk-000001") && !stored.contains("writer.chk"),
