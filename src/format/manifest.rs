@@ -295,7 +295,8 @@ pub struct Stats {
     /// The files packed into this backup's volumes (not an incremental's
     /// unchanged files).
     pub files: u64,
-    /// Their bytes, before compression.
+    /// Their bytes, before compression (of a file stored as its changed
+    /// blocks, those blocks).
     pub bytes: u64,
     /// The volumes' total size as stored, in bytes.
     pub stored_bytes: u64,
