@@ -62,8 +62,9 @@ pub enum Command {
         /// Take a full backup (the default)
         #[arg(long, conflicts_with = "incremental")]
         full: bool,
-        /// Pack only files changed since the job's last backup (dir sources; a
-        /// command source, or a job with no earlier backup here, gets a full one)
+        /// Pack only files changed since the job's last backup, and of a file
+        /// changed in place only its changed blocks (dir sources; a command
+        /// source, or a job with no earlier backup here, gets a full one)
         #[arg(long)]
         incremental: bool,
         /// Stage only; `offsite upload` sends it later
