@@ -330,6 +330,16 @@ impl TreeWriter {
                 )
             })?;
         let io_err = |e| Error::io(format!("restoring {}", entry.path), e);
+        // A file grows only by blocks the patch holds: a size past them is a
+        // damaged manifest (and would have the whole-file check read it all).
+        let had = f.metadata().map_err(io_err)?.len();
+        let ends = delta.ranges(entry.size).last().map_or(0, |(o, l)| o + l);
+        if entry.size > had.max(ends) {
+            return Err(Error::Integrity(format!(
+                "{}: the changed blocks of {} make it {} bytes, but its earlier version has {had} and the blocks end at {ends}; the chain is damaged",
+                entry.path, entry.backup, entry.size
+            )));
+        }
         f.set_len(entry.size).map_err(io_err)?;
         let mut hasher = crate::format::digest::Hasher::new(delta.digest().algorithm);
         let mut buf = vec![0u8; delta.block_size as usize];

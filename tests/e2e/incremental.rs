@@ -375,3 +375,21 @@ fn versions_read_out_of_their_order_are_refused_on_restore() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_patched_file_claiming_growth_without_its_blocks_is_refused_on_restore() {
+    let (sb, _, i1_id) =
+        one_changed_page("a_patched_file_claiming_growth_without_its_blocks_is_refused_on_restore");
+    // 1 GiB claimed for a 1 MiB file whose one stored block is its sixth.
+    edit_manifest(&sb, &i1_id, |m| {
+        let files = m["files"].as_array_mut().expect("files");
+        let table = files
+            .iter_mut()
+            .find(|f| f["path"] == "table")
+            .expect("table");
+        table["size"] = (1u64 << 30).into();
+    });
+    let r = restore_backup(&sb, &i1_id, "r");
+    assert_ne!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("make it 1073741824 bytes"), "{r:?}");
+}
