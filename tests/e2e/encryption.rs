@@ -188,16 +188,7 @@ fn encrypted_incrementals_restore_with_the_identity_from_the_config() {
     fs::remove_file(sb.path("src/writer.chk")).expect("rm");
     // A page of the other chunk changed in place: stored as its block, in
     // the sealed file list.
-    {
-        use std::os::unix::fs::FileExt;
-        let f = fs::File::options()
-            .write(true)
-            .open(sb.path("src/chunks/chunk-000000.000000"))
-            .expect("open");
-        f.write_all_at(&noise(8192, 10), 8192 * 3).expect("write");
-        f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
-            .expect("touch");
-    }
+    change_a_page(&sb.path("src/chunks/chunk-000000.000000"));
     let r = sb.offsite(&["--json", "backup", "--incremental"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.json()["kind"], "incr", "{r:?}");
@@ -329,5 +320,23 @@ fn an_encrypted_backup_restores_from_every_destination_kind() {
     };
     let r = run(&["--json", "backup"]);
     assert_eq!(r.code, 0, "{r:?}");
+    // A page changed in place: the incremental holds only its block, and
+    // each destination rebuilds the file from the full and that block.
+    change_a_page(&sb.path("src/chunks/chunk-000000.000000"));
+    let r = run(&["--json", "backup", "--incremental"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.json()["notes"].to_string().contains("changed in place"),
+        "{r:?}"
+    );
     crate::remote::restores_from_each(&sb, &run, &["nas", "sftp", "ftp", "blob"]);
+}
+
+/// Writes a new 8 KiB page into `path` at its fourth page, and moves its time on.
+fn change_a_page(path: &Path) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::File::options().write(true).open(path).expect("open");
+    f.write_all_at(&noise(8192, 10), 8192 * 3).expect("write");
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .expect("touch");
 }

@@ -392,6 +392,12 @@ fn a_stopped_cluster_chain_restores_any_point_that_starts() {
     let r = sb.offsite(&["--json", "backup", "--incremental"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(r.json()["kind"], "incr", "{r:?}");
+    // The updated table's files ship as their changed pages, and the
+    // restore below starts a server on them.
+    assert!(
+        r.json()["notes"].to_string().contains("changed in place"),
+        "{r:?}"
+    );
     let middle = r.json()["backup"].as_str().expect("id").to_string();
 
     psql(&port, "chain_src", "drop table pgbench_history");
