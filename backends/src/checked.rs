@@ -138,6 +138,16 @@ impl Backend for Checked {
             .await
     }
 
+    async fn write_part(&self, key: &str, upload: &UploadId, part: Part) -> Result<PartReceipt> {
+        self.keyed(None, key, self.inner.write_part(key, upload, part))
+            .await
+    }
+
+    async fn sync_part(&self, key: &str, upload: &UploadId, receipt: &PartReceipt) -> Result<()> {
+        self.keyed(None, key, self.inner.sync_part(key, upload, receipt))
+            .await
+    }
+
     async fn complete_upload(
         &self,
         key: &str,
@@ -298,6 +308,14 @@ mod tests {
             self.answer("put_part")
         }
 
+        async fn write_part(&self, _: &str, _: &UploadId, _: Part) -> Result<PartReceipt> {
+            self.answer("write_part")
+        }
+
+        async fn sync_part(&self, _: &str, _: &UploadId, _: &PartReceipt) -> Result<()> {
+            self.answer("sync_part")
+        }
+
         async fn complete_upload(&self, _: &str, _: &UploadId, _: &[PartReceipt]) -> Result<()> {
             self.answer("complete_upload")
         }
@@ -355,7 +373,18 @@ mod tests {
         let mut note = |call, r: Result<()>| out.push((call, r.expect_err(call)));
         note("put", b.put(key, Bytes::new()).await);
         note("create_upload", b.create_upload(key, 1).await.map(drop));
-        note("put_part", b.put_part(key, &id, part).await.map(drop));
+        note(
+            "put_part",
+            b.put_part(key, &id, part.clone()).await.map(drop),
+        );
+        note("write_part", b.write_part(key, &id, part).await.map(drop));
+        let receipt = PartReceipt {
+            index: 0,
+            offset: 0,
+            size: 1,
+            tag: String::new(),
+        };
+        note("sync_part", b.sync_part(key, &id, &receipt).await);
         note("complete_upload", b.complete_upload(key, &id, &[]).await);
         note("abort_upload", b.abort_upload(key, &id).await);
         note("put_file", b.put_file(key, file).await);
@@ -449,6 +478,8 @@ mod tests {
                 "put",
                 "create_upload",
                 "put_part",
+                "write_part",
+                "sync_part",
                 "complete_upload",
                 "put_file",
                 "extend_retention"

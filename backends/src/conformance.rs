@@ -403,6 +403,46 @@ pub async fn multipart_out_of_order(f: &Fixture) {
     assert_eq!(get_bytes(b.as_ref(), &key).await.expect("get"), data);
 }
 
+/// Parts written with `write_part` and made durable with `sync_part`, each
+/// sync running while the next part is written (as the upload engine sends
+/// in-order uploads), complete into the object; a sync may be repeated.
+pub async fn written_parts_synced_while_the_next_is_written(f: &Fixture) {
+    let b = f.client();
+    let ps = part_size_for(&b.capabilities());
+    let data = pattern(ps * 2 + ps / 2, 6);
+    let key = f.key("synced.bin");
+    let id = b
+        .create_upload(&key, ps as u64)
+        .await
+        .expect("create_upload");
+    let part = |i: usize| Part {
+        index: i as u32,
+        offset: (i * ps) as u64,
+        body: Bytes::copy_from_slice(&data[i * ps..((i + 1) * ps).min(data.len())]),
+    };
+    let mut receipts = vec![b.write_part(&key, &id, part(0)).await.expect("write 0")];
+    for i in 1..3 {
+        let last = receipts.last().expect("a part").clone();
+        let (synced, written) = futures::join!(
+            b.sync_part(&key, &id, &last),
+            b.write_part(&key, &id, part(i))
+        );
+        synced.unwrap_or_else(|e| panic!("sync_part {} of {key}: {e}", i - 1));
+        receipts.push(written.unwrap_or_else(|e| panic!("write_part {i} of {key}: {e}")));
+    }
+    for r in &receipts {
+        b.sync_part(&key, &id, r)
+            .await
+            .unwrap_or_else(|e| panic!("sync_part {} of {key}: {e}", r.index));
+    }
+    let sizes: Vec<u64> = receipts.iter().map(|r| r.size).collect();
+    assert_eq!(sizes, [ps as u64, ps as u64, (ps / 2) as u64]);
+    b.complete_upload(&key, &id, &receipts)
+        .await
+        .expect("complete");
+    assert_eq!(read_back(b.as_ref(), &key).await, data);
+}
+
 /// What one client stored whole, a new one (another process) lists and
 /// reads: without parts, the unit of resume is the object.
 pub async fn resume_whole_objects(f: &Fixture) {
@@ -670,7 +710,8 @@ macro_rules! conformance_tests {
     (@group parts |$name:ident| $fixture:expr) => {
         $crate::conformance_tests!(@each |$name| $fixture;
             multipart_refuses_put_file, resume_after_drop, abort_discards,
-            completing_onto_an_object_is_refused, completing_twice_changes_nothing);
+            completing_onto_an_object_is_refused, completing_twice_changes_nothing,
+            written_parts_synced_while_the_next_is_written);
     };
     (@group out_of_order |$name:ident| $fixture:expr) => {
         $crate::conformance_tests!(@each |$name| $fixture; multipart_out_of_order);

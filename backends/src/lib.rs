@@ -382,6 +382,25 @@ pub trait Backend: Send + Sync + Debug {
     /// caller journals for `complete_upload`.
     async fn put_part(&self, key: &str, upload: &UploadId, part: Part) -> Result<PartReceipt>;
 
+    /// Writes one part of `upload` like `put_part`, but may answer before
+    /// the part is durable: [`Backend::sync_part`] then makes it so, and
+    /// only then is the receipt journaled. The upload engine uses the pair
+    /// where parts go in order (`parts_out_of_order` false), so one part's
+    /// sync overlaps the next part's transfer. The default is `put_part`
+    /// (durable at once).
+    async fn write_part(&self, key: &str, upload: &UploadId, part: Part) -> Result<PartReceipt> {
+        self.put_part(key, upload, part).await
+    }
+
+    /// Makes the part `receipt` names, written by [`Backend::write_part`],
+    /// durable; fails if its bytes are no longer all there. Safe to call
+    /// again after a failure. The default does nothing: its `write_part`
+    /// was durable already.
+    async fn sync_part(&self, key: &str, upload: &UploadId, receipt: &PartReceipt) -> Result<()> {
+        let _ = (key, upload, receipt);
+        Ok(())
+    }
+
     /// Makes the object visible under `key`, made of exactly `parts` in index order.
     async fn complete_upload(
         &self,

@@ -148,6 +148,17 @@ impl Backend for Retrying {
         .await
     }
 
+    async fn write_part(&self, key: &str, upload: &UploadId, part: Part) -> Result<PartReceipt> {
+        with_retries(&self.policy, || {
+            self.inner.write_part(key, upload, part.clone())
+        })
+        .await
+    }
+
+    async fn sync_part(&self, key: &str, upload: &UploadId, receipt: &PartReceipt) -> Result<()> {
+        with_retries(&self.policy, || self.inner.sync_part(key, upload, receipt)).await
+    }
+
     async fn complete_upload(
         &self,
         key: &str,

@@ -104,6 +104,15 @@ impl Backend for Throttled {
         self.inner.put_part(key, upload, part).await
     }
 
+    async fn write_part(&self, key: &str, upload: &UploadId, part: Part) -> Result<PartReceipt> {
+        self.limiter.acquire(part.body.len() as u64).await;
+        self.inner.write_part(key, upload, part).await
+    }
+
+    async fn sync_part(&self, key: &str, upload: &UploadId, receipt: &PartReceipt) -> Result<()> {
+        self.inner.sync_part(key, upload, receipt).await
+    }
+
     async fn complete_upload(
         &self,
         key: &str,
