@@ -170,6 +170,34 @@ async fn a_partial_file_shorter_than_the_journal_restarts_the_upload() {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
 
+/// A part written but cut from the server's file before its sync is never
+/// reported synced (its receipt would be journaled as sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_cut_before_its_sync_fails_the_sync() {
+    let b = backend();
+    let key = format!("{}/vol.tar.zst", common::unique("cut"));
+    let id = b.create_upload(&key, 1000).await.expect("create");
+    let part = Part {
+        index: 0,
+        offset: 0,
+        body: Bytes::from(pattern(1000, 7)),
+    };
+    let receipt = b.write_part(&key, &id, part).await.expect("write");
+    let partial = find_partial(&key, &id);
+    assert_eq!(std::fs::metadata(&partial).expect("stat").len(), 1000);
+    std::fs::File::options()
+        .write(true)
+        .open(&partial)
+        .and_then(|f| f.set_len(999))
+        .expect("truncate");
+    let err = b.sync_part(&key, &id, &receipt).await.expect_err("damaged");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("damaged"), "{err}");
+    std::fs::remove_file(&partial).expect("cleanup");
+    let err = b.sync_part(&key, &id, &receipt).await.expect_err("gone");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}
+
 fn find_partial(key: &str, id: &UploadId) -> PathBuf {
     let path = PathBuf::from(var("SFTP_ROOT")).join(key);
     let dir = path.parent().expect("parent");
