@@ -3,7 +3,8 @@
 //! Per destination, volumes go in order and the manifest last, so a backup is
 //! visible (complete) only once every volume is there. Within a volume, parts
 //! go up to `concurrency` at a time where the backend allows any order, one
-//! after the other where it does not. Every step is journaled
+//! after the other where it does not (the next part is read while one is
+//! sent). Every step is journaled
 //! ([`crate::backup::journal`]) so a later run sends only what is missing. Memory is
 //! bounded by part size × concurrency per destination: parts are read from the
 //! staged file when they are sent, never the whole volume.
@@ -473,37 +474,82 @@ async fn upload_in_parts(p: &InParts<'_>, ambiguous: &mut bool) -> Result<()> {
             std::fs::File::open(path)
                 .map_err(|e| Error::io(format!("cannot open staged {}", path.display()), e))?,
         );
-        let sent: Result<Vec<PartReceipt>> = futures::stream::iter(missing)
+        // Each part's read starts when the part is taken from this stream.
+        let reads = futures::stream::iter(missing)
             // No new part once a stop is requested; those in flight finish and are journaled.
             .take_while(|_| futures::future::ready(!stop.requested()))
             .map(|index| {
-                let file = file.clone();
-                let upload = upload.clone();
-                let path: PathBuf = path.to_path_buf();
-                async move {
-                    let offset = index as u64 * part_size;
-                    let len = part_size.min(size - offset.min(size));
-                    let body = read_part(file, path, offset, len).await?;
-                    let receipt = backend
-                        .put_part(
-                            key,
-                            &upload,
-                            Part {
+                let offset = index as u64 * part_size;
+                let len = part_size.min(size - offset.min(size));
+                let body = start_read(file.clone(), path.to_path_buf(), offset, len);
+                async move { Ok::<_, Error>((index, offset, body.await?)) }
+            });
+        let journaled = |receipt: PartReceipt| -> Result<PartReceipt> {
+            journal.part(&volume.name, &receipt)?;
+            counters.sent(receipt.size);
+            progress.upload_advanced(name, receipt.size);
+            Ok(receipt)
+        };
+        let sent: Result<Vec<PartReceipt>> = if in_flight > 1 {
+            reads
+                .map(|read| async {
+                    let (index, offset, body) = read.await?;
+                    let part = Part {
+                        index,
+                        offset,
+                        body,
+                    };
+                    journaled(backend.put_part(key, &upload, part).await?)
+                })
+                .buffer_unordered(in_flight)
+                .try_collect()
+                .await
+        } else {
+            // One part at a time, in order. The next part is read while one
+            // is sent (two parts in memory, within part size × concurrency
+            // unless concurrency is 1), and one part's sync runs while the
+            // next is written: a receipt is journaled once its part is synced.
+            let ahead = target.config.concurrency.clamp(1, 2);
+            let mut reads = std::pin::pin!(reads.buffered(ahead));
+            let mut sent = Vec::new();
+            let mut unsynced: Option<PartReceipt> = None;
+            loop {
+                let synced = async {
+                    match unsynced.take() {
+                        Some(r) => {
+                            backend.sync_part(key, &upload, &r).await?;
+                            journaled(r).map(Some)
+                        }
+                        None => Ok(None),
+                    }
+                };
+                let written = async {
+                    match reads.next().await {
+                        Some(read) => {
+                            let (index, offset, body) = read?;
+                            let part = Part {
                                 index,
                                 offset,
                                 body,
-                            },
-                        )
-                        .await?;
-                    journal.part(&volume.name, &receipt)?;
-                    counters.sent(receipt.size);
-                    progress.upload_advanced(name, receipt.size);
-                    Ok::<_, Error>(receipt)
+                            };
+                            Ok(Some(backend.write_part(key, &upload, part).await?))
+                        }
+                        None => Ok::<_, Error>(None),
+                    }
+                };
+                let (synced, written) = futures::join!(synced, written);
+                match synced {
+                    Ok(Some(r)) => sent.push(r),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
                 }
-            })
-            .buffer_unordered(in_flight)
-            .try_collect()
-            .await;
+                match written {
+                    Ok(Some(r)) => unsynced = Some(r),
+                    Ok(None) => break Ok(sent),
+                    Err(e) => break Err(e),
+                }
+            }
+        };
         let sent = match sent {
             Ok(s) => s,
             Err(Error::Destination(e)) if e.kind() == ErrorKind::NotFound && !restarted => {
@@ -583,13 +629,15 @@ fn stopped(target: &Target, stop: &Stop) -> Result<()> {
     Ok(())
 }
 
-async fn read_part(
+/// Reads `len` bytes of the staged file at `offset` on the blocking pool,
+/// starting now: the returned future only waits for them.
+fn start_read(
     file: Arc<std::fs::File>,
     path: PathBuf,
     offset: u64,
     len: u64,
-) -> Result<Bytes> {
-    tokio::task::spawn_blocking(move || {
+) -> impl Future<Output = Result<Bytes>> {
+    let read = tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; len as usize];
         file.read_exact_at(&mut buf, offset).map_err(|e| {
             Error::io(
@@ -598,9 +646,11 @@ async fn read_part(
             )
         })?;
         Ok(Bytes::from(buf))
-    })
-    .await
-    .map_err(|e| Error::Failed(format!("reader task failed: {e}")))?
+    });
+    async move {
+        read.await
+            .map_err(|e| Error::Failed(format!("reader task failed: {e}")))?
+    }
 }
 
 #[cfg(test)]
