@@ -300,6 +300,7 @@ struct HostCheck {
 }
 
 /// What the known_hosts check said about the key the server offered.
+#[derive(Debug, PartialEq)]
 enum Verdict {
     Match,
     /// known_hosts records another key of the same type, on this line.
@@ -321,31 +322,7 @@ impl client::Handler for HostCheck {
         offered: &PublicKeyOrCertificate,
     ) -> std::result::Result<bool, Self::Error> {
         let verdict = match offered {
-            PublicKeyOrCertificate::PublicKey { key, .. } => {
-                let same_type = self
-                    .recorded
-                    .iter()
-                    .filter(|(_, k)| k.algorithm() == key.algorithm());
-                let mut mismatch = None;
-                let mut matched = false;
-                for (line, k) in same_type {
-                    if k.key_data() == key.key_data() {
-                        matched = true;
-                    } else {
-                        mismatch.get_or_insert(*line);
-                    }
-                }
-                match (matched, mismatch) {
-                    (true, _) => Verdict::Match,
-                    (false, Some(line)) => Verdict::Mismatch {
-                        offered: fingerprint(key),
-                        line,
-                    },
-                    (false, None) => Verdict::NotFound {
-                        offered: fingerprint(key),
-                    },
-                }
-            }
+            PublicKeyOrCertificate::PublicKey { key, .. } => verdict_for(&self.recorded, key),
             PublicKeyOrCertificate::Certificate(_) => Verdict::Certificate,
         };
         let accept = matches!(verdict, Verdict::Match);
@@ -353,6 +330,31 @@ impl client::Handler for HostCheck {
             *slot = Some(verdict);
         }
         Ok(accept)
+    }
+}
+
+/// What known_hosts (its keys for the host, with their line numbers) says
+/// of the key the server offered: only a key of the same type can match
+/// or contradict it, as in OpenSSH.
+fn verdict_for(recorded: &[(usize, PublicKey)], offered: &PublicKey) -> Verdict {
+    let same_type = recorded
+        .iter()
+        .filter(|(_, k)| k.algorithm() == offered.algorithm());
+    let mut contradicting = None;
+    for (line, k) in same_type {
+        if k.key_data() == offered.key_data() {
+            return Verdict::Match;
+        }
+        contradicting.get_or_insert(*line);
+    }
+    match contradicting {
+        Some(line) => Verdict::Mismatch {
+            offered: fingerprint(offered),
+            line,
+        },
+        None => Verdict::NotFound {
+            offered: fingerprint(offered),
+        },
     }
 }
 
@@ -1227,6 +1229,64 @@ mod tests {
             slash.inner.path_of(&partial).expect("ok"),
             "/.a.abc.partial"
         );
+    }
+
+    const ED_A: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICBdy5Plc1peiNQZVKigTeSwsszyp9SwUa9uVyUz3g1l";
+    const ED_B: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP8D9SGdjjZeK6C86/6k78e24ZBssoSH9bDlsV3Hrbod";
+    const EC: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBAHPYTZ+t7tV0jTdLatIwGAT0FpXX792epI4PP3Tgz7Nfsv9PiLpHwBlUgNFGrNYeP+4mZmzX/XrSD9iq7y/kFE=";
+
+    fn key(line: &str) -> PublicKey {
+        PublicKey::from_openssh(line).expect("a public key")
+    }
+
+    #[test]
+    fn only_a_recorded_key_of_the_offered_type_matches_or_contradicts() {
+        let offered = key(ED_A);
+        let fp = fingerprint(&offered);
+        assert!(fp.starts_with("ssh-ed25519 SHA256:"), "{fp}");
+        let cases: &[(&[(usize, &str)], Verdict)] = &[
+            (&[(1, ED_A)], Verdict::Match),
+            (&[(1, ED_B), (2, ED_A)], Verdict::Match),
+            (
+                &[(4, EC), (7, ED_B)],
+                Verdict::Mismatch {
+                    offered: fp.clone(),
+                    line: 7,
+                },
+            ),
+            (
+                &[(1, EC)],
+                Verdict::NotFound {
+                    offered: fp.clone(),
+                },
+            ),
+            (
+                &[],
+                Verdict::NotFound {
+                    offered: fp.clone(),
+                },
+            ),
+        ];
+        for (recorded, want) in cases {
+            let recorded: Vec<(usize, PublicKey)> =
+                recorded.iter().map(|(l, k)| (*l, key(k))).collect();
+            assert_eq!(&verdict_for(&recorded, &offered), want, "{recorded:?}");
+        }
+    }
+
+    #[test]
+    fn the_client_asks_for_the_key_types_known_hosts_records() {
+        let ec = Algorithm::Ecdsa {
+            curve: russh::keys::EcdsaCurve::NistP256,
+        };
+        assert_eq!(host_key_types(&[(1, key(EC))]), [ec.clone()]);
+        assert_eq!(
+            host_key_types(&[(1, key(EC)), (2, key(ED_B))]),
+            [Algorithm::Ed25519, ec]
+        );
+        assert_eq!(host_key_types(&[]), Preferred::DEFAULT.key.to_vec());
     }
 
     #[test]
