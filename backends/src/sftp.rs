@@ -199,6 +199,28 @@ impl SftpBackend {
         }
     }
 
+    /// Writes `part` into the upload's partial file after checking the bytes
+    /// before it are there; with `sync`, waits for the server's fsync too.
+    async fn send_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        part: Part,
+        sync: bool,
+    ) -> Result<PartReceipt> {
+        let key_owned = key.to_string();
+        let upload = upload.clone();
+        self.blocking(key, move |inner, remote| {
+            let mut files = RemoteFiles {
+                inner,
+                remote,
+                sync,
+            };
+            partial::write_part(&mut files, &key_owned, &upload, &part, true)
+        })
+        .await
+    }
+
     /// Runs `f` with a pooled connection on the blocking pool; errors get the
     /// destination and `key`.
     async fn blocking<T, F>(&self, key: &str, f: F) -> Result<T>
@@ -802,6 +824,17 @@ struct RemoteFiles<'a> {
     sync: bool,
 }
 
+impl<'a> RemoteFiles<'a> {
+    /// Files whose every write waits for the server's fsync.
+    fn synced(inner: &'a Inner, remote: &'a Remote<'a>) -> RemoteFiles<'a> {
+        RemoteFiles {
+            inner,
+            remote,
+            sync: true,
+        }
+    }
+}
+
 impl FileOps for RemoteFiles<'_> {
     fn make_parents(&mut self, path: &str) -> Result<()> {
         self.inner.check_root(self.remote)?;
@@ -890,15 +923,7 @@ impl Backend for SftpBackend {
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         let key_owned = key.to_string();
         self.blocking(key, move |inner, remote| {
-            partial::put(
-                &mut RemoteFiles {
-                    inner,
-                    remote,
-                    sync: true,
-                },
-                &key_owned,
-                &body,
-            )
+            partial::put(&mut RemoteFiles::synced(inner, remote), &key_owned, &body)
         })
         .await
     }
@@ -906,44 +931,17 @@ impl Backend for SftpBackend {
     async fn create_upload(&self, key: &str, _part_size: u64) -> Result<UploadId> {
         let key_owned = key.to_string();
         self.blocking(key, move |inner, remote| {
-            partial::create(
-                &mut RemoteFiles {
-                    inner,
-                    remote,
-                    sync: true,
-                },
-                &key_owned,
-            )
+            partial::create(&mut RemoteFiles::synced(inner, remote), &key_owned)
         })
         .await
     }
 
     async fn put_part(&self, key: &str, upload: &UploadId, part: Part) -> Result<PartReceipt> {
-        let key_owned = key.to_string();
-        let upload = upload.clone();
-        self.blocking(key, move |inner, remote| {
-            let mut files = RemoteFiles {
-                inner,
-                remote,
-                sync: true,
-            };
-            partial::write_part(&mut files, &key_owned, &upload, &part, true)
-        })
-        .await
+        self.send_part(key, upload, part, true).await
     }
 
     async fn write_part(&self, key: &str, upload: &UploadId, part: Part) -> Result<PartReceipt> {
-        let key_owned = key.to_string();
-        let upload = upload.clone();
-        self.blocking(key, move |inner, remote| {
-            let mut files = RemoteFiles {
-                inner,
-                remote,
-                sync: false,
-            };
-            partial::write_part(&mut files, &key_owned, &upload, &part, true)
-        })
-        .await
+        self.send_part(key, upload, part, false).await
     }
 
     async fn sync_part(&self, key: &str, upload: &UploadId, receipt: &PartReceipt) -> Result<()> {
@@ -988,11 +986,7 @@ impl Backend for SftpBackend {
         let parts = parts.to_vec();
         self.blocking(key, move |inner, remote| {
             partial::complete(
-                &mut RemoteFiles {
-                    inner,
-                    remote,
-                    sync: true,
-                },
+                &mut RemoteFiles::synced(inner, remote),
                 &key_owned,
                 &upload,
                 &parts,
@@ -1005,15 +999,7 @@ impl Backend for SftpBackend {
         let key_owned = key.to_string();
         let upload = upload.clone();
         self.blocking(key, move |inner, remote| {
-            partial::abort(
-                &mut RemoteFiles {
-                    inner,
-                    remote,
-                    sync: true,
-                },
-                &key_owned,
-                &upload,
-            )
+            partial::abort(&mut RemoteFiles::synced(inner, remote), &key_owned, &upload)
         })
         .await
     }
@@ -1281,11 +1267,11 @@ mod tests {
         let ec = Algorithm::Ecdsa {
             curve: russh::keys::EcdsaCurve::NistP256,
         };
-        assert_eq!(host_key_types(&[(1, key(EC))]), [ec.clone()]);
         assert_eq!(
             host_key_types(&[(1, key(EC)), (2, key(ED_B))]),
-            [Algorithm::Ed25519, ec]
+            [Algorithm::Ed25519, ec.clone()]
         );
+        assert_eq!(host_key_types(&[(1, key(EC))]), [ec]);
         assert_eq!(host_key_types(&[]), Preferred::DEFAULT.key.to_vec());
     }
 
