@@ -524,6 +524,10 @@ async fn upload_in_parts(p: &InParts<'_>, ambiguous: &mut bool) -> Result<()> {
                     }
                 };
                 let written = async {
+                    // A part read ahead is not started once a stop is requested.
+                    if stop.requested() {
+                        return Ok(None);
+                    }
                     match reads.next().await {
                         Some(read) => {
                             let (index, offset, body) = read?;
