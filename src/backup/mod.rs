@@ -7,6 +7,7 @@
 
 pub mod blockmap;
 pub mod claim;
+mod compress;
 mod delta;
 pub mod journal;
 pub mod source;

@@ -32,6 +32,7 @@ use crate::format::blocks::{Delta, Fingerprint};
 use crate::format::digest::{Algorithm, Hasher};
 
 use crate::backup::blockmap::{BlockMap, BlockMapWriter};
+use crate::backup::compress::ZstdWriter;
 use crate::backup::delta::{self, BlockMaps, HashingReader, READ_BUF};
 use crate::backup::source::{self, CommandEnv, PlannedEntry};
 use crate::backup::source::{CommandStderr, RunAs, Shell};
@@ -1492,7 +1493,7 @@ impl Write for VolumeSink {
 struct OpenVolume {
     index: u32,
     tmp: PathBuf,
-    encoder: zstd::stream::write::Encoder<'static, VolumeSink>,
+    encoder: ZstdWriter<VolumeSink>,
 }
 
 /// The sink of the tar stream: compresses it into volumes of about
@@ -1610,11 +1611,8 @@ impl VolumeWriter {
                 count: 0,
             },
         };
-        let mut encoder = zstd::stream::write::Encoder::new(sink, self.level)?;
-        encoder.include_checksum(true)?;
-        if self.workers > 1 {
-            encoder.multithread(self.workers)?;
-        }
+        let workers = if self.workers > 1 { self.workers } else { 0 };
+        let encoder = ZstdWriter::new(sink, self.level, workers)?;
         self.current = Some(OpenVolume {
             index,
             tmp,
