@@ -119,9 +119,10 @@ impl<W: Write> ZstdWriter<W> {
         self.inner.flush()?;
         let this = std::mem::ManuallyDrop::new(self);
         // SAFETY: `this` is never used or dropped again: the context is
-        // freed here and `inner` moved out once.
+        // freed here, and `out` and `inner` are each moved out once.
         unsafe {
             ZSTD_freeCCtx(this.cctx.as_ptr());
+            drop(std::ptr::read(&this.out));
             Ok(std::ptr::read(&this.inner))
         }
     }
