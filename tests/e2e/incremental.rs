@@ -195,6 +195,19 @@ fn edit_manifest(sb: &Sandbox, id: &str, edit: impl FnOnce(&mut serde_json::Valu
     fs::write(&path, serde_json::to_vec_pretty(&m).expect("json")).expect("write");
 }
 
+/// Edits the manifest entry of the file `table` in backup `id`.
+fn edit_table_entry(sb: &Sandbox, id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    edit_manifest(sb, id, |m| {
+        let files = m["files"].as_array_mut().expect("files");
+        edit(
+            files
+                .iter_mut()
+                .find(|f| f["path"] == "table")
+                .expect("table"),
+        );
+    });
+}
+
 fn manifest_of(sb: &Sandbox, id: &str) -> serde_json::Value {
     serde_json::from_slice(
         &fs::read(sb.path("dest/db").join(id).join("manifest.json")).expect("manifest"),
@@ -300,12 +313,7 @@ fn a_chain_whose_blocks_do_not_rebuild_the_file_is_refused_on_restore() {
         one_changed_page("a_chain_whose_blocks_do_not_rebuild_the_file_is_refused_on_restore");
     // The manifest now says the stored block goes one block further on:
     // each backup on its own is intact, the rebuilt file is not.
-    edit_manifest(&sb, &i1_id, |m| {
-        let files = m["files"].as_array_mut().expect("files");
-        let table = files
-            .iter_mut()
-            .find(|f| f["path"] == "table")
-            .expect("table");
+    edit_table_entry(&sb, &i1_id, |table| {
         assert_eq!(table["delta"]["blocks"], serde_json::json!([[5, 1]]));
         table["delta"]["blocks"] = serde_json::json!([[6, 1]]);
     });
@@ -381,12 +389,7 @@ fn a_patched_file_claiming_growth_without_its_blocks_is_refused_on_restore() {
     let (sb, _, i1_id) =
         one_changed_page("a_patched_file_claiming_growth_without_its_blocks_is_refused_on_restore");
     // 1 GiB claimed for a 1 MiB file whose one stored block is its sixth.
-    edit_manifest(&sb, &i1_id, |m| {
-        let files = m["files"].as_array_mut().expect("files");
-        let table = files
-            .iter_mut()
-            .find(|f| f["path"] == "table")
-            .expect("table");
+    edit_table_entry(&sb, &i1_id, |table| {
         table["size"] = (1u64 << 30).into();
     });
     let r = restore_backup(&sb, &i1_id, "r");
