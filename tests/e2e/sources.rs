@@ -158,14 +158,20 @@ fn checkpoint_files_are_copied_first() {
 /// A pre hook starts a writer that appends to a file for the whole copy.
 fn growing_file_job(sb: &Sandbox, on_change: &str) {
     write(&sb.path("src/big.dat"), &noise(4 << 20, 5));
-    // Large enough that reading it takes milliseconds, during which the
-    // writer below appends many times: the change cannot slip between the
-    // size taken before and the one taken after.
-    write(&sb.path("src/growing.log"), &noise(2 << 20, 6));
+    // Large enough that reading it takes tens of milliseconds, longer than
+    // a scheduler period: the two writers below (two, so that one runs even
+    // while staging keeps both of CI's cores busy) append during it, and the
+    // change cannot slip between the size taken before and the one after.
+    // At 2 MiB a fast run read the whole file between two appends (CI,
+    // stop 27).
+    write(&sb.path("src/growing.log"), &noise(16 << 20, 6));
     let src = sb.path("src").display().to_string();
+    let writer = format!(
+        "sh -c 'while :; do echo more >> \\\"{src}/growing.log\\\"; done' >/dev/null 2>&1 & echo $! >> writer.pid"
+    );
     sb.config_dir_job(
         &format!(
-            "on_change = \"{on_change}\"\npre = [\"sh -c 'while :; do echo more >> \\\"{src}/growing.log\\\"; done' >/dev/null 2>&1 & echo $! > writer.pid; sleep 0.3\"]\npost = [\"kill $(cat writer.pid)\"]"
+            "on_change = \"{on_change}\"\npre = [\"{writer}; {writer}; sleep 0.3\"]\npost = [\"kill $(cat writer.pid)\"]"
         ),
         &["nas"],
         NAS,
