@@ -850,15 +850,21 @@ class Bench:
 
     def bench_restore(self, pristine, data, dataset, runs):
         """offsite restore of the staged backup from a folder, against
-        zstd -dc | tar -x of the same volumes followed by one sync."""
+        zstd -dc | tar -x of the same volumes followed by one sync.
+
+        The tools take turns run by run (tar first in odd runs, offsite in
+        even ones), and no restored tree is deleted until every run is
+        done: ext4 skips inodes freed in the last minute when it allocates
+        new ones (recently_deleted), so whoever restored after a deleted
+        tree paid for it. A 50,000-file restore took 2.2 s for tar when it
+        ran first and 3.7 s after other trees were removed."""
         d, cfg, volumes = self.restore_dest(pristine, dataset)
         vols = sorted(str(p) for p in volumes.glob("vol-*.tar.zst"))
         tree_size = tree_bytes(data)
-        for tool in ("tar", "offsite"):
-            out = []
-            for i in range(1, runs + 1):
+        out = {"tar": [], "offsite": []}
+        for i in range(1, runs + 1):
+            for tool in (("tar", "offsite") if i % 2 else ("offsite", "tar")):
                 to = d / f"to-{tool}-{i}"
-                shutil.rmtree(to, ignore_errors=True)
                 if tool == "offsite":
                     cmd = [[str(self.offsite), "--config", str(cfg), "restore", "--job", JOB, "--to", str(to)]]
                 else:
@@ -866,10 +872,10 @@ class Bench:
                     cmd = [["sh", "-c", 'cat "$@" | zstd -dc | tar -x -C "$0" && sync', str(to), *vols]]
                 m = measure(f"{dataset}-restore-{tool}-{i}", cmd, env=self.offsite_env)
                 self.progress("restore", tool, i, runs, m)
-                out.append(m)
-                shutil.rmtree(to, ignore_errors=True)
+                out[tool].append(m)
+        for tool in ("tar", "offsite"):
             label = "offsite restore" if tool == "offsite" else "zstd -dc | tar -x, then sync"
-            self.record("restore", label, tree_size, out, dataset, reference="zstd -dc | tar -x, then sync")
+            self.record("restore", label, tree_size, out[tool], dataset, reference="zstd -dc | tar -x, then sync")
         shutil.rmtree(d, ignore_errors=True)
 
     def bench_restore_small_files(self, runs):
