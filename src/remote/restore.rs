@@ -7,8 +7,14 @@
 //! when they stay inside. Into a folder written with `--force`, files are
 //! written to a temp name and renamed into place once their hash is right;
 //! into one the restore made or found empty, under their own name (a file
-//! whose hash is wrong is removed, and the restore fails). Memory is
-//! bounded by one read buffer.
+//! whose hash is wrong is removed, and the restore fails).
+//!
+//! Files of up to 256 KiB in their final version are read into memory,
+//! checked, and written by a few threads at once (`pool`): creating many
+//! small files is kernel work one thread cannot spread over the cores.
+//! Larger files are streamed to disk by the thread that reads the
+//! archive. Memory is bounded by the pool's queue (8 files per writer)
+//! and one read buffer.
 //!
 //! Durability: nothing is synced file by file; once everything is written
 //! and its metadata set, one `syncfs` flushes the file system the restore
@@ -36,6 +42,8 @@ use super::read::{EntrySink, ensure_readable, hash_stream, read_backup};
 use crate::cluster::{SetStatus, SetVerdict};
 use crate::config::Config;
 use crate::staging::{JobLock, JobStaging};
+
+mod pool;
 
 /// What a restore wrote.
 #[derive(Debug, Clone, Serialize)]
@@ -70,9 +78,9 @@ struct TreeWriter {
     dirs: Vec<FileEntry>,
     links: Vec<FileEntry>,
     hardlinks: Vec<FileEntry>,
-    chown: bool,
-    /// How many owners could not be set, and the first refusal.
-    owner_failures: Arc<Mutex<(u64, String)>>,
+    meta: Meta,
+    /// Writes small files on other threads, several at once.
+    pool: pool::WritePool,
     /// Numbers the temp names, which stay short (see [`TreeWriter::temp_name`]).
     temps: u64,
     /// The folders this restore made (mode 0700, its own): not checked again
@@ -154,6 +162,79 @@ impl Write for FileSink<'_> {
     }
 }
 
+/// Gives restored entries their recorded metadata.
+#[derive(Clone)]
+struct Meta {
+    /// Owners are set (the restore runs as root).
+    chown: bool,
+    /// How many owners could not be set, and the first refusal.
+    owner_failures: Arc<Mutex<(u64, String)>>,
+}
+
+impl Meta {
+    /// Gives `path` the owner (as root), mode and modification time recorded for it.
+    fn apply(&self, path: &Path, uid: u32, gid: u32, mode: u32, mtime: (i64, u32)) -> Result<()> {
+        if self.chown {
+            self.owner(path, uid, gid);
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(|err| Error::io(format!("cannot set mode of {}", path.display()), err))?;
+        set_mtime(path, mtime.0, mtime.1, true)
+            .map_err(|err| Error::io(format!("cannot set time of {}", path.display()), err))
+    }
+
+    /// Gives `path` its recorded owner. A file system that refuses (an NFS
+    /// share squashing root) does not stop the restore: the refusals are
+    /// counted for the report.
+    fn owner(&self, path: &Path, uid: u32, gid: u32) {
+        if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            && let Ok(mut w) = self.owner_failures.lock()
+        {
+            if w.0 == 0 {
+                w.1 = format!("{}: {e}", path.display());
+            }
+            w.0 += 1;
+        }
+    }
+
+    /// [`Meta::entry`] through the open file `f` (at `path`).
+    fn file(&self, f: &File, path: &Path, e: &FileEntry) -> Result<()> {
+        if self.chown
+            && let Err(err) = std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid))
+            && let Ok(mut w) = self.owner_failures.lock()
+        {
+            if w.0 == 0 {
+                w.1 = format!("{}: {err}", path.display());
+            }
+            w.0 += 1;
+        }
+        f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
+            .map_err(|err| Error::io(format!("cannot set mode of {}", path.display()), err))?;
+        let times = [
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            },
+            libc::timespec {
+                tv_sec: e.mtime as libc::time_t,
+                tv_nsec: e.mtime_nsec.min(999_999_999) as libc::c_long,
+            },
+        ];
+        // SAFETY: `f` is open for the call and `times` holds the two entries futimens reads.
+        if unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(f), times.as_ptr()) } != 0 {
+            return Err(Error::io(
+                format!("cannot set time of {}", path.display()),
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn entry(&self, path: &Path, e: &FileEntry) -> Result<()> {
+        self.apply(path, e.uid, e.gid, e.mode, (e.mtime, e.mtime_nsec))
+    }
+}
+
 impl TreeWriter {
     /// Creates the folders of `rel` (a relative path) under the root, refusing symlinks and files in the way.
     fn ensure_dir(&mut self, rel: &str) -> Result<PathBuf> {
@@ -193,81 +274,25 @@ impl TreeWriter {
         Ok(p)
     }
 
-    /// Gives `path` the owner (as root), mode and modification time recorded for it.
-    fn apply_meta(
-        &self,
-        path: &Path,
-        uid: u32,
-        gid: u32,
-        mode: u32,
-        mtime: (i64, u32),
-    ) -> Result<()> {
-        if self.chown {
-            self.owner(path, uid, gid);
-        }
-        fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
-            .map_err(|err| Error::io(format!("cannot set mode of {}", path.display()), err))?;
-        set_mtime(path, mtime.0, mtime.1, true)
-            .map_err(|err| Error::io(format!("cannot set time of {}", path.display()), err))
-    }
-
-    /// Gives `path` its recorded owner. A file system that refuses (an NFS
-    /// share squashing root) does not stop the restore: the refusals are
-    /// counted for the report.
-    fn owner(&self, path: &Path, uid: u32, gid: u32) {
-        if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-            && let Ok(mut w) = self.owner_failures.lock()
-        {
-            if w.0 == 0 {
-                w.1 = format!("{}: {e}", path.display());
-            }
-            w.0 += 1;
-        }
-    }
-
-    /// [`TreeWriter::apply_entry_meta`] through the open file `f` (at `path`).
-    fn apply_file_meta(&self, f: &File, path: &Path, e: &FileEntry) -> Result<()> {
-        if self.chown
-            && let Err(err) = std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid))
-            && let Ok(mut w) = self.owner_failures.lock()
-        {
-            if w.0 == 0 {
-                w.1 = format!("{}: {err}", path.display());
-            }
-            w.0 += 1;
-        }
-        f.set_permissions(fs::Permissions::from_mode(e.mode & 0o7777))
-            .map_err(|err| Error::io(format!("cannot set mode of {}", path.display()), err))?;
-        let times = [
-            libc::timespec {
-                tv_sec: 0,
-                tv_nsec: libc::UTIME_OMIT,
-            },
-            libc::timespec {
-                tv_sec: e.mtime as libc::time_t,
-                tv_nsec: e.mtime_nsec.min(999_999_999) as libc::c_long,
-            },
-        ];
-        // SAFETY: `f` is open for the call and `times` holds the two entries futimens reads.
-        if unsafe { libc::futimens(std::os::fd::AsRawFd::as_raw_fd(f), times.as_ptr()) } != 0 {
-            return Err(Error::io(
-                format!("cannot set time of {}", path.display()),
-                io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn apply_entry_meta(&self, path: &Path, e: &FileEntry) -> Result<()> {
-        self.apply_meta(path, e.uid, e.gid, e.mode, (e.mtime, e.mtime_nsec))
-    }
-
     /// A short temp name for a file being written into a folder: at most
     /// 30 bytes whatever the file's name, so a name as long as the file
     /// system allows (255 bytes) restores too.
     fn temp_name(&mut self) -> String {
         self.temps += 1;
         format!(".offsite-{:x}-{:x}.tmp", std::process::id(), self.temps)
+    }
+
+    /// Where the file `rel` goes (its folder made), and the temp name it is
+    /// written to first when the restore writes into a folder with --force.
+    /// Into a folder the restore made or found empty, a file is written
+    /// under its own name: nothing is there to keep whole until it is
+    /// replaced, and a rename per file made many small files slow.
+    fn place(&mut self, rel: &str) -> Result<(PathBuf, Option<PathBuf>)> {
+        let (dir, name) = Self::split(rel);
+        let parent = self.ensure_dir(dir)?;
+        let path = path_under(&parent, name)?;
+        let tmp = (!self.root_fresh).then(|| parent.join(self.temp_name()));
+        Ok((path, tmp))
     }
 
     fn split(rel: &str) -> (&str, &str) {
@@ -370,7 +395,7 @@ impl TreeWriter {
                     entry.path, entry.backup
                 )));
             }
-            self.apply_file_meta(&f, &path, entry)?;
+            self.meta.file(&f, &path, entry)?;
         }
         Ok((total, stored))
     }
@@ -413,8 +438,8 @@ impl TreeWriter {
             let path = self.link_path(&l.path)?;
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&raw_target), &path)
                 .map_err(|e| Error::io(format!("cannot create symlink {}", path.display()), e))?;
-            if self.chown {
-                self.owner(&path, l.uid, l.gid);
+            if self.meta.chown {
+                self.meta.owner(&path, l.uid, l.gid);
             }
             set_mtime(&path, l.mtime, l.mtime_nsec, false)
                 .map_err(|e| Error::io(format!("cannot set time of {}", path.display()), e))?;
@@ -425,11 +450,12 @@ impl TreeWriter {
         dirs.sort_by(|a, b| b.path.cmp(&a.path));
         for d in &dirs {
             let path = self.ensure_dir(&d.path)?;
-            self.apply_entry_meta(&path, d)?;
+            self.meta.entry(&path, d)?;
         }
         match &self.root_meta {
             Some(r) if self.root_fresh => {
-                self.apply_meta(&self.root, r.uid, r.gid, r.mode, (r.mtime, r.mtime_nsec))?;
+                self.meta
+                    .apply(&self.root, r.uid, r.gid, r.mode, (r.mtime, r.mtime_nsec))?;
             }
             // A folder written into with --force keeps its mode and owner.
             Some(r) => set_mtime(&self.root, r.mtime, r.mtime_nsec, true).map_err(|err| {
@@ -460,36 +486,30 @@ impl EntrySink for TreeWriter {
         if entry.delta.is_some() {
             return self.patch(entry, content, last);
         }
-        let (dir, name) = Self::split(&entry.path);
-        let parent = self.ensure_dir(dir)?;
-        let path = path_under(&parent, name)?;
-        // Into a folder the restore made or found empty, a file is written
-        // under its own name: nothing is there to keep whole until it is
-        // replaced, and a rename per file made many small files slow. Into
-        // a folder written with --force, it goes to a temp name first.
-        let direct = self.root_fresh;
-        let tmp = if direct {
-            path.clone()
-        } else {
-            parent.join(self.temp_name())
-        };
-        let create = || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(0o600)
-                .open(&tmp)
-        };
-        // A temp file of the same name is one an earlier restore left.
-        let f = match create() {
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !direct => {
-                let _ = fs::remove_file(&tmp);
-                create()
+        // A small file in its final version is read into memory, checked,
+        // and handed to the pool, which writes several at once: creating
+        // files is most of a restore of many small ones, and it is the
+        // kernel's work, which one thread cannot spread over the cores.
+        if last && entry.size <= pool::SMALL_FILE {
+            let mut data = pool::Capped::new(entry.size as usize);
+            let (size, hash) = hash_stream(entry, content, Some(&mut data))
+                .map_err(|e| Error::io(format!("restoring {}", entry.path), e))?;
+            if size != entry.size || Some(&hash) != entry.digest().as_ref() {
+                // Damaged: nothing is written, and the caller names it.
+                return Ok((size, hash));
             }
-            opened => opened,
+            let (path, tmp) = self.place(&entry.path)?;
+            self.pool.write(pool::SmallFile {
+                path,
+                tmp,
+                data: data.into_inner(),
+                entry: entry.clone(),
+            })?;
+            return Ok((size, hash));
         }
-        .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
+        let (path, tmp) = self.place(&entry.path)?;
+        let at = tmp.as_deref().unwrap_or(&path);
+        let f = create_restored(at, tmp.is_some())?;
         let mut sink = FileSink {
             file: &f,
             sparse: entry.sparse,
@@ -505,36 +525,22 @@ impl EntrySink for TreeWriter {
         let (size, hash) = match res {
             Ok(r) => r,
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(at);
                 return Err(Error::io(format!("restoring {}", entry.path), e));
             }
         };
         if size != entry.size || Some(&hash) != entry.digest().as_ref() {
-            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(at);
             return Ok((size, hash));
         }
         // Durable at the end, all at once (see `sync_tree`): a file at a time
         // made a restore of many small files fifty times slower than tar.
         // A version later stages patch stays the restore's own (0600) until then.
         if last {
-            self.apply_file_meta(&f, &tmp, entry)?;
+            self.meta.file(&f, at, entry)?;
         }
-        if direct {
-            return Ok((size, hash));
-        }
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            // rename(2) refuses to put a file over a folder (EISDIR).
-            if e.raw_os_error() == Some(libc::EISDIR) {
-                return Err(Error::Failed(format!(
-                    "{} exists and is a folder",
-                    path.display()
-                )));
-            }
-            return Err(Error::io(
-                format!("cannot rename into {}", path.display()),
-                e,
-            ));
+        if let Some(tmp) = &tmp {
+            rename_into(tmp, &path)?;
         }
         Ok((size, hash))
     }
@@ -554,6 +560,48 @@ impl EntrySink for TreeWriter {
         self.hardlinks.push(entry.clone());
         Ok(())
     }
+}
+
+/// Creates the file `at` for a restored file's bytes (mode 0600 until its
+/// metadata is set, never through a symlink). A `temp` name already there
+/// is one an earlier restore left: it is replaced.
+fn create_restored(at: &Path, temp: bool) -> Result<File> {
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(at)
+    };
+    match create() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && temp => {
+            let _ = fs::remove_file(at);
+            create()
+        }
+        opened => opened,
+    }
+    .map_err(|e| Error::io(format!("cannot create {}", at.display()), e))
+}
+
+/// Moves a file written under the temp name `tmp` to `path` (with --force,
+/// over the file there); `tmp` is removed if it cannot be.
+fn rename_into(tmp: &Path, path: &Path) -> Result<()> {
+    let Err(e) = fs::rename(tmp, path) else {
+        return Ok(());
+    };
+    let _ = fs::remove_file(tmp);
+    // rename(2) refuses to put a file over a folder (EISDIR).
+    if e.raw_os_error() == Some(libc::EISDIR) {
+        return Err(Error::Failed(format!(
+            "{} exists and is a folder",
+            path.display()
+        )));
+    }
+    Err(Error::io(
+        format!("cannot rename into {}", path.display()),
+        e,
+    ))
 }
 
 /// Makes everything written under `root` durable before the restore says
@@ -755,6 +803,11 @@ pub async fn restore(
     let owner_failures = Arc::new(Mutex::new((0u64, String::new())));
     let owner_failures2 = owner_failures.clone();
     let (problems, finished) = tokio::task::spawn_blocking(move || {
+        let meta = Meta {
+            // SAFETY: geteuid has no preconditions.
+            chown: unsafe { libc::geteuid() } == 0,
+            owner_failures: owner_failures2,
+        };
         let mut writer = TreeWriter {
             root: root2,
             root_meta,
@@ -762,9 +815,8 @@ pub async fn restore(
             dirs: Vec::new(),
             links: Vec::new(),
             hardlinks: Vec::new(),
-            // SAFETY: geteuid has no preconditions.
-            chown: unsafe { libc::geteuid() } == 0,
-            owner_failures: owner_failures2,
+            pool: pool::WritePool::new(&meta)?,
+            meta,
             temps: 0,
             made: Default::default(),
             stages,
@@ -791,15 +843,20 @@ pub async fn restore(
                 break;
             }
         }
+        // Every file handed to the writers is written (or failed) before
+        // links, folder times and the sync.
+        if let Err(e) = writer.pool.finish() {
+            problems.push(e.to_string());
+        }
         let finished = if problems.is_empty() {
             writer.finish().and_then(|_| sync_tree(&writer.root))
         } else {
             Ok(())
         };
-        (problems, finished)
+        Ok::<_, Error>((problems, finished))
     })
     .await
-    .map_err(|e| Error::Failed(format!("restore task failed: {e}")))?;
+    .map_err(|e| Error::Failed(format!("restore task failed: {e}")))??;
     if !problems.is_empty() {
         return Err(Error::Integrity(format!(
             "destination \"{}\": restore of {} refused: {}; nothing was written outside {}, but {} may hold part of the backup",

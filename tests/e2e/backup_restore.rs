@@ -289,6 +289,44 @@ fn restore_wants_an_empty_folder_unless_forced() {
 }
 
 #[test]
+fn a_forced_restore_onto_a_folder_of_the_same_name_is_refused_and_named() {
+    let sb = Sandbox::new("a_forced_restore_onto_a_folder_of_the_same_name_is_refused_and_named");
+    // Many small files, so the failure comes from a file writer thread
+    // while the reading thread goes on handing it files.
+    for i in 0..200 {
+        write(&sb.path(&format!("src/d/f{i:03}")), b"small");
+    }
+    write(&sb.path("src/d/taken"), b"a file in the backup");
+    sb.config_dir_job("", &["nas"], NAS);
+    assert_eq!(sb.offsite(&["backup"]).code, 0);
+    let to = sb.path("restored");
+    write(&to.join("d/taken/inside"), b"a folder holds the name");
+    let r = sb.offsite(&[
+        "restore",
+        "--job",
+        "db",
+        "--to",
+        to.to_str().expect("utf8"),
+        "--force",
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("taken exists and is a folder") && r.stderr.contains("refused"),
+        "{r:?}"
+    );
+    assert_eq!(
+        fs::read(to.join("d/taken/inside")).expect("read"),
+        b"a folder holds the name"
+    );
+    let temps: Vec<_> = fs::read_dir(to.join("d"))
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+}
+
+#[test]
 fn keep_local_keeps_the_newest_staged_backups() {
     let sb = Sandbox::new("keep_local_keeps_the_newest_staged_backups");
     write(&sb.path("src/a.txt"), b"one");
