@@ -638,7 +638,7 @@ type Stages = HashMap<String, (Vec<String>, usize)>;
 fn chain_of(
     target: &Target,
     manifest: &Manifest,
-    others: &[Manifest],
+    others: &[&Manifest],
     ids: Option<&Identities>,
 ) -> Result<(Reads, Stages)> {
     let mut chain = Chain {
@@ -657,6 +657,9 @@ fn chain_of(
             .entry(f.backup.clone())
             .or_default()
             .insert(f.path.clone(), f.clone());
+        if f.delta.is_none() {
+            continue;
+        }
         let mut at = f.clone();
         let mut holders = vec![f.backup.clone()];
         while let Some(d) = &at.delta {
@@ -702,7 +705,7 @@ fn chain_of(
 struct Chain<'a> {
     target: &'a Target,
     manifest: &'a Manifest,
-    others: &'a [Manifest],
+    others: &'a [&'a Manifest],
     ids: Option<&'a Identities>,
     /// Opened manifests by id.
     opened: HashMap<String, Manifest>,
@@ -763,13 +766,19 @@ impl Chain<'_> {
 pub async fn restore(
     target: &Target,
     manifest: &Manifest,
-    others: &[Manifest],
+    others: &[&Manifest],
     to: &Path,
     force: bool,
     ids: Option<Arc<Identities>>,
 ) -> Result<RestoreReport> {
-    // An encrypted backup is opened (or refused) before anything is asked or written.
-    let manifest = &crypt::open_manifest(manifest, ids.as_deref())?;
+    // An encrypted backup is opened (or refused) before anything is asked or
+    // written. (A plain one is not copied: 50,000 files make a large manifest.)
+    let opened = if crypt::is_encrypted(manifest) {
+        Some(crypt::open_manifest(manifest, ids.as_deref())?)
+    } else {
+        None
+    };
+    let manifest = opened.as_ref().unwrap_or(manifest);
     let (chain, stages) = chain_of(target, manifest, others, ids.as_deref())?;
     let parts: Vec<&Manifest> = chain.iter().map(|(m, _)| m).collect();
     ensure_readable(target, &parts).await?;
@@ -936,7 +945,7 @@ pub async fn restore_job(
                 continue;
             }
         };
-        let others: Vec<_> = listing.backups.iter().map(|b| b.manifest.clone()).collect();
+        let others: Vec<&Manifest> = listing.backups.iter().map(|b| &b.manifest).collect();
         match restore(t, &chosen.manifest, &others, to, force, ids.clone()).await {
             // Another destination may have it readable now; this one's
             // retrieval is requested either way.
@@ -1011,7 +1020,7 @@ pub async fn restore_set(config: &Config, req: SetRequest<'_>) -> Result<SetRest
         };
         let members = members_to_restore(t, &verdict, req)?;
         let listing = catalog::list_job(t, req.job).await?;
-        let others: Vec<_> = listing.backups.iter().map(|b| b.manifest.clone()).collect();
+        let others: Vec<&Manifest> = listing.backups.iter().map(|b| &b.manifest).collect();
         let mut restores = Vec::new();
         for m in &members {
             let backup = others
