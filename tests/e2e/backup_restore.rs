@@ -255,6 +255,18 @@ fn verify_names_a_missing_volume() {
     assert!(v.stdout.contains("vol-000002.tar.zst is missing"), "{v:?}");
 }
 
+/// `offsite restore --job db --to <to> --force`.
+fn restore_forced(sb: &Sandbox, to: &std::path::Path) -> Run {
+    sb.offsite(&[
+        "restore",
+        "--job",
+        "db",
+        "--to",
+        to.to_str().expect("utf8"),
+        "--force",
+    ])
+}
+
 #[test]
 fn restore_wants_an_empty_folder_unless_forced() {
     let sb = Sandbox::new("restore_wants_an_empty_folder_unless_forced");
@@ -275,14 +287,7 @@ fn restore_wants_an_empty_folder_unless_forced() {
         b"old",
         "nothing written without --force"
     );
-    let r = sb.offsite(&[
-        "restore",
-        "--job",
-        "db",
-        "--to",
-        to.to_str().expect("utf8"),
-        "--force",
-    ]);
+    let r = restore_forced(&sb, &to);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(fs::read(to.join("a.txt")).expect("read"), b"new contents");
     assert_eq!(fs::read(to.join("keep.txt")).expect("read"), b"untouched");
@@ -301,14 +306,7 @@ fn a_forced_restore_onto_a_folder_of_the_same_name_is_refused_and_named() {
     assert_eq!(sb.offsite(&["backup"]).code, 0);
     let to = sb.path("restored");
     write(&to.join("d/taken/inside"), b"a folder holds the name");
-    let r = sb.offsite(&[
-        "restore",
-        "--job",
-        "db",
-        "--to",
-        to.to_str().expect("utf8"),
-        "--force",
-    ]);
+    let r = restore_forced(&sb, &to);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
         r.stderr.contains("taken exists and is a folder") && r.stderr.contains("refused"),
