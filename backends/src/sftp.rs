@@ -19,7 +19,10 @@
 //!   offered (`SHA256:...`) so a person can compare it with the real one.
 //!   The client asks for the key types the file records for the host, as
 //!   OpenSSH's client does, so a server with several host keys offers the
-//!   pinned one.
+//!   pinned one. A key on a `@revoked` line is refused whatever else the
+//!   file says, for every host (OpenSSH refuses it for the hosts the line
+//!   names; a key revoked anywhere is not trusted here). `@cert-authority`
+//!   lines are not used: host certificates are refused.
 //! - Authentication: a private key file (ed25519, RSA, ECDSA; passphrase from
 //!   an environment variable) or a password from an environment variable.
 //!   Secrets are read when connecting and never appear in errors or Debug.
@@ -318,6 +321,8 @@ struct HostCheck {
     host: String,
     /// The keys known_hosts records for the host, with their line numbers.
     recorded: Vec<(usize, PublicKey)>,
+    /// The keys on its `@revoked` lines, with their line numbers.
+    revoked: Vec<(usize, PublicKey)>,
     verdict: Arc<Mutex<Option<Verdict>>>,
 }
 
@@ -333,6 +338,11 @@ enum Verdict {
     NotFound {
         offered: String,
     },
+    /// known_hosts marks the offered key `@revoked`, on this line.
+    Revoked {
+        offered: String,
+        line: usize,
+    },
     Certificate,
 }
 
@@ -344,7 +354,9 @@ impl client::Handler for HostCheck {
         offered: &PublicKeyOrCertificate,
     ) -> std::result::Result<bool, Self::Error> {
         let verdict = match offered {
-            PublicKeyOrCertificate::PublicKey { key, .. } => verdict_for(&self.recorded, key),
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                verdict_for(&self.recorded, &self.revoked, key)
+            }
             PublicKeyOrCertificate::Certificate(_) => Verdict::Certificate,
         };
         let accept = matches!(verdict, Verdict::Match);
@@ -355,10 +367,24 @@ impl client::Handler for HostCheck {
     }
 }
 
-/// What known_hosts (its keys for the host, with their line numbers) says
-/// of the key the server offered: only a key of the same type can match
-/// or contradict it, as in OpenSSH.
-fn verdict_for(recorded: &[(usize, PublicKey)], offered: &PublicKey) -> Verdict {
+/// What known_hosts (its keys for the host and its revoked keys, with
+/// their line numbers) says of the key the server offered: a revoked key
+/// is refused first; then only a key of the same type can match or
+/// contradict it, as in OpenSSH.
+fn verdict_for(
+    recorded: &[(usize, PublicKey)],
+    revoked: &[(usize, PublicKey)],
+    offered: &PublicKey,
+) -> Verdict {
+    if let Some((line, _)) = revoked
+        .iter()
+        .find(|(_, k)| k.key_data() == offered.key_data())
+    {
+        return Verdict::Revoked {
+            offered: fingerprint(offered),
+            line: *line,
+        };
+    }
     let same_type = recorded
         .iter()
         .filter(|(_, k)| k.algorithm() == offered.algorithm());
@@ -378,6 +404,27 @@ fn verdict_for(recorded: &[(usize, PublicKey)], offered: &PublicKey) -> Verdict 
             offered: fingerprint(offered),
         },
     }
+}
+
+/// The keys of `text`'s `@revoked` lines (an OpenSSH known_hosts file),
+/// with their line numbers: `@revoked <hosts> <type> <base64> [comment]`.
+/// A revoked key that cannot be read is an error: it must not be skipped.
+fn revoked_keys(text: &str) -> std::result::Result<Vec<(usize, PublicKey)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut fields = line.split_whitespace();
+        if fields.next() != Some("@revoked") {
+            continue;
+        }
+        let (_hosts, kind, b64) = (fields.next(), fields.next(), fields.next());
+        let key = match (kind, b64) {
+            (Some(kind), Some(b64)) => PublicKey::from_openssh(&format!("{kind} {b64}"))
+                .map_err(|e| format!("line {}: a @revoked key that cannot be read ({e})", i + 1))?,
+            _ => return Err(format!("line {}: a @revoked line without a key", i + 1)),
+        };
+        out.push((i + 1, key));
+    }
+    Ok(out)
 }
 
 /// The error for a host key known_hosts refused: `host` as known_hosts
@@ -404,6 +451,15 @@ fn refusal(verdict: Option<Verdict>, host: &str, options: &SftpOptions) -> Error
             "compare that fingerprint with the server's own (ssh-keygen -lf on the server's host key), then add it: ssh-keyscan -p {} {} >> {kh}",
             options.port, options.host
         )),
+        Some(Verdict::Revoked { offered, line }) => Error::new(
+            ErrorKind::ConfigInvalid,
+            format!(
+                "the host key of {host} is marked @revoked in {kh} (line {line}; the server offered {offered}); refusing to connect"
+            ),
+        )
+        .with_hint(
+            "the key was revoked on purpose: ask the server's administrator for the server's new host key, and do not remove the @revoked line to get past this",
+        ),
         Some(Verdict::Certificate) => Error::new(
             ErrorKind::ConfigInvalid,
             format!("{host} offered a host certificate; refusing to connect"),
@@ -504,8 +560,9 @@ impl Inner {
     async fn connect_within(&self) -> Result<Conn> {
         let o = &self.options;
         let kh_path = &o.known_hosts;
-        if let Err(e) = std::fs::metadata(kh_path) {
-            return Err(Error::from_io(
+        let kh_text = match std::fs::read(kh_path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => return Err(Error::from_io(
                 format!("cannot read known_hosts file {}", kh_path.display()),
                 e,
             )
@@ -515,8 +572,15 @@ impl Inner {
                 o.port,
                 o.host,
                 kh_path.display()
-            )));
-        }
+            ))),
+        };
+        let revoked = revoked_keys(&kh_text).map_err(|e| {
+            Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("cannot parse known_hosts file {}: {e}", kh_path.display()),
+            )
+            .with_hint("it must be in OpenSSH's known_hosts format")
+        })?;
         let recorded =
             known_hosts::known_host_keys_path(&o.host, o.port, kh_path).map_err(|e| {
                 Error::new(
@@ -544,6 +608,7 @@ impl Inner {
                 format!("[{}]:{}", o.host, o.port)
             },
             recorded,
+            revoked,
             verdict: verdict.clone(),
         };
         let host_label = check.host.clone();
@@ -1232,11 +1297,32 @@ mod tests {
         let offered = key(ED_A);
         let fp = fingerprint(&offered);
         assert!(fp.starts_with("ssh-ed25519 SHA256:"), "{fp}");
-        let cases: &[(&[(usize, &str)], Verdict)] = &[
-            (&[(1, ED_A)], Verdict::Match),
-            (&[(1, ED_B), (2, ED_A)], Verdict::Match),
+        let none: &[(usize, &str)] = &[];
+        let cases: &[(&[(usize, &str)], &[(usize, &str)], Verdict)] = &[
+            (&[(1, ED_A)], none, Verdict::Match),
+            (&[(1, ED_B), (2, ED_A)], none, Verdict::Match),
+            // Revoked wins over a line that records it.
+            (
+                &[(1, ED_A)],
+                &[(9, ED_A)],
+                Verdict::Revoked {
+                    offered: fp.clone(),
+                    line: 9,
+                },
+            ),
+            // Another key revoked changes nothing.
+            (&[(1, ED_A)], &[(9, ED_B)], Verdict::Match),
+            (
+                &[],
+                &[(3, EC), (5, ED_A)],
+                Verdict::Revoked {
+                    offered: fp.clone(),
+                    line: 5,
+                },
+            ),
             (
                 &[(4, EC), (7, ED_B)],
+                none,
                 Verdict::Mismatch {
                     offered: fp.clone(),
                     line: 7,
@@ -1244,22 +1330,47 @@ mod tests {
             ),
             (
                 &[(1, EC)],
+                none,
                 Verdict::NotFound {
                     offered: fp.clone(),
                 },
             ),
             (
                 &[],
+                none,
                 Verdict::NotFound {
                     offered: fp.clone(),
                 },
             ),
         ];
-        for (recorded, want) in cases {
-            let recorded: Vec<(usize, PublicKey)> =
-                recorded.iter().map(|(l, k)| (*l, key(k))).collect();
-            assert_eq!(&verdict_for(&recorded, &offered), want, "{recorded:?}");
+        let keys = |lines: &[(usize, &str)]| -> Vec<(usize, PublicKey)> {
+            lines.iter().map(|(l, k)| (*l, key(k))).collect()
+        };
+        for (recorded, revoked, want) in cases {
+            let (recorded, revoked) = (keys(recorded), keys(revoked));
+            assert_eq!(
+                &verdict_for(&recorded, &revoked, &offered),
+                want,
+                "{recorded:?} {revoked:?}"
+            );
         }
+    }
+
+    #[test]
+    fn revoked_lines_are_read_and_a_broken_one_is_an_error() {
+        let text = format!(
+            "# a comment\nhost.example {ED_B}\n@revoked * {ED_A} old key\n@cert-authority *.example {EC}\n@revoked\thost,other  {EC}\n"
+        );
+        let got = revoked_keys(&text).expect("parsed");
+        assert_eq!(got, vec![(3, key(ED_A)), (5, key(EC))]);
+        assert_eq!(revoked_keys("").expect("empty"), vec![]);
+        let err = revoked_keys("x\n@revoked * ssh-ed25519\n").expect_err("no key");
+        assert!(err.contains("line 2"), "{err}");
+        let err = revoked_keys("@revoked * ssh-ed25519 bm90IGEga2V5\n").expect_err("bad key");
+        assert!(
+            err.contains("line 1") && err.contains("cannot be read"),
+            "{err}"
+        );
     }
 
     #[test]

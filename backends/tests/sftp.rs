@@ -133,6 +133,33 @@ async fn an_unknown_or_changed_host_key_is_refused_showing_the_offered_fingerpri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_key_marked_revoked_is_refused_even_where_a_line_records_it() {
+    let fp = var("SFTP_HOST_FINGERPRINT");
+    let good = std::fs::read_to_string(var("SFTP_KNOWN_HOSTS")).expect("known_hosts");
+    let line = good.lines().next().expect("a line");
+    let mut fields = line.split_whitespace().skip(1);
+    let (kind, b64) = (fields.next().expect("type"), fields.next().expect("key"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kh = dir.path().join("known_hosts");
+    let good = good.trim_end();
+    std::fs::write(&kh, format!("{good}\n@revoked * {kind} {b64} leaked\n")).expect("write");
+    let mut o = options(key_auth(), "SFTP_KNOWN_HOSTS");
+    o.known_hosts = kh;
+    let err = SftpBackend::new("vault", o)
+        .probe()
+        .await
+        .expect_err("refused");
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{text}");
+    assert!(!err.is_temporary(), "{text}");
+    assert!(
+        text.contains("@revoked") && text.contains("line 2"),
+        "{text}"
+    );
+    assert!(text.contains(&fp), "the offered fingerprint {fp}: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_the_user_may_not_write_is_permission_denied() {
     // Made by root (the tests' user) inside the SFTP user's tree: read-only for it.
     let name = common::unique("readonly").replace('/', "-");
