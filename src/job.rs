@@ -367,7 +367,8 @@ async fn backup_run(
     };
     if upload {
         let member = set_member(job, &staged.manifest);
-        report.destinations = upload::upload_backup(
+        report.destinations = upload_in_chain(
+            &staging,
             &staged.dir,
             &staged.manifest,
             member.as_ref(),
@@ -616,8 +617,16 @@ async fn upload_staged(
         .iter()
         .all(|t| journal::is_complete(&dir, &t.config.name));
     let member = set_member(job, &manifest);
-    let destinations =
-        upload::upload_backup(&dir, &manifest, member.as_ref(), targets, progress, stop).await;
+    let destinations = upload_in_chain(
+        staging,
+        &dir,
+        &manifest,
+        member.as_ref(),
+        targets,
+        progress,
+        stop,
+    )
+    .await;
     let status = combine(&statuses_of(&destinations));
     let mut report = RunReport {
         job: job.name.clone(),
@@ -643,6 +652,59 @@ async fn upload_staged(
         report.notes.push(format!("could not record status: {e}"));
     }
     report
+}
+
+/// Uploads a staged backup to `targets`, but not where the backup it
+/// builds on (its parent, still staged here) has not landed: there the
+/// incremental would be reported sent and could not be restored until its
+/// parent arrived, and never if the parent cannot. Those destinations
+/// report it failed, naming the parent; `offsite upload` sends both, the
+/// parent first. (A parent no longer staged here is on every destination.)
+async fn upload_in_chain(
+    staging: &JobStaging,
+    dir: &std::path::Path,
+    manifest: &Manifest,
+    member: Option<&SetMember<'_>>,
+    targets: &[Target],
+    progress: &dyn Progress,
+    stop: &Stop,
+) -> Vec<DestinationReport> {
+    let waits_for = |t: &Target| {
+        manifest.parent.as_deref().filter(|parent| {
+            let pdir = staging.backup_dir(parent);
+            pdir.is_dir() && !journal::is_complete(&pdir, &t.config.name)
+        })
+    };
+    let ready: Vec<Target> = targets
+        .iter()
+        .filter(|t| waits_for(t).is_none())
+        .cloned()
+        .collect();
+    let mut sent = upload::upload_backup(dir, manifest, member, &ready, progress, stop)
+        .await
+        .into_iter();
+    let mut reports = Vec::with_capacity(targets.len());
+    for t in targets {
+        let Some(parent) = waits_for(t) else {
+            reports.extend(sent.next());
+            continue;
+        };
+        let error = format!(
+            "destination \"{}\": {} was not sent: the backup it builds on, {parent}, is not complete there yet; run `offsite upload`, which sends {parent} first, then this one",
+            t.config.name, manifest.id
+        );
+        progress.note(&error);
+        reports.push(DestinationReport {
+            name: t.config.name.clone(),
+            status: Status::Failed,
+            bytes_sent: 0,
+            bytes_resumed: 0,
+            seconds: 0.0,
+            notes: Vec::new(),
+            error: Some(error),
+        });
+    }
+    reports
 }
 
 /// Removes staged backups that every destination has, but the newest `keep_local`.

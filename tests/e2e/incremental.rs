@@ -396,3 +396,61 @@ fn a_patched_file_claiming_growth_without_its_blocks_is_refused_on_restore() {
     assert_ne!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("make it 1073741824 bytes"), "{r:?}");
 }
+
+#[test]
+fn an_incremental_is_not_sent_where_its_parent_did_not_land() {
+    let sb = Sandbox::new("an_incremental_is_not_sent_where_its_parent_did_not_land");
+    write(&sb.path("src/a.dat"), &noise(50_000, 1));
+    sb.config_dir_job(
+        "",
+        &["nas", "far"],
+        &format!("{NAS}\n[destination.far]\nkind = \"path\"\npath = \"far\"\n"),
+    );
+    // "far" is not mounted: the full lands on nas only (exit 3, partial).
+    let r = sb.offsite(&["--json", "backup", "--full"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    let full = r.json()["backup"].as_str().expect("id").to_string();
+    // Now it is, but another writer holds the full's volume there: the
+    // full can never land on far.
+    write(
+        &sb.path("far/db").join(&full).join("vol-000000.tar.zst"),
+        b"someone else's",
+    );
+    write(&sb.path("src/b.dat"), &noise(50_000, 2));
+    let r = sb.offsite(&["--json", "backup", "--incremental"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    let j = r.json();
+    let incr = j["backup"].as_str().expect("id").to_string();
+    assert_eq!(j["kind"], "incr", "{j}");
+    let dest = |name: &str| {
+        j["destinations"]
+            .as_array()
+            .expect("destinations")
+            .iter()
+            .find(|d| d["name"] == name)
+            .cloned()
+            .expect("reported")
+    };
+    assert_eq!(dest("nas")["status"], "ok", "{j}");
+    let far = dest("far");
+    assert_eq!(far["status"], "failed", "{j}");
+    let err = far["error"].as_str().expect("error");
+    assert!(
+        err.contains(&full) && err.contains("offsite upload") && err.contains("far"),
+        "{err}"
+    );
+    assert!(
+        sb.path("dest/db")
+            .join(&incr)
+            .join("manifest.json")
+            .exists()
+    );
+    assert!(
+        !sb.path("far/db").join(&incr).exists(),
+        "the incremental was not sent without its parent"
+    );
+    // Both stay staged, for `offsite upload` to send in order.
+    let u = sb.offsite(&["--json", "upload"]);
+    assert_eq!(u.code, 3, "{u:?}");
+    assert!(!sb.path("far/db").join(&incr).exists(), "{u:?}");
+}
