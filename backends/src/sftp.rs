@@ -1297,8 +1297,10 @@ mod tests {
         let offered = key(ED_A);
         let fp = fingerprint(&offered);
         assert!(fp.starts_with("ssh-ed25519 SHA256:"), "{fp}");
-        let none: &[(usize, &str)] = &[];
-        let cases: &[(&[(usize, &str)], &[(usize, &str)], Verdict)] = &[
+        // known_hosts lines: (line number, key).
+        type Lines<'a> = &'a [(usize, &'a str)];
+        let none: Lines = &[];
+        let cases: &[(Lines, Lines, Verdict)] = &[
             (&[(1, ED_A)], none, Verdict::Match),
             (&[(1, ED_B), (2, ED_A)], none, Verdict::Match),
             // Revoked wins over a line that records it.
