@@ -669,23 +669,29 @@ async fn upload_in_chain(
     progress: &dyn Progress,
     stop: &Stop,
 ) -> Vec<DestinationReport> {
-    let waits_for = |t: &Target| {
-        manifest.parent.as_deref().filter(|parent| {
-            let pdir = staging.backup_dir(parent);
-            pdir.is_dir() && !journal::is_complete(&pdir, &t.config.name)
+    // Per target, the parent it still waits for (looked at once: the
+    // parent's journal does not change while this backup is sent).
+    let waiting: Vec<Option<&str>> = targets
+        .iter()
+        .map(|t| {
+            manifest.parent.as_deref().filter(|parent| {
+                let pdir = staging.backup_dir(parent);
+                pdir.is_dir() && !journal::is_complete(&pdir, &t.config.name)
+            })
         })
-    };
+        .collect();
     let ready: Vec<Target> = targets
         .iter()
-        .filter(|t| waits_for(t).is_none())
-        .cloned()
+        .zip(&waiting)
+        .filter(|(_, w)| w.is_none())
+        .map(|(t, _)| t.clone())
         .collect();
     let mut sent = upload::upload_backup(dir, manifest, member, &ready, progress, stop)
         .await
         .into_iter();
     let mut reports = Vec::with_capacity(targets.len());
-    for t in targets {
-        let Some(parent) = waits_for(t) else {
+    for (t, waits_for) in targets.iter().zip(waiting) {
+        let Some(parent) = waits_for else {
             reports.extend(sent.next());
             continue;
         };
