@@ -856,8 +856,8 @@ class Bench:
         even ones), and no restored tree is deleted until every run is
         done: ext4 skips inodes freed in the last minute when it allocates
         new ones (recently_deleted), so whoever restored after a deleted
-        tree paid for it. A 50,000-file restore took 2.2 s for tar when it
-        ran first and 3.7 s after other trees were removed."""
+        tree paid for it: tar's own 50,000-file restore had ranged from 2.2
+        to 3.7 s from one full run to the next."""
         d, cfg, volumes = self.restore_dest(pristine, dataset)
         vols = sorted(str(p) for p in volumes.glob("vol-*.tar.zst"))
         tree_size = tree_bytes(data)
