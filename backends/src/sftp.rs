@@ -406,6 +406,17 @@ fn verdict_for(
     }
 }
 
+/// The line of `text` that russh's known_hosts reader numbers `counted`:
+/// it counts every line but comments, so after a comment its numbers fall
+/// behind the file's, and an error would send the reader to the wrong line.
+fn file_line(text: &str, counted: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.starts_with('#'))
+        .nth(counted.saturating_sub(1))
+        .map_or(counted, |(i, _)| i + 1)
+}
+
 /// The keys of `text`'s `@revoked` lines (an OpenSSH known_hosts file),
 /// with their line numbers: `@revoked <hosts> <type> <base64> [comment]`.
 /// A revoked key that cannot be read is an error: it must not be skipped.
@@ -581,14 +592,18 @@ impl Inner {
             )
             .with_hint("it must be in OpenSSH's known_hosts format")
         })?;
-        let recorded =
-            known_hosts::known_host_keys_path(&o.host, o.port, kh_path).map_err(|e| {
-                Error::new(
-                    ErrorKind::ConfigInvalid,
-                    format!("cannot parse known_hosts file {}: {e}", kh_path.display()),
-                )
-                .with_hint("it must be in OpenSSH's known_hosts format")
-            })?;
+        let recorded: Vec<(usize, PublicKey)> =
+            known_hosts::known_host_keys_path(&o.host, o.port, kh_path)
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::ConfigInvalid,
+                        format!("cannot parse known_hosts file {}: {e}", kh_path.display()),
+                    )
+                    .with_hint("it must be in OpenSSH's known_hosts format")
+                })?
+                .into_iter()
+                .map(|(counted, key)| (file_line(&kh_text, counted), key))
+                .collect();
         let config = client::Config {
             preferred: Preferred {
                 key: Cow::Owned(host_key_types(&recorded)),
@@ -1356,6 +1371,17 @@ mod tests {
                 "{recorded:?} {revoked:?}"
             );
         }
+    }
+
+    #[test]
+    fn russh_line_numbers_are_turned_into_the_files() {
+        let text = "# pinned by ops\n# another comment\na key\n\n# more\nb key\n";
+        // russh numbers "a key" 1, the empty line 2, "b key" 3.
+        assert_eq!(file_line(text, 1), 3);
+        assert_eq!(file_line(text, 3), 6);
+        assert_eq!(file_line("a\nb\n", 2), 2);
+        // Past the end (not expected): the number as it came.
+        assert_eq!(file_line("a\n", 5), 5);
     }
 
     #[test]

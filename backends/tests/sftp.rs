@@ -133,6 +133,23 @@ async fn an_unknown_or_changed_host_key_is_refused_showing_the_offered_fingerpri
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_host_key_names_its_line_counting_the_comments() {
+    let wrong = std::fs::read_to_string(var("SFTP_KNOWN_HOSTS_WRONG")).expect("known_hosts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kh = dir.path().join("known_hosts");
+    std::fs::write(&kh, format!("# pinned by ops\n# on 2026-12-01\n{wrong}")).expect("write");
+    let mut o = options(key_auth(), "SFTP_KNOWN_HOSTS");
+    o.known_hosts = kh;
+    let err = SftpBackend::new("vault", o)
+        .probe()
+        .await
+        .expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("does NOT match"), "{text}");
+    assert!(text.contains("(line 3;"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_key_marked_revoked_is_refused_even_where_a_line_records_it() {
     let fp = var("SFTP_HOST_FINGERPRINT");
     let good = std::fs::read_to_string(var("SFTP_KNOWN_HOSTS")).expect("known_hosts");
