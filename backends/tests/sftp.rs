@@ -132,19 +132,25 @@ async fn an_unknown_or_changed_host_key_is_refused_showing_the_offered_fingerpri
     }
 }
 
+/// The error a connection with `known_hosts` as the known_hosts file gets.
+async fn refused_with(known_hosts: &str) -> offsite_backends::Error {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kh = dir.path().join("known_hosts");
+    std::fs::write(&kh, known_hosts).expect("write");
+    let mut o = options(key_auth(), "SFTP_KNOWN_HOSTS");
+    o.known_hosts = kh;
+    SftpBackend::new("vault", o)
+        .probe()
+        .await
+        .expect_err("refused")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_host_key_names_its_line_counting_the_comments() {
     let wrong = std::fs::read_to_string(var("SFTP_KNOWN_HOSTS_WRONG")).expect("known_hosts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kh = dir.path().join("known_hosts");
-    std::fs::write(&kh, format!("# pinned by ops\n# on 2026-12-01\n{wrong}")).expect("write");
-    let mut o = options(key_auth(), "SFTP_KNOWN_HOSTS");
-    o.known_hosts = kh;
-    let err = SftpBackend::new("vault", o)
-        .probe()
+    let text = refused_with(&format!("# pinned by ops\n# on 2026-12-01\n{wrong}"))
         .await
-        .expect_err("refused");
-    let text = err.to_string();
+        .to_string();
     assert!(text.contains("does NOT match"), "{text}");
     assert!(text.contains("(line 3;"), "{text}");
 }
@@ -156,16 +162,8 @@ async fn a_host_key_marked_revoked_is_refused_even_where_a_line_records_it() {
     let line = good.lines().next().expect("a line");
     let mut fields = line.split_whitespace().skip(1);
     let (kind, b64) = (fields.next().expect("type"), fields.next().expect("key"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kh = dir.path().join("known_hosts");
     let good = good.trim_end();
-    std::fs::write(&kh, format!("{good}\n@revoked * {kind} {b64} leaked\n")).expect("write");
-    let mut o = options(key_auth(), "SFTP_KNOWN_HOSTS");
-    o.known_hosts = kh;
-    let err = SftpBackend::new("vault", o)
-        .probe()
-        .await
-        .expect_err("refused");
+    let err = refused_with(&format!("{good}\n@revoked * {kind} {b64} leaked\n")).await;
     let text = err.to_string();
     assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{text}");
     assert!(!err.is_temporary(), "{text}");
