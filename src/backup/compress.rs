@@ -184,6 +184,27 @@ mod tests {
     }
 
     #[test]
+    fn the_experimental_parameter_set_is_the_block_splitter_of_the_linked_zstd() {
+        // zstd numbers its experimental parameters; 1.5.7's zstd.h defines
+        // ZSTD_c_blockSplitterLevel as ZSTD_c_experimentalParam20, with
+        // values 0 to 6. Another zstd may mean something else by it: a
+        // zstd-sys upgrade fails here until the mapping is checked again.
+        // SAFETY: both functions only read their arguments.
+        let (version, bounds) = unsafe {
+            (
+                zstd_sys::ZSTD_versionNumber(),
+                zstd_sys::ZSTD_cParam_getBounds(ZSTD_cParameter::ZSTD_c_experimentalParam20),
+            )
+        };
+        assert_eq!(
+            version, 10507,
+            "zstd is not 1.5.7: check in zstd.h that ZSTD_c_blockSplitterLevel is still ZSTD_c_experimentalParam20, then update this test"
+        );
+        assert_eq!(check(bounds.error).expect("bounds"), 0);
+        assert_eq!((bounds.lowerBound, bounds.upperBound), (0, 6));
+    }
+
+    #[test]
     fn a_damaged_frame_fails_its_checksum() {
         let data = vec![7u8; 100_000];
         let mut frame = compress(&data, 0, 100_000);
