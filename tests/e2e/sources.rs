@@ -166,8 +166,9 @@ fn growing_file_job(sb: &Sandbox, on_change: &str) {
     // stop 27).
     write(&sb.path("src/growing.log"), &noise(16 << 20, 6));
     let src = sb.path("src").display().to_string();
+    // `timeout`: a writer outlives no run whose post hook did not kill it.
     let writer = format!(
-        "sh -c 'while :; do echo more >> \\\"{src}/growing.log\\\"; done' >/dev/null 2>&1 & echo $! >> writer.pid"
+        "timeout 60 sh -c 'while :; do echo more >> \\\"{src}/growing.log\\\"; done' >/dev/null 2>&1 & echo $! >> writer.pid"
     );
     sb.config_dir_job(
         &format!(
